@@ -1,0 +1,11 @@
+//! Process plumbing shared by `capstan-issuer` and `capstan-rotator`.
+//!
+//! Nothing here knows about certificates or bundles; it is what every
+//! long-running capstan process needs around its controllers:
+//!
+//! * [`telemetry`] — structured logs (text or JSON) through `tracing-subscriber`;
+//! * [`shutdown`] — one cancellation token, fired by SIGTERM or SIGINT, shared by
+//!   controllers and servers so the process drains and exits cleanly.
+
+pub mod shutdown;
+pub mod telemetry;

@@ -1,0 +1,8 @@
+//! capstan's issuer: the cert-manager external issuer: signs CertificateRequests and CertificateSigningRequests with an in-cluster root CA.
+//!
+//! The binary (`src/main.rs`) only parses [`Args`] and calls [`Args::run`];
+//! everything else lives in this library.
+
+mod args;
+
+pub use args::Args;

@@ -1,0 +1,3 @@
+//! capstan's test Kubernetes API server and end-to-end test harness.
+
+pub mod apiserver;
