@@ -4,8 +4,10 @@
 //! long-running capstan process needs around its controllers:
 //!
 //! * [`telemetry`] — structured logs (text or JSON) through `tracing-subscriber`;
+//! * [`crd`] — rendering generated CRDs into the committed `crds/` YAML;
 //! * [`shutdown`] — one cancellation token, fired by SIGTERM or SIGINT, shared by
 //!   controllers and servers so the process drains and exits cleanly.
 
+pub mod crd;
 pub mod shutdown;
 pub mod telemetry;

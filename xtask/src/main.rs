@@ -4,6 +4,8 @@
 //!   the end-to-end tests drive (`scripts/install-tools`), then checks
 //!   formatting, lints with warnings denied, and runs every test of the
 //!   workspace. Run it before you push; a green `cargo xtask ci` is a green CI.
+//! * `crds` — writes `crds/*.yaml` from the Rust API types. The crates' tests
+//!   fail when the committed files differ from what this would write.
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -14,9 +16,10 @@ fn main() -> Result<()> {
     let command = std::env::args().nth(1).unwrap_or_default();
     match command.as_str() {
         "ci" => ci(&workspace_root()?),
+        "crds" => crds(&workspace_root()?),
         "" | "help" | "--help" | "-h" => {
             println!(
-                "usage: cargo xtask <command>\n\ncommands:\n  ci   install test tools, check fmt and clippy, run all tests"
+                "usage: cargo xtask <command>\n\ncommands:\n  ci     install test tools, check fmt and clippy, run all tests\n  crds   regenerate crds/*.yaml from the Rust types"
             );
             Ok(())
         }
@@ -63,6 +66,19 @@ fn run(root: &Path, program: &str, args: &[&str]) -> Result<()> {
         .with_context(|| format!("could not start {program}"))?;
     if !status.success() {
         bail!("`{program} {}` failed ({status})", args.join(" "));
+    }
+    Ok(())
+}
+
+/// Writes every CRD capstan defines into `crds/`.
+fn crds(root: &Path) -> Result<()> {
+    let dir = root.join("crds");
+    std::fs::create_dir_all(&dir)?;
+    for crd in capstan_issuer::api::crds() {
+        let path = dir.join(capstan_common::crd::file_name(&crd));
+        std::fs::write(&path, capstan_common::crd::render(&crd)?)
+            .with_context(|| format!("writing {}", path.display()))?;
+        eprintln!("wrote {}", path.display());
     }
     Ok(())
 }

@@ -1,0 +1,24 @@
+//! Rendering CustomResourceDefinitions generated from Rust types into the
+//! committed YAML under `crds/` (written by `cargo xtask crds`, checked for
+//! staleness by each crate's tests).
+
+use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
+
+/// First line of every generated CRD file.
+pub const GENERATED_HEADER: &str =
+    "# Generated from the Rust types by `cargo xtask crds`. Do not edit by hand.\n";
+
+/// The file name a CRD is written to: `<group>_<plural>.yaml`, as
+/// controller-gen names them.
+#[must_use]
+pub fn file_name(crd: &CustomResourceDefinition) -> String {
+    format!("{}_{}.yaml", crd.spec.group, crd.spec.names.plural)
+}
+
+/// The YAML document for `crd`, with the generated-file header.
+///
+/// # Errors
+/// When serialization fails (it does not for well-formed CRDs).
+pub fn render(crd: &CustomResourceDefinition) -> Result<String, serde_yaml::Error> {
+    Ok(format!("{GENERATED_HEADER}{}", serde_yaml::to_string(crd)?))
+}

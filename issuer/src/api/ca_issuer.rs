@@ -1,0 +1,247 @@
+//! `CAIssuer` (namespaced) and `ClusterCAIssuer` (cluster-scoped), group
+//! `capstan.dev`, version `v1alpha1`.
+//!
+//! Both kinds share [`IssuerSpec`] and [`IssuerStatus`]. The spec names one CA
+//! source — an existing CA Secret (`spec.ca`) or a CA the issuer generates and
+//! rotates itself (`spec.selfManaged`) — and the leaf policy every request is
+//! held to. Durations are Go duration strings (`15s`, `5m`, `2160h`), as in
+//! cert-manager.
+
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
+use kube::CustomResource;
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+
+/// `spec` of a namespaced `CAIssuer`: signs requests in its own namespace.
+#[derive(CustomResource, Deserialize, Serialize, Clone, Debug, PartialEq, Default, JsonSchema)]
+#[kube(
+    group = "capstan.dev",
+    version = "v1alpha1",
+    kind = "CAIssuer",
+    namespaced,
+    status = "IssuerStatus",
+    shortname = "cai",
+    category = "capstan",
+    category = "cert-manager",
+    derive = "PartialEq",
+    derive = "Default",
+    doc = "A certificate authority that signs cert-manager CertificateRequests in its own namespace.",
+    printcolumn(
+        name = "Ready",
+        type_ = "string",
+        json_path = ".status.conditions[?(@.type==\"Ready\")].status"
+    ),
+    printcolumn(
+        name = "Reason",
+        type_ = "string",
+        json_path = ".status.conditions[?(@.type==\"Ready\")].reason"
+    ),
+    printcolumn(name = "CA Expiry", type_ = "date", json_path = ".status.ca.notAfter"),
+    printcolumn(
+        name = "Status",
+        type_ = "string",
+        priority = "1",
+        json_path = ".status.conditions[?(@.type==\"Ready\")].message"
+    ),
+    printcolumn(
+        name = "Age",
+        type_ = "date",
+        json_path = ".metadata.creationTimestamp"
+    )
+)]
+pub struct CAIssuerSpec {
+    /// The issuer's configuration.
+    #[serde(flatten)]
+    pub issuer: IssuerSpec,
+}
+
+/// `spec` of a cluster-scoped `ClusterCAIssuer`: signs requests in any namespace.
+///
+/// Its CA Secret lives in the cluster resource namespace
+/// (`--cluster-resource-namespace`), as for cert-manager's ClusterIssuers.
+#[derive(CustomResource, Deserialize, Serialize, Clone, Debug, PartialEq, Default, JsonSchema)]
+#[kube(
+    group = "capstan.dev",
+    version = "v1alpha1",
+    kind = "ClusterCAIssuer",
+    status = "IssuerStatus",
+    shortname = "ccai",
+    category = "capstan",
+    category = "cert-manager",
+    derive = "PartialEq",
+    derive = "Default",
+    doc = "A certificate authority that signs cert-manager CertificateRequests in every namespace.",
+    printcolumn(
+        name = "Ready",
+        type_ = "string",
+        json_path = ".status.conditions[?(@.type==\"Ready\")].status"
+    ),
+    printcolumn(
+        name = "Reason",
+        type_ = "string",
+        json_path = ".status.conditions[?(@.type==\"Ready\")].reason"
+    ),
+    printcolumn(name = "CA Expiry", type_ = "date", json_path = ".status.ca.notAfter"),
+    printcolumn(
+        name = "Status",
+        type_ = "string",
+        priority = "1",
+        json_path = ".status.conditions[?(@.type==\"Ready\")].message"
+    ),
+    printcolumn(
+        name = "Age",
+        type_ = "date",
+        json_path = ".metadata.creationTimestamp"
+    )
+)]
+pub struct ClusterCAIssuerSpec {
+    /// The issuer's configuration.
+    #[serde(flatten)]
+    pub issuer: IssuerSpec,
+}
+
+/// Configuration shared by `CAIssuer` and `ClusterCAIssuer`.
+#[derive(Deserialize, Serialize, Clone, Debug, PartialEq, Default, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct IssuerSpec {
+    /// Sign with an existing CA key pair from a `kubernetes.io/tls` Secret.
+    /// Exactly one of `ca` and `selfManaged` must be set.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ca: Option<CaSecretSource>,
+    /// Generate a root CA, keep it in a Secret the issuer owns, and rotate it.
+    /// Exactly one of `ca` and `selfManaged` must be set.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub self_managed: Option<SelfManagedCa>,
+    /// Longest leaf lifetime the issuer signs; longer requests are shortened
+    /// to it. Default `2160h` (90 days).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_duration: Option<String>,
+    /// Leaf lifetime when a request asks for none. Default: `maxDuration`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub default_duration: Option<String>,
+    /// Usages a request may ask for, in cert-manager's spelling (`server auth`,
+    /// `client auth`, `digital signature`, ...). Empty: any usage.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub allowed_usages: Vec<String>,
+    /// Names every requested SAN must fall within; a request outside them fails.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name_constraints: Option<NameConstraints>,
+}
+
+/// `spec.ca`: a CA key pair the user provides.
+#[derive(Deserialize, Serialize, Clone, Debug, PartialEq, Default, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct CaSecretSource {
+    /// Name of a Secret with `tls.crt`, `tls.key` and optionally `ca.crt`. For a
+    /// `CAIssuer` it is in the issuer's namespace; for a `ClusterCAIssuer`, in
+    /// the cluster resource namespace.
+    pub secret_name: String,
+}
+
+/// `spec.selfManaged`: a root CA the issuer generates and rotates.
+///
+/// Rotation order: the new CA is published in the bundle first, signs only
+/// after `propagationDelay`, and the retired CA stays in the bundle for
+/// `overlap` (default: until the last leaf it signed has expired).
+#[derive(Deserialize, Serialize, Clone, Debug, PartialEq, Default, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct SelfManagedCa {
+    /// Name of the Secret the issuer creates and owns for the CA.
+    pub secret_name: String,
+    /// Subject common name of the root CA. Default: the issuer's name.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub common_name: Option<String>,
+    /// Key algorithm of the root CA.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub key_algorithm: Option<KeyAlgorithm>,
+    /// Lifetime of each root CA. Default `17520h` (2 years).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub duration: Option<String>,
+    /// Start a rotation when this much of the CA's lifetime is left.
+    /// Overrides `rotationFraction`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rotate_before: Option<String>,
+    /// Start a rotation when this fraction of the CA's lifetime is left
+    /// (between 0 and 1, exclusive). Default `0.3333`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rotation_fraction: Option<f64>,
+    /// How long a new CA sits in the bundle before it signs anything, so that
+    /// every client trusts it first. Default `5m`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub propagation_delay: Option<String>,
+    /// How long a retired CA stays in the bundle. Default: until the last
+    /// leaf it signed has expired.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub overlap: Option<String>,
+}
+
+/// Key algorithm of a self-managed root CA.
+#[derive(Deserialize, Serialize, Clone, Copy, Debug, PartialEq, Eq, Default, JsonSchema)]
+pub enum KeyAlgorithm {
+    /// ECDSA on P-256 with SHA-256 (the default).
+    #[default]
+    #[serde(rename = "ECDSAP256")]
+    EcdsaP256,
+    /// ECDSA on P-384 with SHA-384.
+    #[serde(rename = "ECDSAP384")]
+    EcdsaP384,
+    /// Ed25519.
+    #[serde(rename = "Ed25519")]
+    Ed25519,
+    /// RSA, 2048-bit modulus.
+    #[serde(rename = "RSA2048")]
+    Rsa2048,
+    /// RSA, 3072-bit modulus.
+    #[serde(rename = "RSA3072")]
+    Rsa3072,
+    /// RSA, 4096-bit modulus.
+    #[serde(rename = "RSA4096")]
+    Rsa4096,
+}
+
+/// Names requests are confined to (RFC 5280 name-constraint semantics).
+#[derive(Deserialize, Serialize, Clone, Debug, PartialEq, Default, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct NameConstraints {
+    /// DNS domains SANs must equal or fall under, e.g. `svc.cluster.local`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub permitted_dns_domains: Vec<String>,
+    /// IP ranges (CIDR) IP SANs must fall within, e.g. `10.0.0.0/8`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub permitted_ip_ranges: Vec<String>,
+}
+
+/// `status` of both issuer kinds.
+#[derive(Deserialize, Serialize, Clone, Debug, PartialEq, Default, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct IssuerStatus {
+    /// `Ready` says whether requests are being signed, and if not, why.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub conditions: Vec<Condition>,
+    /// The CA that signs now.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ca: Option<CaSummary>,
+    /// How many CAs the published bundle holds (2 during a rotation).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub bundle_size: Option<i32>,
+    /// When signing last switched to a new CA.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_rotation_time: Option<Time>,
+    /// The `metadata.generation` this status describes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub observed_generation: Option<i64>,
+}
+
+/// Identity and validity of a CA certificate.
+#[derive(Deserialize, Serialize, Clone, Debug, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct CaSummary {
+    /// SHA-256 fingerprint of the DER certificate, hex.
+    pub fingerprint: String,
+    /// Subject, RFC 4514.
+    pub subject: String,
+    /// Start of validity.
+    pub not_before: Time,
+    /// End of validity.
+    pub not_after: Time,
+}
