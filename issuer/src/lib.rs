@@ -5,5 +5,8 @@
 
 pub mod api;
 mod args;
+#[cfg(test)]
+mod fixtures;
+pub mod request;
 
 pub use args::Args;

@@ -7,6 +7,10 @@
 //! held to. Durations are Go duration strings (`15s`, `5m`, `2160h`), as in
 //! cert-manager.
 
+// kube-derive takes one `printcolumn(...)` per column, each with `type_ = ...`;
+// clippy reads the repeated keys as duplicated attributes.
+#![allow(clippy::duplicated_attributes)]
+
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
 use kube::CustomResource;
 use schemars::JsonSchema;

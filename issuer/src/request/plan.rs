@@ -1,0 +1,241 @@
+//! The gates a `CertificateRequest` passes before it is signed, in
+//! cert-manager issuer-lib's order (`controllers/request_controller.go`):
+//! ours? → finished? → denied? → approved? → issuer ready? → sign.
+
+use crate::api::cert_manager::{CertificateRequest, IssuerRef};
+use crate::api::conditions::{self, request as reason};
+
+/// The API group of capstan's issuers.
+pub const ISSUER_GROUP: &str = "capstan.dev";
+
+/// Which of capstan's issuer kinds a request names.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum IssuerKind {
+    /// A namespaced `CAIssuer`, in the request's namespace.
+    CaIssuer,
+    /// A cluster-scoped `ClusterCAIssuer`.
+    ClusterCaIssuer,
+}
+
+impl IssuerKind {
+    /// The Kubernetes kind name.
+    #[must_use]
+    pub fn kind(self) -> &'static str {
+        match self {
+            Self::CaIssuer => "CAIssuer",
+            Self::ClusterCaIssuer => "ClusterCAIssuer",
+        }
+    }
+}
+
+/// The issuer a request names, if it is one of ours.
+///
+/// cert-manager defaults an empty `kind` to `Issuer` and an empty `group` to
+/// `cert-manager.io`, so both must be given explicitly to reach capstan.
+#[must_use]
+pub fn our_issuer(issuer_ref: &IssuerRef) -> Option<IssuerKind> {
+    if issuer_ref.group.as_deref() != Some(ISSUER_GROUP) {
+        return None;
+    }
+    match issuer_ref.kind.as_deref() {
+        Some("CAIssuer") => Some(IssuerKind::CaIssuer),
+        Some("ClusterCAIssuer") => Some(IssuerKind::ClusterCaIssuer),
+        _ => None,
+    }
+}
+
+/// What the controller knows about the issuer a request names.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum IssuerState {
+    /// No such issuer (yet).
+    Missing,
+    /// The issuer exists but is not `Ready`; the message says why.
+    NotReady(String),
+    /// The issuer is `Ready` to sign.
+    Ready,
+}
+
+/// Why a request is left alone.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Skip {
+    /// It names another issuer.
+    NotOurs,
+    /// It is finished (`Ready` is `True`, or `False` with a final reason), or
+    /// `InvalidRequest` is `True`: it is never touched again.
+    Finished,
+    /// No approver has approved it yet.
+    NotApproved,
+}
+
+/// What to do with a request.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RequestDecision {
+    /// Touch nothing.
+    Ignore(Skip),
+    /// It was denied: mark it `Ready=False`, reason `Denied`, and never sign.
+    Deny,
+    /// The issuer cannot sign yet: `Ready=False`, reason `Pending`; retry.
+    Wait(String),
+    /// Sign it.
+    Sign(IssuerKind),
+}
+
+/// Decides what to do with `request`, given the state of its issuer.
+#[must_use]
+pub fn plan(request: &CertificateRequest, issuer: &IssuerState) -> RequestDecision {
+    let Some(kind) = our_issuer(&request.spec.issuer_ref) else {
+        return RequestDecision::Ignore(Skip::NotOurs);
+    };
+    if is_finished(request) {
+        return RequestDecision::Ignore(Skip::Finished);
+    }
+    if request.has_true(conditions::DENIED) {
+        return RequestDecision::Deny;
+    }
+    if !request.has_true(conditions::APPROVED) {
+        return RequestDecision::Ignore(Skip::NotApproved);
+    }
+    match issuer {
+        IssuerState::Missing => RequestDecision::Wait(format!(
+            "Referenced \"{}\" not found: {} {:?} does not exist",
+            kind.kind(),
+            kind.kind(),
+            request.spec.issuer_ref.name
+        )),
+        IssuerState::NotReady(why) => RequestDecision::Wait(format!(
+            "Referenced \"{}\" {:?} is not Ready: {why}",
+            kind.kind(),
+            request.spec.issuer_ref.name
+        )),
+        IssuerState::Ready => RequestDecision::Sign(kind),
+    }
+}
+
+/// Whether a request has reached a final state.
+///
+/// Final: `Ready=True` (issued), `Ready=False` with reason `Failed` or
+/// `Denied`, or `InvalidRequest=True`, as cert-manager's
+/// `CertificateRequestIsFinished`-style checks treat them.
+#[must_use]
+pub fn is_finished(request: &CertificateRequest) -> bool {
+    if request.has_true(conditions::INVALID_REQUEST) {
+        return true;
+    }
+    request.condition(conditions::READY).is_some_and(|ready| {
+        ready.status == conditions::TRUE
+            || matches!(
+                ready.reason.as_deref(),
+                Some(reason::FAILED | reason::DENIED)
+            )
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::fixtures::RequestFixture;
+
+    #[test]
+    fn other_issuers_are_never_touched() {
+        let cr = CertificateRequest::test()
+            .approved()
+            .issuer("cert-manager.io", "Issuer", "ca");
+        assert_eq!(
+            plan(&cr, &IssuerState::Ready),
+            RequestDecision::Ignore(Skip::NotOurs)
+        );
+        let no_group = CertificateRequest::test()
+            .approved()
+            .issuer_kind_only("ClusterCAIssuer", "ca");
+        assert_eq!(
+            plan(&no_group, &IssuerState::Ready),
+            RequestDecision::Ignore(Skip::NotOurs)
+        );
+        let wrong_kind = CertificateRequest::test()
+            .approved()
+            .issuer(ISSUER_GROUP, "Issuer", "ca");
+        assert_eq!(
+            plan(&wrong_kind, &IssuerState::Ready),
+            RequestDecision::Ignore(Skip::NotOurs)
+        );
+    }
+
+    #[test]
+    fn unapproved_requests_wait_untouched() {
+        let cr = CertificateRequest::test();
+        assert_eq!(
+            plan(&cr, &IssuerState::Ready),
+            RequestDecision::Ignore(Skip::NotApproved)
+        );
+    }
+
+    #[test]
+    fn denied_beats_approval_and_issuer_state() {
+        let cr = CertificateRequest::test().denied();
+        assert_eq!(plan(&cr, &IssuerState::Missing), RequestDecision::Deny);
+        assert_eq!(plan(&cr, &IssuerState::Ready), RequestDecision::Deny);
+    }
+
+    #[test]
+    fn approved_request_waits_for_its_issuer() {
+        let cr = CertificateRequest::test().approved();
+        let RequestDecision::Wait(missing) = plan(&cr, &IssuerState::Missing) else {
+            panic!("a missing issuer must make the request wait");
+        };
+        assert!(missing.contains("not found"), "{missing}");
+        let RequestDecision::Wait(not_ready) =
+            plan(&cr, &IssuerState::NotReady("SecretNotFound".into()))
+        else {
+            panic!("an unready issuer must make the request wait");
+        };
+        assert!(not_ready.contains("SecretNotFound"), "{not_ready}");
+    }
+
+    #[test]
+    fn approved_request_with_ready_issuer_is_signed() {
+        let cr = CertificateRequest::test().approved();
+        assert_eq!(
+            plan(&cr, &IssuerState::Ready),
+            RequestDecision::Sign(IssuerKind::ClusterCaIssuer)
+        );
+        let ns = CertificateRequest::test()
+            .approved()
+            .issuer(ISSUER_GROUP, "CAIssuer", "local");
+        assert_eq!(
+            plan(&ns, &IssuerState::Ready),
+            RequestDecision::Sign(IssuerKind::CaIssuer)
+        );
+    }
+
+    #[test]
+    fn finished_requests_are_never_touched_again() {
+        for cr in [
+            CertificateRequest::test()
+                .approved()
+                .ready("True", reason::ISSUED),
+            CertificateRequest::test()
+                .approved()
+                .ready("False", reason::FAILED),
+            CertificateRequest::test()
+                .denied()
+                .ready("False", reason::DENIED),
+            CertificateRequest::test().approved().invalid_request(),
+        ] {
+            assert_eq!(
+                plan(&cr, &IssuerState::Ready),
+                RequestDecision::Ignore(Skip::Finished)
+            );
+        }
+    }
+
+    #[test]
+    fn pending_requests_are_retried() {
+        let cr = CertificateRequest::test()
+            .approved()
+            .ready("False", reason::PENDING);
+        assert_eq!(
+            plan(&cr, &IssuerState::Ready),
+            RequestDecision::Sign(IssuerKind::ClusterCaIssuer)
+        );
+    }
+}

@@ -1,0 +1,268 @@
+//! The status patch and the Event for each outcome of a request, as
+//! cert-manager's own issuers write them.
+//!
+//! Every patch carries the request's `resourceVersion`, so a write based on a
+//! stale read fails with 409 instead of overwriting another writer's result:
+//! with two replicas, or after a crash between signing and writing, a
+//! request's certificate is still published exactly once.
+
+use k8s_openapi::ByteString;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+use serde_json::{Value, json};
+
+use crate::api::cert_manager::{CertificateRequest, CertificateRequestCondition};
+use crate::api::conditions::{self, request as reason};
+
+/// How handling a request ended.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Outcome {
+    /// An approver denied it.
+    Denied,
+    /// It cannot be signed yet; the message says why.
+    Pending(String),
+    /// It was signed.
+    Issued {
+        /// The leaf followed by any intermediates, PEM.
+        certificate: String,
+        /// The issuing root CA, PEM.
+        ca: String,
+        /// Extra detail for the Event, e.g. that the duration was shortened.
+        note: Option<String>,
+    },
+    /// It can never be signed; the message says why.
+    Failed(String),
+}
+
+/// Severity of an Event.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Severity {
+    /// Progress.
+    Normal,
+    /// Something the user must look at.
+    Warning,
+}
+
+/// An Event to record on the request.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EventSpec {
+    /// Normal or Warning.
+    pub severity: Severity,
+    /// Short CamelCase reason (`Issued`, `Failed`, `Denied`, `Pending`).
+    pub reason: &'static str,
+    /// Human-readable message.
+    pub note: String,
+}
+
+/// Message of the `Ready=True` condition, as cert-manager's issuers word it.
+pub const ISSUED_MESSAGE: &str = "Certificate fetched from issuer successfully";
+/// Message of the `Ready=False/Denied` condition, as cert-manager words it.
+pub const DENIED_MESSAGE: &str = "The CertificateRequest was denied by an approval controller";
+
+/// The `Ready` condition an outcome leads to: (status, reason, message).
+fn ready_condition(outcome: &Outcome) -> (&'static str, &'static str, String) {
+    match outcome {
+        Outcome::Denied => (conditions::FALSE, reason::DENIED, DENIED_MESSAGE.to_owned()),
+        Outcome::Pending(message) => (conditions::FALSE, reason::PENDING, message.clone()),
+        Outcome::Issued { .. } => (conditions::TRUE, reason::ISSUED, ISSUED_MESSAGE.to_owned()),
+        Outcome::Failed(message) => (conditions::FALSE, reason::FAILED, message.clone()),
+    }
+}
+
+/// The merge patch for `/status` that records `outcome`, or `None` when the
+/// request already says exactly that (a repeated `Pending` writes nothing).
+///
+/// The `Ready` condition is replaced in place and every other condition
+/// (`Approved`, `Denied`, ...) is kept; `lastTransitionTime` moves only when
+/// the condition's status changes. Final outcomes set `failureTime`
+/// (`Failed`, `Denied`), without which cert-manager backs off for an hour.
+#[must_use]
+pub fn outcome_patch(request: &CertificateRequest, outcome: &Outcome, now: &Time) -> Option<Value> {
+    let (status, reason, message) = ready_condition(outcome);
+    let existing = request.condition(conditions::READY);
+    let unchanged = existing.is_some_and(|c| {
+        c.status == status
+            && c.reason.as_deref() == Some(reason)
+            && c.message.as_deref() == Some(message.as_str())
+    });
+    if unchanged && matches!(outcome, Outcome::Pending(_)) {
+        return None;
+    }
+    let last_transition_time = match existing {
+        Some(c) if c.status == status => c
+            .last_transition_time
+            .clone()
+            .unwrap_or_else(|| now.clone()),
+        _ => now.clone(),
+    };
+    let ready = CertificateRequestCondition {
+        type_: conditions::READY.to_owned(),
+        status: status.to_owned(),
+        reason: Some(reason.to_owned()),
+        message: Some(message),
+        last_transition_time: Some(last_transition_time),
+    };
+    let mut conditions: Vec<CertificateRequestCondition> = request
+        .status
+        .as_ref()
+        .map(|s| s.conditions.clone())
+        .unwrap_or_default();
+    match conditions.iter_mut().find(|c| c.type_ == conditions::READY) {
+        Some(slot) => *slot = ready,
+        None => conditions.push(ready),
+    }
+
+    let mut status = json!({ "conditions": conditions });
+    match outcome {
+        Outcome::Issued {
+            certificate, ca, ..
+        } => {
+            status["certificate"] = json!(ByteString(certificate.clone().into_bytes()));
+            status["ca"] = json!(ByteString(ca.clone().into_bytes()));
+        }
+        Outcome::Failed(_) | Outcome::Denied => status["failureTime"] = json!(now),
+        Outcome::Pending(_) => {}
+    }
+    Some(json!({
+        "metadata": { "resourceVersion": request.metadata.resource_version },
+        "status": status,
+    }))
+}
+
+/// The Event that tells the user what happened to a request.
+#[must_use]
+pub fn outcome_event(outcome: &Outcome) -> EventSpec {
+    match outcome {
+        Outcome::Denied => EventSpec {
+            severity: Severity::Warning,
+            reason: reason::DENIED,
+            note: DENIED_MESSAGE.to_owned(),
+        },
+        Outcome::Pending(message) => EventSpec {
+            severity: Severity::Normal,
+            reason: reason::PENDING,
+            note: message.clone(),
+        },
+        Outcome::Issued { note, .. } => EventSpec {
+            severity: Severity::Normal,
+            reason: reason::ISSUED,
+            note: match note {
+                Some(note) => format!("{ISSUED_MESSAGE}; {note}"),
+                None => ISSUED_MESSAGE.to_owned(),
+            },
+        },
+        Outcome::Failed(message) => EventSpec {
+            severity: Severity::Warning,
+            reason: reason::FAILED,
+            note: message.clone(),
+        },
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::fixtures::{RequestFixture, at};
+
+    fn ready(patch: &Value) -> &Value {
+        patch["status"]["conditions"]
+            .as_array()
+            .and_then(|cs| cs.iter().find(|c| c["type"] == "Ready"))
+            .expect("patch has a Ready condition")
+    }
+
+    #[test]
+    fn issued_sets_certificate_and_ca_base64_and_keeps_approval() {
+        let cr = CertificateRequest::test()
+            .approved()
+            .ready("False", reason::PENDING);
+        let outcome = Outcome::Issued {
+            certificate: "LEAF".into(),
+            ca: "ROOT".into(),
+            note: None,
+        };
+        let patch = outcome_patch(&cr, &outcome, &at(100)).expect("a patch");
+        assert_eq!(patch["status"]["certificate"], "TEVBRg==");
+        assert_eq!(patch["status"]["ca"], "Uk9PVA==");
+        assert_eq!(ready(&patch)["status"], "True");
+        assert_eq!(ready(&patch)["reason"], "Issued");
+        assert!(patch["status"].get("failureTime").is_none());
+        let types: Vec<_> = patch["status"]["conditions"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .map(|c| c["type"].clone())
+            .collect();
+        assert_eq!(types, vec![json!("Approved"), json!("Ready")]);
+        assert_eq!(patch["metadata"]["resourceVersion"], "7");
+    }
+
+    #[test]
+    fn failed_and_denied_set_failure_time() {
+        let now = at(200);
+        for (cr, outcome, reason) in [
+            (
+                CertificateRequest::test().approved(),
+                Outcome::Failed("bad CSR".into()),
+                "Failed",
+            ),
+            (
+                CertificateRequest::test().denied(),
+                Outcome::Denied,
+                "Denied",
+            ),
+        ] {
+            let patch = outcome_patch(&cr, &outcome, &now).expect("a patch");
+            assert_eq!(ready(&patch)["reason"], reason);
+            assert_eq!(ready(&patch)["status"], "False");
+            assert_eq!(patch["status"]["failureTime"], json!(now));
+        }
+    }
+
+    #[test]
+    fn repeated_pending_writes_nothing_and_a_new_message_keeps_transition_time() {
+        let first = at(10);
+        let cr = CertificateRequest::test().approved().ready_at(
+            "False",
+            reason::PENDING,
+            "waiting",
+            first.clone(),
+        );
+        assert_eq!(
+            outcome_patch(&cr, &Outcome::Pending("waiting".into()), &at(20)),
+            None
+        );
+        let patch = outcome_patch(&cr, &Outcome::Pending("still waiting".into()), &at(30))
+            .expect("a patch");
+        assert_eq!(ready(&patch)["lastTransitionTime"], json!(first));
+        // False → False (Pending → Failed) is no transition, as in cert-manager's
+        // SetCertificateRequestCondition; False → True is.
+        let failed = outcome_patch(&cr, &Outcome::Failed("no".into()), &at(40)).expect("a patch");
+        assert_eq!(ready(&failed)["lastTransitionTime"], json!(first));
+        let issued = Outcome::Issued {
+            certificate: "C".into(),
+            ca: "A".into(),
+            note: None,
+        };
+        let patch = outcome_patch(&cr, &issued, &at(50)).expect("a patch");
+        assert_eq!(ready(&patch)["lastTransitionTime"], json!(at(50)));
+    }
+
+    #[test]
+    fn events_match_outcomes() {
+        assert_eq!(outcome_event(&Outcome::Denied).severity, Severity::Warning);
+        assert_eq!(outcome_event(&Outcome::Failed("x".into())).reason, "Failed");
+        let issued = outcome_event(&Outcome::Issued {
+            certificate: String::new(),
+            ca: String::new(),
+            note: Some("duration shortened to the CA's expiry".into()),
+        });
+        assert_eq!(issued.reason, "Issued");
+        assert!(
+            issued
+                .note
+                .ends_with("duration shortened to the CA's expiry"),
+            "{}",
+            issued.note
+        );
+    }
+}
