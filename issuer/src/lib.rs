@@ -5,6 +5,7 @@
 
 pub mod api;
 mod args;
+pub mod ca;
 #[cfg(test)]
 mod fixtures;
 pub mod request;

@@ -1,0 +1,3 @@
+//! The issuer's certificate authorities: rotation of self-managed CAs.
+
+pub mod rotation;
