@@ -4,5 +4,6 @@
 //! everything else lives in this library.
 
 mod args;
+pub mod restart;
 
 pub use args::Args;

@@ -1,0 +1,7 @@
+//! Rolling restarts of workloads whose Secrets or ConfigMaps changed.
+//!
+//! * [`sources`] — which Secrets and ConfigMaps a pod template uses, and which
+//!   of them a workload asked to be restarted for (capstan's and Reloader's
+//!   annotations).
+
+pub mod sources;
