@@ -2,6 +2,8 @@
 //!
 //! * [`sources`] — which Secrets and ConfigMaps a pod template uses, and which
 //!   of them a workload asked to be restarted for (capstan's and Reloader's
-//!   annotations).
+//!   annotations);
+//! * [`schedule`] — debounce windows and the per-namespace rollout limit.
 
+pub mod schedule;
 pub mod sources;

@@ -1,0 +1,286 @@
+//! When restarts happen: a debounce window per workload, and at most
+//! `max_concurrent` rollouts at a time per namespace.
+//!
+//! The first change a workload sees opens its window; every change inside the
+//! window joins the same restart, which starts when the window closes and the
+//! namespace has room. A rollout occupies its namespace until it completes or
+//! `rollout_timeout` passes. Pure: the caller passes `now` and acts on what
+//! the methods return.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::time::{Duration, Instant};
+
+use super::sources::SourceRef;
+
+/// A workload, by kind, namespace and name.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct WorkloadKey {
+    /// `Deployment`, `StatefulSet` or `DaemonSet`.
+    pub kind: &'static str,
+    /// Namespace.
+    pub namespace: String,
+    /// Name.
+    pub name: String,
+}
+
+impl std::fmt::Display for WorkloadKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}/{} -n {}", self.kind, self.name, self.namespace)
+    }
+}
+
+/// Limits of the scheduler.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Limits {
+    /// Changes within this window of the first one make one restart.
+    pub debounce: Duration,
+    /// Rollouts in flight per namespace.
+    pub max_concurrent: usize,
+    /// How long a rollout may take before the next one stops waiting for it.
+    pub rollout_timeout: Duration,
+}
+
+/// A restart to start now.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Start {
+    /// The workload to roll.
+    pub workload: WorkloadKey,
+    /// Every source whose change led to it.
+    pub changed: BTreeSet<SourceRef>,
+}
+
+#[derive(Debug, Clone)]
+struct Pending {
+    opened: Instant,
+    changed: BTreeSet<SourceRef>,
+}
+
+/// The scheduler's state.
+#[derive(Debug, Clone)]
+pub struct Scheduler {
+    limits: Limits,
+    pending: BTreeMap<WorkloadKey, Pending>,
+    active: BTreeMap<WorkloadKey, Instant>,
+}
+
+impl Scheduler {
+    /// An empty scheduler.
+    #[must_use]
+    pub fn new(limits: Limits) -> Self {
+        Self {
+            limits,
+            pending: BTreeMap::new(),
+            active: BTreeMap::new(),
+        }
+    }
+
+    /// Records that `source`, which `workload` is restarted for, changed.
+    pub fn changed(&mut self, workload: WorkloadKey, source: SourceRef, now: Instant) {
+        self.pending
+            .entry(workload)
+            .or_insert_with(|| Pending {
+                opened: now,
+                changed: BTreeSet::new(),
+            })
+            .changed
+            .insert(source);
+    }
+
+    /// Forgets a workload that was deleted or opted out.
+    pub fn forget(&mut self, workload: &WorkloadKey) {
+        self.pending.remove(workload);
+        self.active.remove(workload);
+    }
+
+    /// Marks `workload`'s rollout complete, freeing its namespace slot.
+    /// Returns whether it was in flight.
+    pub fn completed(&mut self, workload: &WorkloadKey) -> bool {
+        self.active.remove(workload).is_some()
+    }
+
+    /// Rollouts in flight.
+    #[must_use]
+    pub fn in_flight(&self) -> Vec<WorkloadKey> {
+        self.active.keys().cloned().collect()
+    }
+
+    /// Workloads whose restart is due but waits for room in its namespace.
+    #[must_use]
+    pub fn waiting(&self, now: Instant) -> usize {
+        self.pending
+            .values()
+            .filter(|p| now >= p.opened + self.limits.debounce)
+            .count()
+    }
+
+    /// Rollouts that passed `rollout_timeout`: they stop holding their slot.
+    pub fn timed_out(&mut self, now: Instant) -> Vec<WorkloadKey> {
+        let timeout = self.limits.rollout_timeout;
+        let expired: Vec<WorkloadKey> = self
+            .active
+            .iter()
+            .filter(|(_, started)| now >= **started + timeout)
+            .map(|(k, _)| k.clone())
+            .collect();
+        for key in &expired {
+            self.active.remove(key);
+        }
+        expired
+    }
+
+    /// The restarts to start now, oldest window first, within each
+    /// namespace's limit. They count as in flight until [`Self::completed`].
+    pub fn due(&mut self, now: Instant) -> Vec<Start> {
+        let mut ready: Vec<(Instant, WorkloadKey)> = self
+            .pending
+            .iter()
+            .filter(|(key, p)| {
+                now >= p.opened + self.limits.debounce && !self.active.contains_key(*key)
+            })
+            .map(|(k, p)| (p.opened, k.clone()))
+            .collect();
+        ready.sort();
+        let mut starts = Vec::new();
+        for (_, key) in ready {
+            let busy = self
+                .active
+                .keys()
+                .filter(|k| k.namespace == key.namespace)
+                .count();
+            if busy >= self.limits.max_concurrent {
+                continue;
+            }
+            if let Some(pending) = self.pending.remove(&key) {
+                self.active.insert(key.clone(), now);
+                starts.push(Start {
+                    workload: key,
+                    changed: pending.changed,
+                });
+            }
+        }
+        starts
+    }
+
+    /// The next instant after `now` at which [`Self::due`] or
+    /// [`Self::timed_out`] may return something without any new change.
+    /// A restart already due but waiting for room is woken by the completion
+    /// or timeout that frees it, not by its own window.
+    #[must_use]
+    pub fn next_wake(&self, now: Instant) -> Option<Instant> {
+        let windows = self
+            .pending
+            .values()
+            .map(|p| p.opened + self.limits.debounce);
+        let timeouts = self
+            .active
+            .values()
+            .map(|started| *started + self.limits.rollout_timeout);
+        windows.chain(timeouts).filter(|t| *t > now).min()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const LIMITS: Limits = Limits {
+        debounce: Duration::from_secs(10),
+        max_concurrent: 1,
+        rollout_timeout: Duration::from_secs(300),
+    };
+
+    fn key(ns: &str, name: &str) -> WorkloadKey {
+        WorkloadKey {
+            kind: "Deployment",
+            namespace: ns.into(),
+            name: name.into(),
+        }
+    }
+
+    fn secs(base: Instant, s: u64) -> Instant {
+        base + Duration::from_secs(s)
+    }
+
+    #[test]
+    fn changes_inside_the_window_make_one_restart() {
+        let t0 = Instant::now();
+        let mut s = Scheduler::new(LIMITS);
+        s.changed(key("a", "web"), SourceRef::secret("tls"), t0);
+        s.changed(
+            key("a", "web"),
+            SourceRef::config_map("bundle"),
+            secs(t0, 4),
+        );
+        s.changed(key("a", "web"), SourceRef::secret("token"), secs(t0, 9));
+        assert!(s.due(secs(t0, 9)).is_empty());
+        assert_eq!(s.next_wake(secs(t0, 9)), Some(secs(t0, 10)));
+        let starts = s.due(secs(t0, 10));
+        assert_eq!(starts.len(), 1);
+        assert_eq!(starts[0].changed.len(), 3);
+        assert!(s.due(secs(t0, 60)).is_empty(), "one window, one restart");
+    }
+
+    #[test]
+    fn one_rollout_at_a_time_per_namespace() {
+        let t0 = Instant::now();
+        let mut s = Scheduler::new(LIMITS);
+        s.changed(key("a", "one"), SourceRef::secret("x"), t0);
+        s.changed(key("a", "two"), SourceRef::secret("x"), secs(t0, 1));
+        s.changed(key("b", "three"), SourceRef::secret("x"), secs(t0, 2));
+        let first: Vec<_> = s
+            .due(secs(t0, 20))
+            .into_iter()
+            .map(|s| s.workload.name)
+            .collect();
+        assert_eq!(first, ["one", "three"]);
+        assert_eq!(s.waiting(secs(t0, 20)), 1);
+        assert!(s.due(secs(t0, 21)).is_empty(), "namespace a is busy");
+        assert!(s.completed(&key("a", "one")));
+        let next: Vec<_> = s
+            .due(secs(t0, 22))
+            .into_iter()
+            .map(|s| s.workload.name)
+            .collect();
+        assert_eq!(next, ["two"]);
+    }
+
+    #[test]
+    fn a_stuck_rollout_frees_its_slot_after_the_timeout() {
+        let t0 = Instant::now();
+        let mut s = Scheduler::new(LIMITS);
+        s.changed(key("a", "stuck"), SourceRef::secret("x"), t0);
+        s.changed(key("a", "next"), SourceRef::secret("x"), secs(t0, 1));
+        assert_eq!(s.due(secs(t0, 11)).len(), 1);
+        assert!(s.timed_out(secs(t0, 310)).is_empty());
+        assert_eq!(s.next_wake(secs(t0, 310)), Some(secs(t0, 311)));
+        assert_eq!(s.timed_out(secs(t0, 311)), vec![key("a", "stuck")]);
+        assert_eq!(s.due(secs(t0, 311)).len(), 1);
+    }
+
+    #[test]
+    fn a_change_during_a_rollout_opens_a_new_window() {
+        let t0 = Instant::now();
+        let mut s = Scheduler::new(LIMITS);
+        s.changed(key("a", "web"), SourceRef::secret("x"), t0);
+        assert_eq!(s.due(secs(t0, 10)).len(), 1);
+        s.changed(key("a", "web"), SourceRef::secret("x"), secs(t0, 12));
+        assert!(s.due(secs(t0, 30)).is_empty(), "waits for its own rollout");
+        s.completed(&key("a", "web"));
+        assert_eq!(s.due(secs(t0, 30)).len(), 1);
+    }
+
+    #[test]
+    fn higher_concurrency_allows_parallel_rollouts() {
+        let t0 = Instant::now();
+        let mut s = Scheduler::new(Limits {
+            max_concurrent: 2,
+            ..LIMITS
+        });
+        for name in ["a", "b", "c"] {
+            s.changed(key("ns", name), SourceRef::secret("x"), t0);
+        }
+        assert_eq!(s.due(secs(t0, 10)).len(), 2);
+        s.forget(&key("ns", "a"));
+        assert_eq!(s.due(secs(t0, 11)).len(), 1);
+    }
+}
