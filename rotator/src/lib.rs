@@ -3,6 +3,7 @@
 //! The binary (`src/main.rs`) only parses [`Args`] and calls [`Args::run`];
 //! everything else lives in this library.
 
+pub mod api;
 mod args;
 pub mod restart;
 

@@ -74,7 +74,10 @@ fn run(root: &Path, program: &str, args: &[&str]) -> Result<()> {
 fn crds(root: &Path) -> Result<()> {
     let dir = root.join("crds");
     std::fs::create_dir_all(&dir)?;
-    for crd in capstan_issuer::api::crds() {
+    let all = capstan_issuer::api::crds()
+        .into_iter()
+        .chain(capstan_rotator::api::crds());
+    for crd in all {
         let path = dir.join(capstan_common::crd::file_name(&crd));
         std::fs::write(&path, capstan_common::crd::render(&crd)?)
             .with_context(|| format!("writing {}", path.display()))?;
