@@ -3,7 +3,9 @@
 //! * [`sources`] — which Secrets and ConfigMaps a pod template uses, and which
 //!   of them a workload asked to be restarted for (capstan's and Reloader's
 //!   annotations);
-//! * [`schedule`] — debounce windows and the per-namespace rollout limit.
+//! * [`schedule`] — debounce windows and the per-namespace rollout limit;
+//! * [`rollout`] — whether a rollout has finished, as `kubectl rollout status` judges it.
 
+pub mod rollout;
 pub mod schedule;
 pub mod sources;
