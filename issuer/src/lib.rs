@@ -6,6 +6,7 @@
 pub mod api;
 mod args;
 pub mod ca;
+pub mod csr;
 #[cfg(test)]
 mod fixtures;
 pub mod request;
