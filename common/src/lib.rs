@@ -6,10 +6,12 @@
 //! * [`telemetry`] — structured logs (text or JSON) through `tracing-subscriber`;
 //! * [`crd`] — rendering generated CRDs into the committed `crds/` YAML;
 //! * [`events`] — Kubernetes Events with library-go's reasons and messages;
+//! * [`lease`] — leader election on a Lease, as a watch channel;
 //! * [`shutdown`] — one cancellation token, fired by SIGTERM or SIGINT, shared by
 //!   controllers and servers so the process drains and exits cleanly.
 
 pub mod crd;
 pub mod events;
+pub mod lease;
 pub mod shutdown;
 pub mod telemetry;
