@@ -5,6 +5,7 @@
 
 pub mod api;
 mod args;
+pub mod bundle;
 pub mod restart;
 
 pub use args::Args;
