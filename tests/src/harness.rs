@@ -1,0 +1,273 @@
+//! Shared support for the end-to-end suites: locating the workspace, shared
+//! fixtures and tools (kubectl, helm), running kubectl against a kubeconfig,
+//! and polling with a deadline instead of sleeping.
+
+use std::future::Future;
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::time::Duration;
+
+use anyhow::{Context as _, bail};
+use tokio::io::{AsyncBufReadExt as _, BufReader};
+use tokio::process::{Child, Command};
+
+use crate::apiserver::TestApiServer;
+
+/// The workspace root (the parent of this crate).
+pub fn workspace_root() -> PathBuf {
+    let here = Path::new(env!("CARGO_MANIFEST_DIR"));
+    here.parent()
+        .map(Path::to_path_buf)
+        .unwrap_or_else(|| here.to_path_buf())
+}
+
+/// The shared fixtures directory: `$CAPSTAN_SHARED_DIR`, else `<root>/../shared`.
+pub fn shared_dir() -> PathBuf {
+    match std::env::var_os("CAPSTAN_SHARED_DIR") {
+        Some(d) => PathBuf::from(d),
+        None => workspace_root().join("..").join("shared"),
+    }
+}
+
+fn tool(env: &str, name: &str) -> anyhow::Result<PathBuf> {
+    let path = match std::env::var_os(env) {
+        Some(p) => PathBuf::from(p),
+        None => workspace_root().join(".tools").join("bin").join(name),
+    };
+    if !path.is_file() {
+        bail!(
+            "{name} not found at {} (set {env} or run scripts/install-tools)",
+            path.display()
+        );
+    }
+    Ok(path)
+}
+
+/// kubectl: `$CAPSTAN_KUBECTL`, else `<root>/.tools/bin/kubectl`; an error
+/// saying to run `scripts/install-tools` when missing.
+pub fn kubectl_path() -> anyhow::Result<PathBuf> {
+    tool("CAPSTAN_KUBECTL", "kubectl")
+}
+
+/// helm: `$CAPSTAN_HELM`, else `<root>/.tools/bin/helm`.
+pub fn helm_path() -> anyhow::Result<PathBuf> {
+    tool("CAPSTAN_HELM", "helm")
+}
+
+/// The result of a finished command.
+#[derive(Debug, Clone)]
+pub struct Output {
+    /// Exit code (-1 when killed by a signal).
+    pub code: i32,
+    /// Standard output.
+    pub stdout: String,
+    /// Standard error.
+    pub stderr: String,
+}
+
+impl Output {
+    /// Whether the command exited 0.
+    pub fn success(&self) -> bool {
+        self.code == 0
+    }
+}
+
+/// kubectl bound to one kubeconfig.
+#[derive(Debug, Clone)]
+pub struct Kubectl {
+    bin: PathBuf,
+    kubeconfig: PathBuf,
+}
+
+impl Kubectl {
+    /// kubectl (located as [`kubectl_path`]) for a kubeconfig.
+    pub fn new(kubeconfig: &Path) -> anyhow::Result<Self> {
+        Ok(Self {
+            bin: kubectl_path()?,
+            kubeconfig: kubeconfig.to_path_buf(),
+        })
+    }
+
+    /// kubectl for a running test server.
+    pub fn for_server(server: &TestApiServer) -> anyhow::Result<Self> {
+        Self::new(server.kubeconfig_path())
+    }
+
+    fn command(&self, args: &[&str]) -> Command {
+        let mut c = Command::new(&self.bin);
+        c.arg("--kubeconfig").arg(&self.kubeconfig).args(args);
+        c.env("KUBECACHEDIR", self.kubeconfig.with_extension("kubecache"));
+        c.kill_on_drop(true);
+        c
+    }
+
+    /// Runs kubectl with optional stdin and a 60 s limit.
+    pub async fn run_with_stdin(
+        &self,
+        args: &[&str],
+        stdin: Option<&str>,
+    ) -> anyhow::Result<Output> {
+        let mut c = self.command(args);
+        c.stdin(if stdin.is_some() {
+            Stdio::piped()
+        } else {
+            Stdio::null()
+        })
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+        let mut child = c
+            .spawn()
+            .with_context(|| format!("starting {}", self.bin.display()))?;
+        if let (Some(input), Some(mut pipe)) = (stdin, child.stdin.take()) {
+            use tokio::io::AsyncWriteExt as _;
+            pipe.write_all(input.as_bytes()).await?;
+            drop(pipe);
+        }
+        let out = tokio::time::timeout(Duration::from_secs(60), child.wait_with_output())
+            .await
+            .with_context(|| format!("kubectl {} did not finish in 60 s", args.join(" ")))??;
+        Ok(Output {
+            code: out.status.code().unwrap_or(-1),
+            stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+            stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+        })
+    }
+
+    /// Runs kubectl.
+    pub async fn run(&self, args: &[&str]) -> anyhow::Result<Output> {
+        self.run_with_stdin(args, None).await
+    }
+
+    /// Runs kubectl and returns stdout, failing with stderr on a non-zero exit.
+    pub async fn run_ok(&self, args: &[&str]) -> anyhow::Result<String> {
+        let out = self.run(args).await?;
+        if !out.success() {
+            bail!(
+                "kubectl {} failed ({}): {}{}",
+                args.join(" "),
+                out.code,
+                out.stderr,
+                out.stdout
+            );
+        }
+        Ok(out.stdout)
+    }
+
+    /// Starts a long-running kubectl (e.g. `get -w`) with piped stdout.
+    pub fn spawn(&self, args: &[&str]) -> anyhow::Result<LineReader> {
+        let mut c = self.command(args);
+        c.stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
+        let mut child = c
+            .spawn()
+            .with_context(|| format!("starting {}", self.bin.display()))?;
+        let stdout = child.stdout.take().context("no stdout")?;
+        Ok(LineReader {
+            child,
+            lines: BufReader::new(stdout).lines(),
+            seen: Vec::new(),
+        })
+    }
+}
+
+/// A child process whose stdout is read line by line with deadlines.
+pub struct LineReader {
+    child: Child,
+    lines: tokio::io::Lines<BufReader<tokio::process::ChildStdout>>,
+    seen: Vec<String>,
+}
+
+impl LineReader {
+    /// Reads lines until one satisfies `pred`, failing after `timeout` with
+    /// every line seen.
+    pub async fn until(
+        &mut self,
+        timeout: Duration,
+        pred: impl Fn(&str) -> bool,
+    ) -> anyhow::Result<String> {
+        let deadline = tokio::time::Instant::now() + timeout;
+        loop {
+            match tokio::time::timeout_at(deadline, self.lines.next_line()).await {
+                Ok(Ok(Some(line))) => {
+                    self.seen.push(line.clone());
+                    if pred(&line) {
+                        return Ok(line);
+                    }
+                }
+                Ok(Ok(None)) => bail!("the process ended; lines seen: {:#?}", self.seen),
+                Ok(Err(e)) => return Err(e.into()),
+                Err(_) => bail!(
+                    "no matching line within {timeout:?}; lines seen: {:#?}",
+                    self.seen
+                ),
+            }
+        }
+    }
+
+    /// Every line read so far.
+    pub fn seen(&self) -> &[String] {
+        &self.seen
+    }
+
+    /// Kills the process and waits for it.
+    pub async fn kill(mut self) -> anyhow::Result<()> {
+        let _ = self.child.start_kill();
+        let _ = self.child.wait().await?;
+        Ok(())
+    }
+}
+
+/// Polls `check` every `interval` until it returns `Some`, failing after
+/// `timeout` with `what` in the message.
+pub async fn await_condition<T, F, Fut>(
+    what: &str,
+    timeout: Duration,
+    interval: Duration,
+    mut check: F,
+) -> anyhow::Result<T>
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Option<T>>,
+{
+    let deadline = tokio::time::Instant::now() + timeout;
+    loop {
+        if let Some(v) = check().await {
+            return Ok(v);
+        }
+        if tokio::time::Instant::now() >= deadline {
+            bail!("timed out after {timeout:?} waiting for {what}");
+        }
+        tokio::time::sleep(interval).await;
+    }
+}
+
+/// [`await_condition`] with a 10 s limit polled every 50 ms.
+pub async fn eventually<T, F, Fut>(what: &str, check: F) -> anyhow::Result<T>
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Option<T>>,
+{
+    await_condition(
+        what,
+        Duration::from_secs(10),
+        Duration::from_millis(50),
+        check,
+    )
+    .await
+}
+
+/// A namespace with a unique name, created through `client` (for suites that
+/// share a server or run against a real cluster).
+pub async fn temp_namespace(client: &kube::Client, prefix: &str) -> anyhow::Result<String> {
+    use k8s_openapi::api::core::v1::Namespace;
+    let api: kube::Api<Namespace> = kube::Api::all(client.clone());
+    let ns: Namespace = serde_json::from_value(
+        serde_json::json!({"metadata": {"generateName": format!("{prefix}-")}}),
+    )?;
+    let created = api.create(&kube::api::PostParams::default(), &ns).await?;
+    created
+        .metadata
+        .name
+        .context("created namespace has no name")
+}
