@@ -388,6 +388,24 @@ struct Ctx<'a> {
 }
 
 fn parse_body(bytes: &[u8], ct: Option<&str>) -> ApiResult<Value> {
+    if ct == Some("application/vnd.kubernetes.protobuf") {
+        return super::protobuf::decode(bytes)
+            .map_err(|e| ApiError::new(415, "UnsupportedMediaType", e));
+    }
+    if let Some(other) = ct.filter(|c| {
+        !matches!(
+            *c,
+            "application/json" | "application/yaml" | "application/apply-patch+yaml" | ""
+        )
+    }) {
+        return Err(ApiError::new(
+            415,
+            "UnsupportedMediaType",
+            format!(
+                "the body of the request was in an unknown format - accepted media types include: application/json, application/yaml (got {other})"
+            ),
+        ));
+    }
     let v: Value = match ct {
         Some("application/yaml") | Some("application/apply-patch+yaml") => {
             serde_yaml::from_slice(bytes)

@@ -26,6 +26,7 @@ pub mod faults;
 pub mod handlers;
 pub mod kubeconfig;
 pub mod persist;
+pub mod protobuf;
 pub mod request;
 pub mod request_log;
 pub mod resources;

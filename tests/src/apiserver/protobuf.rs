@@ -1,0 +1,309 @@
+//! Decoding of the Kubernetes protobuf encoding for the few kinds kubectl's
+//! typed commands send that way (`kubectl create secret|configmap|namespace`
+//! post `application/vnd.kubernetes.protobuf` bodies, with no fallback to
+//! JSON). Responses are always JSON, which those clients also accept.
+
+use base64::Engine as _;
+use serde_json::{Map, Value, json};
+
+/// The 4-byte prefix of every protobuf-encoded Kubernetes object.
+const MAGIC: &[u8] = b"k8s\0";
+
+struct Reader<'a> {
+    buf: &'a [u8],
+    pos: usize,
+}
+
+enum Field<'a> {
+    Varint(u64),
+    Bytes(&'a [u8]),
+    Fixed,
+}
+
+impl<'a> Reader<'a> {
+    fn new(buf: &'a [u8]) -> Self {
+        Self { buf, pos: 0 }
+    }
+
+    fn varint(&mut self) -> Result<u64, String> {
+        let mut v: u64 = 0;
+        for shift in (0..64).step_by(7) {
+            let b = *self.buf.get(self.pos).ok_or("truncated varint")?;
+            self.pos += 1;
+            v |= u64::from(b & 0x7f) << shift;
+            if b & 0x80 == 0 {
+                return Ok(v);
+            }
+        }
+        Err("varint too long".into())
+    }
+
+    fn next(&mut self) -> Result<Option<(u64, Field<'a>)>, String> {
+        if self.pos >= self.buf.len() {
+            return Ok(None);
+        }
+        let key = self.varint()?;
+        let (num, wt) = (key >> 3, key & 7);
+        let f = match wt {
+            0 => Field::Varint(self.varint()?),
+            1 | 5 => {
+                let n = if wt == 1 { 8 } else { 4 };
+                if self.pos + n > self.buf.len() {
+                    return Err("truncated fixed field".into());
+                }
+                self.pos += n;
+                Field::Fixed
+            }
+            2 => {
+                let len = usize::try_from(self.varint()?).map_err(|_| "length overflow")?;
+                let end = self
+                    .pos
+                    .checked_add(len)
+                    .filter(|e| *e <= self.buf.len())
+                    .ok_or("truncated bytes field")?;
+                let b = &self.buf[self.pos..end];
+                self.pos = end;
+                Field::Bytes(b)
+            }
+            other => return Err(format!("unsupported wire type {other}")),
+        };
+        Ok(Some((num, f)))
+    }
+}
+
+fn string(b: &[u8]) -> Result<String, String> {
+    String::from_utf8(b.to_vec()).map_err(|e| e.to_string())
+}
+
+fn map_entry(b: &[u8]) -> Result<(String, Vec<u8>), String> {
+    let mut r = Reader::new(b);
+    let (mut k, mut v) = (String::new(), Vec::new());
+    while let Some((n, f)) = r.next()? {
+        match (n, f) {
+            (1, Field::Bytes(x)) => k = string(x)?,
+            (2, Field::Bytes(x)) => v = x.to_vec(),
+            _ => {}
+        }
+    }
+    Ok((k, v))
+}
+
+fn time(b: &[u8]) -> Result<Value, String> {
+    let mut r = Reader::new(b);
+    let mut secs: i64 = 0;
+    while let Some((n, f)) = r.next()? {
+        if let (1, Field::Varint(v)) = (n, f) {
+            secs = v as i64;
+        }
+    }
+    let ts = k8s_openapi::jiff::Timestamp::from_second(secs).map_err(|e| e.to_string())?;
+    Ok(json!(ts.strftime("%Y-%m-%dT%H:%M:%SZ").to_string()))
+}
+
+fn owner_reference(b: &[u8]) -> Result<Value, String> {
+    let mut r = Reader::new(b);
+    let mut o = Map::new();
+    while let Some((n, f)) = r.next()? {
+        match (n, f) {
+            (1, Field::Bytes(x)) => o.insert("kind".into(), json!(string(x)?)),
+            (3, Field::Bytes(x)) => o.insert("name".into(), json!(string(x)?)),
+            (4, Field::Bytes(x)) => o.insert("uid".into(), json!(string(x)?)),
+            (5, Field::Bytes(x)) => o.insert("apiVersion".into(), json!(string(x)?)),
+            (6, Field::Varint(v)) => o.insert("controller".into(), json!(v != 0)),
+            (7, Field::Varint(v)) => o.insert("blockOwnerDeletion".into(), json!(v != 0)),
+            _ => None,
+        };
+    }
+    Ok(Value::Object(o))
+}
+
+fn object_meta(b: &[u8]) -> Result<Value, String> {
+    let mut r = Reader::new(b);
+    let mut m = Map::new();
+    let mut labels = Map::new();
+    let mut annotations = Map::new();
+    let mut owners = Vec::new();
+    let mut finalizers = Vec::new();
+    while let Some((n, f)) = r.next()? {
+        match (n, f) {
+            (1, Field::Bytes(x)) if !x.is_empty() => {
+                m.insert("name".into(), json!(string(x)?));
+            }
+            (2, Field::Bytes(x)) if !x.is_empty() => {
+                m.insert("generateName".into(), json!(string(x)?));
+            }
+            (3, Field::Bytes(x)) if !x.is_empty() => {
+                m.insert("namespace".into(), json!(string(x)?));
+            }
+            (5, Field::Bytes(x)) if !x.is_empty() => {
+                m.insert("uid".into(), json!(string(x)?));
+            }
+            (6, Field::Bytes(x)) if !x.is_empty() => {
+                m.insert("resourceVersion".into(), json!(string(x)?));
+            }
+            (7, Field::Varint(v)) => {
+                m.insert("generation".into(), json!(v as i64));
+            }
+            (8, Field::Bytes(x)) => {
+                m.insert("creationTimestamp".into(), time(x)?);
+            }
+            (11, Field::Bytes(x)) => {
+                let (k, v) = map_entry(x)?;
+                labels.insert(k, json!(string(&v)?));
+            }
+            (12, Field::Bytes(x)) => {
+                let (k, v) = map_entry(x)?;
+                annotations.insert(k, json!(string(&v)?));
+            }
+            (13, Field::Bytes(x)) => owners.push(owner_reference(x)?),
+            (14, Field::Bytes(x)) => finalizers.push(json!(string(x)?)),
+            _ => {}
+        }
+    }
+    if !labels.is_empty() {
+        m.insert("labels".into(), Value::Object(labels));
+    }
+    if !annotations.is_empty() {
+        m.insert("annotations".into(), Value::Object(annotations));
+    }
+    if !owners.is_empty() {
+        m.insert("ownerReferences".into(), json!(owners));
+    }
+    if !finalizers.is_empty() {
+        m.insert("finalizers".into(), json!(finalizers));
+    }
+    Ok(Value::Object(m))
+}
+
+fn b64(v: &[u8]) -> Value {
+    json!(base64::engine::general_purpose::STANDARD.encode(v))
+}
+
+fn body(kind: &str, raw: &[u8]) -> Result<Value, String> {
+    let mut r = Reader::new(raw);
+    let mut out = Map::new();
+    let mut maps: [Map<String, Value>; 3] = [Map::new(), Map::new(), Map::new()];
+    while let Some((n, f)) = r.next()? {
+        match (kind, n, f) {
+            (_, 1, Field::Bytes(x)) => {
+                out.insert("metadata".into(), object_meta(x)?);
+            }
+            ("Secret", 2, Field::Bytes(x)) => {
+                let (k, v) = map_entry(x)?;
+                maps[0].insert(k, b64(&v));
+            }
+            ("Secret", 3, Field::Bytes(x)) if !x.is_empty() => {
+                out.insert("type".into(), json!(string(x)?));
+            }
+            ("Secret", 4, Field::Bytes(x)) => {
+                let (k, v) = map_entry(x)?;
+                maps[1].insert(k, json!(string(&v)?));
+            }
+            ("Secret", 5, Field::Varint(v)) | ("ConfigMap", 4, Field::Varint(v)) => {
+                out.insert("immutable".into(), json!(v != 0));
+            }
+            ("ConfigMap", 2, Field::Bytes(x)) => {
+                let (k, v) = map_entry(x)?;
+                maps[0].insert(k, json!(string(&v)?));
+            }
+            ("ConfigMap", 3, Field::Bytes(x)) => {
+                let (k, v) = map_entry(x)?;
+                maps[2].insert(k, b64(&v));
+            }
+            ("Namespace", 2, Field::Bytes(x)) => {
+                let mut s = Reader::new(x);
+                let mut fin = Vec::new();
+                while let Some((n, f)) = s.next()? {
+                    if let (1, Field::Bytes(y)) = (n, f) {
+                        fin.push(json!(string(y)?));
+                    }
+                }
+                out.insert("spec".into(), json!({"finalizers": fin}));
+            }
+            _ => {}
+        }
+    }
+    let [data, string_data, binary] = maps;
+    if !data.is_empty() {
+        out.insert("data".into(), Value::Object(data));
+    }
+    if !string_data.is_empty() {
+        out.insert("stringData".into(), Value::Object(string_data));
+    }
+    if !binary.is_empty() {
+        out.insert("binaryData".into(), Value::Object(binary));
+    }
+    Ok(Value::Object(out))
+}
+
+/// Decodes a protobuf-encoded Secret, ConfigMap or Namespace to JSON.
+/// Other kinds are refused (the caller answers 415).
+pub fn decode(bytes: &[u8]) -> Result<Value, String> {
+    let rest = bytes
+        .strip_prefix(MAGIC)
+        .ok_or("missing the k8s protobuf prefix")?;
+    let mut r = Reader::new(rest);
+    let (mut api_version, mut kind, mut raw): (String, String, &[u8]) =
+        (String::new(), String::new(), &[]);
+    while let Some((n, f)) = r.next()? {
+        match (n, f) {
+            (1, Field::Bytes(tm)) => {
+                let mut t = Reader::new(tm);
+                while let Some((n, f)) = t.next()? {
+                    match (n, f) {
+                        (1, Field::Bytes(x)) => api_version = string(x)?,
+                        (2, Field::Bytes(x)) => kind = string(x)?,
+                        _ => {}
+                    }
+                }
+            }
+            (2, Field::Bytes(x)) => raw = x,
+            _ => {}
+        }
+    }
+    if !matches!(kind.as_str(), "Secret" | "ConfigMap" | "Namespace") || api_version != "v1" {
+        return Err(format!(
+            "protobuf bodies of {api_version} {kind} are not supported; send JSON"
+        ));
+    }
+    let mut obj = body(&kind, raw)?;
+    obj["apiVersion"] = json!(api_version);
+    obj["kind"] = json!(kind);
+    Ok(obj)
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+
+    fn field(num: u64, bytes: &[u8]) -> Vec<u8> {
+        let mut v = vec![((num << 3) | 2) as u8, bytes.len() as u8];
+        v.extend_from_slice(bytes);
+        v
+    }
+
+    #[test]
+    fn decodes_a_secret_as_kubectl_sends_it() {
+        let meta = [
+            field(1, b"s"),
+            field(3, b"default"),
+            field(11, &[field(1, b"a"), field(2, b"b")].concat()),
+        ]
+        .concat();
+        let secret = [
+            field(1, &meta),
+            field(2, &[field(1, b"k"), field(2, b"v")].concat()),
+            field(3, b"Opaque"),
+        ]
+        .concat();
+        let tm = [field(1, b"v1"), field(2, b"Secret")].concat();
+        let env = [MAGIC.to_vec(), field(1, &tm), field(2, &secret)].concat();
+        let v = decode(&env).unwrap();
+        assert_eq!(
+            v,
+            json!({"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "s", "namespace": "default", "labels": {"a": "b"}}, "data": {"k": "dg=="}, "type": "Opaque"})
+        );
+        assert!(decode(b"{}").is_err());
+    }
+}
