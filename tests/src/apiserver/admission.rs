@@ -266,13 +266,12 @@ fn merge_string_data(obj: &mut Value) -> ApiResult<()> {
 
 fn builtin_defaults(b: Builtin, obj: &mut Value) {
     match b {
-        Builtin::Secret => {
+        Builtin::Secret
             if obj
                 .get("type")
-                .is_none_or(|t| t.as_str().is_none_or(str::is_empty))
-            {
-                obj["type"] = json!("Opaque");
-            }
+                .is_none_or(|t| t.as_str().is_none_or(str::is_empty)) =>
+        {
+            obj["type"] = json!("Opaque");
         }
         Builtin::Deployment | Builtin::StatefulSet => {
             if obj.get("spec").is_some_and(Value::is_object)
@@ -291,10 +290,8 @@ fn builtin_defaults(b: Builtin, obj: &mut Value) {
                 }
             }
         }
-        Builtin::Event => {
-            if obj.get("type").is_none() {
-                obj["type"] = json!("Normal");
-            }
+        Builtin::Event if obj.get("type").is_none() => {
+            obj["type"] = json!("Normal");
         }
         _ => {}
     }
@@ -385,10 +382,11 @@ pub fn prepare(
             },
             _ => {}
         }
-    } else if rt.has_status() && rt.builtin != Some(Builtin::Namespace) {
-        if let Some(m) = new.as_object_mut() {
-            m.remove("status");
-        }
+    } else if rt.has_status()
+        && rt.builtin != Some(Builtin::Namespace)
+        && let Some(m) = new.as_object_mut()
+    {
+        m.remove("status");
     }
 
     // Decode into the built-in type, or prune, default and validate a CR.
@@ -424,7 +422,8 @@ pub fn prepare(
     // Server-owned metadata.
     {
         let m = meta_mut(&mut new);
-        for k in ["selfLink"] {
+        {
+            let k = "selfLink";
             m.remove(k);
         }
         match old {
@@ -462,15 +461,16 @@ pub fn prepare(
             }
         }
     }
-    if let Some(old) = old {
-        if rt.generation && spec_changed(rt, old, &new) {
-            let g = old
-                .pointer("/metadata/generation")
-                .and_then(Value::as_i64)
-                .unwrap_or(0)
-                + 1;
-            new["metadata"]["generation"] = json!(g);
-        }
+    if let Some(old) = old
+        && rt.generation
+        && spec_changed(rt, old, &new)
+    {
+        let g = old
+            .pointer("/metadata/generation")
+            .and_then(Value::as_i64)
+            .unwrap_or(0)
+            + 1;
+        new["metadata"]["generation"] = json!(g);
     }
     if rt.builtin == Some(Builtin::Namespace) {
         new["spec"] = json!({"finalizers": ["kubernetes"]});
@@ -559,10 +559,10 @@ fn csr_status(old: &Value, new_status: Value, approval: bool, now: &str) -> Valu
         }
     }
     status["conditions"] = json!(conds);
-    if conds.is_empty() {
-        if let Some(m) = status.as_object_mut() {
-            m.remove("conditions");
-        }
+    if conds.is_empty()
+        && let Some(m) = status.as_object_mut()
+    {
+        m.remove("conditions");
     }
     status
 }

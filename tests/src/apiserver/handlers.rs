@@ -771,14 +771,13 @@ impl Ctx<'_> {
         let manager = self.manager(None);
         let sub = self.rp.sub.clone();
         self.write_existing(&name, |cur_ext| {
-            if let Some(rv) = &body_rv {
-                if cur_ext
+            if let Some(rv) = &body_rv
+                && cur_ext
                     .pointer("/metadata/resourceVersion")
                     .and_then(Value::as_str)
                     != Some(rv.as_str())
-                {
-                    return Err(status::conflict_modified(&rt.group, &rt.plural, &name));
-                }
+            {
+                return Err(status::conflict_modified(&rt.group, &rt.plural, &name));
             }
             admission::prepare(
                 rt,
@@ -988,9 +987,7 @@ impl Ctx<'_> {
                     return Err(ApiError::new(
                         415,
                         "UnsupportedMediaType",
-                        format!(
-                            "the body of the request was in an unknown format - accepted media types include: application/json-patch+json, application/merge-patch+json, application/apply-patch+yaml, application/apply-patch+cbor"
-                        ),
+                        "the body of the request was in an unknown format - accepted media types include: application/json-patch+json, application/merge-patch+json, application/apply-patch+yaml, application/apply-patch+cbor".to_string(),
                     ));
                 }
                 let p: Value = serde_json::from_slice(body)

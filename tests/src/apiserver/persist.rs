@@ -10,6 +10,9 @@ use serde_json::{Value, json};
 
 use super::store::{Gr, ObjKey};
 
+/// The persisted counter and every persisted object.
+pub type Loaded = (u64, Vec<(Gr, ObjKey, Value)>);
+
 /// Writes and reads the persisted store.
 #[derive(Debug, Clone)]
 pub struct Persister {
@@ -63,7 +66,7 @@ impl Persister {
     /// The counter and every object. The counter is at least the highest
     /// resourceVersion of any object, in case the process died between the
     /// two writes.
-    pub fn load(&self) -> anyhow::Result<(u64, Vec<(Gr, ObjKey, Value)>)> {
+    pub fn load(&self) -> anyhow::Result<Loaded> {
         let mut rv: u64 = match fs::read_to_string(self.dir.join("resource-version")) {
             Ok(s) => s.trim().parse().context("parsing resource-version")?,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => 0,

@@ -213,10 +213,10 @@ fn resource_route(reg: &Registry, group: &str, version: &str, rest: &[&str]) -> 
     if rest.len() > 3 {
         return nf(res);
     }
-    if let Some(s) = &sub {
-        if !rt.subresources.contains(s) {
-            return nf(res);
-        }
+    if let Some(s) = &sub
+        && !rt.subresources.contains(s)
+    {
+        return nf(res);
     }
     Route::Resource(ResourcePath {
         rt,

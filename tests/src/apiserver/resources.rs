@@ -635,15 +635,15 @@ pub fn crd_status(crd: &Value, now: &str) -> Value {
         .cloned()
         .unwrap_or_else(|| json!({}));
     let mut accepted = names.clone();
-    if accepted.get("singular").is_none() {
-        if let Some(k) = names.get("kind").and_then(Value::as_str) {
-            accepted["singular"] = json!(k.to_lowercase());
-        }
+    if accepted.get("singular").is_none()
+        && let Some(k) = names.get("kind").and_then(Value::as_str)
+    {
+        accepted["singular"] = json!(k.to_lowercase());
     }
-    if accepted.get("listKind").is_none() {
-        if let Some(k) = names.get("kind").and_then(Value::as_str) {
-            accepted["listKind"] = json!(format!("{k}List"));
-        }
+    if accepted.get("listKind").is_none()
+        && let Some(k) = names.get("kind").and_then(Value::as_str)
+    {
+        accepted["listKind"] = json!(format!("{k}List"));
     }
     let stored: Vec<Value> = crd
         .pointer("/spec/versions")
@@ -696,10 +696,10 @@ pub fn event_to_v1(core: &Value) -> Value {
         ("count", "deprecatedCount"),
     ];
     for (from, to) in map {
-        if let Some(v) = core.get(from) {
-            if !v.is_null() {
-                out[to] = v.clone();
-            }
+        if let Some(v) = core.get(from)
+            && !v.is_null()
+        {
+            out[to] = v.clone();
         }
     }
     out
@@ -726,10 +726,10 @@ pub fn event_from_v1(v1: &Value) -> Value {
         ("deprecatedCount", "count"),
     ];
     for (from, to) in map {
-        if let Some(v) = v1.get(from) {
-            if !v.is_null() {
-                out[to] = v.clone();
-            }
+        if let Some(v) = v1.get(from)
+            && !v.is_null()
+        {
+            out[to] = v.clone();
         }
     }
     if out.get("involvedObject").is_none() {

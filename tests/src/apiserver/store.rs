@@ -242,10 +242,10 @@ impl Store {
         let decision = f(cur.as_ref())?;
         match decision {
             Write::Put(mut v) => {
-                if let Some(c) = &cur {
-                    if without_volatile(c) == without_volatile(&v) {
-                        return Ok((c.clone(), None));
-                    }
+                if let Some(c) = &cur
+                    && without_volatile(c) == without_volatile(&v)
+                {
+                    return Ok((c.clone(), None));
                 }
                 if dry_run {
                     match &cur {
