@@ -62,6 +62,14 @@ impl Leadership {
         self.rx.wait_for(|leader| *leader).await.map(|_| ())
     }
 
+    /// A stream that yields each time this replica becomes the leader (and
+    /// once at the start if it already is): the moment to resync everything.
+    pub fn gained(&self) -> impl futures::Stream<Item = ()> + Send + 'static {
+        use futures::StreamExt;
+        tokio_stream::wrappers::WatchStream::new(self.rx.clone())
+            .filter_map(|leader| std::future::ready(leader.then_some(())))
+    }
+
     /// Waits for the next change of leadership.
     ///
     /// # Errors
