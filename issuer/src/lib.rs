@@ -9,6 +9,8 @@ pub mod ca;
 pub mod csr;
 #[cfg(test)]
 mod fixtures;
+pub mod issuer;
+pub mod metrics;
 pub mod request;
 
 pub use args::Args;

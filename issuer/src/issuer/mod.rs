@@ -1,0 +1,5 @@
+//! The issuer kinds themselves: their health and CA lifecycle.
+//!
+//! * [`status`] — the status an issuer should show (pure).
+
+pub mod status;
