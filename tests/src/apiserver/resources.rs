@@ -507,9 +507,8 @@ impl Registry {
     pub fn new(crds: &[Arc<Value>]) -> Self {
         let mut types: Vec<Arc<ResourceType>> = builtins().into_iter().map(Arc::new).collect();
         for crd in crds {
-            if crd.pointer("/metadata/deletionTimestamp").is_some() {
-                continue;
-            }
+            // A terminating CRD keeps serving until its objects are gone, so
+            // their finalizers can still be removed.
             types.extend(crd_types(crd).into_iter().map(Arc::new));
         }
         Self { types }
