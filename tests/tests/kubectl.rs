@@ -282,7 +282,14 @@ async fn secrets_configmaps_and_delete() {
     .await
     .unwrap();
     let yaml = k
-        .run_ok(&["get", "cm", "settings", "-o", "yaml"])
+        .run_ok(&[
+            "get",
+            "cm",
+            "settings",
+            "-o",
+            "yaml",
+            "--show-managed-fields",
+        ])
         .await
         .unwrap();
     let v: serde_json::Value = serde_yaml::from_str(&yaml).unwrap();
@@ -301,6 +308,11 @@ async fn secrets_configmaps_and_delete() {
         "{}",
         out.stderr
     );
+    let can = k
+        .run_ok(&["auth", "can-i", "delete", "secrets"])
+        .await
+        .unwrap();
+    assert_eq!(can.trim(), "yes");
     k.run_ok(&["create", "namespace", "team"]).await.unwrap();
     let out = k.run_ok(&["get", "ns"]).await.unwrap();
     assert!(

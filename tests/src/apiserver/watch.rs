@@ -122,6 +122,7 @@ pub fn serve(
                 .map_err(|_| status::bad_request(format!("timeoutSeconds: Invalid value: \"{t}\"")))
         })
         .transpose()?
+        .filter(|t| !t.is_zero())
         .unwrap_or(DEFAULT_TIMEOUT);
     let bookmarks = query.flag("allowWatchBookmarks");
     let gr = (rt.storage_group.clone(), rt.storage_resource.clone());
