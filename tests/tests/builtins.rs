@@ -336,3 +336,72 @@ async fn watches_get_bookmarks_at_the_current_resource_version() {
         }
     }
 }
+
+#[tokio::test]
+async fn tables_and_partial_metadata_by_accept_header() {
+    let (_s, c) = setup().await;
+    let api: Api<ConfigMap> = Api::namespaced(c.clone(), "default");
+    api.create(
+        &PostParams::default(),
+        &serde_json::from_value(json!({"metadata": {"name": "t"}, "data": {"a": "1", "b": "2"}}))
+            .unwrap(),
+    )
+    .await
+    .unwrap();
+    let get = |path: &str, accept: &str| {
+        http::Request::get(path.to_string())
+            .header("accept", accept.to_string())
+            .body(Vec::new())
+            .unwrap()
+    };
+    let kubectl_accept = "application/json;as=Table;v=v1;g=meta.k8s.io,application/json;as=Table;v=v1beta1;g=meta.k8s.io,application/json";
+    let table: serde_json::Value = serde_json::from_str(
+        &c.request_text(get("/api/v1/namespaces/default/configmaps", kubectl_accept))
+            .await
+            .unwrap(),
+    )
+    .unwrap();
+    assert_eq!(table["kind"], "Table");
+    assert_eq!(table["apiVersion"], "meta.k8s.io/v1");
+    let cols: Vec<&str> = table["columnDefinitions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| c["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(cols, ["Name", "Data", "Age"]);
+    assert_eq!(table["rows"][0]["cells"][0], "t");
+    assert_eq!(table["rows"][0]["cells"][1], 2);
+    assert_eq!(table["rows"][0]["object"]["kind"], "PartialObjectMetadata");
+    let one: serde_json::Value = serde_json::from_str(
+        &c.request_text(get(
+            "/api/v1/namespaces/default/configmaps/t",
+            "application/json;as=PartialObjectMetadata;g=meta.k8s.io;v=v1",
+        ))
+        .await
+        .unwrap(),
+    )
+    .unwrap();
+    assert_eq!(one["kind"], "PartialObjectMetadata");
+    assert_eq!(one["metadata"]["name"], "t");
+    assert!(one.get("data").is_none());
+    let proto: serde_json::Value = serde_json::from_str(
+        &c.request_text(get(
+            "/api/v1/namespaces/default/configmaps/t",
+            "application/vnd.kubernetes.protobuf,application/json",
+        ))
+        .await
+        .unwrap(),
+    )
+    .unwrap();
+    assert_eq!(proto["data"]["a"], "1");
+    let ns: Api<k8s_openapi::api::core::v1::Namespace> = Api::all(c);
+    let err = ns
+        .delete("default", &DeleteParams::default())
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(err, kube::Error::Api(ref e) if e.code == 403),
+        "{err:?}"
+    );
+}

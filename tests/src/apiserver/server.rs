@@ -194,6 +194,19 @@ impl ServerState {
         opts: Option<&Value>,
         dry: bool,
     ) -> ApiResult<(Arc<Value>, u16)> {
+        if rt.builtin == Some(Builtin::Namespace)
+            && ["default", "kube-system", "kube-public"].contains(&key.1.as_str())
+        {
+            return Err(status::ApiError::with_details(
+                403,
+                "Forbidden",
+                format!(
+                    "namespaces \"{}\" is forbidden: this namespace may not be deleted",
+                    key.1
+                ),
+                Some(json!({"name": key.1, "kind": "namespaces"})),
+            ));
+        }
         let gr = (rt.storage_group.clone(), rt.storage_resource.clone());
         let contentful = matches!(rt.builtin, Some(Builtin::Namespace) | Some(Builtin::Crd));
         let (stored, kind) = self.store.write(&gr, key, dry, |cur| {
