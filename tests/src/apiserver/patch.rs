@@ -213,7 +213,12 @@ fn strip_directives_map(
 }
 
 /// patch.go `mergeSlice`: replace unless the field has a merge strategy.
-fn smp_list(orig: &[Value], patch: &[Value], parent: &str, field: &str) -> Result<Value, PatchError> {
+fn smp_list(
+    orig: &[Value],
+    patch: &[Value],
+    parent: &str,
+    field: &str,
+) -> Result<Value, PatchError> {
     let sem = builtin_list_semantics(parent, field);
     let replace_all = patch
         .iter()
@@ -245,7 +250,12 @@ fn smp_list(orig: &[Value], patch: &[Value], parent: &str, field: &str) -> Resul
     }
 }
 
-fn smp_merge_by_key(orig: &[Value], patch: &[Value], field: &str, key: &str) -> Result<Value, PatchError> {
+fn smp_merge_by_key(
+    orig: &[Value],
+    patch: &[Value],
+    field: &str,
+    key: &str,
+) -> Result<Value, PatchError> {
     let mut out = orig.to_vec();
     for p in patch {
         let Some(pm) = p.as_object() else {
@@ -558,7 +568,10 @@ impl<'s> Ty<'s> {
                     false,
                 ),
             },
-            None => (None, self.builtin && !BUILTIN_MAP_FIELDS.contains(&self.name.as_str())),
+            None => (
+                None,
+                self.builtin && !BUILTIN_MAP_FIELDS.contains(&self.name.as_str()),
+            ),
         };
         let (list, keys) = match schema.and_then(|s| s.get("x-kubernetes-list-type")) {
             Some(t) => match t.as_str() {
@@ -567,7 +580,12 @@ impl<'s> Ty<'s> {
                     schema
                         .and_then(|s| s.get("x-kubernetes-list-map-keys"))
                         .and_then(Value::as_array)
-                        .map(|a| a.iter().filter_map(Value::as_str).map(String::from).collect())
+                        .map(|a| {
+                            a.iter()
+                                .filter_map(Value::as_str)
+                                .map(String::from)
+                                .collect()
+                        })
                         .unwrap_or_default(),
                 ),
                 Some("set") => (ListKind::Set, Vec::new()),
@@ -671,7 +689,13 @@ fn mark_all(v: &Value, ty: &Ty, set: &mut FieldSet) {
 
 /// compare.go: fields added or modified (`changed`) and removed between
 /// `l` and `r`.
-fn compare(l: Option<&Value>, r: Option<&Value>, ty: &Ty, changed: &mut FieldSet, removed: &mut FieldSet) {
+fn compare(
+    l: Option<&Value>,
+    r: Option<&Value>,
+    ty: &Ty,
+    changed: &mut FieldSet,
+    removed: &mut FieldSet,
+) {
     // A null that becomes a map or list is an addition of all its fields.
     let (l, r) = match (l, r) {
         (Some(Value::Null), Some(x)) if x.is_object() || x.is_array() => (None, r),
@@ -689,24 +713,44 @@ fn compare(l: Option<&Value>, r: Option<&Value>, ty: &Ty, changed: &mut FieldSet
             for k in keys {
                 let (cty, _) = ty.field(k);
                 let pe = format!("f:{k}");
-                compare(lm.get(k), rm.get(k), &cty, changed.child(&pe), removed.child(&pe));
+                compare(
+                    lm.get(k),
+                    rm.get(k),
+                    &cty,
+                    changed.child(&pe),
+                    removed.child(&pe),
+                );
             }
         }
         (Some(Value::Array(la)), Some(Value::Array(ra))) if ty.list != ListKind::Atomic => {
             let ity = ty.item();
-            let lk: Vec<(String, &Value)> =
-                la.iter().enumerate().map(|(i, v)| (ty.item_pe(v, i), v)).collect();
-            let rk: Vec<(String, &Value)> =
-                ra.iter().enumerate().map(|(i, v)| (ty.item_pe(v, i), v)).collect();
+            let lk: Vec<(String, &Value)> = la
+                .iter()
+                .enumerate()
+                .map(|(i, v)| (ty.item_pe(v, i), v))
+                .collect();
+            let rk: Vec<(String, &Value)> = ra
+                .iter()
+                .enumerate()
+                .map(|(i, v)| (ty.item_pe(v, i), v))
+                .collect();
             let find = |list: &[(String, &'_ Value)], pe: &str| -> Option<Value> {
-                list.iter().find(|(k, _)| k == pe).map(|(_, v)| (*v).clone())
+                list.iter()
+                    .find(|(k, _)| k == pe)
+                    .map(|(_, v)| (*v).clone())
             };
             let mut pes: Vec<&String> = lk.iter().chain(rk.iter()).map(|(k, _)| k).collect();
             pes.sort();
             pes.dedup();
             for pe in pes {
                 let (a, b) = (find(&lk, pe), find(&rk, pe));
-                compare(a.as_ref(), b.as_ref(), &ity, changed.child(pe), removed.child(pe));
+                compare(
+                    a.as_ref(),
+                    b.as_ref(),
+                    &ity,
+                    changed.child(pe),
+                    removed.child(pe),
+                );
             }
         }
         (Some(l), Some(r)) => {
@@ -774,7 +818,10 @@ fn remove_path(v: &mut Value, path: &[String], ty: &Ty) {
         return;
     }
     let Some(a) = v.as_array_mut() else { return };
-    let pos = a.iter().enumerate().position(|(i, x)| ty.item_pe(x, i) == *head);
+    let pos = a
+        .iter()
+        .enumerate()
+        .position(|(i, x)| ty.item_pe(x, i) == *head);
     if let Some(i) = pos {
         if rest.is_empty() {
             a.remove(i);
@@ -793,7 +840,11 @@ fn value_at<'v>(v: &'v Value, path: &[String], ty: &Ty) -> Option<&'v Value> {
         return value_at(v.get(f)?, rest, &cty);
     }
     let a = v.as_array()?;
-    let item = a.iter().enumerate().find(|(i, x)| ty.item_pe(x, *i) == *head)?.1;
+    let item = a
+        .iter()
+        .enumerate()
+        .find(|(i, x)| ty.item_pe(x, *i) == *head)?
+        .1;
     value_at(item, rest, &ty.item())
 }
 
@@ -868,17 +919,26 @@ fn read_entries(obj: Option<&Value>) -> Vec<Entry> {
 fn write_entries(obj: &mut Value, mut entries: Vec<Entry>) {
     entries.retain(|e| !e.set.is_empty());
     entries.sort_by(|a, b| {
-        (&a.operation, &a.time, &a.manager, &a.api_version, &a.subresource).cmp(&(
-            &b.operation,
-            &b.time,
-            &b.manager,
-            &b.api_version,
-            &b.subresource,
-        ))
+        (
+            &a.operation,
+            &a.time,
+            &a.manager,
+            &a.api_version,
+            &a.subresource,
+        )
+            .cmp(&(
+                &b.operation,
+                &b.time,
+                &b.manager,
+                &b.api_version,
+                &b.subresource,
+            ))
     });
     let Some(o) = obj.as_object_mut() else { return };
     let meta = o.entry("metadata").or_insert_with(|| json!({}));
-    let Some(meta) = meta.as_object_mut() else { return };
+    let Some(meta) = meta.as_object_mut() else {
+        return;
+    };
     if entries.is_empty() {
         meta.remove("managedFields");
     } else {
@@ -973,7 +1033,13 @@ pub fn apply(
 
     let mut changed = FieldSet::default();
     let mut removed = FieldSet::default();
-    compare(Some(&live_v), Some(&merged), &ty, &mut changed, &mut removed);
+    compare(
+        Some(&live_v),
+        Some(&merged),
+        &ty,
+        &mut changed,
+        &mut removed,
+    );
     changed.prune();
     removed.prune();
 
@@ -993,7 +1059,13 @@ pub fn apply(
 /// update.go `prune`: fields in the manager's previous applied set that it
 /// no longer applies are removed, unless another manager owns them; named
 /// parents left empty by that go too.
-fn prune_unapplied(merged: &mut Value, last: &FieldSet, new: &FieldSet, others: &FieldSet, ty: &Ty) {
+fn prune_unapplied(
+    merged: &mut Value,
+    last: &FieldSet,
+    new: &FieldSet,
+    others: &FieldSet,
+    ty: &Ty,
+) {
     let dropped = last.difference(new);
     let mut paths = dropped.paths();
     paths.retain(|p| !others.owns_at_or_below(p) && !new.owns_at_or_below(p));
@@ -1011,7 +1083,8 @@ fn prune_unapplied(merged: &mut Value, last: &FieldSet, new: &FieldSet, others: 
         if p.first().map(String::as_str) == Some("f:metadata") && p.len() == 1 {
             continue;
         }
-        let empty = value_at(merged, &p, ty).is_some_and(|v| v.as_object().is_some_and(Map::is_empty));
+        let empty =
+            value_at(merged, &p, ty).is_some_and(|v| v.as_object().is_some_and(Map::is_empty));
         if empty && !others.owns_at_or_below(&p) && !new.owns_at_or_below(&p) {
             remove_path(merged, &p, ty);
         }
@@ -1053,7 +1126,9 @@ pub fn record_update(
     let ty = Ty::root(schema);
     let old_entries = read_entries(old);
     let new_mf = new.pointer("/metadata/managedFields").cloned();
-    let old_mf = old.and_then(|o| o.pointer("/metadata/managedFields")).cloned();
+    let old_mf = old
+        .and_then(|o| o.pointer("/metadata/managedFields"))
+        .cloned();
     let mut entries = match &new_mf {
         Some(Value::Array(a)) if a.is_empty() => Vec::new(),
         Some(v) if Some(v) != old_mf.as_ref() => read_entries(Some(&new)),
@@ -1128,11 +1203,23 @@ mod tests {
     fn json_and_merge_patches() {
         let doc = json!({"a": 1, "b": {"c": 2}});
         let p = json!([{"op": "replace", "path": "/a", "value": 5}, {"op": "add", "path": "/b/d", "value": 3}]);
-        assert_eq!(json_patch(&doc, &p).unwrap(), json!({"a": 5, "b": {"c": 2, "d": 3}}));
+        assert_eq!(
+            json_patch(&doc, &p).unwrap(),
+            json!({"a": 5, "b": {"c": 2, "d": 3}})
+        );
         let bad = json!([{"op": "test", "path": "/a", "value": 9}]);
-        assert!(matches!(json_patch(&doc, &bad), Err(PatchError::Invalid(_))));
-        assert!(matches!(json_patch(&doc, &json!({"op": "x"})), Err(PatchError::Invalid(_))));
-        assert_eq!(merge_patch(&doc, &json!({"a": null, "b": {"e": 1}})), json!({"b": {"c": 2, "e": 1}}));
+        assert!(matches!(
+            json_patch(&doc, &bad),
+            Err(PatchError::Invalid(_))
+        ));
+        assert!(matches!(
+            json_patch(&doc, &json!({"op": "x"})),
+            Err(PatchError::Invalid(_))
+        ));
+        assert_eq!(
+            merge_patch(&doc, &json!({"a": null, "b": {"e": 1}})),
+            json!({"b": {"c": 2, "e": 1}})
+        );
     }
 
     fn deployment() -> Value {
@@ -1160,10 +1247,16 @@ mod tests {
         let cs = &out["spec"]["template"]["spec"]["containers"];
         assert_eq!(cs.as_array().unwrap().len(), 3);
         assert_eq!(cs[0]["image"], "app:2");
-        assert_eq!(cs[0]["env"], json!([{"name": "A", "value": "1"}, {"name": "B", "value": "2"}]));
+        assert_eq!(
+            cs[0]["env"],
+            json!([{"name": "A", "value": "1"}, {"name": "B", "value": "2"}])
+        );
         assert_eq!(cs[0]["ports"][0]["containerPort"], 80);
         assert_eq!(cs[2]["name"], "new");
-        assert_eq!(out["spec"]["template"]["spec"]["tolerations"], json!([{"key": "t"}]));
+        assert_eq!(
+            out["spec"]["template"]["spec"]["tolerations"],
+            json!([{"key": "t"}])
+        );
     }
 
     #[test]
@@ -1180,15 +1273,24 @@ mod tests {
         assert_eq!(out["metadata"]["finalizers"], json!(["b"]));
         let spec = &out["spec"]["template"]["spec"];
         assert_eq!(spec["containers"].as_array().unwrap().len(), 1);
-        assert_eq!(spec["volumes"], json!([{"name": "v", "configMap": {"name": "c"}}]));
+        assert_eq!(
+            spec["volumes"],
+            json!([{"name": "v", "configMap": {"name": "c"}}])
+        );
 
         let replace = json!({"spec": {"template": {"$patch": "replace", "spec": {"containers": [{"name": "only"}]}}}});
         let out = strategic_merge_patch(&deployment(), &replace, "Deployment").unwrap();
-        assert_eq!(out["spec"]["template"], json!({"spec": {"containers": [{"name": "only"}]}}));
+        assert_eq!(
+            out["spec"]["template"],
+            json!({"spec": {"containers": [{"name": "only"}]}})
+        );
 
         let list_replace = json!({"spec": {"template": {"spec": {"containers": [{"$patch": "replace"}, {"name": "x"}]}}}});
         let out = strategic_merge_patch(&deployment(), &list_replace, "Deployment").unwrap();
-        assert_eq!(out["spec"]["template"]["spec"]["containers"], json!([{"name": "x"}]));
+        assert_eq!(
+            out["spec"]["template"]["spec"]["containers"],
+            json!([{"name": "x"}])
+        );
 
         let null_deletes = json!({"metadata": {"finalizers": null}, "data": {"k": "v"}});
         let out = strategic_merge_patch(&deployment(), &null_deletes, "Deployment").unwrap();
@@ -1197,7 +1299,10 @@ mod tests {
 
         let missing_key = json!({"spec": {"template": {"spec": {"containers": [{"image": "x"}]}}}});
         let err = strategic_merge_patch(&deployment(), &missing_key, "Deployment").unwrap_err();
-        assert!(err.to_string().contains("does not contain declared merge key: name"));
+        assert!(
+            err.to_string()
+                .contains("does not contain declared merge key: name")
+        );
     }
 
     #[test]
@@ -1205,12 +1310,24 @@ mod tests {
         let ns = json!({"status": {"conditions": [{"type": "A", "status": "True"}, {"type": "B", "status": "False"}]}});
         let p = json!({"status": {"conditions": [{"type": "B", "status": "True"}]}});
         let out = strategic_merge_patch(&ns, &p, "Namespace").unwrap();
-        assert_eq!(out["status"]["conditions"], json!([{"type": "A", "status": "True"}, {"type": "B", "status": "True"}]));
+        assert_eq!(
+            out["status"]["conditions"],
+            json!([{"type": "A", "status": "True"}, {"type": "B", "status": "True"}])
+        );
     }
 
     #[test]
     fn apply_create_records_apply_entry() {
-        let out = apply(None, &cm(json!({"foo": "1", "bar": "2"})), "kubectl", false, None, T1, None).unwrap();
+        let out = apply(
+            None,
+            &cm(json!({"foo": "1", "bar": "2"})),
+            "kubectl",
+            false,
+            None,
+            T1,
+            None,
+        )
+        .unwrap();
         assert_eq!(out["data"], json!({"foo": "1", "bar": "2"}));
         let e = entry(&out, "kubectl");
         assert_eq!(e["operation"], "Apply");
@@ -1223,37 +1340,132 @@ mod tests {
 
     #[test]
     fn reapply_removes_omitted_field() {
-        let v1 = apply(None, &cm(json!({"foo": "1", "bar": "2"})), "kubectl", false, None, T1, None).unwrap();
-        let v2 = apply(Some(&v1), &cm(json!({"foo": "1"})), "kubectl", false, None, T2, None).unwrap();
+        let v1 = apply(
+            None,
+            &cm(json!({"foo": "1", "bar": "2"})),
+            "kubectl",
+            false,
+            None,
+            T1,
+            None,
+        )
+        .unwrap();
+        let v2 = apply(
+            Some(&v1),
+            &cm(json!({"foo": "1"})),
+            "kubectl",
+            false,
+            None,
+            T2,
+            None,
+        )
+        .unwrap();
         assert_eq!(v2["data"], json!({"foo": "1"}));
-        assert_eq!(entry(&v2, "kubectl")["fieldsV1"], json!({"f:data": {"f:foo": {}}}));
+        assert_eq!(
+            entry(&v2, "kubectl")["fieldsV1"],
+            json!({"f:data": {"f:foo": {}}})
+        );
         assert_eq!(entry(&v2, "kubectl")["time"], T2);
     }
 
     #[test]
     fn shared_value_is_co_owned_and_kept() {
-        let v1 = apply(None, &cm(json!({"foo": "1", "bar": "2"})), "a", false, None, T1, None).unwrap();
-        let v2 = apply(Some(&v1), &cm(json!({"foo": "1"})), "b", false, None, T2, None).unwrap();
-        assert_eq!(entry(&v2, "a")["fieldsV1"], json!({"f:data": {"f:foo": {}, "f:bar": {}}}));
-        assert_eq!(entry(&v2, "b")["fieldsV1"], json!({"f:data": {"f:foo": {}}}));
+        let v1 = apply(
+            None,
+            &cm(json!({"foo": "1", "bar": "2"})),
+            "a",
+            false,
+            None,
+            T1,
+            None,
+        )
+        .unwrap();
+        let v2 = apply(
+            Some(&v1),
+            &cm(json!({"foo": "1"})),
+            "b",
+            false,
+            None,
+            T2,
+            None,
+        )
+        .unwrap();
+        assert_eq!(
+            entry(&v2, "a")["fieldsV1"],
+            json!({"f:data": {"f:foo": {}, "f:bar": {}}})
+        );
+        assert_eq!(
+            entry(&v2, "b")["fieldsV1"],
+            json!({"f:data": {"f:foo": {}}})
+        );
         // a stops applying foo: b still owns it, so it stays.
-        let v3 = apply(Some(&v2), &cm(json!({"bar": "2"})), "a", false, None, T2, None).unwrap();
+        let v3 = apply(
+            Some(&v2),
+            &cm(json!({"bar": "2"})),
+            "a",
+            false,
+            None,
+            T2,
+            None,
+        )
+        .unwrap();
         assert_eq!(v3["data"], json!({"foo": "1", "bar": "2"}));
     }
 
     #[test]
     fn conflict_and_force() {
-        let v1 = apply(None, &cm(json!({"foo": "1"})), "kubectl", false, None, T1, None).unwrap();
-        let err = apply(Some(&v1), &cm(json!({"foo": "2"})), "capstan", false, None, T2, None).unwrap_err();
-        let PatchError::Conflicts(c) = &err else { panic!("{err:?}") };
+        let v1 = apply(
+            None,
+            &cm(json!({"foo": "1"})),
+            "kubectl",
+            false,
+            None,
+            T1,
+            None,
+        )
+        .unwrap();
+        let err = apply(
+            Some(&v1),
+            &cm(json!({"foo": "2"})),
+            "capstan",
+            false,
+            None,
+            T2,
+            None,
+        )
+        .unwrap_err();
+        let PatchError::Conflicts(c) = &err else {
+            panic!("{err:?}")
+        };
         assert_eq!(c.len(), 1);
         assert_eq!(c[0].manager, "kubectl");
         assert_eq!(c[0].field, ".data.foo");
-        assert_eq!(err.to_string(), "Apply failed with 1 conflict: conflict with \"kubectl\": .data.foo");
-        let forced = apply(Some(&v1), &cm(json!({"foo": "2"})), "capstan", true, None, T2, None).unwrap();
+        assert_eq!(
+            err.to_string(),
+            "Apply failed with 1 conflict: conflict with \"kubectl\": .data.foo"
+        );
+        let forced = apply(
+            Some(&v1),
+            &cm(json!({"foo": "2"})),
+            "capstan",
+            true,
+            None,
+            T2,
+            None,
+        )
+        .unwrap();
         assert_eq!(forced["data"]["foo"], "2");
-        assert_eq!(forced["metadata"]["managedFields"].as_array().unwrap().len(), 1);
-        assert_eq!(entry(&forced, "capstan")["fieldsV1"], json!({"f:data": {"f:foo": {}}}));
+        assert_eq!(
+            forced["metadata"]["managedFields"]
+                .as_array()
+                .unwrap()
+                .len(),
+            1
+        );
+        assert_eq!(
+            entry(&forced, "capstan")["fieldsV1"],
+            json!({"f:data": {"f:foo": {}}})
+        );
     }
 
     #[test]
@@ -1270,7 +1482,11 @@ mod tests {
             "Apply failed with 1 conflict: conflict with \"kubectl\" using v1: .data.foo"
         );
         assert_eq!(
-            conflict_message(&[c("b", ".x", "Apply"), c("a", ".y", "Update"), c("b", ".z", "Apply")]),
+            conflict_message(&[
+                c("b", ".x", "Apply"),
+                c("a", ".y", "Update"),
+                c("b", ".z", "Apply")
+            ]),
             "Apply failed with 3 conflicts: conflicts with \"a\" using v1:\n- .y\nconflicts with \"b\":\n- .x\n- .z"
         );
         let mut s = c("kcm", ".status", "Update");
@@ -1295,17 +1511,71 @@ mod tests {
     #[test]
     fn status_apply_merges_conditions_per_type() {
         let schema = cr_schema();
-        let live = apply(None, &cr(json!({"a": "x"}), json!({"ignored": true})), "user", false, None, T1, Some(&schema)).unwrap();
+        let live = apply(
+            None,
+            &cr(json!({"a": "x"}), json!({"ignored": true})),
+            "user",
+            false,
+            None,
+            T1,
+            Some(&schema),
+        )
+        .unwrap();
         assert!(live.get("status").is_none(), "main apply ignores status");
-        let s1 = apply(Some(&live), &cr(json!({"a": "evil"}), json!({"conditions": [{"type": "Ready", "status": "False"}]})), "ctrl-a", false, Some("status"), T1, Some(&schema)).unwrap();
+        let s1 = apply(
+            Some(&live),
+            &cr(
+                json!({"a": "evil"}),
+                json!({"conditions": [{"type": "Ready", "status": "False"}]}),
+            ),
+            "ctrl-a",
+            false,
+            Some("status"),
+            T1,
+            Some(&schema),
+        )
+        .unwrap();
         assert_eq!(s1["spec"]["a"], "x", "status apply ignores spec");
-        let s2 = apply(Some(&s1), &cr(json!({}), json!({"conditions": [{"type": "Issued", "status": "True"}]})), "ctrl-b", false, Some("status"), T2, Some(&schema)).unwrap();
-        assert_eq!(s2["status"]["conditions"], json!([{"type": "Ready", "status": "False"}, {"type": "Issued", "status": "True"}]));
+        let s2 = apply(
+            Some(&s1),
+            &cr(
+                json!({}),
+                json!({"conditions": [{"type": "Issued", "status": "True"}]}),
+            ),
+            "ctrl-b",
+            false,
+            Some("status"),
+            T2,
+            Some(&schema),
+        )
+        .unwrap();
+        assert_eq!(
+            s2["status"]["conditions"],
+            json!([{"type": "Ready", "status": "False"}, {"type": "Issued", "status": "True"}])
+        );
         let a = entry(&s2, "ctrl-a");
         assert_eq!(a["subresource"], "status");
-        assert_eq!(a["fieldsV1"], json!({"f:status": {"f:conditions": {"k:{\"type\":\"Ready\"}": {".": {}, "f:type": {}, "f:status": {}}}}}));
-        let err = apply(Some(&s2), &cr(json!({}), json!({"conditions": [{"type": "Ready", "status": "True"}]})), "ctrl-b", false, Some("status"), T2, Some(&schema)).unwrap_err();
-        assert_eq!(err.to_string(), "Apply failed with 1 conflict: conflict with \"ctrl-a\" with subresource \"status\": .status.conditions[type=\"Ready\"].status");
+        assert_eq!(
+            a["fieldsV1"],
+            json!({"f:status": {"f:conditions": {"k:{\"type\":\"Ready\"}": {".": {}, "f:type": {}, "f:status": {}}}}})
+        );
+        let err = apply(
+            Some(&s2),
+            &cr(
+                json!({}),
+                json!({"conditions": [{"type": "Ready", "status": "True"}]}),
+            ),
+            "ctrl-b",
+            false,
+            Some("status"),
+            T2,
+            Some(&schema),
+        )
+        .unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "Apply failed with 1 conflict: conflict with \"ctrl-a\" with subresource \"status\": .status.conditions[type=\"Ready\"].status"
+        );
         let ok = apply(Some(&s2), &cr(json!({}), json!({"conditions": [{"type": "Ready", "status": "False"}, {"type": "Issued", "status": "True"}]})), "ctrl-b", false, Some("status"), T2, Some(&schema)).unwrap();
         assert_eq!(ok["status"]["conditions"].as_array().unwrap().len(), 2);
     }
@@ -1313,21 +1583,54 @@ mod tests {
     #[test]
     fn atomic_list_and_reapply_drops_empty_parent() {
         let schema = cr_schema();
-        let v1 = apply(None, &cr(json!({"a": "x", "list": ["p", "q"]}), json!(null)), "m", false, None, T1, Some(&schema)).unwrap();
-        assert_eq!(entry(&v1, "m")["fieldsV1"], json!({"f:spec": {"f:a": {}, "f:list": {}}}));
-        let v2 = apply(Some(&v1), &json!({"apiVersion": "capstan.dev/v1", "kind": "Thing", "metadata": {"name": "t"}}), "m", false, None, T2, Some(&schema)).unwrap();
+        let v1 = apply(
+            None,
+            &cr(json!({"a": "x", "list": ["p", "q"]}), json!(null)),
+            "m",
+            false,
+            None,
+            T1,
+            Some(&schema),
+        )
+        .unwrap();
+        assert_eq!(
+            entry(&v1, "m")["fieldsV1"],
+            json!({"f:spec": {"f:a": {}, "f:list": {}}})
+        );
+        let v2 = apply(
+            Some(&v1),
+            &json!({"apiVersion": "capstan.dev/v1", "kind": "Thing", "metadata": {"name": "t"}}),
+            "m",
+            false,
+            None,
+            T2,
+            Some(&schema),
+        )
+        .unwrap();
         assert!(v2.get("spec").is_none(), "{v2}");
         assert!(v2["metadata"].get("managedFields").is_none());
     }
 
     #[test]
     fn record_update_moves_ownership() {
-        let v1 = apply(None, &cm(json!({"foo": "1", "bar": "2"})), "kubectl", false, None, T1, None).unwrap();
+        let v1 = apply(
+            None,
+            &cm(json!({"foo": "1", "bar": "2"})),
+            "kubectl",
+            false,
+            None,
+            T1,
+            None,
+        )
+        .unwrap();
         let mut edited = v1.clone();
         edited["data"]["foo"] = json!("changed");
         edited["data"]["baz"] = json!("3");
         let v2 = record_update(Some(&v1), edited, "editor", None, T2, None);
-        assert_eq!(entry(&v2, "kubectl")["fieldsV1"], json!({"f:data": {"f:bar": {}}}));
+        assert_eq!(
+            entry(&v2, "kubectl")["fieldsV1"],
+            json!({"f:data": {"f:bar": {}}})
+        );
         let e = entry(&v2, "editor");
         assert_eq!(e["operation"], "Update");
         assert_eq!(e["apiVersion"], "v1");
@@ -1335,26 +1638,71 @@ mod tests {
         // Apply entries sort before Update entries.
         assert_eq!(v2["metadata"]["managedFields"][0]["operation"], "Apply");
         // kubectl now conflicts on foo with the Update manager.
-        let err = apply(Some(&v2), &cm(json!({"foo": "1", "bar": "2"})), "kubectl", false, None, T2, None).unwrap_err();
-        assert_eq!(err.to_string(), "Apply failed with 1 conflict: conflict with \"editor\" using v1: .data.foo");
+        let err = apply(
+            Some(&v2),
+            &cm(json!({"foo": "1", "bar": "2"})),
+            "kubectl",
+            false,
+            None,
+            T2,
+            None,
+        )
+        .unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "Apply failed with 1 conflict: conflict with \"editor\" using v1: .data.foo"
+        );
     }
 
     #[test]
     fn record_update_on_create_and_status() {
         let schema = cr_schema();
-        let created = record_update(None, cr(json!({"a": "x"}), json!(null)), "ctrl", None, T1, Some(&schema));
+        let created = record_update(
+            None,
+            cr(json!({"a": "x"}), json!(null)),
+            "ctrl",
+            None,
+            T1,
+            Some(&schema),
+        );
         let e = entry(&created, "ctrl");
-        assert_eq!(e["fieldsV1"], json!({"f:spec": {".": {}, "f:a": {}}, "f:status": {}}));
+        assert_eq!(
+            e["fieldsV1"],
+            json!({"f:spec": {".": {}, "f:a": {}}, "f:status": {}})
+        );
         let mut st = created.clone();
         st["status"] = json!({"conditions": [{"type": "Ready", "status": "True"}]});
-        let updated = record_update(Some(&created), st, "ctrl", Some("status"), T2, Some(&schema));
+        let updated = record_update(
+            Some(&created),
+            st,
+            "ctrl",
+            Some("status"),
+            T2,
+            Some(&schema),
+        );
         let entries = updated["metadata"]["managedFields"].as_array().unwrap();
         assert_eq!(entries.len(), 2);
-        let s = entries.iter().find(|e| e["subresource"] == "status").unwrap();
-        assert_eq!(s["fieldsV1"]["f:status"]["f:conditions"]["k:{\"type\":\"Ready\"}"], json!({".": {}, "f:type": {}, "f:status": {}}));
+        let s = entries
+            .iter()
+            .find(|e| e["subresource"] == "status")
+            .unwrap();
+        assert_eq!(
+            s["fieldsV1"]["f:status"]["f:conditions"]["k:{\"type\":\"Ready\"}"],
+            json!({".": {}, "f:type": {}, "f:status": {}})
+        );
         // A no-op update changes nothing.
-        let same = record_update(Some(&updated), updated.clone(), "other", None, T2, Some(&schema));
-        assert_eq!(same["metadata"]["managedFields"], updated["metadata"]["managedFields"]);
+        let same = record_update(
+            Some(&updated),
+            updated.clone(),
+            "other",
+            None,
+            T2,
+            Some(&schema),
+        );
+        assert_eq!(
+            same["metadata"]["managedFields"],
+            updated["metadata"]["managedFields"]
+        );
         // An explicit empty list resets managed fields.
         let mut reset = updated.clone();
         reset["metadata"]["managedFields"] = json!([]);
@@ -1366,8 +1714,10 @@ mod tests {
     fn builtin_schema_lists_are_associative_in_apply() {
         use k8s_openapi::api::apps::v1::Deployment;
         let schema = super::super::schema::builtin_schema::<Deployment>();
-        let cfg = |image: &str| json!({"apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": "d", "labels": {"app": "x"}},
-            "spec": {"template": {"spec": {"containers": [{"name": "app", "image": image}]}}}});
+        let cfg = |image: &str| {
+            json!({"apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": "d", "labels": {"app": "x"}},
+            "spec": {"template": {"spec": {"containers": [{"name": "app", "image": image}]}}}})
+        };
         let v1 = apply(None, &cfg("a:1"), "kubectl", false, None, T1, Some(&schema)).unwrap();
         let f = &entry(&v1, "kubectl")["fieldsV1"];
         assert_eq!(f["f:metadata"], json!({"f:labels": {"f:app": {}}}));
@@ -1376,10 +1726,24 @@ mod tests {
             json!({"k:{\"name\":\"app\"}": {".": {}, "f:name": {}, "f:image": {}}})
         );
         let mut with_side = v1.clone();
-        with_side["spec"]["template"]["spec"]["containers"].as_array_mut().unwrap().push(json!({"name": "side", "image": "s:1"}));
+        with_side["spec"]["template"]["spec"]["containers"]
+            .as_array_mut()
+            .unwrap()
+            .push(json!({"name": "side", "image": "s:1"}));
         let v2 = record_update(Some(&v1), with_side, "injector", None, T2, Some(&schema));
-        let v3 = apply(Some(&v2), &cfg("a:2"), "kubectl", false, None, T2, Some(&schema)).unwrap();
-        let cs = v3["spec"]["template"]["spec"]["containers"].as_array().unwrap();
+        let v3 = apply(
+            Some(&v2),
+            &cfg("a:2"),
+            "kubectl",
+            false,
+            None,
+            T2,
+            Some(&schema),
+        )
+        .unwrap();
+        let cs = v3["spec"]["template"]["spec"]["containers"]
+            .as_array()
+            .unwrap();
         assert_eq!(cs.len(), 2);
         assert_eq!(cs[0]["image"], "a:2");
     }

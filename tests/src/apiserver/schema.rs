@@ -399,16 +399,25 @@ fn format_ok(format: &str, s: &str) -> bool {
             ip.parse::<std::net::IpAddr>().is_ok() && bits.parse::<u8>().is_ok()
         }),
         "uuid" => is_uuid(s),
-        "hostname" => !s.is_empty() && s.len() <= 255 && s.split('.').all(|l| {
-            !l.is_empty()
-                && l.len() <= 63
-                && l.chars().all(|c| c.is_ascii_alphanumeric() || c == '-')
-                && !l.starts_with('-')
-                && !l.ends_with('-')
-        }),
-        "email" => s.split_once('@').is_some_and(|(a, b)| !a.is_empty() && b.contains('.')),
-        "mac" => s.split([':', '-']).count() == 6
-            && s.split([':', '-']).all(|p| p.len() == 2 && p.chars().all(|c| c.is_ascii_hexdigit())),
+        "hostname" => {
+            !s.is_empty()
+                && s.len() <= 255
+                && s.split('.').all(|l| {
+                    !l.is_empty()
+                        && l.len() <= 63
+                        && l.chars().all(|c| c.is_ascii_alphanumeric() || c == '-')
+                        && !l.starts_with('-')
+                        && !l.ends_with('-')
+                })
+        }
+        "email" => s
+            .split_once('@')
+            .is_some_and(|(a, b)| !a.is_empty() && b.contains('.')),
+        "mac" => {
+            s.split([':', '-']).count() == 6
+                && s.split([':', '-'])
+                    .all(|p| p.len() == 2 && p.chars().all(|c| c.is_ascii_hexdigit()))
+        }
         _ => true,
     }
 }
@@ -427,7 +436,11 @@ fn validate_number(schema: &Value, v: &Value, path: &str, errors: &mut Vec<Field
     if let Some(min) = schema.get("minimum").and_then(Value::as_f64) {
         let exclusive = is_true(schema, "exclusiveMinimum");
         if (exclusive && x <= min) || (!exclusive && x < min) {
-            let op = if exclusive { "greater than" } else { "greater than or equal to" };
+            let op = if exclusive {
+                "greater than"
+            } else {
+                "greater than or equal to"
+            };
             errors.push(invalid(
                 path,
                 v.clone(),
@@ -438,7 +451,11 @@ fn validate_number(schema: &Value, v: &Value, path: &str, errors: &mut Vec<Field
     if let Some(max) = schema.get("maximum").and_then(Value::as_f64) {
         let exclusive = is_true(schema, "exclusiveMaximum");
         if (exclusive && x >= max) || (!exclusive && x > max) {
-            let op = if exclusive { "less than" } else { "less than or equal to" };
+            let op = if exclusive {
+                "less than"
+            } else {
+                "less than or equal to"
+            };
             errors.push(invalid(
                 path,
                 v.clone(),
@@ -453,7 +470,11 @@ fn validate_number(schema: &Value, v: &Value, path: &str, errors: &mut Vec<Field
         errors.push(invalid(
             path,
             v.clone(),
-            format!("{} should be a multiple of {}", in_body(path), schema["multipleOf"]),
+            format!(
+                "{} should be a multiple of {}",
+                in_body(path),
+                schema["multipleOf"]
+            ),
         ));
     }
 }
@@ -618,7 +639,10 @@ fn validate_composition(schema: &Value, v: &Value, path: &str, errors: &mut Vec<
         errors.push(invalid(
             path,
             v.clone(),
-            format!("{} must validate at least one schema (anyOf)", in_body(path)),
+            format!(
+                "{} must validate at least one schema (anyOf)",
+                in_body(path)
+            ),
         ));
     }
     if let Some(one) = schema.get("oneOf").and_then(Value::as_array)
@@ -628,7 +652,10 @@ fn validate_composition(schema: &Value, v: &Value, path: &str, errors: &mut Vec<
         errors.push(invalid(
             path,
             v.clone(),
-            format!("{} must validate one and only one schema (oneOf)", in_body(path)),
+            format!(
+                "{} must validate one and only one schema (oneOf)",
+                in_body(path)
+            ),
         ));
     }
     if let Some(not) = schema.get("not").filter(|s| s.is_object())
@@ -824,8 +851,13 @@ pub fn builtin_list_semantics(parent: &str, field: &str) -> Option<ListSemantics
         })
     };
     match field {
-        "containers" | "initContainers" | "ephemeralContainers" | "imagePullSecrets" | "env"
-        | "resourceClaims" | "schedulingGates" => map(vec!["name"], "name"),
+        "containers"
+        | "initContainers"
+        | "ephemeralContainers"
+        | "imagePullSecrets"
+        | "env"
+        | "resourceClaims"
+        | "schedulingGates" => map(vec!["name"], "name"),
         "volumes" => Some(ListSemantics::Map {
             keys: vec!["name"],
             merge_key: "name",
@@ -840,9 +872,7 @@ pub fn builtin_list_semantics(parent: &str, field: &str) -> Option<ListSemantics
         "hostAliases" | "podIPs" | "hostIPs" => map(vec!["ip"], "ip"),
         "conditions" => map(vec!["type"], "type"),
         "ownerReferences" => map(vec!["uid"], "uid"),
-        "topologySpreadConstraints" => {
-            map(vec!["topologyKey", "whenUnsatisfiable"], "topologyKey")
-        }
+        "topologySpreadConstraints" => map(vec!["topologyKey", "whenUnsatisfiable"], "topologyKey"),
         "finalizers" if matches!(parent, "ObjectMeta" | "metadata") => Some(ListSemantics::Set),
         _ => None,
     }
@@ -919,7 +949,9 @@ fn convert(node: &Value, defs: &Map<String, Value>, stack: &mut Vec<String>, def
                     .as_object()
                     .map(|p| {
                         p.iter()
-                            .map(|(name, s)| (name.clone(), convert_property(name, s, defs, stack, def)))
+                            .map(|(name, s)| {
+                                (name.clone(), convert_property(name, s, defs, stack, def))
+                            })
                             .collect()
                     })
                     .unwrap_or_default();
@@ -970,7 +1002,11 @@ fn convert_property(
             m.insert("x-kubernetes-list-type".into(), json!("map"));
             m.insert("x-kubernetes-list-map-keys".into(), json!(keys));
             m.insert("x-kubernetes-patch-merge-key".into(), json!(merge_key));
-            let strategy = if retain_keys { "merge,retainKeys" } else { "merge" };
+            let strategy = if retain_keys {
+                "merge,retainKeys"
+            } else {
+                "merge"
+            };
             m.insert("x-kubernetes-patch-strategy".into(), json!(strategy));
         }
         Some(ListSemantics::Set) => {
@@ -990,7 +1026,8 @@ mod tests {
     use super::*;
 
     fn crd_schema(file: &str) -> Value {
-        let text = std::fs::read_to_string(format!("/work/shared/cert-manager-crds/{file}")).unwrap();
+        let text =
+            std::fs::read_to_string(format!("/work/shared/cert-manager-crds/{file}")).unwrap();
         let crd: Value = serde_yaml::from_str(&text).unwrap();
         crd["spec"]["versions"]
             .as_array()
@@ -1042,7 +1079,9 @@ mod tests {
         let v = validate(&cr_schema(), &cr);
         assert_eq!(
             messages(&v),
-            [r#"spec.duration: Invalid value: "integer": spec.duration in body must be of type string: "integer""#]
+            [
+                r#"spec.duration: Invalid value: "integer": spec.duration in body must be of type string: "integer""#
+            ]
         );
         assert_eq!(v.errors[0].reason(), "FieldValueTypeInvalid");
     }
@@ -1069,7 +1108,13 @@ mod tests {
         assert!(m.iter().any(|x| x.starts_with(r#"spec.usages[1]: Unsupported value: "bogus": supported values: "signing", "digital signature""#)), "{m:?}");
         assert!(m.contains(&r#"status.conditions[0].status: Unsupported value: "Maybe": supported values: "True", "False", "Unknown""#.to_string()), "{m:?}");
         assert!(m.contains(&r#"status.conditions[0].lastTransitionTime: Invalid value: "yesterday": status.conditions[0].lastTransitionTime in body must be of type date-time: "yesterday""#.to_string()), "{m:?}");
-        assert_eq!(v.errors.iter().filter(|e| e.reason() == "FieldValueNotSupported").count(), 2);
+        assert_eq!(
+            v.errors
+                .iter()
+                .filter(|e| e.reason() == "FieldValueNotSupported")
+                .count(),
+            2
+        );
     }
 
     #[test]
@@ -1091,11 +1136,18 @@ mod tests {
     #[test]
     fn list_map_duplicates_and_set_duplicates() {
         let mut cr = valid_cr();
-        cr["status"]["conditions"] = json!([{"type": "Ready", "status": "True"}, {"type": "Ready", "status": "False"}]);
+        cr["status"]["conditions"] =
+            json!([{"type": "Ready", "status": "True"}, {"type": "Ready", "status": "False"}]);
         let v = validate(&cr_schema(), &cr);
-        assert_eq!(messages(&v), [r#"status.conditions[1]: Duplicate value: map[string]interface {}{"type":"Ready"}"#]);
+        assert_eq!(
+            messages(&v),
+            [r#"status.conditions[1]: Duplicate value: map[string]interface {}{"type":"Ready"}"#]
+        );
         let schema = json!({"type": "object", "properties": {"s": {"type": "array", "x-kubernetes-list-type": "set", "items": {"type": "string"}}}});
-        let v = validate(&schema, &json!({"metadata": {"name": "x"}, "s": ["a", "b", "a"]}));
+        let v = validate(
+            &schema,
+            &json!({"metadata": {"name": "x"}, "s": ["a", "b", "a"]}),
+        );
         assert_eq!(messages(&v), [r#"s[2]: Duplicate value: "a""#]);
     }
 
@@ -1103,10 +1155,19 @@ mod tests {
     fn metadata_name_rules() {
         let schema = json!({"type": "object"});
         let v = validate(&schema, &json!({"metadata": {}}));
-        assert_eq!(messages(&v), ["metadata.name: Required value: name or generateName is required"]);
+        assert_eq!(
+            messages(&v),
+            ["metadata.name: Required value: name or generateName is required"]
+        );
         let v = validate(&schema, &json!({"metadata": {"name": "Bad_Name"}}));
-        assert!(messages(&v)[0].starts_with(r#"metadata.name: Invalid value: "Bad_Name": a lowercase RFC 1123 subdomain"#));
-        assert!(validate(&schema, &json!({"metadata": {"generateName": "x-"}})).errors.is_empty());
+        assert!(messages(&v)[0].starts_with(
+            r#"metadata.name: Invalid value: "Bad_Name": a lowercase RFC 1123 subdomain"#
+        ));
+        assert!(
+            validate(&schema, &json!({"metadata": {"generateName": "x-"}}))
+                .errors
+                .is_empty()
+        );
     }
 
     #[test]
@@ -1121,22 +1182,35 @@ mod tests {
         }});
         let obj = json!({"metadata": {"name": "x"}, "n": 11, "s": "ABCD", "l": ["a", "b"], "m": {"a": "1", "b": 2}, "ios": true, "nul": null});
         let m = messages(&validate(&schema, &obj));
-        assert_eq!(m, [
-            "ios: Invalid value: \"boolean\": ios in body must be of type integer,string: \"boolean\"",
-            "l: Too many: 2: must have at most 1 items",
-            "m: Too many: 2: must have at most 1 items",
-            "m.b: Invalid value: \"integer\": m.b in body must be of type string: \"integer\"",
-            "n: Invalid value: 11: n in body should be less than or equal to 10",
-            "s: Too long: may not be more than 3 bytes",
-            "s: Invalid value: \"ABCD\": s in body should match '^[a-z]+$'",
-        ]);
+        assert_eq!(
+            m,
+            [
+                "ios: Invalid value: \"boolean\": ios in body must be of type integer,string: \"boolean\"",
+                "l: Too many: 2: must have at most 1 items",
+                "m: Too many: 2: must have at most 1 items",
+                "m.b: Invalid value: \"integer\": m.b in body must be of type string: \"integer\"",
+                "n: Invalid value: 11: n in body should be less than or equal to 10",
+                "s: Too long: may not be more than 3 bytes",
+                "s: Invalid value: \"ABCD\": s in body should match '^[a-z]+$'",
+            ]
+        );
     }
 
     #[test]
     fn invalid_status_matches_new_invalid() {
         let errors = vec![
-            FieldError::new(FieldErrorType::Required, "spec.request", None, String::new()),
-            FieldError::new(FieldErrorType::TypeInvalid, "spec.duration", Some(json!("integer")), "spec.duration in body must be of type string: \"integer\"".into()),
+            FieldError::new(
+                FieldErrorType::Required,
+                "spec.request",
+                None,
+                String::new(),
+            ),
+            FieldError::new(
+                FieldErrorType::TypeInvalid,
+                "spec.duration",
+                Some(json!("integer")),
+                "spec.duration in body must be of type string: \"integer\"".into(),
+            ),
         ];
         let s = invalid_status("CertificateRequest", "cert-manager.io", "cr-1", &errors);
         assert_eq!(s["code"], 422);
@@ -1145,9 +1219,15 @@ mod tests {
             s["message"],
             "CertificateRequest.cert-manager.io \"cr-1\" is invalid: [spec.request: Required value, spec.duration: Invalid value: \"integer\": spec.duration in body must be of type string: \"integer\"]"
         );
-        assert_eq!(s["details"]["causes"][0], json!({"reason": "FieldValueRequired", "message": "Required value", "field": "spec.request"}));
+        assert_eq!(
+            s["details"]["causes"][0],
+            json!({"reason": "FieldValueRequired", "message": "Required value", "field": "spec.request"})
+        );
         let one = invalid_status("Secret", "", "s", &errors[..1]);
-        assert_eq!(one["message"], "Secret \"s\" is invalid: spec.request: Required value");
+        assert_eq!(
+            one["message"],
+            "Secret \"s\" is invalid: spec.request: Required value"
+        );
         assert!(one["details"].get("group").is_none());
     }
 
@@ -1169,18 +1249,38 @@ mod tests {
         use k8s_openapi::api::apps::v1::Deployment;
         use k8s_openapi::api::core::v1::Secret;
         let s = builtin_schema::<Secret>();
-        assert_eq!(s["properties"]["data"]["additionalProperties"]["format"], "byte");
-        assert_eq!(s["properties"]["metadata"]["properties"]["finalizers"]["x-kubernetes-list-type"], "set");
+        assert_eq!(
+            s["properties"]["data"]["additionalProperties"]["format"],
+            "byte"
+        );
+        assert_eq!(
+            s["properties"]["metadata"]["properties"]["finalizers"]["x-kubernetes-list-type"],
+            "set"
+        );
         let mut obj = json!({"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "s"}, "data": {"a": "eA=="}, "bogus": 1});
         assert_eq!(prune(&s, &mut obj), ["bogus"]);
         let d = builtin_schema::<Deployment>();
-        let containers = &d["properties"]["spec"]["properties"]["template"]["properties"]["spec"]["properties"]["containers"];
+        let containers = &d["properties"]["spec"]["properties"]["template"]["properties"]["spec"]["properties"]
+            ["containers"];
         assert_eq!(containers["x-kubernetes-list-map-keys"], json!(["name"]));
-        assert_eq!(containers["items"]["properties"]["ports"]["x-kubernetes-list-map-keys"], json!(["containerPort", "protocol"]));
-        assert_eq!(containers["items"]["properties"]["ports"]["items"]["properties"]["containerPort"]["type"], "integer");
-        assert_eq!(containers["items"]["properties"]["resources"]["properties"]["limits"]["additionalProperties"]["x-kubernetes-int-or-string"], true);
+        assert_eq!(
+            containers["items"]["properties"]["ports"]["x-kubernetes-list-map-keys"],
+            json!(["containerPort", "protocol"])
+        );
+        assert_eq!(
+            containers["items"]["properties"]["ports"]["items"]["properties"]["containerPort"]["type"],
+            "integer"
+        );
+        assert_eq!(
+            containers["items"]["properties"]["resources"]["properties"]["limits"]["additionalProperties"]
+                ["x-kubernetes-int-or-string"],
+            true
+        );
         let crd = builtin_schema::<k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition>();
-        assert!(crd["properties"]["spec"]["properties"]["versions"]["items"]["properties"]["schema"].is_object());
+        assert!(
+            crd["properties"]["spec"]["properties"]["versions"]["items"]["properties"]["schema"]
+                .is_object()
+        );
         assert!(!crd.to_string().contains("\"$ref\":\"#"));
     }
 }

@@ -835,27 +835,27 @@ fn parse_bracket(inner: &str) -> Step {
     if let Ok(n) = inner.parse::<usize>() {
         return Step::Index(n);
     }
-    if let Some(f) = inner.strip_prefix("?(").and_then(|s| s.strip_suffix(')')) {
-        if let Some((lhs, rhs)) = f.split_once("==") {
-            let field: Vec<String> = lhs
-                .trim()
-                .trim_start_matches('@')
-                .split('.')
-                .filter(|s| !s.is_empty())
-                .map(str::to_string)
-                .collect();
-            let rhs = rhs.trim();
-            let value = if let Some(s) = rhs
-                .strip_prefix('"')
-                .and_then(|s| s.strip_suffix('"'))
-                .or_else(|| rhs.strip_prefix('\'').and_then(|s| s.strip_suffix('\'')))
-            {
-                json!(s)
-            } else {
-                serde_json::from_str(rhs).unwrap_or_else(|_| json!(rhs))
-            };
-            return Step::Filter(field, value);
-        }
+    if let Some(f) = inner.strip_prefix("?(").and_then(|s| s.strip_suffix(')'))
+        && let Some((lhs, rhs)) = f.split_once("==")
+    {
+        let field: Vec<String> = lhs
+            .trim()
+            .trim_start_matches('@')
+            .split('.')
+            .filter(|s| !s.is_empty())
+            .map(str::to_string)
+            .collect();
+        let rhs = rhs.trim();
+        let value = if let Some(s) = rhs
+            .strip_prefix('"')
+            .and_then(|s| s.strip_suffix('"'))
+            .or_else(|| rhs.strip_prefix('\'').and_then(|s| s.strip_suffix('\'')))
+        {
+            json!(s)
+        } else {
+            serde_json::from_str(rhs).unwrap_or_else(|_| json!(rhs))
+        };
+        return Step::Filter(field, value);
     }
     let name = inner.trim_matches(|c| c == '\'' || c == '"');
     Step::Field(name.to_string())
