@@ -1047,6 +1047,17 @@ pub fn apply(
     if !force && !conflicts.is_empty() {
         return Err(PatchError::Conflicts(conflicts));
     }
+    // A no-op apply (same object, same fields) leaves the object as it is,
+    // timestamps included, so the store does not bump resourceVersion and
+    // controllers that apply their status on every reconcile do not wake
+    // themselves up (structured-merge-diff returns no object on a no-op).
+    if let Some(live) = live
+        && changed.is_empty()
+        && removed.is_empty()
+        && last_set == new_set
+    {
+        return Ok(live.clone());
+    }
     for e in entries.iter_mut().filter(|e| !e.same_manager(&me)) {
         e.set = e.set.difference(&changed).difference(&removed);
     }
@@ -1336,6 +1347,43 @@ mod tests {
         assert_eq!(e["fieldsType"], "FieldsV1");
         assert_eq!(e["fieldsV1"], json!({"f:data": {"f:foo": {}, "f:bar": {}}}));
         assert!(e.get("subresource").is_none());
+    }
+
+    #[test]
+    fn noop_apply_returns_the_live_object_unchanged() {
+        let v1 = apply(
+            None,
+            &cm(json!({"foo": "1"})),
+            "kubectl",
+            false,
+            None,
+            T1,
+            None,
+        )
+        .unwrap();
+        let v2 = apply(
+            Some(&v1),
+            &cm(json!({"foo": "1"})),
+            "kubectl",
+            false,
+            None,
+            T2,
+            None,
+        )
+        .unwrap();
+        assert_eq!(v1, v2);
+        // A second manager applying the same value does record co-ownership.
+        let v3 = apply(
+            Some(&v1),
+            &cm(json!({"foo": "1"})),
+            "other",
+            false,
+            None,
+            T2,
+            None,
+        )
+        .unwrap();
+        assert_eq!(v3["metadata"]["managedFields"].as_array().unwrap().len(), 2);
     }
 
     #[test]

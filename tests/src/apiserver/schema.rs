@@ -347,7 +347,10 @@ fn validate_string(schema: &Value, s: &str, path: &str, errors: &mut Vec<FieldEr
             FieldErrorType::TooLong,
             path,
             Some(json!(s)),
-            format!("may not be more than {max} bytes"),
+            format!(
+                "may not be more than {max} {}",
+                if max == 1 { "byte" } else { "bytes" }
+            ),
         ));
     }
     if let Some(min) = schema.get("minLength").and_then(Value::as_u64)
