@@ -1,5 +1,6 @@
 //! Decoding of the Kubernetes protobuf encoding for the few kinds kubectl's
-//! typed commands send that way (`kubectl create secret|configmap|namespace`
+//! typed commands send that way (`kubectl create secret|configmap|namespace`,
+//! `kubectl auth can-i`
 //! post `application/vnd.kubernetes.protobuf` bodies, with no fallback to
 //! JSON). Responses are always JSON, which those clients also accept.
 
@@ -175,6 +176,54 @@ fn object_meta(b: &[u8]) -> Result<Value, String> {
     Ok(Value::Object(m))
 }
 
+fn strings_message(b: &[u8], names: &[&str]) -> Result<Value, String> {
+    let mut r = Reader::new(b);
+    let mut o = Map::new();
+    while let Some((n, f)) = r.next()? {
+        if let Field::Bytes(x) = f {
+            if let Some(name) = usize::try_from(n)
+                .ok()
+                .and_then(|i| names.get(i.wrapping_sub(1)))
+            {
+                if !x.is_empty() {
+                    o.insert((*name).to_string(), json!(string(x)?));
+                }
+            }
+        }
+    }
+    Ok(Value::Object(o))
+}
+
+/// `SelfSubjectAccessReviewSpec`: resource or non-resource attributes.
+fn access_review_spec(b: &[u8]) -> Result<Value, String> {
+    let mut r = Reader::new(b);
+    let mut o = Map::new();
+    while let Some((n, f)) = r.next()? {
+        match (n, f) {
+            (1, Field::Bytes(x)) => {
+                let names = [
+                    "namespace",
+                    "verb",
+                    "group",
+                    "version",
+                    "resource",
+                    "subresource",
+                    "name",
+                ];
+                o.insert("resourceAttributes".into(), strings_message(x, &names)?);
+            }
+            (2, Field::Bytes(x)) => {
+                o.insert(
+                    "nonResourceAttributes".into(),
+                    strings_message(x, &["path", "verb"])?,
+                );
+            }
+            _ => {}
+        }
+    }
+    Ok(Value::Object(o))
+}
+
 fn b64(v: &[u8]) -> Value {
     json!(base64::engine::general_purpose::STANDARD.encode(v))
 }
@@ -210,6 +259,9 @@ fn body(kind: &str, raw: &[u8]) -> Result<Value, String> {
                 let (k, v) = map_entry(x)?;
                 maps[2].insert(k, b64(&v));
             }
+            ("SelfSubjectAccessReview", 2, Field::Bytes(x)) => {
+                out.insert("spec".into(), access_review_spec(x)?);
+            }
             ("Namespace", 2, Field::Bytes(x)) => {
                 let mut s = Reader::new(x);
                 let mut fin = Vec::new();
@@ -236,7 +288,8 @@ fn body(kind: &str, raw: &[u8]) -> Result<Value, String> {
     Ok(Value::Object(out))
 }
 
-/// Decodes a protobuf-encoded Secret, ConfigMap or Namespace to JSON.
+/// Decodes a protobuf-encoded Secret, ConfigMap, Namespace or
+/// SelfSubjectAccessReview (`kubectl auth can-i`) to JSON.
 /// Other kinds are refused (the caller answers 415).
 pub fn decode(bytes: &[u8]) -> Result<Value, String> {
     let rest = bytes
@@ -261,7 +314,12 @@ pub fn decode(bytes: &[u8]) -> Result<Value, String> {
             _ => {}
         }
     }
-    if !matches!(kind.as_str(), "Secret" | "ConfigMap" | "Namespace") || api_version != "v1" {
+    let supported = matches!(
+        (api_version.as_str(), kind.as_str()),
+        ("v1", "Secret" | "ConfigMap" | "Namespace")
+    ) || (api_version == "authorization.k8s.io/v1"
+        && kind == "SelfSubjectAccessReview");
+    if !supported {
         return Err(format!(
             "protobuf bodies of {api_version} {kind} are not supported; send JSON"
         ));
