@@ -1764,11 +1764,12 @@ mod tests {
         let schema = super::super::schema::builtin_schema::<Deployment>();
         let cfg = |image: &str| {
             json!({"apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": "d", "labels": {"app": "x"}},
-            "spec": {"template": {"spec": {"containers": [{"name": "app", "image": image}]}}}})
+            "spec": {"selector": {"matchLabels": {"app": "x"}}, "template": {"spec": {"containers": [{"name": "app", "image": image}]}}}})
         };
         let v1 = apply(None, &cfg("a:1"), "kubectl", false, None, T1, Some(&schema)).unwrap();
         let f = &entry(&v1, "kubectl")["fieldsV1"];
         assert_eq!(f["f:metadata"], json!({"f:labels": {"f:app": {}}}));
+        assert_eq!(f["f:spec"]["f:selector"], json!({}));
         assert_eq!(
             f["f:spec"]["f:template"]["f:spec"]["f:containers"],
             json!({"k:{\"name\":\"app\"}": {".": {}, "f:name": {}, "f:image": {}}})

@@ -914,6 +914,25 @@ pub fn builtin_schema<K: k8s_openapi::schemars::JsonSchema>() -> Value {
     out
 }
 
+/// k8s.io/api types marked `+structType=atomic` (published with
+/// `x-kubernetes-map-type: atomic`): server-side apply owns them as a whole.
+const ATOMIC_STRUCTS: &[&str] = &[
+    "LabelSelector",
+    "OwnerReference",
+    "ObjectReference",
+    "LocalObjectReference",
+    "TypedLocalObjectReference",
+    "ObjectFieldSelector",
+    "ResourceFieldSelector",
+    "ConfigMapKeySelector",
+    "SecretKeySelector",
+    "ConfigMapEnvSource",
+    "SecretEnvSource",
+    "NodeSelector",
+    "NodeSelectorTerm",
+    "TopologySelectorTerm",
+];
+
 fn short_name(def: &str) -> &str {
     def.rsplit('.').next().unwrap_or(def)
 }
@@ -928,8 +947,13 @@ fn convert(node: &Value, defs: &Map<String, Value>, stack: &mut Vec<String>, def
             json!({"type": "object", "x-kubernetes-preserve-unknown-fields": true})
         } else if let Some(target) = defs.get(&name) {
             stack.push(name.clone());
-            let c = convert(target, defs, stack, &name);
+            let mut c = convert(target, defs, stack, &name);
             stack.pop();
+            if ATOMIC_STRUCTS.contains(&short_name(&name))
+                && let Some(m) = c.as_object_mut()
+            {
+                m.insert("x-kubernetes-map-type".into(), json!("atomic"));
+            }
             c
         } else {
             json!({"x-kubernetes-preserve-unknown-fields": true})
@@ -1263,6 +1287,10 @@ mod tests {
         let mut obj = json!({"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "s"}, "data": {"a": "eA=="}, "bogus": 1});
         assert_eq!(prune(&s, &mut obj), ["bogus"]);
         let d = builtin_schema::<Deployment>();
+        assert_eq!(
+            d["properties"]["spec"]["properties"]["selector"]["x-kubernetes-map-type"],
+            "atomic"
+        );
         let containers = &d["properties"]["spec"]["properties"]["template"]["properties"]["spec"]["properties"]
             ["containers"];
         assert_eq!(containers["x-kubernetes-list-map-keys"], json!(["name"]));
