@@ -312,29 +312,26 @@ async fn watches_get_bookmarks_at_the_current_resource_version() {
         .await
         .unwrap()
         .boxed();
-    loop {
-        match tokio::time::timeout(Duration::from_secs(5), stream.try_next())
-            .await
-            .unwrap()
-            .unwrap()
-            .unwrap()
-        {
-            WatchEvent::Bookmark(b) => {
-                let rv: u64 = b.metadata.resource_version.parse().unwrap();
-                assert!(
-                    rv >= s
-                        .metadata
-                        .resource_version
-                        .as_ref()
-                        .unwrap()
-                        .parse::<u64>()
-                        .unwrap()
-                );
-                break;
-            }
-            other => panic!("{other:?}"),
-        }
-    }
+    let first = tokio::time::timeout(Duration::from_secs(5), stream.try_next())
+        .await
+        .unwrap()
+        .unwrap()
+        .unwrap();
+    let WatchEvent::Bookmark(b) = first else {
+        panic!("expected a bookmark, got {first:?}")
+    };
+    let rv: u64 = b.metadata.resource_version.parse().unwrap();
+    let secret_rv: u64 = s
+        .metadata
+        .resource_version
+        .as_ref()
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!(
+        rv >= secret_rv,
+        "bookmark {rv} is at the current resourceVersion {secret_rv} or later"
+    );
 }
 
 #[tokio::test]

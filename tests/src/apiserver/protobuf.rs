@@ -180,15 +180,13 @@ fn strings_message(b: &[u8], names: &[&str]) -> Result<Value, String> {
     let mut r = Reader::new(b);
     let mut o = Map::new();
     while let Some((n, f)) = r.next()? {
-        if let Field::Bytes(x) = f {
-            if let Some(name) = usize::try_from(n)
+        if let Field::Bytes(x) = f
+            && !x.is_empty()
+            && let Some(name) = usize::try_from(n)
                 .ok()
                 .and_then(|i| names.get(i.wrapping_sub(1)))
-            {
-                if !x.is_empty() {
-                    o.insert((*name).to_string(), json!(string(x)?));
-                }
-            }
+        {
+            o.insert((*name).to_string(), json!(string(x)?));
         }
     }
     Ok(Value::Object(o))
