@@ -227,7 +227,16 @@ async fn size_limits_and_decoding_errors() {
     assert_eq!(e.code, 422);
     assert_eq!(
         e.message,
-        "ConfigMap \"big\" is invalid: metadata.annotations: Too long: must have at most 262144 bytes"
+        "ConfigMap \"big\" is invalid: metadata.annotations: Too long: may not be more than 262144 bytes"
+    );
+    let full: ConfigMap = serde_json::from_value(
+        json!({"metadata": {"name": "full"}, "data": {"x": "a".repeat(1100 * 1024)}}),
+    )
+    .unwrap();
+    let err = api.create(&PostParams::default(), &full).await.unwrap_err();
+    assert!(
+        matches!(err, kube::Error::Api(ref e) if e.code == 422 && e.message == "ConfigMap \"full\" is invalid: []: Too long: may not be more than 1048576 bytes"),
+        "{err:?}"
     );
     let huge: ConfigMap = serde_json::from_value(
         json!({"metadata": {"name": "huge"}, "data": {"x": "a".repeat(4 * 1024 * 1024)}}),

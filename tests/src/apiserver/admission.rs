@@ -13,6 +13,8 @@ use super::store::{new_uid, now_rfc3339};
 
 /// Kubernetes' limit on the total size of annotations.
 pub const MAX_ANNOTATIONS_BYTES: usize = 256 * 1024;
+/// The limit on a ConfigMap's or Secret's data (`corev1.MaxSecretSize`).
+pub const MAX_DATA_BYTES: usize = 1024 * 1024;
 /// etcd's request limit, which bounds a stored object.
 pub const MAX_OBJECT_BYTES: usize = 1536 * 1024;
 
@@ -228,15 +230,49 @@ fn validate_metadata(rt: &ResourceType, obj: &Value) -> ApiResult<()> {
             causes.push((
                 "metadata.annotations",
                 "FieldValueTooLong",
-                format!("Too long: must have at most {MAX_ANNOTATIONS_BYTES} bytes"),
+                format!("Too long: may not be more than {MAX_ANNOTATIONS_BYTES} bytes"),
             ));
         }
+    }
+    // ConfigMaps and Secrets hold at most 1 MiB of data.
+    let data_size = |keys: &[&str]| -> usize {
+        keys.iter()
+            .filter_map(|k| obj.get(*k).and_then(Value::as_object))
+            .flat_map(|m| m.iter())
+            .map(|(k, v)| k.len() + v.as_str().map_or(0, str::len))
+            .sum()
+    };
+    match rt.builtin {
+        Some(Builtin::ConfigMap) if data_size(&["data", "binaryData"]) > MAX_DATA_BYTES => causes
+            .push((
+                "[]",
+                "FieldValueTooLong",
+                format!("Too long: may not be more than {MAX_DATA_BYTES} bytes"),
+            )),
+        Some(Builtin::Secret) if secret_data_size(obj) > MAX_DATA_BYTES => causes.push((
+            "data",
+            "FieldValueTooLong",
+            format!("Too long: may not be more than {MAX_DATA_BYTES} bytes"),
+        )),
+        _ => {}
     }
     if causes.is_empty() {
         Ok(())
     } else {
         Err(status::invalid(&rt.kind, &rt.group, name, &causes))
     }
+}
+
+/// The decoded size of a Secret's data (keys plus values).
+fn secret_data_size(obj: &Value) -> usize {
+    obj.get("data")
+        .and_then(Value::as_object)
+        .map(|m| {
+            m.iter()
+                .map(|(k, v)| k.len() + v.as_str().map_or(0, |s| s.len() / 4 * 3))
+                .sum()
+        })
+        .unwrap_or(0)
 }
 
 /// Merges Secret `stringData` into `data`, as the apiserver does on write.
