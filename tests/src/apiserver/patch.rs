@@ -539,6 +539,15 @@ const BUILTIN_MAP_FIELDS: &[&str] = &[
     "extra",
 ];
 
+/// The structural schema of ObjectMeta, built once.
+fn object_meta_schema() -> &'static Value {
+    static META: std::sync::OnceLock<Value> = std::sync::OnceLock::new();
+    META.get_or_init(|| {
+        super::schema::builtin_schema::<k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta>(
+        )
+    })
+}
+
 impl<'s> Ty<'s> {
     fn root(schema: Option<&'s Value>) -> Self {
         Ty {
@@ -561,6 +570,13 @@ impl<'s> Ty<'s> {
     /// The type of field `k`, and whether `k` is a declared (struct) field.
     fn field(&self, k: &str) -> (Ty<'s>, bool) {
         let (schema, declared) = match self.schema {
+            // kube-apiserver types every object's metadata as ObjectMeta,
+            // whatever a CRD's schema says about it (apiextensions-apiserver
+            // `pkg/apiserver/schema/objectmeta`), so labels and annotations
+            // are granular maps and ownerReferences a map keyed by uid.
+            Some(_) if self.name.is_empty() && k == "metadata" => {
+                (Some(object_meta_schema()), true)
+            }
             Some(s) => match s.get("properties").and_then(|p| p.get(k)) {
                 Some(p) => (Some(p), true),
                 None => (
@@ -1626,6 +1642,18 @@ mod tests {
         );
         let ok = apply(Some(&s2), &cr(json!({}), json!({"conditions": [{"type": "Ready", "status": "False"}, {"type": "Issued", "status": "True"}]})), "ctrl-b", false, Some("status"), T2, Some(&schema)).unwrap();
         assert_eq!(ok["status"]["conditions"].as_array().unwrap().len(), 2);
+    }
+
+    #[test]
+    fn custom_resource_metadata_is_typed_as_object_meta() {
+        let schema = json!({"type": "object", "properties": {"metadata": {"type": "object"}, "spec": {"type": "object", "x-kubernetes-preserve-unknown-fields": true}}});
+        let cfg = json!({"apiVersion": "capstan.dev/v1", "kind": "Thing",
+            "metadata": {"name": "t", "labels": {"app": "x"}, "finalizers": ["f"]}, "spec": {"free": {"a": 1}}});
+        let out = apply(None, &cfg, "m", false, None, T1, Some(&schema)).unwrap();
+        assert_eq!(
+            entry(&out, "m")["fieldsV1"],
+            json!({"f:metadata": {"f:labels": {"f:app": {}}, "f:finalizers": {"v:\"f\"": {}}}, "f:spec": {"f:free": {".": {}, "f:a": {}}}})
+        );
     }
 
     #[test]
