@@ -996,3 +996,43 @@ async fn data_dir_survives_a_restart_with_resource_versions_moving_forward() {
         .unwrap();
     assert!(rv_of(&b).parse::<u64>().unwrap() > rv_of(&a).parse::<u64>().unwrap());
 }
+
+#[tokio::test]
+async fn dependents_are_garbage_collected_with_their_owner() {
+    let (_s, c) = setup().await;
+    let api: Api<ConfigMap> = Api::namespaced(c.clone(), "default");
+    let owner = api
+        .create(&PostParams::default(), &cm("owner", &[], "1"))
+        .await
+        .unwrap();
+    let other = api
+        .create(&PostParams::default(), &cm("other", &[], "1"))
+        .await
+        .unwrap();
+    let owned = |name: &str, owners: &[&ConfigMap]| {
+        let refs: Vec<serde_json::Value> = owners
+            .iter()
+            .map(|o| json!({"apiVersion": "v1", "kind": "ConfigMap", "name": o.metadata.name, "uid": o.metadata.uid}))
+            .collect();
+        serde_json::from_value::<ConfigMap>(
+            json!({"metadata": {"name": name, "ownerReferences": refs}}),
+        )
+        .unwrap()
+    };
+    api.create(&PostParams::default(), &owned("dep", &[&owner]))
+        .await
+        .unwrap();
+    api.create(&PostParams::default(), &owned("shared", &[&owner, &other]))
+        .await
+        .unwrap();
+    api.delete("owner", &DeleteParams::default()).await.unwrap();
+    eventually("dependent collected", || async {
+        api.get_opt("dep").await.unwrap().is_none().then_some(())
+    })
+    .await
+    .unwrap();
+    assert!(
+        api.get_opt("shared").await.unwrap().is_some(),
+        "an object with a live owner stays"
+    );
+}

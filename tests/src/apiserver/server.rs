@@ -122,6 +122,7 @@ impl ServerState {
     /// Side effects of a removal: a namespace or CRD waiting for its content
     /// to go may now go too.
     pub fn after_delete(self: &Arc<Self>, rt: &ResourceType, stored: &Value) {
+        self.collect_garbage(stored);
         if rt.builtin == Some(Builtin::Crd) {
             self.refresh_registry();
             return;
@@ -136,6 +137,22 @@ impl ServerState {
         if rt.builtin.is_none() {
             let crd_name = format!("{}.{}", rt.plural, rt.group);
             self.finalize_crd(&crd_name);
+        }
+    }
+
+    /// The garbage collector's background propagation: objects whose
+    /// owners are all gone are deleted (respecting their finalizers).
+    fn collect_garbage(self: &Arc<Self>, deleted: &Value) {
+        let Some(uid) = deleted.pointer("/metadata/uid").and_then(Value::as_str) else {
+            return;
+        };
+        for (gr, dependent, other_owner_alive) in self.store.dependents_of(uid) {
+            if other_owner_alive {
+                continue;
+            }
+            if let Some(t) = self.type_for(&gr) {
+                let _ = self.delete_object(&t, &obj_key(&dependent), None, false);
+            }
         }
     }
 

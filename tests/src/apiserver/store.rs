@@ -226,6 +226,58 @@ impl Store {
             .collect()
     }
 
+    /// Objects naming `uid` in their ownerReferences, with whether any of
+    /// their other owners still exist.
+    pub fn dependents_of(&self, uid: &str) -> Vec<(Gr, Arc<Value>, bool)> {
+        let g = self.lock();
+        let owner_uids = |o: &Value| -> Vec<String> {
+            o.pointer("/metadata/ownerReferences")
+                .and_then(Value::as_array)
+                .map(|a| {
+                    a.iter()
+                        .filter_map(|r| r["uid"].as_str().map(String::from))
+                        .collect()
+                })
+                .unwrap_or_default()
+        };
+        let mut found: Vec<(Gr, Arc<Value>, Vec<String>)> = Vec::new();
+        for (gr, m) in &g.objects {
+            for o in m.values() {
+                let owners = owner_uids(o);
+                if owners.iter().any(|u| u == uid) {
+                    found.push((gr.clone(), o.clone(), owners));
+                }
+            }
+        }
+        if found.is_empty() {
+            return Vec::new();
+        }
+        let others: std::collections::HashSet<&String> = found
+            .iter()
+            .flat_map(|(_, _, owners)| owners.iter())
+            .filter(|u| *u != uid)
+            .collect();
+        let mut alive = std::collections::HashSet::new();
+        if !others.is_empty() {
+            for m in g.objects.values() {
+                for o in m.values() {
+                    if let Some(u) = o.pointer("/metadata/uid").and_then(Value::as_str)
+                        && others.contains(&u.to_string())
+                    {
+                        alive.insert(u.to_string());
+                    }
+                }
+            }
+        }
+        found
+            .into_iter()
+            .map(|(gr, o, owners)| {
+                let other_alive = owners.iter().any(|u| u != uid && alive.contains(u));
+                (gr, o, other_alive)
+            })
+            .collect()
+    }
+
     /// Reads the current object and writes what `f` decides, atomically.
     /// An unchanged object (ignoring managedFields times) is not written and
     /// keeps its resourceVersion, as in Kubernetes. Returns the stored object
