@@ -1179,6 +1179,29 @@ mod tests {
     }
 
     #[test]
+    fn certificate_crd_patterns_and_nested_items() {
+        let schema = crd_schema("cert-manager.io_certificates.yaml");
+        let mut cert = json!({
+            "apiVersion": "cert-manager.io/v1", "kind": "Certificate",
+            "metadata": {"name": "web", "namespace": "default"},
+            "spec": {"secretName": "web-tls", "issuerRef": {"name": "ca"}, "dnsNames": ["web.default.svc"],
+                "renewal": {"windows": [{"cron": "0 2 * * *", "windowDuration": "2h30m"}]}},
+        });
+        assert!(schema["properties"]["spec"]["properties"]["renewal"].is_object());
+        assert_eq!(validate(&schema, &cert).errors, vec![]);
+        cert["spec"]["renewal"]["windows"][0]["windowDuration"] = json!("two hours");
+        cert["spec"]["renewal"]["windows"][0]["cron"] = json!("");
+        let m = messages(&validate(&schema, &cert));
+        assert!(m.contains(&r#"spec.renewal.windows[0].windowDuration: Invalid value: "two hours": spec.renewal.windows[0].windowDuration in body should match '^([0-9]+(\.[0-9]+)?(s|m|h))+$'"#.to_string()), "{m:?}");
+        assert!(m.contains(&r#"spec.renewal.windows[0].cron: Invalid value: "": spec.renewal.windows[0].cron in body should be at least 1 chars long"#.to_string()), "{m:?}");
+        cert["spec"].as_object_mut().unwrap().remove("secretName");
+        assert!(
+            messages(&validate(&schema, &cert))
+                .contains(&"spec.secretName: Required value".to_string())
+        );
+    }
+
+    #[test]
     fn metadata_name_rules() {
         let schema = json!({"type": "object"});
         let v = validate(&schema, &json!({"metadata": {}}));
