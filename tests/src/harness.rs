@@ -271,3 +271,102 @@ pub async fn temp_namespace(client: &kube::Client, prefix: &str) -> anyhow::Resu
         .name
         .context("created namespace has no name")
 }
+
+/// A workspace binary built by cargo (`target/<profile>/<name>`, honouring
+/// `CARGO_TARGET_DIR`); an error saying how to build it when missing.
+pub fn workspace_binary(name: &str) -> anyhow::Result<PathBuf> {
+    let target = match std::env::var_os("CARGO_TARGET_DIR") {
+        Some(d) => PathBuf::from(d),
+        None => workspace_root().join("target"),
+    };
+    let profile = if cfg!(debug_assertions) {
+        "debug"
+    } else {
+        "release"
+    };
+    let path = target.join(profile).join(name);
+    if !path.is_file() {
+        bail!(
+            "{} not found; build it first (cargo build --bin {name})",
+            path.display()
+        );
+    }
+    Ok(path)
+}
+
+/// A running child process (e.g. the issuer or rotator binary) whose
+/// stdout and stderr lines are collected for assertions and failure
+/// messages. Killed when dropped.
+pub struct RunningBinary {
+    child: Child,
+    logs: std::sync::Arc<std::sync::Mutex<Vec<String>>>,
+}
+
+impl RunningBinary {
+    /// Starts `program` with arguments and extra environment variables.
+    pub fn start(program: &Path, args: &[&str], envs: &[(&str, &str)]) -> anyhow::Result<Self> {
+        let mut c = Command::new(program);
+        c.args(args)
+            .envs(envs.iter().copied())
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .kill_on_drop(true);
+        let mut child = c
+            .spawn()
+            .with_context(|| format!("starting {}", program.display()))?;
+        let logs = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        if let Some(out) = child.stdout.take() {
+            tokio::spawn(collect(BufReader::new(out).lines(), logs.clone()));
+        }
+        if let Some(err) = child.stderr.take() {
+            tokio::spawn(collect(BufReader::new(err).lines(), logs.clone()));
+        }
+        Ok(Self { child, logs })
+    }
+
+    /// Every line written so far (stdout and stderr interleaved).
+    pub fn logs(&self) -> Vec<String> {
+        self.logs.lock().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+
+    /// Waits until a log line satisfies `pred`.
+    pub async fn wait_for_log(
+        &self,
+        timeout: Duration,
+        pred: impl Fn(&str) -> bool,
+    ) -> anyhow::Result<String> {
+        await_condition(
+            "a matching log line",
+            timeout,
+            Duration::from_millis(50),
+            || {
+                let found = self.logs().into_iter().find(|l| pred(l));
+                async move { found }
+            },
+        )
+        .await
+        .with_context(|| format!("logs so far:\n{}", self.logs().join("\n")))
+    }
+
+    /// Whether the process is still running.
+    pub fn is_running(&mut self) -> bool {
+        matches!(self.child.try_wait(), Ok(None))
+    }
+
+    /// Sends SIGKILL and waits.
+    pub async fn kill(mut self) -> anyhow::Result<()> {
+        let _ = self.child.start_kill();
+        self.child.wait().await?;
+        Ok(())
+    }
+}
+
+async fn collect<R: tokio::io::AsyncBufRead + Unpin>(
+    mut lines: tokio::io::Lines<R>,
+    logs: std::sync::Arc<std::sync::Mutex<Vec<String>>>,
+) {
+    while let Ok(Some(l)) = lines.next_line().await {
+        logs.lock().unwrap_or_else(|e| e.into_inner()).push(l);
+    }
+}

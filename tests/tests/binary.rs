@@ -128,3 +128,27 @@ async fn binary_serves_persists_and_exposes_test_endpoints() {
     };
     assert!(rv(&next) > rv(&created));
 }
+
+#[tokio::test]
+async fn harness_runs_the_server_binary_and_reads_its_logs() {
+    use capstan_tests::harness::RunningBinary;
+    let dir = tempfile::tempdir().unwrap();
+    let kubeconfig = dir.path().join("kubeconfig");
+    let bin = RunningBinary::start(
+        Path::new(env!("CARGO_BIN_EXE_capstan-test-apiserver")),
+        &["--kubeconfig", kubeconfig.to_str().unwrap()],
+        &[],
+    )
+    .unwrap();
+    let line = bin
+        .wait_for_log(Duration::from_secs(20), |l| {
+            l.starts_with("kubeconfig written to")
+        })
+        .await
+        .unwrap();
+    assert!(line.ends_with("kubeconfig"));
+    let c = client(&kubeconfig).await;
+    let v = c.apiserver_version().await.unwrap();
+    assert_eq!(v.git_version, "v1.34.0");
+    bin.kill().await.unwrap();
+}
