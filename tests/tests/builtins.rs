@@ -36,7 +36,19 @@ async fn csr_approval_and_status_are_separate() {
         "spec": {"request": "LS0tLS1CRUdJTiBDRVJUSUZJQ0FURSBSRVFVRVNULS0tLS0K", "signerName": "capstan.dev/ca", "usages": ["server auth"]},
     }))
     .unwrap();
-    api.create(&PostParams::default(), &csr).await.unwrap();
+    let created = api.create(&PostParams::default(), &csr).await.unwrap();
+    assert_eq!(
+        created.spec.username.as_deref(),
+        Some("admin"),
+        "the requester is recorded"
+    );
+    assert!(
+        created
+            .spec
+            .groups
+            .unwrap()
+            .contains(&"system:authenticated".to_string())
+    );
     let approved = api
         .patch_approval(
             "c1",

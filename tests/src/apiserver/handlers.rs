@@ -679,6 +679,18 @@ impl Ctx<'_> {
         let mut obj = obj;
         admission::check_type(rt, &mut obj)?;
         self.set_namespace(&mut obj)?;
+        if rt.builtin == Some(Builtin::Csr) && obj.get("spec").is_some_and(Value::is_object) {
+            // kube-apiserver records who asked, whatever the body says.
+            obj["spec"]["username"] = json!(self.user.username);
+            obj["spec"]["groups"] = json!(self.user.groups);
+            if self.user.uid.is_empty() {
+                if let Some(m) = obj["spec"].as_object_mut() {
+                    m.remove("uid");
+                }
+            } else {
+                obj["spec"]["uid"] = json!(self.user.uid);
+            }
+        }
         if rt.builtin != Some(Builtin::Namespace) {
             self.check_namespace()?;
         }
