@@ -1035,4 +1035,14 @@ async fn dependents_are_garbage_collected_with_their_owner() {
         api.get_opt("shared").await.unwrap().is_some(),
         "an object with a live owner stays"
     );
+    let dp = DeleteParams {
+        propagation_policy: Some(kube::api::PropagationPolicy::Orphan),
+        ..DeleteParams::default()
+    };
+    api.delete("other", &dp).await.unwrap();
+    let shared = api.get("shared").await.unwrap();
+    assert!(
+        shared.metadata.owner_references.is_none(),
+        "orphaned dependents lose the reference"
+    );
 }

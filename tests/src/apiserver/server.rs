@@ -148,12 +148,42 @@ impl ServerState {
         };
         for (gr, dependent, other_owner_alive) in self.store.dependents_of(uid) {
             if other_owner_alive {
+                // The collector drops the dangling reference and keeps the object.
+                self.remove_owner_ref(&gr, &dependent, uid);
                 continue;
             }
             if let Some(t) = self.type_for(&gr) {
                 let _ = self.delete_object(&t, &obj_key(&dependent), None, false);
             }
         }
+    }
+
+    /// `propagationPolicy: Orphan`: dependents lose the owner reference
+    /// instead of being deleted.
+    fn orphan_dependents(self: &Arc<Self>, uid: &str) {
+        for (gr, dependent, _) in self.store.dependents_of(uid) {
+            self.remove_owner_ref(&gr, &dependent, uid);
+        }
+    }
+
+    fn remove_owner_ref(&self, gr: &Gr, dependent: &Value, uid: &str) {
+        let key = obj_key(dependent);
+        let _ = self.store.write(gr, &key, false, |cur| {
+            let cur = cur.ok_or_else(|| status::not_found(&gr.0, &gr.1, &key.1))?;
+            let mut o = (**cur).clone();
+            if let Some(refs) = o
+                .pointer_mut("/metadata/ownerReferences")
+                .and_then(Value::as_array_mut)
+            {
+                refs.retain(|r| r["uid"].as_str() != Some(uid));
+                if refs.is_empty()
+                    && let Some(m) = o["metadata"].as_object_mut()
+                {
+                    m.remove("ownerReferences");
+                }
+            }
+            Ok(Write::Put(o))
+        });
     }
 
     fn finalize_namespace(self: &Arc<Self>, ns: &str) {
@@ -226,6 +256,21 @@ impl ServerState {
         }
         let gr = (rt.storage_group.clone(), rt.storage_resource.clone());
         let contentful = matches!(rt.builtin, Some(Builtin::Namespace) | Some(Builtin::Crd));
+        let orphan = opts.is_some_and(|o| {
+            o.get("propagationPolicy").and_then(Value::as_str) == Some("Orphan")
+                || o.get("orphanDependents").and_then(Value::as_bool) == Some(true)
+        });
+        let uid = self.store.get(&gr, key).and_then(|o| {
+            o.pointer("/metadata/uid")
+                .and_then(Value::as_str)
+                .map(String::from)
+        });
+        if orphan
+            && !dry
+            && let Some(uid) = uid
+        {
+            self.orphan_dependents(&uid);
+        }
         let (stored, kind) = self.store.write(&gr, key, dry, |cur| {
             let cur = cur.ok_or_else(|| status::not_found(&rt.group, &rt.plural, &key.1))?;
             if let Some(pre) = opts.and_then(|o| o.get("preconditions")) {
