@@ -15,10 +15,18 @@ use kube::core::PartialObjectMeta;
 use serde_json::json;
 
 fn peak_rss_mib() -> u64 {
+    proc_status_mib("VmHWM:")
+}
+
+fn rss_mib() -> u64 {
+    proc_status_mib("VmRSS:")
+}
+
+fn proc_status_mib(field: &str) -> u64 {
     let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
     status
         .lines()
-        .find(|l| l.starts_with("VmHWM:"))
+        .find(|l| l.starts_with(field))
         .and_then(|l| l.split_whitespace().nth(1))
         .and_then(|kb| kb.parse::<u64>().ok())
         .map(|kb| kb / 1024)
@@ -59,6 +67,7 @@ async fn twenty_thousand_secrets() {
         .await
         .unwrap();
     let create = t.elapsed();
+    let stored_rss = rss_mib();
 
     let t = Instant::now();
     let mut pages = 0;
@@ -116,7 +125,7 @@ async fn twenty_thousand_secrets() {
     println!(
         "{n} Secrets of 10 KiB: create {create:.1?} ({:.0}/s), paginated list ({pages} pages of 500) {paginated:.1?}, \
          unpaginated list {unpaginated:.1?}, metadata list with selector {metadata:.1?}, watch of all {watch:.1?}; \
-         resourceVersion {rv}; peak RSS of server and client {} MiB",
+         resourceVersion {rv}; RSS once stored {stored_rss} MiB, peak RSS of server and client {} MiB",
         n as f64 / create.as_secs_f64(),
         peak_rss_mib()
     );
