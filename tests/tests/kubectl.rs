@@ -332,3 +332,38 @@ async fn secrets_configmaps_and_delete() {
     .await
     .unwrap();
 }
+
+#[tokio::test]
+async fn certificate_approve_uses_the_approval_subresource() {
+    let (_s, k) = setup().await;
+    let csr = "apiVersion: certificates.k8s.io/v1
+kind: CertificateSigningRequest
+metadata:
+  name: c1
+spec:
+  request: LS0tLS1CRUdJTiBDRVJUSUZJQ0FURSBSRVFVRVNULS0tLS0K
+  signerName: capstan.dev/ca
+  usages: [server auth]
+";
+    let out = k
+        .run_with_stdin(&["apply", "-f", "-"], Some(csr))
+        .await
+        .unwrap();
+    assert!(out.success(), "{out:?}");
+    k.run_ok(&["certificate", "approve", "c1"]).await.unwrap();
+    let out = k.run_ok(&["get", "csr", "c1"]).await.unwrap();
+    let row: Vec<&str> = out.lines().nth(1).unwrap().split_whitespace().collect();
+    assert_eq!(row.last(), Some(&"Approved"), "{out}");
+    assert!(row.contains(&"admin"), "the requestor is shown: {out}");
+    let conds = k
+        .run_ok(&[
+            "get",
+            "csr",
+            "c1",
+            "-o",
+            "jsonpath={.status.conditions[0].reason}",
+        ])
+        .await
+        .unwrap();
+    assert_eq!(conds, "KubectlApprove");
+}

@@ -223,6 +223,10 @@ async fn serve(
     }
     let output = request::negotiate(headers.get(header::ACCEPT).and_then(|v| v.to_str().ok()));
     let ctx = Ctx {
+        ua: headers
+            .get(header::USER_AGENT)
+            .and_then(|v| v.to_str().ok())
+            .map(String::from),
         state,
         rp: &rp,
         query,
@@ -235,7 +239,7 @@ async fn serve(
         "watch" => watch::serve(state, &rp, query, output),
         "create" => ctx.create(&body?, content_type(headers)),
         "update" => ctx.update(&body?, content_type(headers)),
-        "patch" => ctx.patch(&body?, content_type(headers).unwrap_or_default(), headers),
+        "patch" => ctx.patch(&body?, content_type(headers).unwrap_or_default()),
         "delete" => ctx.delete(&body?),
         _ => ctx.delete_collection(&body?),
     }
@@ -380,6 +384,8 @@ fn encode_continue(rv: u64, key: &ObjKey) -> String {
 }
 
 struct Ctx<'a> {
+    /// The User-Agent, from which kube derives a default field manager.
+    ua: Option<String>,
     state: &'a Arc<ServerState>,
     rp: &'a ResourcePath,
     query: &'a Query,
@@ -449,11 +455,13 @@ impl Ctx<'_> {
     }
 
     /// A default field manager from the User-Agent, as kube derives it.
-    fn manager(&self, ua: Option<&str>) -> String {
+    fn manager(&self) -> String {
         if let Some(m) = self.query.get("fieldManager") {
             return m.to_string();
         }
-        ua.and_then(|u| u.split('/').next())
+        self.ua
+            .as_deref()
+            .and_then(|u| u.split('/').next())
             .filter(|s| !s.is_empty())
             .unwrap_or("unknown")
             .to_string()
@@ -704,7 +712,7 @@ impl Ctx<'_> {
             .and_then(Value::as_str)
             .filter(|n| !n.is_empty())
             .map(String::from);
-        let manager = self.manager(None);
+        let manager = self.manager();
         for attempt in 0..8 {
             let mut o = obj.clone();
             let name = match (&explicit, &generate) {
@@ -780,7 +788,7 @@ impl Ctx<'_> {
             ));
         }
         let validation = self.validation()?;
-        let manager = self.manager(None);
+        let manager = self.manager();
         let sub = self.rp.sub.clone();
         self.write_existing(&name, |cur_ext| {
             if let Some(rv) = &body_rv
@@ -843,14 +851,11 @@ impl Ctx<'_> {
         self.respond(200, &stored, &warnings)
     }
 
-    fn patch(&self, body: &[u8], ct: &str, headers: &HeaderMap) -> ApiResult<Response<Body>> {
+    fn patch(&self, body: &[u8], ct: &str) -> ApiResult<Response<Body>> {
         let rt = self.rt();
         let name = self.rp.name.clone().unwrap_or_default();
         let validation = self.validation()?;
         let sub = self.rp.sub.clone();
-        let ua = headers
-            .get(header::USER_AGENT)
-            .and_then(|v| v.to_str().ok());
         let now = now_rfc3339();
         match ct {
             "application/apply-patch+yaml" | "application/apply-patch+cbor" => {
@@ -1004,7 +1009,7 @@ impl Ctx<'_> {
                 }
                 let p: Value = serde_json::from_slice(body)
                     .map_err(|e| status::bad_request(format!("error decoding patch: {e}")))?;
-                let manager = self.manager(ua);
+                let manager = self.manager();
                 self.write_existing(&name, |cur| {
                     let patched = match ct {
                         "application/json-patch+json" => patch::json_patch(cur, &p),

@@ -1,6 +1,6 @@
 //! Decoding of the Kubernetes protobuf encoding for the few kinds kubectl's
 //! typed commands send that way (`kubectl create secret|configmap|namespace`,
-//! `kubectl auth can-i`
+//! `kubectl auth can-i`, `kubectl certificate approve|deny`
 //! post `application/vnd.kubernetes.protobuf` bodies, with no fallback to
 //! JSON). Responses are always JSON, which those clients also accept.
 
@@ -97,6 +97,10 @@ fn time(b: &[u8]) -> Result<Value, String> {
             secs = v as i64;
         }
     }
+    if secs <= 0 {
+        // Go's zero time: unset.
+        return Ok(Value::Null);
+    }
     let ts = k8s_openapi::jiff::Timestamp::from_second(secs).map_err(|e| e.to_string())?;
     Ok(json!(ts.strftime("%Y-%m-%dT%H:%M:%SZ").to_string()))
 }
@@ -146,7 +150,10 @@ fn object_meta(b: &[u8]) -> Result<Value, String> {
                 m.insert("generation".into(), json!(v as i64));
             }
             (8, Field::Bytes(x)) => {
-                m.insert("creationTimestamp".into(), time(x)?);
+                let t = time(x)?;
+                if !t.is_null() {
+                    m.insert("creationTimestamp".into(), t);
+                }
             }
             (11, Field::Bytes(x)) => {
                 let (k, v) = map_entry(x)?;
@@ -222,6 +229,101 @@ fn access_review_spec(b: &[u8]) -> Result<Value, String> {
     Ok(Value::Object(o))
 }
 
+/// `CertificateSigningRequestSpec`.
+fn csr_spec(b: &[u8]) -> Result<Value, String> {
+    let mut r = Reader::new(b);
+    let mut o = Map::new();
+    let (mut usages, mut groups, mut extra) = (Vec::new(), Vec::new(), Map::new());
+    while let Some((n, f)) = r.next()? {
+        match (n, f) {
+            (1, Field::Bytes(x)) => {
+                o.insert("request".into(), b64(x));
+            }
+            (2, Field::Bytes(x)) if !x.is_empty() => {
+                o.insert("username".into(), json!(string(x)?));
+            }
+            (3, Field::Bytes(x)) if !x.is_empty() => {
+                o.insert("uid".into(), json!(string(x)?));
+            }
+            (4, Field::Bytes(x)) => groups.push(json!(string(x)?)),
+            (5, Field::Bytes(x)) => usages.push(json!(string(x)?)),
+            (6, Field::Bytes(x)) => {
+                let (k, v) = map_entry(x)?;
+                let mut items = Vec::new();
+                let mut e = Reader::new(&v);
+                while let Some((n, f)) = e.next()? {
+                    if let (1, Field::Bytes(y)) = (n, f) {
+                        items.push(json!(string(y)?));
+                    }
+                }
+                extra.insert(k, json!(items));
+            }
+            (7, Field::Bytes(x)) => {
+                o.insert("signerName".into(), json!(string(x)?));
+            }
+            (8, Field::Varint(v)) => {
+                o.insert("expirationSeconds".into(), json!(v as i32));
+            }
+            _ => {}
+        }
+    }
+    if !usages.is_empty() {
+        o.insert("usages".into(), json!(usages));
+    }
+    if !groups.is_empty() {
+        o.insert("groups".into(), json!(groups));
+    }
+    if !extra.is_empty() {
+        o.insert("extra".into(), Value::Object(extra));
+    }
+    Ok(Value::Object(o))
+}
+
+/// `CertificateSigningRequestStatus` with its conditions.
+fn csr_status(b: &[u8]) -> Result<Value, String> {
+    let mut r = Reader::new(b);
+    let mut o = Map::new();
+    let mut conditions = Vec::new();
+    while let Some((n, f)) = r.next()? {
+        match (n, f) {
+            (1, Field::Bytes(x)) => {
+                let mut c = Reader::new(x);
+                let mut cond = Map::new();
+                while let Some((n, f)) = c.next()? {
+                    let key = match n {
+                        1 => "type",
+                        2 => "reason",
+                        3 => "message",
+                        4 => "lastUpdateTime",
+                        5 => "lastTransitionTime",
+                        6 => "status",
+                        _ => continue,
+                    };
+                    if let Field::Bytes(y) = f {
+                        let v = if n == 4 || n == 5 {
+                            time(y)?
+                        } else {
+                            json!(string(y)?)
+                        };
+                        if !v.is_null() {
+                            cond.insert(key.into(), v);
+                        }
+                    }
+                }
+                conditions.push(Value::Object(cond));
+            }
+            (2, Field::Bytes(x)) if !x.is_empty() => {
+                o.insert("certificate".into(), b64(x));
+            }
+            _ => {}
+        }
+    }
+    if !conditions.is_empty() {
+        o.insert("conditions".into(), json!(conditions));
+    }
+    Ok(Value::Object(o))
+}
+
 fn b64(v: &[u8]) -> Value {
     json!(base64::engine::general_purpose::STANDARD.encode(v))
 }
@@ -257,6 +359,12 @@ fn body(kind: &str, raw: &[u8]) -> Result<Value, String> {
                 let (k, v) = map_entry(x)?;
                 maps[2].insert(k, b64(&v));
             }
+            ("CertificateSigningRequest", 2, Field::Bytes(x)) => {
+                out.insert("spec".into(), csr_spec(x)?);
+            }
+            ("CertificateSigningRequest", 3, Field::Bytes(x)) => {
+                out.insert("status".into(), csr_status(x)?);
+            }
             ("SelfSubjectAccessReview", 2, Field::Bytes(x)) => {
                 out.insert("spec".into(), access_review_spec(x)?);
             }
@@ -286,8 +394,8 @@ fn body(kind: &str, raw: &[u8]) -> Result<Value, String> {
     Ok(Value::Object(out))
 }
 
-/// Decodes a protobuf-encoded Secret, ConfigMap, Namespace or
-/// SelfSubjectAccessReview (`kubectl auth can-i`) to JSON.
+/// Decodes a protobuf-encoded Secret, ConfigMap, Namespace,
+/// SelfSubjectAccessReview or CertificateSigningRequest to JSON.
 /// Other kinds are refused (the caller answers 415).
 pub fn decode(bytes: &[u8]) -> Result<Value, String> {
     let rest = bytes
@@ -316,7 +424,8 @@ pub fn decode(bytes: &[u8]) -> Result<Value, String> {
         (api_version.as_str(), kind.as_str()),
         ("v1", "Secret" | "ConfigMap" | "Namespace")
     ) || (api_version == "authorization.k8s.io/v1"
-        && kind == "SelfSubjectAccessReview");
+        && kind == "SelfSubjectAccessReview")
+        || (api_version == "certificates.k8s.io/v1" && kind == "CertificateSigningRequest");
     if !supported {
         return Err(format!(
             "protobuf bodies of {api_version} {kind} are not supported; send JSON"
