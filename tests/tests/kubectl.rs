@@ -367,3 +367,63 @@ spec:
         .unwrap();
     assert_eq!(conds, "KubectlApprove");
 }
+
+#[tokio::test]
+async fn helm_install_upgrade_and_uninstall_with_wait() {
+    let (s, k) = setup().await;
+    let helm = capstan_tests::harness::helm_path().expect("helm is needed for this test");
+    let dir = tempfile::tempdir().unwrap();
+    let run = |args: Vec<String>| {
+        let helm = helm.clone();
+        let kubeconfig = s.kubeconfig_path().to_path_buf();
+        let cwd = dir.path().to_path_buf();
+        async move {
+            let out = tokio::process::Command::new(&helm)
+                .args(&args)
+                .env("KUBECONFIG", &kubeconfig)
+                .env("HELM_CACHE_HOME", cwd.join("cache"))
+                .env("HELM_CONFIG_HOME", cwd.join("config"))
+                .env("HELM_DATA_HOME", cwd.join("data"))
+                .current_dir(&cwd)
+                .output()
+                .await
+                .unwrap();
+            assert!(
+                out.status.success(),
+                "helm {args:?}: {}{}",
+                String::from_utf8_lossy(&out.stdout),
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
+    };
+    let args = |a: &[&str]| a.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+    run(args(&["create", "demo"])).await;
+    run(args(&[
+        "install",
+        "demo",
+        "./demo",
+        "--wait",
+        "--timeout",
+        "60s",
+    ]))
+    .await;
+    run(args(&[
+        "upgrade",
+        "demo",
+        "./demo",
+        "--set",
+        "replicaCount=2",
+        "--wait",
+        "--timeout",
+        "60s",
+    ]))
+    .await;
+    let out = k.run_ok(&["get", "deploy", "demo"]).await.unwrap();
+    assert!(out.lines().nth(1).unwrap().contains("2/2"), "{out}");
+    run(args(&["uninstall", "demo", "--wait"])).await;
+    let out = k
+        .run_ok(&["get", "all,serviceaccounts,secrets"])
+        .await
+        .unwrap();
+    assert!(!out.contains("demo"), "{out}");
+}

@@ -1053,6 +1053,10 @@ impl Ctx<'_> {
         if body.iter().all(u8::is_ascii_whitespace) {
             return Ok(json!({}));
         }
+        if body.starts_with(b"k8s\0") {
+            return super::protobuf::decode_delete_options(body)
+                .map_err(|e| status::bad_request(format!("error decoding DeleteOptions: {e}")));
+        }
         serde_json::from_slice(body)
             .map_err(|e| status::bad_request(format!("error decoding DeleteOptions: {e}")))
     }

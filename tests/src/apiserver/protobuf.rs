@@ -394,6 +394,49 @@ fn body(kind: &str, raw: &[u8]) -> Result<Value, String> {
     Ok(Value::Object(out))
 }
 
+/// Decodes protobuf-encoded `DeleteOptions` (typed clients such as helm's
+/// Secret storage driver send them with DELETE).
+pub fn decode_delete_options(bytes: &[u8]) -> Result<Value, String> {
+    let rest = bytes
+        .strip_prefix(MAGIC)
+        .ok_or("missing the k8s protobuf prefix")?;
+    let mut r = Reader::new(rest);
+    let mut raw: &[u8] = &[];
+    while let Some((n, f)) = r.next()? {
+        if let (2, Field::Bytes(x)) = (n, f) {
+            raw = x;
+        }
+    }
+    let mut r = Reader::new(raw);
+    let mut o = Map::new();
+    let mut dry_run = Vec::new();
+    while let Some((n, f)) = r.next()? {
+        match (n, f) {
+            (1, Field::Varint(v)) => {
+                o.insert("gracePeriodSeconds".into(), json!(v as i64));
+            }
+            (2, Field::Bytes(x)) => {
+                o.insert(
+                    "preconditions".into(),
+                    strings_message(x, &["uid", "resourceVersion"])?,
+                );
+            }
+            (3, Field::Varint(v)) => {
+                o.insert("orphanDependents".into(), json!(v != 0));
+            }
+            (4, Field::Bytes(x)) if !x.is_empty() => {
+                o.insert("propagationPolicy".into(), json!(string(x)?));
+            }
+            (5, Field::Bytes(x)) => dry_run.push(json!(string(x)?)),
+            _ => {}
+        }
+    }
+    if !dry_run.is_empty() {
+        o.insert("dryRun".into(), json!(dry_run));
+    }
+    Ok(Value::Object(o))
+}
+
 /// Decodes a protobuf-encoded Secret, ConfigMap, Namespace,
 /// SelfSubjectAccessReview or CertificateSigningRequest to JSON.
 /// Other kinds are refused (the caller answers 415).

@@ -47,6 +47,27 @@ pub enum Builtin {
     SelfSubjectAccessReview,
     /// apiextensions.k8s.io/v1 CustomResourceDefinition.
     Crd,
+    /// core/v1 ServiceAccount.
+    ServiceAccount,
+    /// core/v1 Service.
+    Service,
+    /// rbac.authorization.k8s.io/v1 Role.
+    Role,
+    /// rbac.authorization.k8s.io/v1 ClusterRole.
+    ClusterRole,
+    /// rbac.authorization.k8s.io/v1 RoleBinding.
+    RoleBinding,
+    /// rbac.authorization.k8s.io/v1 ClusterRoleBinding.
+    ClusterRoleBinding,
+    /// policy/v1 PodDisruptionBudget.
+    PodDisruptionBudget,
+    /// networking.k8s.io/v1 NetworkPolicy.
+    NetworkPolicy,
+    /// apps/v1 ReplicaSet (served so status readers such as kstatus can
+    /// look for a Deployment's ReplicaSets).
+    ReplicaSet,
+    /// core/v1 Pod (served, never run).
+    Pod,
 }
 
 macro_rules! per_builtin {
@@ -66,6 +87,18 @@ macro_rules! per_builtin {
             Builtin::SubjectAccessReview => $f::<SubjectAccessReview>(),
             Builtin::SelfSubjectAccessReview => $f::<SelfSubjectAccessReview>(),
             Builtin::Crd => $f::<CustomResourceDefinition>(),
+            Builtin::ServiceAccount => $f::<k8s_openapi::api::core::v1::ServiceAccount>(),
+            Builtin::Service => $f::<k8s_openapi::api::core::v1::Service>(),
+            Builtin::Role => $f::<k8s_openapi::api::rbac::v1::Role>(),
+            Builtin::ClusterRole => $f::<k8s_openapi::api::rbac::v1::ClusterRole>(),
+            Builtin::RoleBinding => $f::<k8s_openapi::api::rbac::v1::RoleBinding>(),
+            Builtin::ClusterRoleBinding => $f::<k8s_openapi::api::rbac::v1::ClusterRoleBinding>(),
+            Builtin::PodDisruptionBudget => {
+                $f::<k8s_openapi::api::policy::v1::PodDisruptionBudget>()
+            }
+            Builtin::NetworkPolicy => $f::<k8s_openapi::api::networking::v1::NetworkPolicy>(),
+            Builtin::ReplicaSet => $f::<k8s_openapi::api::apps::v1::ReplicaSet>(),
+            Builtin::Pod => $f::<k8s_openapi::api::core::v1::Pod>(),
         }
     };
 }
@@ -456,7 +489,111 @@ fn builtins() -> Vec<ResourceType> {
             true,
         ),
     ];
+    // Kinds charts install, served so `helm install` and `kubectl apply` of a
+    // chart's manifests work; nothing acts on them.
+    let rbac = "rbac.authorization.k8s.io";
+    for (b, group, kind, plural, namespaced, short, sub) in [
+        (
+            B::ServiceAccount,
+            "",
+            "ServiceAccount",
+            "serviceaccounts",
+            true,
+            &["sa"][..],
+            &[][..],
+        ),
+        (
+            B::Service,
+            "",
+            "Service",
+            "services",
+            true,
+            &["svc"][..],
+            &["status"][..],
+        ),
+        (B::Role, rbac, "Role", "roles", true, &[][..], &[][..]),
+        (
+            B::ClusterRole,
+            rbac,
+            "ClusterRole",
+            "clusterroles",
+            false,
+            &[][..],
+            &[][..],
+        ),
+        (
+            B::RoleBinding,
+            rbac,
+            "RoleBinding",
+            "rolebindings",
+            true,
+            &[][..],
+            &[][..],
+        ),
+        (
+            B::ClusterRoleBinding,
+            rbac,
+            "ClusterRoleBinding",
+            "clusterrolebindings",
+            false,
+            &[][..],
+            &[][..],
+        ),
+        (
+            B::PodDisruptionBudget,
+            "policy",
+            "PodDisruptionBudget",
+            "poddisruptionbudgets",
+            true,
+            &["pdb"][..],
+            &["status"][..],
+        ),
+        (
+            B::NetworkPolicy,
+            "networking.k8s.io",
+            "NetworkPolicy",
+            "networkpolicies",
+            true,
+            &["netpol"][..],
+            &[][..],
+        ),
+        (
+            B::ReplicaSet,
+            "apps",
+            "ReplicaSet",
+            "replicasets",
+            true,
+            &["rs"][..],
+            &["status"][..],
+        ),
+        (
+            B::Pod,
+            "",
+            "Pod",
+            "pods",
+            true,
+            &["po"][..],
+            &["status"][..],
+        ),
+    ] {
+        v.push(ResourceType::builtin(
+            b,
+            group,
+            "v1",
+            kind,
+            plural,
+            namespaced,
+            short,
+            sub,
+            CRUD,
+            &[],
+            matches!(b, B::PodDisruptionBudget | B::ReplicaSet),
+        ));
+    }
     for r in &mut v {
+        if matches!(r.builtin, Some(B::Service | B::Pod)) {
+            r.categories = vec!["all".into()];
+        }
         if r.group == "apps" {
             r.categories = vec!["all".into()];
         }
