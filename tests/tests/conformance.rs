@@ -1046,3 +1046,100 @@ async fn dependents_are_garbage_collected_with_their_owner() {
         "orphaned dependents lose the reference"
     );
 }
+
+#[tokio::test]
+async fn stored_rbac_objects_authorize_service_account_tokens() {
+    use k8s_openapi::api::rbac::v1::{Role, RoleBinding};
+    let sa_user = "system:serviceaccount:default:issuer";
+    let s = TestApiServer::builder()
+        .tokens([(
+            "sa-token".to_string(),
+            UserInfo::new(
+                sa_user,
+                &["system:serviceaccounts", "system:serviceaccounts:default"],
+            ),
+        )])
+        .start()
+        .await
+        .unwrap();
+    let admin = s.client().await.unwrap();
+    let roles: Api<Role> = Api::namespaced(admin.clone(), "default");
+    roles
+        .create(
+            &PostParams::default(),
+            &serde_json::from_value(json!({"metadata": {"name": "issuer"}, "rules": [
+                {"apiGroups": [""], "resources": ["configmaps"], "verbs": ["get", "list", "watch"]},
+            ]}))
+            .unwrap(),
+        )
+        .await
+        .unwrap();
+    let cms: Api<ConfigMap> = Api::namespaced(admin.clone(), "default");
+    cms.create(&PostParams::default(), &cm("c", &[], "1"))
+        .await
+        .unwrap();
+    assert_eq!(
+        reqwest_like(
+            &s,
+            Some("sa-token"),
+            "/api/v1/namespaces/default/configmaps/c"
+        )
+        .await
+        .0,
+        403
+    );
+    let bindings: Api<RoleBinding> = Api::namespaced(admin.clone(), "default");
+    bindings
+        .create(
+            &PostParams::default(),
+            &serde_json::from_value(json!({
+                "metadata": {"name": "issuer"},
+                "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": "issuer"},
+                "subjects": [{"kind": "ServiceAccount", "name": "issuer", "namespace": "default"}],
+            }))
+            .unwrap(),
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        reqwest_like(
+            &s,
+            Some("sa-token"),
+            "/api/v1/namespaces/default/configmaps/c"
+        )
+        .await
+        .0,
+        200
+    );
+    assert_eq!(
+        reqwest_like(&s, Some("sa-token"), "/api/v1/namespaces/default/secrets")
+            .await
+            .0,
+        403
+    );
+    assert_eq!(
+        reqwest_like(
+            &s,
+            Some("sa-token"),
+            "/api/v1/namespaces/kube-system/configmaps"
+        )
+        .await
+        .0,
+        403
+    );
+    let sar: Api<SubjectAccessReview> = Api::all(admin);
+    let r = sar
+        .create(
+            &PostParams::default(),
+            &serde_json::from_value(json!({"spec": {"user": sa_user, "resourceAttributes": {"namespace": "default", "verb": "list", "resource": "configmaps"}}})).unwrap(),
+        )
+        .await
+        .unwrap();
+    assert!(r.status.unwrap().allowed);
+    let denied: Vec<_> = s
+        .request_log()
+        .into_iter()
+        .filter(|r| r.user == sa_user && r.code == 403)
+        .collect();
+    assert_eq!(denied.len(), 3);
+}

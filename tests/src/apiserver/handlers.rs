@@ -149,7 +149,7 @@ async fn serve(
         }
         other => {
             let verb = method.as_str().to_lowercase();
-            if !state.auth().authorize(
+            if !state.authorize(
                 &user.username,
                 &user.groups,
                 &Attributes::Path {
@@ -192,7 +192,7 @@ async fn serve(
         namespace: rp.namespace.clone(),
         name: rp.name.clone(),
     };
-    if !state.auth().authorize(&user.username, &user.groups, &attrs) {
+    if !state.authorize(&user.username, &user.groups, &attrs) {
         return Err(status::forbidden(
             &user.username,
             verb,
@@ -658,11 +658,17 @@ impl Ctx<'_> {
                 self.rt().kind
             ))
         })?;
-        let auth = self.state.auth();
+        let auth = self.state.auth().clone();
         obj["status"] = match b {
             Builtin::TokenReview => auth.token_review_status(&obj["spec"]),
-            Builtin::SubjectAccessReview => auth.access_review_status(&obj["spec"], None),
-            _ => auth.access_review_status(&obj["spec"], Some(self.user)),
+            Builtin::SubjectAccessReview => {
+                auth.access_review_status(&obj["spec"], None, &|u, g, a| {
+                    self.state.authorize(u, g, a)
+                })
+            }
+            _ => auth.access_review_status(&obj["spec"], Some(self.user), &|u, g, a| {
+                self.state.authorize(u, g, a)
+            }),
         };
         if b == Builtin::SelfSubjectAccessReview {
             // Nothing else: the caller's identity is implicit.

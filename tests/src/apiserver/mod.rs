@@ -27,6 +27,7 @@ pub mod handlers;
 pub mod kubeconfig;
 pub mod persist;
 pub mod protobuf;
+pub mod rbac;
 pub mod request;
 pub mod request_log;
 pub mod resources;

@@ -14,7 +14,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use super::admission::{self, FieldValidation, Op};
-use super::auth::{Auth, Rule, UserInfo};
+use super::auth::{Attributes, Auth, Rule, UserInfo};
 use super::faults::{Faults, FaultsHandle};
 use super::persist::Persister;
 use super::request_log::{RequestLog, RequestRecord};
@@ -22,7 +22,7 @@ use super::resources::{Builtin, Registry, ResourceType};
 use super::status::{self, ApiResult};
 use super::store::{EventType, Gr, ObjKey, Store, Write, now_rfc3339, random_u64};
 use super::tls::{ServingCert, install_crypto_provider};
-use super::{handlers, kubeconfig, rollout};
+use super::{handlers, kubeconfig, rbac, rollout};
 
 const CRD_GR: (&str, &str) = ("apiextensions.k8s.io", "customresourcedefinitions");
 const NS_GR: (&str, &str) = ("", "namespaces");
@@ -66,6 +66,12 @@ impl ServerState {
     /// Tokens and rules.
     pub fn auth(&self) -> RwLockReadGuard<'_, Auth> {
         self.auth.read().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Whether a user may do something: the static rules of the tokens
+    /// table, or the stored RBAC objects.
+    pub fn authorize(&self, user: &str, groups: &[String], attrs: &Attributes) -> bool {
+        self.auth().authorize(user, groups, attrs) || rbac::allows(&self.store, user, groups, attrs)
     }
 
     /// Adds or replaces a token, persisting the table with `--data-dir`.
