@@ -1136,6 +1136,25 @@ async fn stored_rbac_objects_authorize_service_account_tokens() {
         .await
         .unwrap();
     assert!(r.status.unwrap().allowed);
+    // The same through a ServiceAccount token and kubeconfig made by the server.
+    let token = s.service_account_token("default", "issuer").unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("issuer.kubeconfig");
+    s.write_kubeconfig(&path, &token).unwrap();
+    let kc = kube::config::Kubeconfig::read_from(&path).unwrap();
+    let cfg = kube::Config::from_custom_kubeconfig(kc, &Default::default())
+        .await
+        .unwrap();
+    let as_sa: Api<ConfigMap> = Api::namespaced(kube::Client::try_from(cfg).unwrap(), "default");
+    assert_eq!(
+        as_sa
+            .list(&ListParams::default())
+            .await
+            .unwrap()
+            .items
+            .len(),
+        1
+    );
     let denied: Vec<_> = s
         .request_log()
         .into_iter()

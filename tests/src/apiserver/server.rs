@@ -731,6 +731,30 @@ impl TestApiServer {
         self.state.add_rule(rule)
     }
 
+    /// A new bearer token for a ServiceAccount (user
+    /// `system:serviceaccount:<ns>:<name>` in the ServiceAccount groups), as
+    /// a TokenRequest would give; what it may do comes from the stored RBAC.
+    pub fn service_account_token(&self, namespace: &str, name: &str) -> anyhow::Result<String> {
+        let token = format!("sa-{:016x}{:016x}", random_u64(), random_u64());
+        let groups = [
+            "system:serviceaccounts".to_string(),
+            format!("system:serviceaccounts:{namespace}"),
+        ];
+        let user = UserInfo {
+            username: format!("system:serviceaccount:{namespace}:{name}"),
+            uid: String::new(),
+            groups: groups.to_vec(),
+        };
+        self.state.add_token(&token, user)?;
+        Ok(token)
+    }
+
+    /// Writes a kubeconfig for this server using another bearer token (e.g.
+    /// from [`Self::service_account_token`]).
+    pub fn write_kubeconfig(&self, path: &Path, token: &str) -> anyhow::Result<()> {
+        kubeconfig::write(path, &self.url, &self.ca_pem, token)
+    }
+
     /// The current resourceVersion.
     pub fn resource_version(&self) -> u64 {
         self.state.store.current_rv()
