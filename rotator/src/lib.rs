@@ -6,6 +6,7 @@
 pub mod api;
 mod args;
 pub mod bundle;
+pub mod metrics;
 pub mod restart;
 
 pub use args::Args;
