@@ -4,8 +4,10 @@
 //!   of them a workload asked to be restarted for (capstan's and Reloader's
 //!   annotations);
 //! * [`schedule`] — debounce windows and the per-namespace rollout limit;
+//! * [`hash`] — the content hash a restart sets on the pod template;
 //! * [`rollout`] — whether a rollout has finished, as `kubectl rollout status` judges it.
 
+pub mod hash;
 pub mod rollout;
 pub mod schedule;
 pub mod sources;
