@@ -69,6 +69,14 @@ async fn crud_and_stale_update_conflict() {
         e.message,
         "Operation cannot be fulfilled on configmaps \"a\": the object has been modified; please apply your changes to the latest version and try again"
     );
+    let err = api
+        .create(&PostParams::default(), &updated)
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(err, kube::Error::Api(ref e) if e.code == 500 && e.message.contains("resourceVersion should not be set on objects to be created")),
+        "{err:?}"
+    );
     let dup = api
         .create(&PostParams::default(), &cm("a", &[], "1"))
         .await

@@ -693,6 +693,16 @@ impl Ctx<'_> {
         let mut obj = obj;
         admission::check_type(rt, &mut obj)?;
         self.set_namespace(&mut obj)?;
+        if obj
+            .pointer("/metadata/resourceVersion")
+            .and_then(Value::as_str)
+            .is_some_and(|rv| !rv.is_empty() && rv != "0")
+        {
+            // etcd3's store refuses this, surfacing as an internal error.
+            return Err(status::internal(
+                "resourceVersion should not be set on objects to be created",
+            ));
+        }
         if rt.builtin == Some(Builtin::Csr) && obj.get("spec").is_some_and(Value::is_object) {
             // kube-apiserver records who asked, whatever the body says.
             obj["spec"]["username"] = json!(self.user.username);
