@@ -6,6 +6,8 @@
 pub mod api;
 mod args;
 pub mod bundle;
+pub mod context;
+pub mod error;
 pub mod metrics;
 pub mod restart;
 

@@ -4,10 +4,14 @@
 //!   of them a workload asked to be restarted for (capstan's and Reloader's
 //!   annotations);
 //! * [`schedule`] — debounce windows and the per-namespace rollout limit;
+//! * [`workload`] — Deployments, StatefulSets and DaemonSets behind one type;
+//! * [`controller`] — the event loop that applies restarts and follows rollouts;
 //! * [`hash`] — the content hash a restart sets on the pod template;
 //! * [`rollout`] — whether a rollout has finished, as `kubectl rollout status` judges it.
 
+pub mod controller;
 pub mod hash;
 pub mod rollout;
 pub mod schedule;
 pub mod sources;
+pub mod workload;

@@ -1,0 +1,40 @@
+//! `rotator::Error`: what a rotator reconcile can fail on.
+
+/// Errors of the rotator's controllers.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// A Kubernetes API call failed.
+    #[error("{action}: {source}")]
+    Kube {
+        /// What was being done.
+        action: String,
+        /// The client error.
+        #[source]
+        source: kube::Error,
+    },
+    /// A source cannot be used (a private key in a bundle source, bad PEM...).
+    #[error("{0}")]
+    Source(String),
+}
+
+impl Error {
+    /// Wraps a client error with what was being done.
+    pub fn kube(action: impl Into<String>, source: kube::Error) -> Self {
+        Self::Kube {
+            action: action.into(),
+            source,
+        }
+    }
+
+    /// The category: Event reason and metric label.
+    #[must_use]
+    pub fn category(&self) -> &'static str {
+        match self {
+            Self::Kube { .. } => "APIError",
+            Self::Source(_) => "InvalidSource",
+        }
+    }
+}
+
+/// Result with [`Error`].
+pub type Result<T, E = Error> = std::result::Result<T, E>;

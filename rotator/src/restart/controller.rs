@@ -1,0 +1,532 @@
+//! IO glue for restarts: one event loop over the workloads and the
+//! Secrets/ConfigMaps they use.
+//!
+//! Secrets and ConfigMaps are watched by metadata only. When one that an
+//! opted-in workload uses gets a new resourceVersion, it is fetched once, its
+//! content reduced to a digest and the data dropped; only a changed digest
+//! opens a restart window. When the window closes and the namespace has room,
+//! the workload's pod template gets the new `capstan.dev/config-hash`, and
+//! the rollout is followed to its end.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use capstan_common::events::Record;
+use futures::StreamExt;
+use futures::stream::{BoxStream, SelectAll};
+use k8s_openapi::api::apps::v1::{DaemonSet, Deployment, StatefulSet};
+use k8s_openapi::api::core::v1::{ConfigMap, ObjectReference, Secret};
+use kube::ResourceExt;
+use kube::api::{Api, Patch, PatchParams};
+use kube::core::PartialObjectMeta;
+use kube::runtime::{WatchStreamExt, watcher};
+use tokio_util::sync::CancellationToken;
+
+use super::hash::{config_hash, object_digest};
+use super::rollout::RolloutState;
+use super::schedule::{Limits, Scheduler, WorkloadKey};
+use super::sources::{self, SourceKind, SourceRef};
+use super::workload::{self, Workload};
+use crate::context::{Context, RESTART_MANAGER};
+use crate::error::{Error, Result};
+
+/// A source in its namespace.
+type SourceKey = (String, SourceRef);
+
+/// What the loop reacts to.
+enum Input {
+    Workload(Box<watcher::Event<Workload>>),
+    SecretMeta(watcher::Event<PartialObjectMeta<Secret>>),
+    ConfigMapMeta(watcher::Event<PartialObjectMeta<ConfigMap>>),
+    LeaderGained,
+    Tick,
+}
+
+/// Digest of a source as last fetched.
+#[derive(Debug, Clone)]
+struct Known {
+    resource_version: Option<String>,
+    digest: Option<String>,
+}
+
+/// The restart controller's state.
+pub struct Restarter {
+    ctx: Arc<Context>,
+    limits: Limits,
+    scheduler: Scheduler,
+    workloads: HashMap<WorkloadKey, (Workload, BTreeSet<SourceRef>)>,
+    users: HashMap<SourceKey, BTreeSet<WorkloadKey>>,
+    known: HashMap<SourceKey, Known>,
+}
+
+impl Restarter {
+    /// A restarter with these limits.
+    #[must_use]
+    pub fn new(ctx: Arc<Context>, limits: Limits) -> Self {
+        Self {
+            ctx,
+            limits,
+            scheduler: Scheduler::new(limits),
+            workloads: HashMap::new(),
+            users: HashMap::new(),
+            known: HashMap::new(),
+        }
+    }
+
+    /// Runs until `shutdown` is cancelled.
+    pub async fn run(mut self, shutdown: CancellationToken) {
+        let client = self.ctx.client.clone();
+        let config = watcher::Config::default().any_semantic();
+        let mut inputs: SelectAll<BoxStream<'static, Input>> = SelectAll::new();
+        inputs.push(workloads::<Deployment>(
+            &client,
+            &config,
+            Workload::Deployment,
+        ));
+        inputs.push(workloads::<StatefulSet>(
+            &client,
+            &config,
+            Workload::StatefulSet,
+        ));
+        inputs.push(workloads::<DaemonSet>(
+            &client,
+            &config,
+            Workload::DaemonSet,
+        ));
+        inputs.push(
+            watcher(
+                Api::<PartialObjectMeta<Secret>>::all(client.clone()),
+                config.clone(),
+            )
+            .default_backoff()
+            .filter_map(|e| std::future::ready(e.ok().map(Input::SecretMeta)))
+            .boxed(),
+        );
+        inputs.push(
+            watcher(
+                Api::<PartialObjectMeta<ConfigMap>>::all(client.clone()),
+                config,
+            )
+            .default_backoff()
+            .filter_map(|e| std::future::ready(e.ok().map(Input::ConfigMapMeta)))
+            .boxed(),
+        );
+        inputs.push(
+            self.ctx
+                .leadership
+                .gained()
+                .map(|()| Input::LeaderGained)
+                .boxed(),
+        );
+        loop {
+            let wake = self
+                .scheduler
+                .next_wake(Instant::now())
+                .map_or(Duration::from_secs(30), |at| {
+                    at.saturating_duration_since(Instant::now())
+                });
+            let input = tokio::select! {
+                () = shutdown.cancelled() => return,
+                () = tokio::time::sleep(wake) => Input::Tick,
+                next = inputs.next() => match next { Some(input) => input, None => return },
+            };
+            if let Err(error) = self.handle(input).await {
+                self.ctx
+                    .metrics
+                    .reconcile_errors
+                    .with_label_values(&["restart", error.category()])
+                    .inc();
+                tracing::warn!(%error, "restart controller");
+            }
+            self.drive(Instant::now()).await;
+        }
+    }
+
+    async fn handle(&mut self, input: Input) -> Result<()> {
+        match input {
+            Input::Workload(event) => match *event {
+                watcher::Event::Apply(w) | watcher::Event::InitApply(w) => {
+                    self.workload_applied(w).await
+                }
+                watcher::Event::Delete(w) => {
+                    self.forget(&w.key());
+                    Ok(())
+                }
+                watcher::Event::Init | watcher::Event::InitDone => Ok(()),
+            },
+            Input::SecretMeta(event) => self.source_event(SourceKind::Secret, event).await,
+            Input::ConfigMapMeta(event) => self.source_event(SourceKind::ConfigMap, event).await,
+            Input::LeaderGained => self.resync().await,
+            Input::Tick => Ok(()),
+        }
+    }
+
+    /// A metadata event of a Secret or ConfigMap.
+    async fn source_event<K: kube::Resource>(
+        &mut self,
+        kind: SourceKind,
+        event: watcher::Event<PartialObjectMeta<K>>,
+    ) -> Result<()> {
+        let (meta, deleted) = match event {
+            watcher::Event::Apply(m) | watcher::Event::InitApply(m) => (m, false),
+            watcher::Event::Delete(m) => (m, true),
+            watcher::Event::Init | watcher::Event::InitDone => return Ok(()),
+        };
+        let rv = if deleted {
+            None
+        } else {
+            meta.resource_version()
+        };
+        let namespace = meta.namespace().unwrap_or_default();
+        self.source_seen(kind, namespace, meta.name_any(), rv).await
+    }
+
+    /// A workload appeared or changed: track what it uses, follow its
+    /// rollout, and record a baseline hash the first time.
+    async fn workload_applied(&mut self, w: Workload) -> Result<()> {
+        let key = w.key();
+        let Some(watched) = sources::watched(&w.annotations(), &w.template()) else {
+            self.forget(&key);
+            return Ok(());
+        };
+        self.forget_users(&key);
+        for source in &watched {
+            self.users
+                .entry((key.namespace.clone(), source.clone()))
+                .or_default()
+                .insert(key.clone());
+            let skey = (key.namespace.clone(), source.clone());
+            if !self.known.contains_key(&skey) {
+                let digest = self.fetch(&skey).await?;
+                self.known.insert(
+                    skey,
+                    Known {
+                        resource_version: None,
+                        digest,
+                    },
+                );
+            }
+        }
+        self.ctx
+            .metrics
+            .sources_watched
+            .set(i64::try_from(self.known.len()).unwrap_or(i64::MAX));
+        let in_flight = self.scheduler.in_flight().contains(&key);
+        if in_flight {
+            match w.rollout() {
+                RolloutState::Complete => {
+                    self.scheduler.completed(&key);
+                    self.ctx
+                        .metrics
+                        .rollouts_completed
+                        .with_label_values(&[&key.namespace, key.kind])
+                        .inc();
+                    self.event(
+                        &w,
+                        Record::normal("RolloutCompleted", format!("Rollout of {key} completed")),
+                    )
+                    .await;
+                }
+                RolloutState::Failed(why) => {
+                    self.scheduler.completed(&key);
+                    self.event(
+                        &w,
+                        Record::warning("RolloutFailed", format!("Rollout of {key} failed: {why}")),
+                    )
+                    .await;
+                }
+                RolloutState::InProgress(_) => {}
+            }
+        }
+        let current = self.hash_of(&key.namespace, &watched);
+        let applied = w.applied_hash();
+        self.workloads.insert(key.clone(), (w.clone(), watched));
+        match applied {
+            None => self.record_baseline(&w, &current).await,
+            Some(applied) if applied != current && !in_flight => {
+                // Changed while nobody watched (or before this replica led):
+                // restart for every source, as the change cannot be narrowed.
+                for source in self.workloads[&key].1.clone() {
+                    self.scheduler.changed(key.clone(), source, Instant::now());
+                }
+                Ok(())
+            }
+            Some(_) => Ok(()),
+        }
+    }
+
+    /// A Secret or ConfigMap was seen with this resourceVersion (`None`:
+    /// deleted). Fetches it only if a workload uses it and it moved.
+    async fn source_seen(
+        &mut self,
+        kind: SourceKind,
+        namespace: String,
+        name: String,
+        rv: Option<String>,
+    ) -> Result<()> {
+        let skey = (namespace, SourceRef { kind, name });
+        let Some(users) = self.users.get(&skey).cloned() else {
+            return Ok(());
+        };
+        let previous = self.known.get(&skey).cloned();
+        if rv.is_some() && previous.as_ref().is_some_and(|p| p.resource_version == rv) {
+            return Ok(());
+        }
+        let digest = if rv.is_some() {
+            self.fetch(&skey).await?
+        } else {
+            None
+        };
+        let changed = previous.as_ref().is_some_and(|p| p.digest != digest);
+        self.known.insert(
+            skey.clone(),
+            Known {
+                resource_version: rv,
+                digest,
+            },
+        );
+        if changed {
+            for workload in users {
+                self.scheduler
+                    .changed(workload, skey.1.clone(), Instant::now());
+            }
+        }
+        Ok(())
+    }
+
+    /// Fetches a source and reduces it to a digest (`None` if missing).
+    async fn fetch(&self, (namespace, source): &SourceKey) -> Result<Option<String>> {
+        let client = self.ctx.client.clone();
+        let action = || format!("reading {source} -n {namespace}");
+        let to_bytes = |m: BTreeMap<String, String>| -> BTreeMap<String, Vec<u8>> {
+            m.into_iter().map(|(k, v)| (k, v.into_bytes())).collect()
+        };
+        Ok(match source.kind {
+            SourceKind::Secret => Api::<Secret>::namespaced(client, namespace)
+                .get_opt(&source.name)
+                .await
+                .map_err(|e| Error::kube(action(), e))?
+                .map(|s| {
+                    let data: BTreeMap<String, Vec<u8>> = s
+                        .data
+                        .unwrap_or_default()
+                        .into_iter()
+                        .map(|(k, v)| (k, v.0))
+                        .collect();
+                    object_digest(SourceKind::Secret, &[("data", &data)])
+                }),
+            SourceKind::ConfigMap => Api::<ConfigMap>::namespaced(client, namespace)
+                .get_opt(&source.name)
+                .await
+                .map_err(|e| Error::kube(action(), e))?
+                .map(|c| {
+                    let data = to_bytes(c.data.unwrap_or_default());
+                    let binary: BTreeMap<String, Vec<u8>> = c
+                        .binary_data
+                        .unwrap_or_default()
+                        .into_iter()
+                        .map(|(k, v)| (k, v.0))
+                        .collect();
+                    object_digest(
+                        SourceKind::ConfigMap,
+                        &[("data", &data), ("binaryData", &binary)],
+                    )
+                }),
+        })
+    }
+
+    /// The hash a workload should carry now.
+    fn hash_of(&self, namespace: &str, watched: &BTreeSet<SourceRef>) -> String {
+        let digests: BTreeMap<SourceRef, Option<String>> = watched
+            .iter()
+            .map(|s| {
+                (
+                    s.clone(),
+                    self.known
+                        .get(&(namespace.to_owned(), s.clone()))
+                        .and_then(|k| k.digest.clone()),
+                )
+            })
+            .collect();
+        config_hash(&digests)
+    }
+
+    /// Starts due restarts and gives up on stuck rollouts.
+    async fn drive(&mut self, now: Instant) {
+        if !self.ctx.leadership.is_leader() {
+            return;
+        }
+        for key in self.scheduler.timed_out(now) {
+            self.ctx
+                .metrics
+                .rollouts_timed_out
+                .with_label_values(&[&key.namespace, key.kind])
+                .inc();
+            if let Some((w, _)) = self.workloads.get(&key).cloned() {
+                let why = match w.rollout() {
+                    RolloutState::InProgress(m) | RolloutState::Failed(m) => m,
+                    RolloutState::Complete => "it completed unseen".to_owned(),
+                };
+                let message = format!(
+                    "Gave up waiting for the rollout of {key} after {}s: {why}",
+                    self.limits.rollout_timeout.as_secs()
+                );
+                self.event(&w, Record::warning("RolloutTimedOut", message))
+                    .await;
+            }
+        }
+        for start in self.scheduler.due(now) {
+            let key = start.workload.clone();
+            let Some((w, watched)) = self.workloads.get(&key).cloned() else {
+                self.scheduler.forget(&key);
+                continue;
+            };
+            let hash = self.hash_of(&key.namespace, &watched);
+            if w.applied_hash().as_deref() == Some(hash.as_str()) {
+                // Changed and changed back inside the window: nothing to roll.
+                self.scheduler.completed(&key);
+                continue;
+            }
+            let because = start
+                .changed
+                .iter()
+                .map(ToString::to_string)
+                .collect::<Vec<_>>()
+                .join(", ");
+            if self.ctx.dry_run {
+                self.scheduler.completed(&key);
+                let message = format!("Dry run: would restart {key} because {because} changed");
+                self.event(&w, Record::normal("RolloutSkippedDryRun", message))
+                    .await;
+                continue;
+            }
+            if let Err(error) = self.patch(&key, &workload::hash_patch(&hash, true)).await {
+                self.scheduler.forget(&key);
+                tracing::warn!(%error, workload = %key, "could not restart");
+                continue;
+            }
+            self.ctx
+                .metrics
+                .rollouts_triggered
+                .with_label_values(&[&key.namespace, key.kind])
+                .inc();
+            self.event(
+                &w,
+                Record::normal(
+                    "RolloutTriggered",
+                    format!("Restarting {key} because {because} changed"),
+                ),
+            )
+            .await;
+        }
+        self.ctx
+            .metrics
+            .rollouts_waiting
+            .set(i64::try_from(self.scheduler.waiting(now)).unwrap_or(i64::MAX));
+    }
+
+    /// Records the first hash seen on the workload itself; rolls nothing.
+    async fn record_baseline(&self, w: &Workload, hash: &str) -> Result<()> {
+        if !self.ctx.leadership.is_leader() || self.ctx.dry_run {
+            return Ok(());
+        }
+        self.patch(&w.key(), &workload::hash_patch(hash, false))
+            .await
+    }
+
+    async fn patch(&self, key: &WorkloadKey, patch: &serde_json::Value) -> Result<()> {
+        let params = PatchParams {
+            field_manager: Some(RESTART_MANAGER.to_owned()),
+            ..PatchParams::default()
+        };
+        let client = self.ctx.client.clone();
+        let ns = &key.namespace;
+        let result = match key.kind {
+            "Deployment" => Api::<Deployment>::namespaced(client, ns)
+                .patch(&key.name, &params, &Patch::Merge(patch))
+                .await
+                .map(|_| ()),
+            "StatefulSet" => Api::<StatefulSet>::namespaced(client, ns)
+                .patch(&key.name, &params, &Patch::Merge(patch))
+                .await
+                .map(|_| ()),
+            _ => Api::<DaemonSet>::namespaced(client, ns)
+                .patch(&key.name, &params, &Patch::Merge(patch))
+                .await
+                .map(|_| ()),
+        };
+        result.map_err(|e| Error::kube(format!("patching {key}"), e))
+    }
+
+    /// On becoming leader: every workload whose hash is stale is scheduled.
+    async fn resync(&mut self) -> Result<()> {
+        let tracked: Vec<Workload> = self.workloads.values().map(|(w, _)| w.clone()).collect();
+        for w in tracked {
+            self.workload_applied(w).await?;
+        }
+        Ok(())
+    }
+
+    async fn event(&self, w: &Workload, record: Record) {
+        let key = w.key();
+        tracing::info!(workload = %key, reason = %record.reason, "{}", record.message);
+        let reference = match w {
+            Workload::Deployment(d) => object_ref(d),
+            Workload::StatefulSet(s) => object_ref(s),
+            Workload::DaemonSet(d) => object_ref(d),
+        };
+        if let Err(e) = self.ctx.recorder.publish(&reference, &record).await {
+            tracing::warn!(workload = %key, error = %e, "could not record event");
+        }
+    }
+
+    fn forget_users(&mut self, key: &WorkloadKey) {
+        for users in self.users.values_mut() {
+            users.remove(key);
+        }
+        self.users.retain(|_, users| !users.is_empty());
+        let users = &self.users;
+        self.known.retain(|skey, _| users.contains_key(skey));
+    }
+
+    fn forget(&mut self, key: &WorkloadKey) {
+        self.workloads.remove(key);
+        self.scheduler.forget(key);
+        self.forget_users(key);
+    }
+}
+
+fn object_ref<K: kube::Resource<DynamicType = ()>>(obj: &K) -> ObjectReference {
+    obj.object_ref(&())
+}
+
+/// A watch of one workload kind as loop inputs.
+fn workloads<K>(
+    client: &kube::Client,
+    config: &watcher::Config,
+    wrap: fn(K) -> Workload,
+) -> BoxStream<'static, Input>
+where
+    K: kube::Resource<DynamicType = ()>
+        + Clone
+        + serde::de::DeserializeOwned
+        + std::fmt::Debug
+        + Send
+        + 'static,
+{
+    watcher(Api::<K>::all(client.clone()), config.clone())
+        .default_backoff()
+        .filter_map(move |event| {
+            std::future::ready(event.ok().map(|e| {
+                Input::Workload(Box::new(match e {
+                    watcher::Event::Apply(o) => watcher::Event::Apply(wrap(o)),
+                    watcher::Event::InitApply(o) => watcher::Event::InitApply(wrap(o)),
+                    watcher::Event::Delete(o) => watcher::Event::Delete(wrap(o)),
+                    watcher::Event::Init => watcher::Event::Init,
+                    watcher::Event::InitDone => watcher::Event::InitDone,
+                }))
+            }))
+        })
+        .boxed()
+}
