@@ -254,6 +254,14 @@ async fn rollout_status_completes() {
     assert!(out.contains("successfully rolled out"), "{out}");
     let out = k.run_ok(&["get", "deploy", "web"]).await.unwrap();
     assert!(out.lines().nth(1).unwrap().contains("2/2"), "{out}");
+    k.run_ok(&["scale", "deployment/web", "--replicas=3"])
+        .await
+        .unwrap();
+    k.run_ok(&["rollout", "status", "deploy/web", "--timeout=30s"])
+        .await
+        .unwrap();
+    let out = k.run_ok(&["get", "deploy", "web"]).await.unwrap();
+    assert!(out.lines().nth(1).unwrap().contains("3/3"), "{out}");
 }
 
 #[tokio::test]

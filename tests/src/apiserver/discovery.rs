@@ -68,7 +68,13 @@ fn resource_entries(rt: &ResourceType) -> Vec<Value> {
         } else {
             &["get", "patch", "update"]
         };
-        out.push(json!({"name": format!("{}/{s}", rt.plural), "singularName": "", "namespaced": rt.namespaced, "kind": rt.kind, "verbs": verbs}));
+        let mut entry = json!({"name": format!("{}/{s}", rt.plural), "singularName": "", "namespaced": rt.namespaced, "kind": rt.kind, "verbs": verbs});
+        if s == "scale" {
+            entry["kind"] = json!("Scale");
+            entry["group"] = json!("autoscaling");
+            entry["version"] = json!("v1");
+        }
+        out.push(entry);
     }
     out
 }

@@ -233,6 +233,9 @@ async fn serve(
         output,
         user,
     };
+    if rp.sub.as_deref() == Some("scale") {
+        return ctx.scale(verb, &body?, content_type(headers));
+    }
     match verb {
         "get" => ctx.get(),
         "list" => ctx.list(),
@@ -1063,6 +1066,117 @@ impl Ctx<'_> {
             }
             other => Err(status::unsupported_media_type(other)),
         }
+    }
+
+    /// The `autoscaling/v1` Scale of a workload.
+    fn scale_of(obj: &Value) -> Value {
+        let selector = obj
+            .pointer("/spec/selector/matchLabels")
+            .and_then(Value::as_object)
+            .map(|m| {
+                m.iter()
+                    .map(|(k, v)| format!("{k}={}", v.as_str().unwrap_or_default()))
+                    .collect::<Vec<_>>()
+                    .join(",")
+            })
+            .unwrap_or_default();
+        let meta = &obj["metadata"];
+        json!({
+            "kind": "Scale",
+            "apiVersion": "autoscaling/v1",
+            "metadata": {
+                "name": meta["name"], "namespace": meta["namespace"], "uid": meta["uid"],
+                "resourceVersion": meta["resourceVersion"], "creationTimestamp": meta["creationTimestamp"],
+            },
+            "spec": {"replicas": obj.pointer("/spec/replicas").cloned().unwrap_or(json!(1))},
+            "status": {
+                "replicas": obj.pointer("/status/replicas").cloned().unwrap_or(json!(0)),
+                "selector": selector,
+            },
+        })
+    }
+
+    /// The `/scale` subresource: read or change `spec.replicas`.
+    fn scale(&self, verb: &str, body: &[u8], ct: Option<&str>) -> ApiResult<Response<Body>> {
+        let rt = self.rt();
+        let name = self.rp.name.clone().unwrap_or_default();
+        if verb == "get" {
+            let obj = self
+                .state
+                .store
+                .get(&gr(rt), &self.key(&name))
+                .ok_or_else(|| self.not_found(&name))?;
+            return Ok(response::json(200, &Self::scale_of(&obj), &[]));
+        }
+        let manager = self.manager();
+        let validation = self.validation()?;
+        let dry = self.dry_run()?;
+        let (stored, kind) = self
+            .state
+            .store
+            .write(&gr(rt), &self.key(&name), dry, |cur| {
+                let cur = cur.ok_or_else(|| self.not_found(&name))?;
+                let current = Self::scale_of(cur);
+                let wanted = if verb == "update" {
+                    parse_body(body, ct)?
+                } else {
+                    let p: Value = serde_json::from_slice(body)
+                        .map_err(|e| status::bad_request(format!("error decoding patch: {e}")))?;
+                    if ct == Some("application/json-patch+json") {
+                        patch::json_patch(&current, &p).map_err(|e| match e {
+                            PatchError::Invalid(m) => ApiError::new(422, "Invalid", m),
+                            PatchError::Conflicts(c) => {
+                                ApiError::new(409, "Conflict", patch::conflict_message(&c))
+                            }
+                        })?
+                    } else {
+                        patch::merge_patch(&current, &p)
+                    }
+                };
+                if let Some(rv) = wanted
+                    .pointer("/metadata/resourceVersion")
+                    .and_then(Value::as_str)
+                    && !rv.is_empty()
+                    && Some(rv)
+                        != cur
+                            .pointer("/metadata/resourceVersion")
+                            .and_then(Value::as_str)
+                {
+                    return Err(status::conflict_modified(&rt.group, &rt.plural, &name));
+                }
+                let replicas = wanted
+                    .pointer("/spec/replicas")
+                    .and_then(Value::as_i64)
+                    .filter(|r| *r >= 0)
+                    .ok_or_else(|| {
+                        status::invalid(
+                            "Scale",
+                            "autoscaling",
+                            &name,
+                            &[(
+                                "spec.replicas",
+                                "FieldValueInvalid",
+                                "Invalid value: must be greater than or equal to 0".into(),
+                            )],
+                        )
+                    })?;
+                let mut new = (**cur).clone();
+                new["spec"]["replicas"] = json!(replicas);
+                let (new, _) = admission::prepare(
+                    rt,
+                    Op::Update,
+                    None,
+                    Some(cur),
+                    new,
+                    validation,
+                    Some(&manager),
+                )?;
+                Ok(Write::Put(new))
+            })?;
+        if !dry && kind.is_some() {
+            self.state.after_write(rt, &stored);
+        }
+        Ok(response::json(200, &Self::scale_of(&stored), &[]))
     }
 
     fn delete_options(&self, body: &[u8]) -> ApiResult<Value> {
