@@ -535,26 +535,14 @@ pub fn prepare(
     }
     let size = serde_json::to_vec(&new).map(|b| b.len()).unwrap_or(0);
     if size > MAX_OBJECT_BYTES {
-        return Err(
-            status::internal("etcdserver: request is too large").with_code(
-                413,
-                "RequestEntityTooLarge",
-                "Request entity too large: etcdserver: request is too large",
-            ),
-        );
+        // What kube-apiserver answers when etcd refuses the write.
+        return Err(ApiError::new(
+            413,
+            "RequestEntityTooLarge",
+            "Request entity too large: etcdserver: request is too large",
+        ));
     }
     Ok((new, warnings))
-}
-
-impl ApiError {
-    /// The same error with another code, reason and message.
-    pub fn with_code(mut self, code: u16, reason: &str, message: &str) -> Self {
-        self.code = code;
-        self.body["code"] = json!(code);
-        self.body["reason"] = json!(reason);
-        self.body["message"] = json!(message);
-        self
-    }
 }
 
 fn csr_status(old: &Value, new_status: Value, approval: bool, now: &str) -> Value {
