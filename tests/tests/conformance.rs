@@ -1170,3 +1170,46 @@ async fn stored_rbac_objects_authorize_service_account_tokens() {
         .collect();
     assert_eq!(denied.len(), 3);
 }
+
+#[tokio::test]
+async fn kube_runtime_finalizer_helper_adds_and_removes_its_finalizer() {
+    use kube::runtime::controller::Action;
+    use kube::runtime::finalizer::{Event as Fin, finalizer};
+    let (_s, c) = setup().await;
+    let api: Api<ConfigMap> = Api::namespaced(c, "default");
+    api.create(&PostParams::default(), &cm("fin", &[], "1"))
+        .await
+        .unwrap();
+    #[derive(Debug, thiserror::Error)]
+    #[error("never")]
+    struct Never;
+    let step = |api: Api<ConfigMap>| async move {
+        let obj = Arc::new(api.get("fin").await.unwrap());
+        finalizer(&api, "capstan.dev/test", obj, |ev| async move {
+            Ok::<_, Never>(match ev {
+                Fin::Apply(_) => Action::await_change(),
+                Fin::Cleanup(_) => Action::await_change(),
+            })
+        })
+        .await
+        .unwrap();
+    };
+    step(api.clone()).await;
+    let got = api.get("fin").await.unwrap();
+    assert_eq!(
+        got.metadata.finalizers.as_deref(),
+        Some(&["capstan.dev/test".to_string()][..])
+    );
+    step(api.clone()).await;
+    api.delete("fin", &DeleteParams::default()).await.unwrap();
+    assert!(
+        api.get("fin")
+            .await
+            .unwrap()
+            .metadata
+            .deletion_timestamp
+            .is_some()
+    );
+    step(api.clone()).await;
+    assert!(api.get_opt("fin").await.unwrap().is_none());
+}

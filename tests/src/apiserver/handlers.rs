@@ -248,6 +248,31 @@ async fn serve(
     }
 }
 
+/// Kubernetes' JSON patch library lets `{"op":"test","value":null}` pass
+/// on a missing member (kube-runtime's finalizer helper relies on it to add
+/// the first finalizer); such tests are dropped before applying.
+fn null_tests_as_kube(doc: &Value, patch: &Value) -> Value {
+    let Some(ops) = patch.as_array() else {
+        return patch.clone();
+    };
+    let kept: Vec<Value> = ops
+        .iter()
+        .filter(|op| {
+            let is_null_test = op["op"] == "test" && op.get("value").is_none_or(Value::is_null);
+            if !is_null_test {
+                return true;
+            }
+            let path = op["path"].as_str().unwrap_or_default();
+            let parent = path.rsplit_once('/').map(|(p, _)| p).unwrap_or("");
+            let parent_exists = parent.is_empty() || doc.pointer(parent).is_some();
+            let missing_or_null = doc.pointer(path).is_none_or(Value::is_null);
+            !(parent_exists && missing_or_null)
+        })
+        .cloned()
+        .collect();
+    Value::Array(kept)
+}
+
 fn content_type(headers: &HeaderMap) -> Option<&str> {
     headers
         .get(header::CONTENT_TYPE)
@@ -1028,7 +1053,9 @@ impl Ctx<'_> {
                 let manager = self.manager();
                 self.write_existing(&name, |cur| {
                     let patched = match ct {
-                        "application/json-patch+json" => patch::json_patch(cur, &p),
+                        "application/json-patch+json" => {
+                            patch::json_patch(cur, &null_tests_as_kube(cur, &p))
+                        }
                         "application/merge-patch+json" => Ok(patch::merge_patch(cur, &p)),
                         _ => patch::strategic_merge_patch(cur, &p, &rt.kind),
                     }
