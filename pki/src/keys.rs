@@ -1,0 +1,172 @@
+//! Private keys: read every encoding a Kubernetes TLS Secret may hold, and
+//! generate new ones. Everything ends as a PKCS#8 key that ring signs with.
+//!
+//! cert-manager writes RSA keys as PKCS#1 (`RSA PRIVATE KEY`) and ECDSA keys
+//! as SEC1 (`EC PRIVATE KEY`) by default; ring reads only PKCS#8, so those
+//! are re-wrapped here.
+
+use pkcs8::der::asn1::AnyRef;
+use pkcs8::der::{Decode, Encode};
+use pkcs8::{AlgorithmIdentifierRef, ObjectIdentifier, PrivateKeyInfo};
+use rcgen::{KeyPair, SignatureAlgorithm};
+use rsa::pkcs1::DecodeRsaPrivateKey;
+use rsa::pkcs8::EncodePrivateKey;
+use zeroize::Zeroizing;
+
+use crate::error::{Error, Result};
+
+const RSA_ENCRYPTION: ObjectIdentifier = ObjectIdentifier::new_unwrap("1.2.840.113549.1.1.1");
+const EC_PUBLIC_KEY: ObjectIdentifier = ObjectIdentifier::new_unwrap("1.2.840.10045.2.1");
+const ED25519: ObjectIdentifier = ObjectIdentifier::new_unwrap("1.3.101.112");
+const P256: ObjectIdentifier = ObjectIdentifier::new_unwrap("1.2.840.10045.3.1.7");
+const P384: ObjectIdentifier = ObjectIdentifier::new_unwrap("1.3.132.0.34");
+const P521: ObjectIdentifier = ObjectIdentifier::new_unwrap("1.3.132.0.35");
+
+/// The signature algorithm a PKCS#8 key signs with.
+fn algorithm_of(pkcs8_der: &[u8], what: &'static str) -> Result<&'static SignatureAlgorithm> {
+    let info = PrivateKeyInfo::from_der(pkcs8_der).map_err(|e| Error::PrivateKey {
+        what,
+        problem: format!("not PKCS#8: {e}"),
+    })?;
+    let oid = info.algorithm.oid;
+    if oid == RSA_ENCRYPTION {
+        Ok(&rcgen::PKCS_RSA_SHA256)
+    } else if oid == ED25519 {
+        Ok(&rcgen::PKCS_ED25519)
+    } else if oid == EC_PUBLIC_KEY {
+        let curve = info
+            .algorithm
+            .parameters_oid()
+            .map_err(|_| Error::PrivateKey {
+                what,
+                problem: "ECDSA key without a named curve".into(),
+            })?;
+        match curve {
+            c if c == P256 => Ok(&rcgen::PKCS_ECDSA_P256_SHA256),
+            c if c == P384 => Ok(&rcgen::PKCS_ECDSA_P384_SHA384),
+            c if c == P521 => Err(Error::UnsupportedAlgorithm("ECDSA P-521".into())),
+            other => Err(Error::UnsupportedAlgorithm(format!(
+                "ECDSA on curve {other}"
+            ))),
+        }
+    } else {
+        Err(Error::UnsupportedAlgorithm(format!(
+            "private key algorithm {oid}"
+        )))
+    }
+}
+
+/// SEC1 `EC PRIVATE KEY` → PKCS#8, keeping the curve from its parameters.
+fn sec1_to_pkcs8(sec1_der: &[u8], what: &'static str) -> Result<Zeroizing<Vec<u8>>> {
+    let key = sec1::EcPrivateKey::from_der(sec1_der).map_err(|e| Error::PrivateKey {
+        what,
+        problem: format!("not a SEC1 EC key: {e}"),
+    })?;
+    let curve = key
+        .parameters
+        .and_then(|p| p.named_curve())
+        .ok_or_else(|| Error::PrivateKey {
+            what,
+            problem: "EC key without a named curve".into(),
+        })?;
+    let curve_der = curve.to_der().map_err(|e| Error::PrivateKey {
+        what,
+        problem: e.to_string(),
+    })?;
+    let parameters = AnyRef::from_der(&curve_der).map_err(|e| Error::PrivateKey {
+        what,
+        problem: e.to_string(),
+    })?;
+    let info = PrivateKeyInfo::new(
+        AlgorithmIdentifierRef {
+            oid: EC_PUBLIC_KEY,
+            parameters: Some(parameters),
+        },
+        sec1_der,
+    );
+    info.to_der()
+        .map(Zeroizing::new)
+        .map_err(|e| Error::PrivateKey {
+            what,
+            problem: e.to_string(),
+        })
+}
+
+/// Reads a private key from PEM (PKCS#8, PKCS#1 RSA or SEC1 EC).
+pub(crate) fn key_pair_from_pem(pem_bytes: &[u8], what: &'static str) -> Result<KeyPair> {
+    let blocks = pem::parse_many(pem_bytes).map_err(|e| Error::Pem {
+        what,
+        problem: e.to_string(),
+    })?;
+    let block = blocks
+        .iter()
+        .find(|b| b.tag().ends_with("PRIVATE KEY"))
+        .ok_or_else(|| Error::Pem {
+            what,
+            problem: "no PRIVATE KEY block".into(),
+        })?;
+    let pkcs8: Zeroizing<Vec<u8>> = match block.tag() {
+        "PRIVATE KEY" => Zeroizing::new(block.contents().to_vec()),
+        "RSA PRIVATE KEY" => {
+            let key = rsa::RsaPrivateKey::from_pkcs1_der(block.contents()).map_err(|e| {
+                Error::PrivateKey {
+                    what,
+                    problem: format!("not a PKCS#1 RSA key: {e}"),
+                }
+            })?;
+            let doc = key.to_pkcs8_der().map_err(|e| Error::PrivateKey {
+                what,
+                problem: e.to_string(),
+            })?;
+            Zeroizing::new(doc.as_bytes().to_vec())
+        }
+        "EC PRIVATE KEY" => sec1_to_pkcs8(block.contents(), what)?,
+        other => {
+            return Err(Error::Pem {
+                what,
+                problem: format!("unsupported key block {other:?}"),
+            });
+        }
+    };
+    let alg = algorithm_of(&pkcs8, what)?;
+    KeyPair::from_pkcs8_der_and_sign_algo(&pkcs8.as_slice().into(), alg).map_err(|e| {
+        Error::PrivateKey {
+            what,
+            problem: e.to_string(),
+        }
+    })
+}
+
+/// Generates a key for `alg`. RSA keys come from the `rsa` crate (ring
+/// cannot generate them) and are then used through ring like any other.
+pub(crate) fn generate(alg: crate::ca::KeyAlgorithm) -> Result<KeyPair> {
+    use crate::ca::KeyAlgorithm as A;
+    let crypto = |e: rcgen::Error| Error::Crypto {
+        what: "key generation",
+        problem: e.to_string(),
+    };
+    match alg {
+        A::EcdsaP256 => KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256).map_err(crypto),
+        A::EcdsaP384 => KeyPair::generate_for(&rcgen::PKCS_ECDSA_P384_SHA384).map_err(crypto),
+        A::Ed25519 => KeyPair::generate_for(&rcgen::PKCS_ED25519).map_err(crypto),
+        A::Rsa2048 | A::Rsa3072 | A::Rsa4096 => {
+            let bits = match alg {
+                A::Rsa2048 => 2048,
+                A::Rsa3072 => 3072,
+                _ => 4096,
+            };
+            let key = rsa::RsaPrivateKey::new(&mut rsa::rand_core::OsRng, bits).map_err(|e| {
+                Error::Crypto {
+                    what: "RSA key generation",
+                    problem: e.to_string(),
+                }
+            })?;
+            let doc = key.to_pkcs8_der().map_err(|e| Error::Crypto {
+                what: "RSA key encoding",
+                problem: e.to_string(),
+            })?;
+            KeyPair::from_pkcs8_der_and_sign_algo(&doc.as_bytes().into(), &rcgen::PKCS_RSA_SHA256)
+                .map_err(crypto)
+        }
+    }
+}
