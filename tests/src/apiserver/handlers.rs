@@ -949,7 +949,7 @@ impl Ctx<'_> {
                     PatchError::Conflicts(c) => {
                         let causes: Vec<Value> = c
                             .iter()
-                            .map(|c| json!({"reason": "FieldManagerConflict", "message": format!("conflict with \"{}\"", c.manager), "field": c.field}))
+                            .map(|c| json!({"reason": "FieldManagerConflict", "message": format!("conflict with {}", c.describe()), "field": c.field}))
                             .collect();
                         ApiError::with_details(
                             409,
