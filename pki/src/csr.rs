@@ -7,7 +7,7 @@
 
 use std::net::IpAddr;
 
-use rcgen::{CertificateSigningRequestParams, SanType, SubjectPublicKeyInfo};
+use rcgen::{CertificateSigningRequestParams, PublicKeyData, SanType, SignatureAlgorithm};
 use x509_parser::certification_request::X509CertificationRequest;
 use x509_parser::oid_registry::{self as oids, Oid};
 use x509_parser::prelude::FromDer;
@@ -20,15 +20,33 @@ pub const MIN_RSA_BITS: usize = 2048;
 /// Largest RSA modulus ring verifies.
 pub const MAX_RSA_BITS: usize = 8192;
 
+/// The requester's public key with the algorithm its SPKI names.
+///
+/// rcgen would type the key by the CSR's *signature* algorithm, which writes
+/// a broken P-256 SPKI around a P-384 key in a request signed with
+/// ecdsa-with-SHA256 (openssl's default). The curve in the SPKI is the truth.
+#[derive(Debug, Clone)]
+pub(crate) struct LeafKey {
+    raw: Vec<u8>,
+    alg: &'static SignatureAlgorithm,
+}
+
+impl PublicKeyData for LeafKey {
+    fn der_bytes(&self) -> &[u8] {
+        &self.raw
+    }
+
+    fn algorithm(&self) -> &'static SignatureAlgorithm {
+        self.alg
+    }
+}
+
 /// A verified request.
 #[derive(Debug, Clone)]
 pub struct ParsedCsr {
     pub(crate) params: CertificateSigningRequestParams,
-    /// The requester's key as written in the CSR. rcgen would derive the
-    /// key's algorithm from the CSR's *signature* algorithm, which breaks a
-    /// P-384 key in a request signed with ecdsa-with-SHA256 (openssl's
-    /// default); the SPKI's own AlgorithmIdentifier is the truth.
-    pub(crate) public_key: SubjectPublicKeyInfo,
+    /// The requester's key, typed by its own SPKI algorithm.
+    pub(crate) public_key: LeafKey,
     /// The subject, RFC 4514 (empty when the request has none).
     pub subject: String,
     /// DNS SANs.
@@ -77,8 +95,10 @@ fn pem_or_der(input: &[u8]) -> Result<Vec<u8>> {
     }
 }
 
-/// Names the key and refuses what capstan cannot or will not sign for.
-fn check_key(csr: &X509CertificationRequest<'_>) -> Result<String> {
+/// Names the key, picks the rcgen algorithm that encodes its SPKI, and
+/// refuses what capstan cannot or will not sign for. (All RSA algorithms
+/// encode the key alike, as rsaEncryption.)
+fn check_key(csr: &X509CertificationRequest<'_>) -> Result<(String, &'static SignatureAlgorithm)> {
     let spki = &csr.certification_request_info.subject_pki;
     let alg = &spki.algorithm.algorithm;
     if *alg == oids::OID_PKCS1_RSASSAPSS {
@@ -100,7 +120,7 @@ fn check_key(csr: &X509CertificationRequest<'_>) -> Result<String> {
             if bits > MAX_RSA_BITS {
                 return Err(Error::UnsupportedAlgorithm(format!("RSA {bits}-bit")));
             }
-            format!("RSA {bits}")
+            (format!("RSA {bits}"), &rcgen::PKCS_RSA_SHA256)
         }
         PublicKey::EC(_) => {
             let curve: Option<Oid<'_>> = spki
@@ -109,8 +129,12 @@ fn check_key(csr: &X509CertificationRequest<'_>) -> Result<String> {
                 .as_ref()
                 .and_then(|p| p.as_oid().ok());
             match curve {
-                Some(c) if c == oids::OID_EC_P256 => "ECDSA P-256".to_owned(),
-                Some(c) if c == oids::OID_NIST_EC_P384 => "ECDSA P-384".to_owned(),
+                Some(c) if c == oids::OID_EC_P256 => {
+                    ("ECDSA P-256".to_owned(), &rcgen::PKCS_ECDSA_P256_SHA256)
+                }
+                Some(c) if c == oids::OID_NIST_EC_P384 => {
+                    ("ECDSA P-384".to_owned(), &rcgen::PKCS_ECDSA_P384_SHA384)
+                }
                 Some(c) if c == oids::OID_NIST_EC_P521 => {
                     return Err(Error::UnsupportedAlgorithm("ECDSA P-521".into()));
                 }
@@ -121,7 +145,7 @@ fn check_key(csr: &X509CertificationRequest<'_>) -> Result<String> {
                 }
             }
         }
-        _ if *alg == oids::OID_SIG_ED25519 => "Ed25519".to_owned(),
+        _ if *alg == oids::OID_SIG_ED25519 => ("Ed25519".to_owned(), &rcgen::PKCS_ED25519),
         _ => {
             return Err(Error::UnsupportedAlgorithm(format!(
                 "public key algorithm {}",
@@ -181,7 +205,16 @@ pub fn parse_csr(input: &[u8]) -> Result<ParsedCsr> {
     if !rest.is_empty() {
         return Err(Error::Csr("trailing data after the request".into()));
     }
-    let key_algorithm = check_key(&csr)?;
+    let (key_algorithm, key_alg) = check_key(&csr)?;
+    let public_key = LeafKey {
+        raw: csr
+            .certification_request_info
+            .subject_pki
+            .subject_public_key
+            .data
+            .to_vec(),
+        alg: key_alg,
+    };
     check_extensions(&csr)?;
     let params =
         CertificateSigningRequestParams::from_der(&der.as_slice().into()).map_err(|e| match e {
@@ -192,8 +225,6 @@ pub fn parse_csr(input: &[u8]) -> Result<ParsedCsr> {
             )),
             other => Error::Csr(other.to_string()),
         })?;
-    let public_key = SubjectPublicKeyInfo::from_der(csr.certification_request_info.subject_pki.raw)
-        .map_err(|e| Error::UnsupportedAlgorithm(format!("public key ({e})")))?;
     let mut parsed = ParsedCsr {
         public_key,
         subject: csr.certification_request_info.subject.to_string(),
