@@ -6,11 +6,15 @@
 pub mod api;
 mod args;
 pub mod ca;
+pub mod context;
 pub mod csr;
+pub mod error;
 #[cfg(test)]
 mod fixtures;
 pub mod issuer;
 pub mod metrics;
+pub mod policy;
 pub mod request;
+pub mod signing;
 
 pub use args::Args;

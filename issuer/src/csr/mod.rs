@@ -4,4 +4,5 @@
 //!
 //! [`plan`] is pure; the controller reads and writes around it.
 
+pub mod controller;
 pub mod plan;

@@ -2,4 +2,6 @@
 //!
 //! * [`status`] — the status an issuer should show (pure).
 
+pub mod ca_secret;
+pub mod controller;
 pub mod status;

@@ -12,5 +12,6 @@
 //! [`plan`] and [`status`] are pure; the controller does the reading and
 //! writing around them.
 
+pub mod controller;
 pub mod plan;
 pub mod status;

@@ -1,0 +1,437 @@
+//! End to end: the real `capstan-issuer` against the test API server, driven
+//! with the real kubectl, checked with the real openssl.
+//!
+//! Each test starts its own API server and issuer. Requests are approved the
+//! way cert-manager's approver does it: an `Approved` condition written
+//! through the status subresource.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::process::Command;
+use std::time::Duration;
+
+use base64::Engine;
+use capstan_tests::apiserver::TestApiServer;
+use capstan_tests::harness::{
+    Kubectl, RunningBinary, await_condition, shared_dir, workspace_binary, workspace_root,
+};
+use serde_json::Value;
+
+const WAIT: Duration = Duration::from_secs(60);
+const POLL: Duration = Duration::from_millis(100);
+
+struct Env {
+    /// Kept alive for the test's duration; dropping it stops the server.
+    _server: TestApiServer,
+    kubectl: Kubectl,
+    issuer: RunningBinary,
+    dir: tempfile::TempDir,
+}
+
+async fn start() -> Env {
+    let server = TestApiServer::start().await.unwrap();
+    let kubectl = Kubectl::for_server(&server).unwrap();
+    let crds = shared_dir().join("cert-manager-crds");
+    kubectl
+        .run_ok(&["apply", "-f", crds.to_str().unwrap()])
+        .await
+        .unwrap();
+    let ours = workspace_root().join("crds");
+    kubectl
+        .run_ok(&["apply", "-f", ours.to_str().unwrap()])
+        .await
+        .unwrap();
+    let kubeconfig = server.kubeconfig_path().to_str().unwrap().to_owned();
+    let issuer = RunningBinary::start(
+        &workspace_binary("capstan-issuer").unwrap(),
+        &[
+            "--kubeconfig",
+            &kubeconfig,
+            "--cluster-resource-namespace",
+            "default",
+            "--leader-election-namespace",
+            "default",
+        ],
+        &[
+            ("POD_NAMESPACE", "default"),
+            ("POD_NAME", "issuer-0"),
+            ("RUST_LOG", "info"),
+        ],
+    )
+    .unwrap();
+    Env {
+        _server: server,
+        kubectl,
+        issuer,
+        dir: tempfile::tempdir().unwrap(),
+    }
+}
+
+impl Env {
+    async fn apply(&self, yaml: &str) {
+        let out = self
+            .kubectl
+            .run_with_stdin(&["apply", "-f", "-"], Some(yaml))
+            .await
+            .unwrap();
+        assert!(out.success(), "kubectl apply failed: {out:?}\n{yaml}");
+    }
+
+    async fn get_json(&self, args: &[&str]) -> Option<Value> {
+        let mut full = vec!["get"];
+        full.extend_from_slice(args);
+        full.extend_from_slice(&["-o", "json"]);
+        let out = self.kubectl.run(&full).await.ok()?;
+        if !out.success() {
+            return None;
+        }
+        serde_json::from_str(&out.stdout).ok()
+    }
+
+    /// Waits for condition `type_` of an object to reach `status`; returns the object.
+    async fn wait_condition(&self, args: &[&str], type_: &str, status: &str) -> Value {
+        let what = format!("{args:?} {type_}={status}");
+        let found = await_condition(&what, WAIT, POLL, || async {
+            let obj = self.get_json(args).await?;
+            let ok = obj["status"]["conditions"]
+                .as_array()?
+                .iter()
+                .any(|c| c["type"] == type_ && c["status"] == status);
+            ok.then_some(obj)
+        })
+        .await;
+        match found {
+            Ok(obj) => obj,
+            Err(e) => panic!("{e}\nissuer logs:\n{}", self.issuer.logs().join("\n")),
+        }
+    }
+
+    fn openssl(&self, args: &[&str]) -> (bool, String) {
+        let out = Command::new("openssl")
+            .args(args)
+            .current_dir(self.dir.path())
+            .output()
+            .expect("openssl is required: run scripts/install-tools");
+        (
+            out.status.success(),
+            format!(
+                "{}{}",
+                String::from_utf8_lossy(&out.stdout),
+                String::from_utf8_lossy(&out.stderr)
+            ),
+        )
+    }
+
+    /// An openssl-made CSR for `key_args` (genpkey arguments), base64 for `spec.request`.
+    fn csr(&self, name: &str, key_args: &[&str], sans: &str) -> String {
+        let key = format!("{name}.key");
+        let csr = format!("{name}.csr");
+        let mut genpkey = vec!["genpkey"];
+        genpkey.extend_from_slice(key_args);
+        genpkey.extend_from_slice(&["-out", &key]);
+        assert!(self.openssl(&genpkey).0);
+        let (ok, out) = self.openssl(&[
+            "req",
+            "-new",
+            "-key",
+            &key,
+            "-subj",
+            &format!("/CN={name}"),
+            "-addext",
+            &format!("subjectAltName={sans}"),
+            "-out",
+            &csr,
+        ]);
+        assert!(ok, "{out}");
+        base64::engine::general_purpose::STANDARD
+            .encode(std::fs::read(self.dir.path().join(csr)).unwrap())
+    }
+
+    async fn request(&self, name: &str, csr_b64: &str, extra_spec: &str, kind: &str) {
+        self.apply(&format!(
+            "apiVersion: cert-manager.io/v1\nkind: CertificateRequest\nmetadata:\n  name: {name}\n  namespace: default\nspec:\n  request: {csr_b64}\n  issuerRef:\n    group: capstan.dev\n    kind: {kind}\n    name: monitoring-ca\n{extra_spec}"
+        ))
+        .await;
+    }
+
+    /// Approves a request as cert-manager's approver does.
+    async fn approve(&self, name: &str, type_: &str) {
+        let patch = format!(
+            r#"{{"status":{{"conditions":[{{"type":"{type_}","status":"True","reason":"cert-manager.io","message":"set by test","lastTransitionTime":"2026-01-01T00:00:00Z"}}]}}}}"#
+        );
+        self.kubectl
+            .run_ok(&[
+                "patch",
+                "certificaterequest",
+                name,
+                "-n",
+                "default",
+                "--subresource=status",
+                "--type=merge",
+                "-p",
+                &patch,
+            ])
+            .await
+            .unwrap();
+    }
+
+    fn write(&self, file: &str, content: &str) -> String {
+        let path = self.dir.path().join(file);
+        std::fs::write(&path, content).unwrap();
+        path.to_str().unwrap().to_owned()
+    }
+}
+
+fn decode(b64: &Value) -> String {
+    String::from_utf8(
+        base64::engine::general_purpose::STANDARD
+            .decode(b64.as_str().unwrap())
+            .unwrap(),
+    )
+    .unwrap()
+}
+
+const SELF_MANAGED: &str = "apiVersion: capstan.dev/v1alpha1
+kind: ClusterCAIssuer
+metadata:
+  name: monitoring-ca
+spec:
+  maxDuration: 720h
+  selfManaged:
+    secretName: monitoring-ca
+    keyAlgorithm: KEYALG
+";
+
+#[tokio::test]
+async fn self_managed_issuer_signs_approved_requests_for_every_key_algorithm() {
+    let cases: [(&str, &[&str]); 4] = [
+        (
+            "ECDSAP256",
+            &["-algorithm", "EC", "-pkeyopt", "ec_paramgen_curve:P-256"],
+        ),
+        ("Ed25519", &["-algorithm", "ED25519"]),
+        (
+            "RSA2048",
+            &["-algorithm", "RSA", "-pkeyopt", "rsa_keygen_bits:2048"],
+        ),
+        (
+            "ECDSAP384",
+            &["-algorithm", "EC", "-pkeyopt", "ec_paramgen_curve:P-384"],
+        ),
+    ];
+    for (alg, key_args) in cases {
+        let env = start().await;
+        env.apply(&SELF_MANAGED.replace("KEYALG", alg)).await;
+        let issuer = env
+            .wait_condition(&["clustercaissuer", "monitoring-ca"], "Ready", "True")
+            .await;
+        assert!(
+            issuer["status"]["ca"]["fingerprint"]
+                .as_str()
+                .unwrap()
+                .len()
+                == 64,
+            "{issuer}"
+        );
+
+        let csr = env.csr(
+            "metrics",
+            key_args,
+            "DNS:metrics.monitoring.svc,IP:10.0.0.9",
+        );
+        env.request(
+            "metrics",
+            &csr,
+            "  duration: 24h\n  usages: [digital signature, key encipherment, server auth]\n",
+            "ClusterCAIssuer",
+        )
+        .await;
+        env.approve("metrics", "Approved").await;
+        let cr = env
+            .wait_condition(
+                &["certificaterequest", "metrics", "-n", "default"],
+                "Ready",
+                "True",
+            )
+            .await;
+        let ready = cr["status"]["conditions"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|c| c["type"] == "Ready")
+            .unwrap()
+            .clone();
+        assert_eq!(ready["reason"], "Issued");
+
+        let leaf = env.write("leaf.pem", &decode(&cr["status"]["certificate"]));
+        let ca = env.write("ca.pem", &decode(&cr["status"]["ca"]));
+        let (ok, out) = env.openssl(&["verify", "-CAfile", &ca, &leaf]);
+        assert!(ok && out.contains(": OK"), "{alg}: {out}");
+        let (_, text) = env.openssl(&["x509", "-in", &leaf, "-noout", "-text"]);
+        for needle in [
+            "DNS:metrics.monitoring.svc",
+            "IP Address:10.0.0.9",
+            "TLS Web Server Authentication",
+            "CA:FALSE",
+        ] {
+            assert!(text.contains(needle), "{alg}: missing {needle} in\n{text}");
+        }
+        let (_, dates) = env.openssl(&["x509", "-in", &leaf, "-noout", "-startdate", "-enddate"]);
+        assert!(dates.contains("notAfter"), "{dates}");
+
+        // The CA Secret holds the bundle, and the Event tells the story.
+        let secret = env
+            .get_json(&["secret", "monitoring-ca", "-n", "default"])
+            .await
+            .unwrap();
+        assert!(decode(&secret["data"]["ca-bundle.crt"]).contains("BEGIN CERTIFICATE"));
+        let events = env
+            .kubectl
+            .run_ok(&["get", "events", "-n", "default"])
+            .await
+            .unwrap();
+        assert!(
+            events.contains("Issued") && events.contains("certificaterequest/metrics"),
+            "{events}"
+        );
+        drop(env);
+    }
+}
+
+#[tokio::test]
+async fn every_row_of_the_request_contract() {
+    let env = start().await;
+    env.apply(&SELF_MANAGED.replace("KEYALG", "ECDSAP256"))
+        .await;
+    env.wait_condition(&["clustercaissuer", "monitoring-ca"], "Ready", "True")
+        .await;
+    let good = env.csr(
+        "good",
+        &["-algorithm", "EC", "-pkeyopt", "ec_paramgen_curve:P-256"],
+        "DNS:good.example",
+    );
+
+    // Not approved: untouched.
+    env.request("waiting", &good, "", "ClusterCAIssuer").await;
+    // Denied: Ready=False/Denied with failureTime, never signed.
+    env.request("denied", &good, "", "ClusterCAIssuer").await;
+    env.approve("denied", "Denied").await;
+    let denied = env
+        .wait_condition(
+            &["certificaterequest", "denied", "-n", "default"],
+            "Ready",
+            "False",
+        )
+        .await;
+    assert!(denied["status"]["failureTime"].is_string(), "{denied}");
+    assert!(denied["status"].get("certificate").is_none());
+    // Another issuer's kind: never touched.
+    env.apply(&format!("apiVersion: cert-manager.io/v1\nkind: CertificateRequest\nmetadata:\n  name: foreign\n  namespace: default\nspec:\n  request: {good}\n  issuerRef:\n    name: monitoring-ca\n")).await;
+    env.approve("foreign", "Approved").await;
+    // Malformed CSR: Failed with a message, failureTime set.
+    let garbage = base64::engine::general_purpose::STANDARD
+        .encode("-----BEGIN CERTIFICATE REQUEST-----\nAAAA\n-----END CERTIFICATE REQUEST-----\n");
+    env.request("malformed", &garbage, "", "ClusterCAIssuer")
+        .await;
+    env.approve("malformed", "Approved").await;
+    let failed = env
+        .wait_condition(
+            &["certificaterequest", "malformed", "-n", "default"],
+            "Ready",
+            "False",
+        )
+        .await;
+    let ready = failed["status"]["conditions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["type"] == "Ready")
+        .unwrap()
+        .clone();
+    assert_eq!(ready["reason"], "Failed", "{failed}");
+    assert!(
+        ready["message"].as_str().unwrap().contains("CSR"),
+        "{ready}"
+    );
+    assert!(failed["status"]["failureTime"].is_string());
+    // Missing issuer that appears later: Pending, then Issued.
+    env.request("later", &good, "", "CAIssuer").await;
+    env.approve("later", "Approved").await;
+    let pending = env
+        .wait_condition(
+            &["certificaterequest", "later", "-n", "default"],
+            "Ready",
+            "False",
+        )
+        .await;
+    let ready = pending["status"]["conditions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["type"] == "Ready")
+        .unwrap()
+        .clone();
+    assert_eq!(ready["reason"], "Pending", "{pending}");
+    assert!(pending["status"].get("failureTime").is_none());
+    env.apply("apiVersion: capstan.dev/v1alpha1\nkind: CAIssuer\nmetadata:\n  name: monitoring-ca\n  namespace: default\nspec:\n  selfManaged:\n    secretName: local-ca\n").await;
+    env.wait_condition(
+        &["certificaterequest", "later", "-n", "default"],
+        "Ready",
+        "True",
+    )
+    .await;
+    // A name outside the constraints: Failed, naming the SAN.
+    env.apply("apiVersion: capstan.dev/v1alpha1\nkind: CAIssuer\nmetadata:\n  name: constrained\n  namespace: default\nspec:\n  nameConstraints:\n    permittedDnsDomains: [svc.cluster.local]\n  selfManaged:\n    secretName: constrained-ca\n").await;
+    env.wait_condition(
+        &["caissuer", "constrained", "-n", "default"],
+        "Ready",
+        "True",
+    )
+    .await;
+    env.apply(&format!("apiVersion: cert-manager.io/v1\nkind: CertificateRequest\nmetadata:\n  name: outside\n  namespace: default\nspec:\n  request: {good}\n  issuerRef:\n    group: capstan.dev\n    kind: CAIssuer\n    name: constrained\n")).await;
+    env.approve("outside", "Approved").await;
+    let outside = env
+        .wait_condition(
+            &["certificaterequest", "outside", "-n", "default"],
+            "Ready",
+            "False",
+        )
+        .await;
+    let msg = outside["status"]["conditions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["type"] == "Ready")
+        .unwrap()["message"]
+        .clone();
+    assert!(msg.as_str().unwrap().contains("good.example"), "{outside}");
+
+    // The untouched ones are still untouched.
+    for name in ["waiting", "foreign"] {
+        let cr = env
+            .get_json(&["certificaterequest", name, "-n", "default"])
+            .await
+            .unwrap();
+        let has_ready = cr["status"]["conditions"]
+            .as_array()
+            .is_some_and(|cs| cs.iter().any(|c| c["type"] == "Ready"));
+        assert!(!has_ready, "{name} was touched: {cr}");
+    }
+    // Events visible to kubectl, with their usual columns.
+    let events = env
+        .kubectl
+        .run_ok(&["get", "events", "-n", "default"])
+        .await
+        .unwrap();
+    for needle in [
+        "LAST SEEN",
+        "TYPE",
+        "REASON",
+        "OBJECT",
+        "MESSAGE",
+        "Denied",
+        "Failed",
+        "Issued",
+    ] {
+        assert!(events.contains(needle), "missing {needle}:\n{events}");
+    }
+}
