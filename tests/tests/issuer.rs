@@ -435,3 +435,129 @@ async fn every_row_of_the_request_contract() {
         assert!(events.contains(needle), "missing {needle}:\n{events}");
     }
 }
+
+fn ready_reason(obj: &Value) -> String {
+    obj["status"]["conditions"]
+        .as_array()
+        .and_then(|cs| cs.iter().find(|c| c["type"] == "Ready"))
+        .and_then(|c| c["reason"].as_str())
+        .unwrap_or_default()
+        .to_owned()
+}
+
+/// A drill on compressed time: `capstan.dev/rotate` publishes a new CA in the
+/// bundle while the old one keeps signing; after `propagationDelay` the new
+/// one signs; every leaf verifies against the published bundle.
+#[tokio::test]
+async fn manual_rotation_publishes_then_switches_after_the_propagation_delay() {
+    let env = start().await;
+    env.apply(
+        "apiVersion: capstan.dev/v1alpha1
+kind: ClusterCAIssuer
+metadata:
+  name: monitoring-ca
+spec:
+  maxDuration: 10m
+  selfManaged:
+    secretName: monitoring-ca
+    duration: 1h
+    rotateBefore: 20m
+    propagationDelay: 6s
+",
+    )
+    .await;
+    let before = env
+        .wait_condition(&["clustercaissuer", "monitoring-ca"], "Ready", "True")
+        .await;
+    let first = before["status"]["ca"]["fingerprint"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let csr = env.csr(
+        "leaf",
+        &["-algorithm", "EC", "-pkeyopt", "ec_paramgen_curve:P-256"],
+        "DNS:leaf.example",
+    );
+
+    env.kubectl
+        .run_ok(&[
+            "annotate",
+            "clustercaissuer",
+            "monitoring-ca",
+            "capstan.dev/rotate=drill-1",
+        ])
+        .await
+        .unwrap();
+    // Published: two CAs in the bundle, the old one still signs.
+    let published = await_condition("two CAs in the bundle", WAIT, POLL, || async {
+        let issuer = env.get_json(&["clustercaissuer", "monitoring-ca"]).await?;
+        (issuer["status"]["bundleSize"] == 2).then_some(issuer)
+    })
+    .await
+    .unwrap();
+    assert_eq!(
+        published["status"]["ca"]["fingerprint"],
+        first.as_str(),
+        "the new CA must not sign yet"
+    );
+    env.request("during", &csr, "", "ClusterCAIssuer").await;
+    env.approve("during", "Approved").await;
+    let during = env
+        .wait_condition(
+            &["certificaterequest", "during", "-n", "default"],
+            "Ready",
+            "True",
+        )
+        .await;
+
+    // Switched after the delay.
+    let switched = await_condition("the new CA to sign", WAIT, POLL, || async {
+        let issuer = env.get_json(&["clustercaissuer", "monitoring-ca"]).await?;
+        let fp = issuer["status"]["ca"]["fingerprint"].as_str()?.to_owned();
+        (fp != first).then_some(issuer)
+    })
+    .await
+    .unwrap();
+    assert_eq!(ready_reason(&switched), "Ready");
+    env.request("after", &csr, "", "ClusterCAIssuer").await;
+    env.approve("after", "Approved").await;
+    let after = env
+        .wait_condition(
+            &["certificaterequest", "after", "-n", "default"],
+            "Ready",
+            "True",
+        )
+        .await;
+
+    // Both leaves verify against the published bundle; each against its own CA.
+    let secret = env
+        .get_json(&["secret", "monitoring-ca", "-n", "default"])
+        .await
+        .unwrap();
+    let bundle = env.write("bundle.pem", &decode(&secret["data"]["ca-bundle.crt"]));
+    for (name, cr) in [("during", &during), ("after", &after)] {
+        let leaf = env.write(
+            &format!("{name}.pem"),
+            &decode(&cr["status"]["certificate"]),
+        );
+        let (ok, out) = env.openssl(&["verify", "-CAfile", &bundle, &leaf]);
+        assert!(ok, "{name} does not verify against the bundle: {out}");
+    }
+    assert_ne!(
+        during["status"]["ca"], after["status"]["ca"],
+        "the switch changes the issuing root"
+    );
+    let events = env
+        .kubectl
+        .run_ok(&["get", "events", "-n", "default"])
+        .await
+        .unwrap();
+    for reason in [
+        "CAGenerated",
+        "CARotationStarted",
+        "CARotated",
+        "SecretUpdated",
+    ] {
+        assert!(events.contains(reason), "missing {reason}:\n{events}");
+    }
+}
