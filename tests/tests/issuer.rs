@@ -10,7 +10,8 @@ use std::process::Command;
 use std::time::Duration;
 
 use base64::Engine;
-use capstan_tests::apiserver::TestApiServer;
+use capstan_tests::apiserver::auth::UserInfo;
+use capstan_tests::apiserver::{TestApiServer, kubeconfig};
 use capstan_tests::harness::{
     Kubectl, RunningBinary, await_condition, shared_dir, workspace_binary, workspace_root,
 };
@@ -40,12 +41,41 @@ async fn start() -> Env {
         .run_ok(&["apply", "-f", ours.to_str().unwrap()])
         .await
         .unwrap();
-    let kubeconfig = server.kubeconfig_path().to_str().unwrap().to_owned();
-    let issuer = RunningBinary::start(
+    let dir = tempfile::tempdir().unwrap();
+    server
+        .add_token(
+            "capstan-issuer-token",
+            UserInfo::new(ISSUER_USER, &["system:masters"]),
+        )
+        .unwrap();
+    let issuer_kubeconfig = dir.path().join("issuer.kubeconfig");
+    kubeconfig::write(
+        &issuer_kubeconfig,
+        server.url(),
+        server.ca_pem(),
+        "capstan-issuer-token",
+    )
+    .unwrap();
+    let issuer = start_issuer(&issuer_kubeconfig, "issuer-0");
+    Env {
+        _server: server,
+        kubectl,
+        issuer,
+        dir,
+    }
+}
+
+/// The user the issuer runs as, with its own token, so the request log tells
+/// its calls from the test's.
+const ISSUER_USER: &str = "system:serviceaccount:default:capstan-issuer";
+
+/// Starts one issuer replica.
+fn start_issuer(kubeconfig: &std::path::Path, pod: &str) -> RunningBinary {
+    RunningBinary::start(
         &workspace_binary("capstan-issuer").unwrap(),
         &[
             "--kubeconfig",
-            &kubeconfig,
+            kubeconfig.to_str().unwrap(),
             "--cluster-resource-namespace",
             "default",
             "--leader-election-namespace",
@@ -53,17 +83,11 @@ async fn start() -> Env {
         ],
         &[
             ("POD_NAMESPACE", "default"),
-            ("POD_NAME", "issuer-0"),
+            ("POD_NAME", pod),
             ("RUST_LOG", "info"),
         ],
     )
-    .unwrap();
-    Env {
-        _server: server,
-        kubectl,
-        issuer,
-        dir: tempfile::tempdir().unwrap(),
-    }
+    .unwrap()
 }
 
 impl Env {
@@ -560,4 +584,238 @@ spec:
     ] {
         assert!(events.contains(reason), "missing {reason}:\n{events}");
     }
+}
+
+/// The CA source a user provides: missing, then a key that does not match,
+/// then a valid PKCS#1 pair as `openssl genrsa -traditional` writes it.
+#[tokio::test]
+async fn user_ca_secret_problems_are_reported_then_it_signs() {
+    let env = start().await;
+    env.apply(
+        "apiVersion: capstan.dev/v1alpha1\nkind: ClusterCAIssuer\nmetadata:\n  name: monitoring-ca\nspec:\n  ca:\n    secretName: user-ca\n",
+    )
+    .await;
+    let missing = env
+        .wait_condition(&["clustercaissuer", "monitoring-ca"], "Ready", "False")
+        .await;
+    assert_eq!(ready_reason(&missing), "SecretNotFound", "{missing}");
+
+    assert!(
+        env.openssl(&["genrsa", "-traditional", "-out", "ca.key", "2048"])
+            .0
+    );
+    assert!(
+        env.openssl(&["genrsa", "-traditional", "-out", "other.key", "2048"])
+            .0
+    );
+    let (ok, out) = env.openssl(&[
+        "req",
+        "-x509",
+        "-new",
+        "-key",
+        "ca.key",
+        "-subj",
+        "/CN=user root",
+        "-days",
+        "30",
+        "-out",
+        "ca.crt",
+        "-addext",
+        "basicConstraints=critical,CA:TRUE",
+        "-addext",
+        "keyUsage=critical,keyCertSign,cRLSign",
+    ]);
+    assert!(ok, "{out}");
+    let dir = env.dir.path().to_str().unwrap().to_owned();
+    env.kubectl
+        .run_ok(&[
+            "create",
+            "secret",
+            "generic",
+            "user-ca",
+            "-n",
+            "default",
+            "--type=kubernetes.io/tls",
+            &format!("--from-file=tls.crt={dir}/ca.crt"),
+            &format!("--from-file=tls.key={dir}/other.key"),
+        ])
+        .await
+        .unwrap();
+    let mismatch = await_condition("InvalidKeyPair", WAIT, POLL, || async {
+        let issuer = env.get_json(&["clustercaissuer", "monitoring-ca"]).await?;
+        (ready_reason(&issuer) == "InvalidKeyPair").then_some(issuer)
+    })
+    .await
+    .unwrap();
+    let message = mismatch["status"]["conditions"][0]["message"]
+        .as_str()
+        .unwrap();
+    assert!(message.contains("does not match"), "{message}");
+    assert!(
+        !message.contains("PRIVATE KEY"),
+        "no key material in status: {message}"
+    );
+
+    env.kubectl
+        .run_ok(&["delete", "secret", "user-ca", "-n", "default"])
+        .await
+        .unwrap();
+    env.kubectl
+        .run_ok(&[
+            "create",
+            "secret",
+            "generic",
+            "user-ca",
+            "-n",
+            "default",
+            "--type=kubernetes.io/tls",
+            &format!("--from-file=tls.crt={dir}/ca.crt"),
+            &format!("--from-file=tls.key={dir}/ca.key"),
+        ])
+        .await
+        .unwrap();
+    env.wait_condition(&["clustercaissuer", "monitoring-ca"], "Ready", "True")
+        .await;
+    let csr = env.csr(
+        "app",
+        &["-algorithm", "EC", "-pkeyopt", "ec_paramgen_curve:P-256"],
+        "DNS:app.example",
+    );
+    env.request("app", &csr, "", "ClusterCAIssuer").await;
+    env.approve("app", "Approved").await;
+    let cr = env
+        .wait_condition(
+            &["certificaterequest", "app", "-n", "default"],
+            "Ready",
+            "True",
+        )
+        .await;
+    let leaf = env.write("app.pem", &decode(&cr["status"]["certificate"]));
+    let (ok, out) = env.openssl(&["verify", "-CAfile", &format!("{dir}/ca.crt"), &leaf]);
+    assert!(ok, "{out}");
+}
+
+/// Kubernetes CertificateSigningRequests addressed to the issuer's signer
+/// name, approved and denied with the real `kubectl certificate`.
+#[tokio::test]
+async fn kubernetes_csrs_are_signed_when_approved_and_fail_when_denied() {
+    let env = start().await;
+    env.apply(&SELF_MANAGED.replace("KEYALG", "ECDSAP256"))
+        .await;
+    env.wait_condition(&["clustercaissuer", "monitoring-ca"], "Ready", "True")
+        .await;
+    let csr = env.csr(
+        "node-exporter",
+        &["-algorithm", "EC", "-pkeyopt", "ec_paramgen_curve:P-256"],
+        "DNS:node-exporter.monitoring.svc",
+    );
+    for name in ["approved", "denied", "other-signer"] {
+        let signer = if name == "other-signer" {
+            "example.com/other"
+        } else {
+            "clustercaissuers.capstan.dev/monitoring-ca"
+        };
+        env.apply(&format!(
+            "apiVersion: certificates.k8s.io/v1\nkind: CertificateSigningRequest\nmetadata:\n  name: {name}\nspec:\n  request: {csr}\n  signerName: {signer}\n  expirationSeconds: 3600\n  usages: [digital signature, key encipherment, server auth]\n"
+        ))
+        .await;
+    }
+    env.kubectl
+        .run_ok(&["certificate", "approve", "approved", "other-signer"])
+        .await
+        .unwrap();
+    env.kubectl
+        .run_ok(&["certificate", "deny", "denied"])
+        .await
+        .unwrap();
+    let signed = await_condition("the approved CSR's certificate", WAIT, POLL, || async {
+        let csr = env.get_json(&["csr", "approved"]).await?;
+        csr["status"]["certificate"].is_string().then_some(csr)
+    })
+    .await
+    .unwrap();
+    let leaf = env.write("ne.pem", &decode(&signed["status"]["certificate"]));
+    let secret = env
+        .get_json(&["secret", "monitoring-ca", "-n", "default"])
+        .await
+        .unwrap();
+    let ca = env.write("ca.pem", &decode(&secret["data"]["ca.crt"]));
+    let (ok, out) = env.openssl(&["verify", "-CAfile", &ca, &leaf]);
+    assert!(ok, "{out}");
+    let denied = await_condition("the denied CSR's Failed condition", WAIT, POLL, || async {
+        let csr = env.get_json(&["csr", "denied"]).await?;
+        csr["status"]["conditions"]
+            .as_array()?
+            .iter()
+            .any(|c| c["type"] == "Failed")
+            .then_some(csr)
+    })
+    .await
+    .unwrap();
+    assert!(denied["status"].get("certificate").is_none(), "{denied}");
+    let other = env.get_json(&["csr", "other-signer"]).await.unwrap();
+    assert!(
+        other["status"].get("certificate").is_none(),
+        "another signer's CSR was signed: {other}"
+    );
+}
+
+/// Two replicas at once: one holds the lease and every request gets exactly
+/// one certificate, written once.
+#[tokio::test]
+async fn two_replicas_sign_every_request_exactly_once() {
+    let env = start().await;
+    let second = start_issuer(&env.dir.path().join("issuer.kubeconfig"), "issuer-1");
+    env.apply(&SELF_MANAGED.replace("KEYALG", "ECDSAP256"))
+        .await;
+    env.wait_condition(&["clustercaissuer", "monitoring-ca"], "Ready", "True")
+        .await;
+    let csr = env.csr(
+        "twin",
+        &["-algorithm", "EC", "-pkeyopt", "ec_paramgen_curve:P-256"],
+        "DNS:twin.example",
+    );
+    let names: Vec<String> = (0..12).map(|i| format!("twin-{i}")).collect();
+    for name in &names {
+        env.request(name, &csr, "", "ClusterCAIssuer").await;
+        env.approve(name, "Approved").await;
+    }
+    let mut serials = std::collections::BTreeSet::new();
+    for name in &names {
+        let cr = env
+            .wait_condition(
+                &["certificaterequest", name, "-n", "default"],
+                "Ready",
+                "True",
+            )
+            .await;
+        let leaf = env.write("twin.pem", &decode(&cr["status"]["certificate"]));
+        let (_, serial) = env.openssl(&["x509", "-in", &leaf, "-noout", "-serial"]);
+        assert!(
+            serials.insert(serial.clone()),
+            "serial {serial} issued twice"
+        );
+    }
+    // Each request's certificate was written by exactly one successful
+    // status write carrying a certificate.
+    let writes = env
+        ._server
+        .request_log()
+        .into_iter()
+        .filter(|r| {
+            r.resource == "certificaterequests"
+                && r.subresource == "status"
+                && r.code == 200
+                && r.verb == "patch"
+        })
+        .filter(|r| r.name.starts_with("twin-") && r.user == ISSUER_USER)
+        .count();
+    assert_eq!(writes, names.len(), "one status write per request");
+    assert!(
+        second
+            .logs()
+            .iter()
+            .chain(env.issuer.logs().iter())
+            .any(|l| l.contains("leadership changed"))
+    );
 }
