@@ -22,3 +22,17 @@ pub fn file_name(crd: &CustomResourceDefinition) -> String {
 pub fn render(crd: &CustomResourceDefinition) -> Result<String, serde_yaml::Error> {
     Ok(format!("{GENERATED_HEADER}{}", serde_yaml::to_string(crd)?))
 }
+
+/// The files under `dir` that differ from what `crds` render to (missing or
+/// edited by hand); each crate's test asserts this is empty.
+#[must_use]
+pub fn stale(crds: &[CustomResourceDefinition], dir: &std::path::Path) -> Vec<std::path::PathBuf> {
+    crds.iter()
+        .filter_map(|crd| {
+            let path = dir.join(file_name(crd));
+            let expected = render(crd).ok()?;
+            let committed = std::fs::read_to_string(&path).unwrap_or_default();
+            (committed != expected).then_some(path)
+        })
+        .collect()
+}

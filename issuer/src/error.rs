@@ -79,5 +79,18 @@ impl Error {
     }
 }
 
+impl Error {
+    /// The requeue for a failed reconcile, by retry class.
+    #[must_use]
+    pub fn requeue(&self) -> kube::runtime::controller::Action {
+        use kube::runtime::controller::Action;
+        match self.retry() {
+            Retry::Pending(after) => Action::requeue(after),
+            Retry::Transient => Action::requeue(Duration::from_secs(5)),
+            Retry::Permanent => Action::requeue(Duration::from_secs(300)),
+        }
+    }
+}
+
 /// Result with [`Error`].
 pub type Result<T, E = Error> = std::result::Result<T, E>;

@@ -198,6 +198,26 @@ impl Env {
             .unwrap();
     }
 
+    /// A `kubernetes.io/tls` Secret from files in the test's directory,
+    /// written as a generic Secret so kubectl does not check the pair first.
+    async fn tls_secret(&self, name: &str, cert: &str, key: &str) {
+        let dir = self.dir.path().display();
+        self.kubectl
+            .run_ok(&[
+                "create",
+                "secret",
+                "generic",
+                name,
+                "-n",
+                "default",
+                "--type=kubernetes.io/tls",
+                &format!("--from-file=tls.crt={dir}/{cert}"),
+                &format!("--from-file=tls.key={dir}/{key}"),
+            ])
+            .await
+            .unwrap();
+    }
+
     fn write(&self, file: &str, content: &str) -> String {
         let path = self.dir.path().join(file);
         std::fs::write(&path, content).unwrap();
@@ -627,20 +647,7 @@ async fn user_ca_secret_problems_are_reported_then_it_signs() {
     ]);
     assert!(ok, "{out}");
     let dir = env.dir.path().to_str().unwrap().to_owned();
-    env.kubectl
-        .run_ok(&[
-            "create",
-            "secret",
-            "generic",
-            "user-ca",
-            "-n",
-            "default",
-            "--type=kubernetes.io/tls",
-            &format!("--from-file=tls.crt={dir}/ca.crt"),
-            &format!("--from-file=tls.key={dir}/other.key"),
-        ])
-        .await
-        .unwrap();
+    env.tls_secret("user-ca", "ca.crt", "other.key").await;
     let mismatch = await_condition("InvalidKeyPair", WAIT, POLL, || async {
         let issuer = env.get_json(&["clustercaissuer", "monitoring-ca"]).await?;
         (ready_reason(&issuer) == "InvalidKeyPair").then_some(issuer)
@@ -660,20 +667,7 @@ async fn user_ca_secret_problems_are_reported_then_it_signs() {
         .run_ok(&["delete", "secret", "user-ca", "-n", "default"])
         .await
         .unwrap();
-    env.kubectl
-        .run_ok(&[
-            "create",
-            "secret",
-            "generic",
-            "user-ca",
-            "-n",
-            "default",
-            "--type=kubernetes.io/tls",
-            &format!("--from-file=tls.crt={dir}/ca.crt"),
-            &format!("--from-file=tls.key={dir}/ca.key"),
-        ])
-        .await
-        .unwrap();
+    env.tls_secret("user-ca", "ca.crt", "ca.key").await;
     env.wait_condition(&["clustercaissuer", "monitoring-ca"], "Ready", "True")
         .await;
     let csr = env.csr(

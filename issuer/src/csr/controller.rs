@@ -23,7 +23,7 @@ use tokio_stream::wrappers::WatchStream;
 
 use super::plan::{self, CsrDecision, SignerTarget};
 use crate::context::{Context, IssuerKey};
-use crate::error::{Error, Result, Retry};
+use crate::error::{Error, Result};
 
 /// Recheck of an approved CSR whose issuer is not ready.
 const WAIT_RECHECK: Duration = Duration::from_secs(30);
@@ -129,11 +129,7 @@ fn error_policy(csr: Arc<CertificateSigningRequest>, error: &Error, ctx: Arc<Con
         .with_label_values(&["certificatesigningrequest", error.category()])
         .inc();
     tracing::warn!(csr = %csr.name_any(), error = %error, "reconcile failed");
-    match error.retry() {
-        Retry::Pending(after) => Action::requeue(after),
-        Retry::Transient => Action::requeue(Duration::from_secs(5)),
-        Retry::Permanent => Action::requeue(Duration::from_secs(300)),
-    }
+    error.requeue()
 }
 
 /// Runs the controller until `shutdown` fires.

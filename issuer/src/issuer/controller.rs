@@ -28,7 +28,7 @@ use crate::api::conditions::issuer as reason;
 use crate::ca::layout;
 use crate::ca::rotation::{PublishReason, Step};
 use crate::context::{Context, IssuerKey};
-use crate::error::{Error, Result, Retry};
+use crate::error::{Error, Result};
 use crate::policy::{self, CaSource};
 use crate::request::plan::IssuerKind;
 use crate::signing::{CaProblem, ReadyCa};
@@ -346,11 +346,7 @@ fn error_policy<K: IssuerObject>(issuer: Arc<K>, error: &Error, ctx: Arc<Context
         .with_label_values(&["issuer", error.category()])
         .inc();
     tracing::warn!(issuer = %issuer.key(), error = %error, "reconcile failed");
-    match error.retry() {
-        Retry::Pending(after) => Action::requeue(after),
-        Retry::Transient => Action::requeue(Duration::from_secs(5)),
-        Retry::Permanent => Action::requeue(Duration::from_secs(300)),
-    }
+    error.requeue()
 }
 
 /// Runs the controller for one issuer kind until `shutdown` fires.

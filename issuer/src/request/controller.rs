@@ -25,7 +25,7 @@ use crate::api::ca_issuer::{CAIssuer, ClusterCAIssuer};
 use crate::api::cert_manager::CertificateRequest;
 use crate::api::conditions;
 use crate::context::{Context, IssuerKey};
-use crate::error::{Error, Result, Retry};
+use crate::error::{Error, Result};
 
 /// How long a request waiting for its issuer sleeps before it is checked
 /// again if nothing wakes it earlier.
@@ -199,11 +199,7 @@ fn error_policy(request: Arc<CertificateRequest>, error: &Error, ctx: Arc<Contex
         .with_label_values(&["certificaterequest", error.category()])
         .inc();
     tracing::warn!(request = %format!("{}/{}", request.namespace().unwrap_or_default(), request.name_any()), error = %error, "reconcile failed");
-    match error.retry() {
-        Retry::Pending(after) => Action::requeue(after),
-        Retry::Transient => Action::requeue(Duration::from_secs(5)),
-        Retry::Permanent => Action::requeue(Duration::from_secs(300)),
-    }
+    error.requeue()
 }
 
 /// Runs the controller until `shutdown` fires.
