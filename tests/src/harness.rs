@@ -325,6 +325,11 @@ impl RunningBinary {
         Ok(Self { child, logs })
     }
 
+    /// The process id (0 once it has been reaped).
+    pub fn pid(&self) -> u32 {
+        self.child.id().unwrap_or_default()
+    }
+
     /// Every line written so far (stdout and stderr interleaved).
     pub fn logs(&self) -> Vec<String> {
         self.logs.lock().unwrap_or_else(|e| e.into_inner()).clone()

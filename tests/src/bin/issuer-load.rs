@@ -1,0 +1,276 @@
+//! Load benchmark of the issuer: 1,000 approved CertificateRequests against
+//! the test API server, signed by the real `capstan-issuer` binary.
+//!
+//! ```sh
+//! cargo build --release -p capstan-issuer
+//! cargo run --release -p capstan-tests --bin issuer-load [-- N]
+//! ```
+//!
+//! Prints `issued <N> in <S> s, p50 <X> ms, p99 <Y> ms` (latency from the
+//! request's creation to the `Ready=True` the watch sees), then the issuer's
+//! own CPU time per request beside the pure signing cost measured here.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, bail};
+use capstan_tests::apiserver::auth::UserInfo;
+use capstan_tests::apiserver::{TestApiServer, kubeconfig};
+use capstan_tests::harness::{
+    RunningBinary, await_condition, shared_dir, workspace_binary, workspace_root,
+};
+use futures::{StreamExt, TryStreamExt, stream};
+use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
+use kube::api::{Api, DynamicObject, Patch, PatchParams, PostParams};
+use kube::core::{ApiResource, GroupVersionKind};
+use kube::runtime::{WatchStreamExt, watcher};
+use serde_json::json;
+
+fn cr_resource() -> ApiResource {
+    ApiResource::from_gvk_with_plural(
+        &GroupVersionKind::gvk("cert-manager.io", "v1", "CertificateRequest"),
+        "certificaterequests",
+    )
+}
+
+async fn install_crds(client: &kube::Client) -> anyhow::Result<()> {
+    let api: Api<CustomResourceDefinition> = Api::all(client.clone());
+    let dirs = [
+        shared_dir().join("cert-manager-crds"),
+        workspace_root().join("crds"),
+    ];
+    for dir in dirs {
+        for entry in
+            std::fs::read_dir(&dir).with_context(|| format!("reading {}", dir.display()))?
+        {
+            let path = entry?.path();
+            if path.extension().is_some_and(|e| e == "yaml") {
+                let crd: CustomResourceDefinition =
+                    serde_yaml::from_str(&std::fs::read_to_string(&path)?)
+                        .with_context(|| format!("parsing {}", path.display()))?;
+                api.create(&PostParams::default(), &crd).await?;
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Whole signing path per leaf (parse + verify + sign + PEM), one core.
+fn pure_signing_cost(csr: &str) -> anyhow::Result<Duration> {
+    use capstan_pki::{
+        CaSpec, KeyAlgorithm, LeafPolicy, LeafRequest, SigningCa, generate_ca, parse_csr,
+    };
+    let now = time::OffsetDateTime::now_utc();
+    let ca = generate_ca(
+        &CaSpec {
+            common_name: "bench".into(),
+            organization: None,
+            algorithm: KeyAlgorithm::EcdsaP256,
+            lifetime: Duration::from_secs(86_400),
+        },
+        now,
+    )?;
+    let signing = SigningCa::from_pem(
+        ca.cert_pem.as_bytes(),
+        ca.key.expose().as_bytes(),
+        None,
+        now,
+    )?;
+    let policy = LeafPolicy {
+        default_duration: Duration::from_secs(3600),
+        max_duration: Duration::from_secs(86_400),
+        allowed_usages: vec![],
+        permitted_dns_domains: vec![],
+        permitted_ip_ranges: vec![],
+    };
+    let rounds = 2000u32;
+    let start = Instant::now();
+    for _ in 0..rounds {
+        let parsed = parse_csr(csr.as_bytes())?;
+        std::hint::black_box(signing.sign(&parsed, &LeafRequest::default(), &policy, now)?);
+    }
+    Ok(start.elapsed() / rounds)
+}
+
+/// User + system CPU seconds of a process, from /proc.
+fn cpu_seconds(pid: u32) -> anyhow::Result<f64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat"))?;
+    let fields: Vec<&str> = stat
+        .rsplit(')')
+        .next()
+        .unwrap_or_default()
+        .split_whitespace()
+        .collect();
+    let ticks: u64 = fields.get(11).and_then(|f| f.parse().ok()).unwrap_or(0)
+        + fields.get(12).and_then(|f| f.parse().ok()).unwrap_or(0);
+    // USER_HZ is 100 on Linux.
+    Ok(ticks as f64 / 100.0)
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let count: usize = std::env::args()
+        .nth(1)
+        .map(|n| n.parse())
+        .transpose()?
+        .unwrap_or(1000);
+    let server = TestApiServer::start().await?;
+    let client = server.client().await?;
+    install_crds(&client).await?;
+
+    let dir = tempfile::tempdir()?;
+    server.add_token(
+        "issuer",
+        UserInfo::new(
+            "system:serviceaccount:default:capstan-issuer",
+            &["system:masters"],
+        ),
+    )?;
+    let issuer_kubeconfig = dir.path().join("issuer.kubeconfig");
+    kubeconfig::write(&issuer_kubeconfig, server.url(), server.ca_pem(), "issuer")?;
+    let issuer = RunningBinary::start(
+        &workspace_binary("capstan-issuer")?,
+        &[
+            "--kubeconfig",
+            issuer_kubeconfig.to_str().unwrap_or_default(),
+            "--cluster-resource-namespace",
+            "default",
+            "--leader-election-namespace",
+            "default",
+            "--log-level",
+            "warn",
+        ],
+        &[("POD_NAMESPACE", "default"), ("POD_NAME", "issuer-bench")],
+    )?;
+    let issuer_pid = issuer.pid();
+
+    let issuers = Api::<DynamicObject>::all_with(
+        client.clone(),
+        &ApiResource::from_gvk_with_plural(
+            &GroupVersionKind::gvk("capstan.dev", "v1alpha1", "ClusterCAIssuer"),
+            "clustercaissuers",
+        ),
+    );
+    let issuer_obj: DynamicObject = serde_json::from_value(json!({
+        "apiVersion": "capstan.dev/v1alpha1", "kind": "ClusterCAIssuer", "metadata": {"name": "bench"},
+        "spec": {"selfManaged": {"secretName": "bench-ca"}}
+    }))?;
+    issuers.create(&PostParams::default(), &issuer_obj).await?;
+    await_condition(
+        "the issuer to be Ready",
+        Duration::from_secs(60),
+        Duration::from_millis(100),
+        || async {
+            let obj = issuers.get("bench").await.ok()?;
+            obj.data["status"]["conditions"]
+                .as_array()?
+                .iter()
+                .any(|c| c["type"] == "Ready" && c["status"] == "True")
+                .then_some(())
+        },
+    )
+    .await?;
+
+    // One CSR reused by every request: the issuer parses and verifies each anyway.
+    let key = rcgen::KeyPair::generate()?;
+    let csr = rcgen::CertificateParams::new(vec!["metrics.monitoring.svc".to_owned()])?
+        .serialize_request(&key)?
+        .pem()?;
+    let pure = pure_signing_cost(&csr)?;
+
+    let api = Api::<DynamicObject>::namespaced_with(client.clone(), "default", &cr_resource());
+    let created: Arc<Mutex<HashMap<String, Instant>>> = Arc::default();
+    let ready: Arc<Mutex<HashMap<String, Instant>>> = Arc::default();
+    let watch_ready = ready.clone();
+    let watch = tokio::spawn(
+        watcher(api.clone(), watcher::Config::default())
+            .applied_objects()
+            .try_for_each(move |obj| {
+                let done = obj.data["status"]["conditions"]
+                    .as_array()
+                    .is_some_and(|cs| {
+                        cs.iter()
+                            .any(|c| c["type"] == "Ready" && c["status"] == "True")
+                    });
+                if done
+                    && let Some(name) = obj.metadata.name.clone()
+                    && let Ok(mut r) = watch_ready.lock()
+                {
+                    r.entry(name).or_insert_with(Instant::now);
+                }
+                std::future::ready(Ok(()))
+            }),
+    );
+
+    let cpu_before = cpu_seconds(issuer_pid)?;
+    let started = Instant::now();
+    let request_b64 =
+        base64::Engine::encode(&base64::engine::general_purpose::STANDARD, csr.as_bytes());
+    stream::iter(0..count)
+        .map(|i| {
+            let (api, created, request) = (api.clone(), created.clone(), request_b64.clone());
+            async move {
+                let name = format!("load-{i}");
+                let obj: DynamicObject = serde_json::from_value(json!({
+                    "apiVersion": "cert-manager.io/v1", "kind": "CertificateRequest",
+                    "metadata": {"name": name, "namespace": "default"},
+                    "spec": {"request": request, "issuerRef": {"group": "capstan.dev", "kind": "ClusterCAIssuer", "name": "bench"}}
+                }))?;
+                if let Ok(mut c) = created.lock() {
+                    c.insert(name.clone(), Instant::now());
+                }
+                api.create(&PostParams::default(), &obj).await?;
+                let approve = json!({"status": {"conditions": [{"type": "Approved", "status": "True", "reason": "bench", "message": "approved", "lastTransitionTime": "2026-01-01T00:00:00Z"}]}});
+                api.patch_status(&name, &PatchParams::default(), &Patch::Merge(&approve)).await?;
+                anyhow::Ok(())
+            }
+        })
+        .buffer_unordered(32)
+        .try_collect::<Vec<_>>()
+        .await?;
+    await_condition(
+        "every request to be issued",
+        Duration::from_secs(300),
+        Duration::from_millis(50),
+        || async { (ready.lock().map(|r| r.len()).unwrap_or(0) >= count).then_some(()) },
+    )
+    .await?;
+    let elapsed = started.elapsed();
+    let cpu = cpu_seconds(issuer_pid)? - cpu_before;
+    watch.abort();
+
+    let created = created.lock().map(|c| c.clone()).unwrap_or_default();
+    let ready = ready.lock().map(|r| r.clone()).unwrap_or_default();
+    let mut latencies: Vec<Duration> = created
+        .iter()
+        .filter_map(|(n, t0)| ready.get(n).map(|t1| t1.saturating_duration_since(*t0)))
+        .collect();
+    if latencies.len() < count {
+        bail!("only {} of {count} requests were issued", latencies.len());
+    }
+    latencies.sort();
+    let pct = |p: f64| {
+        latencies[((latencies.len() as f64 * p).ceil() as usize)
+            .saturating_sub(1)
+            .min(latencies.len() - 1)]
+    };
+    println!(
+        "issued {} in {:.2} s, p50 {} ms, p99 {} ms",
+        latencies.len(),
+        elapsed.as_secs_f64(),
+        pct(0.50).as_millis(),
+        pct(0.99).as_millis()
+    );
+    let per_request = Duration::from_secs_f64(cpu / count as f64);
+    println!(
+        "issuer CPU {:.2} s total, {} µs per request; pure signing {} µs per leaf; ratio {:.1}x",
+        cpu,
+        per_request.as_micros(),
+        pure.as_micros(),
+        per_request.as_secs_f64() / pure.as_secs_f64()
+    );
+    drop(issuer);
+    Ok(())
+}
