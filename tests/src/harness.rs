@@ -325,6 +325,14 @@ impl RunningBinary {
         Ok(Self { child, logs })
     }
 
+    /// Kills the process with SIGKILL (no chance to clean up, as a node
+    /// crash or OOM kill would) and waits for it; the logs stay readable.
+    pub async fn sigkill(&mut self) -> anyhow::Result<()> {
+        let _ = self.child.start_kill();
+        let _ = self.child.wait().await?;
+        Ok(())
+    }
+
     /// The process id (0 once it has been reaped).
     pub fn pid(&self) -> u32 {
         self.child.id().unwrap_or_default()

@@ -813,3 +813,120 @@ async fn two_replicas_sign_every_request_exactly_once() {
             .any(|l| l.contains("leadership changed"))
     );
 }
+
+/// SHA-256 fingerprint of the first certificate in a PEM file, as capstan
+/// writes it (lowercase hex, no separators).
+fn fingerprint(env: &Env, file: &str) -> String {
+    let (ok, out) = env.openssl(&["x509", "-in", file, "-noout", "-fingerprint", "-sha256"]);
+    assert!(ok, "{out}");
+    out.trim()
+        .rsplit('=')
+        .next()
+        .unwrap()
+        .replace(':', "")
+        .to_lowercase()
+}
+
+/// `kill -9` of the issuer at each step of a rotation: the restarted issuer
+/// finishes the same rotation — the CA it published is the one that signs —
+/// so no key is lost or silently replaced.
+#[tokio::test]
+async fn kill_9_at_each_rotation_step_loses_nothing() {
+    let mut env = start().await;
+    env.apply(
+        "apiVersion: capstan.dev/v1alpha1
+kind: ClusterCAIssuer
+metadata:
+  name: monitoring-ca
+spec:
+  maxDuration: 10m
+  selfManaged:
+    secretName: monitoring-ca
+    duration: 1h
+    rotateBefore: 20m
+    propagationDelay: 8s
+",
+    )
+    .await;
+    let before = env
+        .wait_condition(&["clustercaissuer", "monitoring-ca"], "Ready", "True")
+        .await;
+    let first = before["status"]["ca"]["fingerprint"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let kubeconfig = env.dir.path().join("issuer.kubeconfig");
+
+    // Crash right after the trigger.
+    env.kubectl
+        .run_ok(&[
+            "annotate",
+            "clustercaissuer",
+            "monitoring-ca",
+            "capstan.dev/rotate=drill-1",
+        ])
+        .await
+        .unwrap();
+    env.issuer.sigkill().await.unwrap();
+    env.issuer = start_issuer(&kubeconfig, "issuer-0");
+    // Published (by whichever process got there): remember the next CA.
+    let secret = await_condition("the next CA to be published", WAIT, POLL, || async {
+        let secret = env
+            .get_json(&["secret", "monitoring-ca", "-n", "default"])
+            .await?;
+        secret["data"]["next.crt"].is_string().then_some(secret)
+    })
+    .await
+    .unwrap();
+    let next_file = env.write("next.pem", &decode(&secret["data"]["next.crt"]));
+    let next = fingerprint(&env, &next_file);
+    assert_ne!(next, first);
+
+    // Crash during the propagation delay.
+    env.issuer.sigkill().await.unwrap();
+    env.issuer = start_issuer(&kubeconfig, "issuer-0");
+    let switched = await_condition("the switch to the published CA", WAIT, POLL, || async {
+        let issuer = env.get_json(&["clustercaissuer", "monitoring-ca"]).await?;
+        let fp = issuer["status"]["ca"]["fingerprint"].as_str()?.to_owned();
+        (fp != first).then_some(fp)
+    })
+    .await
+    .unwrap();
+    assert_eq!(
+        switched, next,
+        "the CA that signs must be the one that was published, not a new one"
+    );
+
+    // The retired CA is still trusted; a new leaf verifies against the bundle.
+    let secret = env
+        .get_json(&["secret", "monitoring-ca", "-n", "default"])
+        .await
+        .unwrap();
+    let bundle = env.write("bundle.pem", &decode(&secret["data"]["ca-bundle.crt"]));
+    assert_eq!(
+        decode(&secret["data"]["ca-bundle.crt"])
+            .matches("BEGIN CERTIFICATE")
+            .count(),
+        2,
+        "both CAs trusted"
+    );
+    assert!(secret["data"].get("next.crt").is_none() && secret["data"].get("next.key").is_none());
+    let csr = env.csr(
+        "after-crash",
+        &["-algorithm", "EC", "-pkeyopt", "ec_paramgen_curve:P-256"],
+        "DNS:after.example",
+    );
+    env.request("after-crash", &csr, "", "ClusterCAIssuer")
+        .await;
+    env.approve("after-crash", "Approved").await;
+    let cr = env
+        .wait_condition(
+            &["certificaterequest", "after-crash", "-n", "default"],
+            "Ready",
+            "True",
+        )
+        .await;
+    let leaf = env.write("after.pem", &decode(&cr["status"]["certificate"]));
+    let (ok, out) = env.openssl(&["verify", "-CAfile", &bundle, &leaf]);
+    assert!(ok, "{out}");
+}
