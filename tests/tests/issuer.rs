@@ -449,6 +449,44 @@ async fn every_row_of_the_request_contract() {
         .clone();
     assert!(msg.as_str().unwrap().contains("good.example"), "{outside}");
 
+    // A duration over the cap: issued, shortened, and the Event says so.
+    env.request("long", &good, "  duration: 2000h\n", "ClusterCAIssuer")
+        .await;
+    env.approve("long", "Approved").await;
+    let long = env
+        .wait_condition(
+            &["certificaterequest", "long", "-n", "default"],
+            "Ready",
+            "True",
+        )
+        .await;
+    let leaf = env.write("long.pem", &decode(&long["status"]["certificate"]));
+    let (_, end) = env.openssl(&[
+        "x509",
+        "-in",
+        &leaf,
+        "-noout",
+        "-checkend",
+        &(721 * 3600).to_string(),
+    ]);
+    assert!(
+        end.contains("will expire"),
+        "capped at maxDuration (720h): {end}"
+    );
+    let events = env
+        .kubectl
+        .run_ok(&[
+            "get",
+            "events",
+            "-n",
+            "default",
+            "--field-selector",
+            "involvedObject.name=long",
+        ])
+        .await
+        .unwrap();
+    assert!(events.contains("maxDuration"), "{events}");
+
     // The untouched ones are still untouched.
     for name in ["waiting", "foreign"] {
         let cr = env
