@@ -3,6 +3,8 @@
 //! Nothing here knows about certificates or bundles; it is what every
 //! long-running capstan process needs around its controllers:
 //!
+//! * [`cli`] — flags both binaries share: cluster access, leader election,
+//!   replica identity;
 //! * [`telemetry`] — structured logs (text or JSON) through `tracing-subscriber`;
 //! * [`crd`] — rendering generated CRDs into the committed `crds/` YAML;
 //! * [`events`] — Kubernetes Events with library-go's reasons and messages;
@@ -10,6 +12,7 @@
 //! * [`shutdown`] — one cancellation token, fired by SIGTERM or SIGINT, shared by
 //!   controllers and servers so the process drains and exits cleanly.
 
+pub mod cli;
 pub mod crd;
 pub mod events;
 pub mod lease;

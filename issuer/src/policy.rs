@@ -74,17 +74,7 @@ pub struct IssuerPolicy {
 /// # Errors
 /// When the text is not a duration, or is zero or negative.
 pub fn parse_duration(field: &str, text: &str) -> Result<Duration, SpecError> {
-    let parsed: k8s_openapi::jiff::SignedDuration = text.trim().parse().map_err(|_| {
-        SpecError(format!(
-            "{field}: {text:?} is not a duration (write it like \"15s\", \"5m\" or \"2160h\")"
-        ))
-    })?;
-    if parsed.is_negative() || parsed.is_zero() {
-        return Err(SpecError(format!(
-            "{field}: {text:?} must be longer than zero"
-        )));
-    }
-    Duration::try_from(parsed).map_err(|_| SpecError(format!("{field}: {text:?} is out of range")))
+    capstan_common::cli::parse_duration(text).map_err(|e| SpecError(format!("{field}: {e}")))
 }
 
 fn optional_duration(field: &str, text: Option<&str>) -> Result<Option<Duration>, SpecError> {

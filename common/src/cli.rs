@@ -1,0 +1,174 @@
+//! Command-line pieces both binaries share: how to reach the cluster, leader
+//! election, and who this replica is.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use anyhow::Context as _;
+use tokio_util::sync::CancellationToken;
+
+use crate::lease::{self, Leadership, LeaseConfig};
+
+/// Parses a duration flag written like `15s`, `5m`, `2h` (Go's syntax).
+///
+/// # Errors
+/// When the text is not a positive duration.
+pub fn parse_duration(text: &str) -> Result<Duration, String> {
+    let parsed: k8s_openapi::jiff::SignedDuration = text.trim().parse().map_err(|_| {
+        format!("{text:?} is not a duration (write it like \"15s\", \"5m\" or \"2h\")")
+    })?;
+    if parsed.is_negative() || parsed.is_zero() {
+        return Err(format!("{text:?} must be longer than zero"));
+    }
+    Duration::try_from(parsed).map_err(|_| format!("{text:?} is out of range"))
+}
+
+/// How to reach the Kubernetes API.
+#[derive(Debug, Clone, clap::Args)]
+pub struct KubeArgs {
+    /// Kubeconfig to use; in a pod the service account is used.
+    #[arg(long, env = "KUBECONFIG")]
+    pub kubeconfig: Option<PathBuf>,
+}
+
+impl KubeArgs {
+    /// A client for the configured cluster.
+    ///
+    /// # Errors
+    /// When no cluster configuration can be found or read.
+    pub async fn client(&self) -> anyhow::Result<kube::Client> {
+        let config = match &self.kubeconfig {
+            Some(path) => {
+                let kubeconfig = kube::config::Kubeconfig::read_from(path)
+                    .with_context(|| format!("reading kubeconfig {}", path.display()))?;
+                kube::Config::from_custom_kubeconfig(
+                    kubeconfig,
+                    &kube::config::KubeConfigOptions::default(),
+                )
+                .await?
+            }
+            None => kube::Config::infer()
+                .await
+                .context("finding the cluster (in-cluster or KUBECONFIG)")?,
+        };
+        Ok(kube::Client::try_from(config)?)
+    }
+}
+
+/// Leader election on a Lease.
+#[derive(Debug, Clone, clap::Args)]
+pub struct LeaderArgs {
+    /// Elect a leader on a coordination.k8s.io Lease so that several
+    /// replicas are safe; only the leader writes.
+    #[arg(long = "leader-elect", env = "CAPSTAN_LEADER_ELECT", default_value_t = true, action = clap::ArgAction::Set)]
+    pub enabled: bool,
+
+    /// Namespace of the leader-election Lease. Default: the pod's own namespace.
+    #[arg(
+        long = "leader-election-namespace",
+        env = "CAPSTAN_LEADER_ELECTION_NAMESPACE"
+    )]
+    pub namespace: Option<String>,
+
+    /// How long a leader's lease lasts without renewal.
+    #[arg(long = "leader-election-lease-duration", default_value = "15s", value_parser = parse_duration)]
+    pub lease_duration: Duration,
+
+    /// How long before expiry the leader renews.
+    #[arg(long = "leader-election-renew-grace", default_value = "5s", value_parser = parse_duration)]
+    pub renew_grace: Duration,
+}
+
+impl LeaderArgs {
+    /// Campaigns for lease `name` (or always leads when disabled). If the
+    /// election task ends, `shutdown` is cancelled: writing without a lease
+    /// would be unsafe.
+    ///
+    /// # Errors
+    /// When the Lease cannot be read or created.
+    pub async fn leadership(
+        &self,
+        client: kube::Client,
+        name: &str,
+        identity: &str,
+        shutdown: &CancellationToken,
+    ) -> anyhow::Result<Leadership> {
+        if !self.enabled {
+            return Ok(Leadership::always());
+        }
+        let config = LeaseConfig {
+            namespace: self.namespace.clone().unwrap_or_else(own_namespace),
+            name: name.to_owned(),
+            identity: identity.to_owned(),
+            duration: self.lease_duration,
+            grace: self.renew_grace,
+        };
+        let (leadership, task) = lease::campaign(client, &config)
+            .await
+            .context("starting leader election")?;
+        let ended = shutdown.clone();
+        tokio::spawn(async move {
+            match task.await {
+                Ok(Ok(_)) => {}
+                Ok(Err(e)) => tracing::error!(error = %e, "leader election ended"),
+                Err(e) => tracing::error!(error = %e, "leader election task failed"),
+            }
+            ended.cancel();
+        });
+        Ok(leadership)
+    }
+}
+
+/// This pod's namespace: `POD_NAMESPACE` (downward API), else the service
+/// account's, else `default`.
+#[must_use]
+pub fn own_namespace() -> String {
+    std::env::var("POD_NAMESPACE")
+        .ok()
+        .or_else(|| {
+            std::fs::read_to_string("/var/run/secrets/kubernetes.io/serviceaccount/namespace").ok()
+        })
+        .map(|s| s.trim().to_owned())
+        .filter(|s| !s.is_empty())
+        .unwrap_or_else(|| "default".to_owned())
+}
+
+/// This replica's identity: `POD_NAME` (else the host name) and the process
+/// id, so a restarted process never mistakes an old lease for its own.
+#[must_use]
+pub fn identity(component: &str) -> String {
+    std::env::var("POD_NAME")
+        .ok()
+        .or_else(|| {
+            std::fs::read_to_string("/proc/sys/kernel/hostname")
+                .ok()
+                .map(|h| h.trim().to_owned())
+        })
+        .filter(|s| !s.is_empty())
+        .map_or_else(
+            || format!("{component}-{}", std::process::id()),
+            |name| format!("{name}-{}", std::process::id()),
+        )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn durations_read_like_go() {
+        assert_eq!(parse_duration("10s"), Ok(Duration::from_secs(10)));
+        assert_eq!(parse_duration("5m"), Ok(Duration::from_secs(300)));
+        assert!(
+            parse_duration("soon")
+                .expect_err("not a duration")
+                .contains("soon")
+        );
+        assert!(parse_duration("0s").is_err());
+    }
+
+    #[test]
+    fn identity_carries_the_process_id() {
+        assert!(identity("capstan-x").ends_with(&format!("-{}", std::process::id())));
+    }
+}
