@@ -1,28 +1,92 @@
-//! Command-line interface of `capstan-rotator`.
+//! Command-line interface and process wiring of `capstan-rotator`.
 
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context as _;
+use capstan_common::cli::{self, KubeArgs, LeaderArgs, parse_duration};
+use capstan_common::events::Recorder;
+use capstan_common::shutdown;
 use capstan_common::telemetry::{self, LogArgs};
 
-/// capstan's rotator: the rotator: pushes CA bundles into ConfigMaps and rolls the workloads that use rotated Secrets and ConfigMaps.
+use crate::context::Context;
+use crate::metrics::Metrics;
+use crate::restart::controller::Restarter;
+use crate::restart::schedule::Limits;
+
+/// capstan's rotator: rolls the Deployments, StatefulSets and DaemonSets
+/// that use a changed Secret or ConfigMap, and tells the story as Events.
 #[derive(Debug, clap::Parser)]
 #[command(name = "capstan-rotator", version, about, long_about = None)]
 pub struct Args {
     /// Logging options.
     #[command(flatten)]
     pub log: LogArgs,
+
+    /// Cluster access.
+    #[command(flatten)]
+    pub kube: KubeArgs,
+
+    /// Leader election.
+    #[command(flatten)]
+    pub leader: LeaderArgs,
+
+    /// Changes within this window of the first one make one rollout.
+    #[arg(long, env = "CAPSTAN_RESTART_DEBOUNCE", default_value = "10s", value_parser = parse_duration)]
+    pub restart_debounce: Duration,
+
+    /// Rollouts in flight at once per namespace; the next waits for one to
+    /// complete or time out.
+    #[arg(long, env = "CAPSTAN_MAX_CONCURRENT_ROLLOUTS", default_value_t = 1, value_parser = clap::value_parser!(u16).range(1..))]
+    pub max_concurrent_rollouts: u16,
+
+    /// How long to wait for a rollout before giving up on it (an Event says so).
+    #[arg(long, env = "CAPSTAN_ROLLOUT_TIMEOUT", default_value = "5m", value_parser = parse_duration)]
+    pub rollout_timeout: Duration,
+
+    /// Log and record Events for what would change; change nothing.
+    #[arg(long, env = "CAPSTAN_DRY_RUN")]
+    pub dry_run: bool,
 }
 
 impl Args {
-    /// Runs the rotator.
+    /// Runs the rotator until SIGTERM or SIGINT.
     ///
     /// # Errors
-    /// This build carries the command-line interface only; the controllers
-    /// arrive with their own change, so running it reports that plainly
-    /// instead of pretending to work.
+    /// When the client, leader election or telemetry cannot start.
     pub fn run(self) -> anyhow::Result<()> {
         telemetry::init(&self.log).map_err(anyhow::Error::msg)?;
-        anyhow::bail!(
-            "capstan-rotator {}: this build has no controllers yet; only --help and --version work",
-            env!("CARGO_PKG_VERSION")
-        )
+        tokio::runtime::Builder::new_multi_thread()
+            .enable_all()
+            .build()
+            .context("starting the async runtime")?
+            .block_on(self.serve())
+    }
+
+    async fn serve(self) -> anyhow::Result<()> {
+        let shutdown = shutdown::on_signal().context("installing signal handlers")?;
+        let client = self.kube.client().await?;
+        let identity = cli::identity("capstan-rotator");
+        let leadership = self
+            .leader
+            .leadership(client.clone(), "capstan-rotator", &identity, &shutdown)
+            .await?;
+        let registry = prometheus::Registry::new();
+        let ctx = Arc::new(Context {
+            client: client.clone(),
+            recorder: Recorder::new(client, "capstan-rotator", identity.clone()),
+            metrics: Metrics::register(&registry)?,
+            leadership,
+            dry_run: self.dry_run,
+        });
+        let limits = Limits {
+            debounce: self.restart_debounce,
+            max_concurrent: usize::from(self.max_concurrent_rollouts),
+            rollout_timeout: self.rollout_timeout,
+        };
+        tracing::info!(identity = %identity, dry_run = self.dry_run, ?limits, "capstan-rotator starting");
+        Restarter::new(ctx, limits).run(shutdown).await;
+        tracing::info!("capstan-rotator stopped");
+        Ok(())
     }
 }

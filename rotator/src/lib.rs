@@ -1,4 +1,5 @@
-//! capstan's rotator: the rotator: pushes CA bundles into ConfigMaps and rolls the workloads that use rotated Secrets and ConfigMaps.
+//! capstan's rotator: pushes CA bundles into ConfigMaps and rolls the
+//! workloads that use rotated Secrets and ConfigMaps.
 //!
 //! The binary (`src/main.rs`) only parses [`Args`] and calls [`Args::run`];
 //! everything else lives in this library.

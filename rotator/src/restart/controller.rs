@@ -147,7 +147,7 @@ impl Restarter {
         match input {
             Input::Workload(event) => match *event {
                 watcher::Event::Apply(w) | watcher::Event::InitApply(w) => {
-                    self.workload_applied(w).await
+                    self.workload_applied(w, false).await
                 }
                 watcher::Event::Delete(w) => {
                     self.forget(&w.key());
@@ -184,12 +184,18 @@ impl Restarter {
 
     /// A workload appeared or changed: track what it uses, follow its
     /// rollout, and record a baseline hash the first time.
-    async fn workload_applied(&mut self, w: Workload) -> Result<()> {
+    ///
+    /// A hash that differs from the content is treated as a change missed
+    /// while nobody watched only when the workload is first seen or this
+    /// replica just became leader (`recheck`); otherwise the difference is a
+    /// change already scheduled, or the echo of the rotator's own write.
+    async fn workload_applied(&mut self, w: Workload, recheck: bool) -> Result<()> {
         let key = w.key();
         let Some(watched) = sources::watched(&w.annotations(), &w.template()) else {
             self.forget(&key);
             return Ok(());
         };
+        let first_seen = !self.workloads.contains_key(&key);
         self.forget_users(&key);
         for source in &watched {
             self.users
@@ -207,6 +213,13 @@ impl Restarter {
                     },
                 );
             }
+        }
+        self.drop_unused();
+        if first_seen {
+            // Logged once the current content is known, so a change from
+            // here on is seen as one.
+            let names: Vec<String> = watched.iter().map(ToString::to_string).collect();
+            tracing::info!(workload = %key, sources = %names.join(", "), "watching the sources of {key}");
         }
         self.ctx
             .metrics
@@ -244,7 +257,7 @@ impl Restarter {
         self.workloads.insert(key.clone(), (w.clone(), watched));
         match applied {
             None => self.record_baseline(&w, &current).await,
-            Some(applied) if applied != current && !in_flight => {
+            Some(applied) if applied != current && !in_flight && (first_seen || recheck) => {
                 // Changed while nobody watched (or before this replica led):
                 // restart for every source, as the change cannot be narrowed.
                 for source in self.workloads[&key].1.clone() {
@@ -286,6 +299,7 @@ impl Restarter {
                 digest,
             },
         );
+        tracing::debug!(source = %skey.1, namespace = %skey.0, changed, "source content checked");
         if changed {
             for workload in users {
                 self.scheduler
@@ -463,7 +477,7 @@ impl Restarter {
     async fn resync(&mut self) -> Result<()> {
         let tracked: Vec<Workload> = self.workloads.values().map(|(w, _)| w.clone()).collect();
         for w in tracked {
-            self.workload_applied(w).await?;
+            self.workload_applied(w, true).await?;
         }
         Ok(())
     }
@@ -481,11 +495,18 @@ impl Restarter {
         }
     }
 
+    /// Removes `key` from the users of every source. Digests are kept: a
+    /// workload that still uses a source must compare against the digest it
+    /// had, not one fetched after a change (see [`Self::drop_unused`]).
     fn forget_users(&mut self, key: &WorkloadKey) {
         for users in self.users.values_mut() {
             users.remove(key);
         }
         self.users.retain(|_, users| !users.is_empty());
+    }
+
+    /// Drops the digests of sources no workload uses any more.
+    fn drop_unused(&mut self) {
         let users = &self.users;
         self.known.retain(|skey, _| users.contains_key(skey));
     }
@@ -494,6 +515,7 @@ impl Restarter {
         self.workloads.remove(key);
         self.scheduler.forget(key);
         self.forget_users(key);
+        self.drop_unused();
     }
 }
 
