@@ -23,6 +23,23 @@ pub fn parse_duration(text: &str) -> Result<Duration, String> {
     Duration::try_from(parsed).map_err(|_| format!("{text:?} is out of range"))
 }
 
+/// Starts logging, builds the multi-threaded runtime and runs `serve` on
+/// it: the common start of both binaries.
+///
+/// # Errors
+/// When logging or the runtime cannot start, or `serve` fails.
+pub fn run<F>(log: &crate::telemetry::LogArgs, serve: F) -> anyhow::Result<()>
+where
+    F: std::future::Future<Output = anyhow::Result<()>>,
+{
+    crate::telemetry::init(log).map_err(anyhow::Error::msg)?;
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("starting the async runtime")?
+        .block_on(serve)
+}
+
 /// How to reach the Kubernetes API.
 #[derive(Debug, Clone, clap::Args)]
 pub struct KubeArgs {

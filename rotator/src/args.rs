@@ -7,7 +7,7 @@ use anyhow::Context as _;
 use capstan_common::cli::{self, KubeArgs, LeaderArgs, parse_duration};
 use capstan_common::events::Recorder;
 use capstan_common::shutdown;
-use capstan_common::telemetry::{self, LogArgs};
+use capstan_common::telemetry::LogArgs;
 
 use crate::context::Context;
 use crate::metrics::Metrics;
@@ -55,12 +55,8 @@ impl Args {
     /// # Errors
     /// When the client, leader election or telemetry cannot start.
     pub fn run(self) -> anyhow::Result<()> {
-        telemetry::init(&self.log).map_err(anyhow::Error::msg)?;
-        tokio::runtime::Builder::new_multi_thread()
-            .enable_all()
-            .build()
-            .context("starting the async runtime")?
-            .block_on(self.serve())
+        let log = self.log.clone();
+        cli::run(&log, self.serve())
     }
 
     async fn serve(self) -> anyhow::Result<()> {
