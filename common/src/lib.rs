@@ -6,15 +6,22 @@
 //! * [`cli`] — flags both binaries share: cluster access, leader election,
 //!   replica identity;
 //! * [`telemetry`] — structured logs (text or JSON) through `tracing-subscriber`;
+//! * [`config`] — the YAML config file, applied under flags and environment;
 //! * [`crd`] — rendering generated CRDs into the committed `crds/` YAML;
 //! * [`events`] — Kubernetes Events with library-go's reasons and messages;
 //! * [`lease`] — leader election on a Lease, as a watch channel;
+//! * [`serve`] — `/metrics` (plain, TLS from files or a Secret-kept CA,
+//!   scrape auth) and `/healthz` + `/readyz`;
+//! * [`error`] — the crate's one error type;
 //! * [`shutdown`] — one cancellation token, fired by SIGTERM or SIGINT, shared by
 //!   controllers and servers so the process drains and exits cleanly.
 
 pub mod cli;
+pub mod config;
 pub mod crd;
+pub mod error;
 pub mod events;
 pub mod lease;
+pub mod serve;
 pub mod shutdown;
 pub mod telemetry;

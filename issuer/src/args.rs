@@ -1,10 +1,13 @@
 //! Command-line interface and process wiring of `capstan-issuer`.
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use anyhow::Context as _;
 use capstan_common::cli::{self, KubeArgs, LeaderArgs};
+use capstan_common::config::ConfigArgs;
 use capstan_common::events::Recorder;
+use capstan_common::serve::{self, Health, ServeArgs};
 use capstan_common::shutdown;
 use capstan_common::telemetry::LogArgs;
 
@@ -18,6 +21,10 @@ use crate::metrics::Metrics;
 #[derive(Debug, clap::Parser)]
 #[command(name = "capstan-issuer", version, about, long_about = None)]
 pub struct Args {
+    /// Config file.
+    #[command(flatten)]
+    pub config: ConfigArgs,
+
     /// Logging options.
     #[command(flatten)]
     pub log: LogArgs,
@@ -30,11 +37,20 @@ pub struct Args {
     #[command(flatten)]
     pub leader: LeaderArgs,
 
+    /// Metrics and health serving.
+    #[command(flatten)]
+    pub serve: ServeArgs,
+
     /// Namespace of the CA Secrets of ClusterCAIssuers (as cert-manager's
     /// --cluster-resource-namespace). Default: the issuer's own namespace.
     #[arg(long, env = "CAPSTAN_CLUSTER_RESOURCE_NAMESPACE")]
     pub cluster_resource_namespace: Option<String>,
 }
+
+/// Config-file keys of this binary beyond
+/// [`capstan_common::config::COMMON_KEYS`], each with its flag.
+pub const CONFIG_KEYS: &[(&str, &str)] =
+    &[("clusterResourceNamespace", "cluster-resource-namespace")];
 
 impl Args {
     /// Runs the issuer until SIGTERM or SIGINT.
@@ -48,13 +64,26 @@ impl Args {
 
     async fn serve(self) -> anyhow::Result<()> {
         let shutdown = shutdown::on_signal().context("installing signal handlers")?;
+        let plan = self.serve.plan(&cli::own_namespace())?;
         let client = self.kube.client().await?;
         let identity = cli::identity("capstan-issuer");
+        let registry = serve::registry();
+        let health = Health::default();
+        let started = Arc::new(AtomicBool::new(false));
+        let seen = started.clone();
+        health.add_check("controllers", move || seen.load(Ordering::SeqCst));
+        let serving = serve::start(
+            plan,
+            registry.clone(),
+            client.clone(),
+            health,
+            shutdown.clone(),
+        )
+        .await?;
         let leadership = self
             .leader
             .leadership(client.clone(), "capstan-issuer", &identity, &shutdown)
             .await?;
-        let registry = prometheus::Registry::new();
         let ctx = Arc::new(Context {
             client: client.clone(),
             recorder: Recorder::new(client.clone(), "capstan-issuer", identity.clone()),
@@ -76,12 +105,14 @@ impl Args {
             let token = shutdown.clone();
             async move { token.cancelled().await }
         };
+        started.store(true, Ordering::SeqCst);
         tokio::join!(
             crate::issuer::controller::run::<CAIssuer>(ctx.clone(), stop()),
             crate::issuer::controller::run::<ClusterCAIssuer>(ctx.clone(), stop()),
             crate::request::controller::run(ctx.clone(), stop()),
             crate::csr::controller::run(ctx.clone(), stop()),
         );
+        serving.stopped().await;
         tracing::info!("capstan-issuer stopped");
         Ok(())
     }

@@ -17,4 +17,4 @@ pub mod policy;
 pub mod request;
 pub mod signing;
 
-pub use args::Args;
+pub use args::{Args, CONFIG_KEYS};

@@ -9,6 +9,8 @@
 //! * [`bundle`] — trust bundles: parse, de-duplicate, drop expired, order
 //!   newest first, serialize deterministically;
 //! * [`cert`] — certificate summaries and fingerprints;
+//! * [`serving`] — a serving certificate signed locally for the metrics
+//!   endpoint's dynamic TLS;
 //! * [`secret_key`] — a private-key wrapper that never prints its contents.
 //!
 //! Certificates follow RFC 5280: 128-bit random positive serials, subject and
@@ -26,6 +28,7 @@ pub mod csr;
 mod error;
 mod keys;
 pub mod secret_key;
+pub mod serving;
 pub mod sign;
 
 pub use bundle::{Bundle, normalize as normalize_bundle};
@@ -34,6 +37,7 @@ pub use cert::{Summary, fingerprint, summarize};
 pub use csr::{ParsedCsr, parse_csr};
 pub use error::{Error, Result};
 pub use secret_key::SecretKeyPem;
+pub use serving::ServingCert;
 pub use sign::{LeafPolicy, LeafRequest, SignedLeaf, Truncation, is_known_usage};
 
 /// Largest PEM or DER input accepted anywhere (CSRs, certificates, bundles).

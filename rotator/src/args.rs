@@ -1,11 +1,14 @@
 //! Command-line interface and process wiring of `capstan-rotator`.
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use anyhow::Context as _;
 use capstan_common::cli::{self, KubeArgs, LeaderArgs, parse_duration};
+use capstan_common::config::ConfigArgs;
 use capstan_common::events::Recorder;
+use capstan_common::serve::{self, Health, ServeArgs};
 use capstan_common::shutdown;
 use capstan_common::telemetry::LogArgs;
 
@@ -19,6 +22,10 @@ use crate::restart::schedule::Limits;
 #[derive(Debug, clap::Parser)]
 #[command(name = "capstan-rotator", version, about, long_about = None)]
 pub struct Args {
+    /// Config file.
+    #[command(flatten)]
+    pub config: ConfigArgs,
+
     /// Logging options.
     #[command(flatten)]
     pub log: LogArgs,
@@ -30,6 +37,10 @@ pub struct Args {
     /// Leader election.
     #[command(flatten)]
     pub leader: LeaderArgs,
+
+    /// Metrics and health serving.
+    #[command(flatten)]
+    pub serve: ServeArgs,
 
     /// Changes within this window of the first one make one rollout.
     #[arg(long, env = "CAPSTAN_RESTART_DEBOUNCE", default_value = "10s", value_parser = parse_duration)]
@@ -49,6 +60,15 @@ pub struct Args {
     pub dry_run: bool,
 }
 
+/// Config-file keys of this binary beyond
+/// [`capstan_common::config::COMMON_KEYS`], each with its flag.
+pub const CONFIG_KEYS: &[(&str, &str)] = &[
+    ("restartDebounce", "restart-debounce"),
+    ("maxConcurrentRollouts", "max-concurrent-rollouts"),
+    ("rolloutTimeout", "rollout-timeout"),
+    ("dryRun", "dry-run"),
+];
+
 impl Args {
     /// Runs the rotator until SIGTERM or SIGINT.
     ///
@@ -61,13 +81,26 @@ impl Args {
 
     async fn serve(self) -> anyhow::Result<()> {
         let shutdown = shutdown::on_signal().context("installing signal handlers")?;
+        let plan = self.serve.plan(&cli::own_namespace())?;
         let client = self.kube.client().await?;
         let identity = cli::identity("capstan-rotator");
+        let registry = serve::registry();
+        let health = Health::default();
+        let started = Arc::new(AtomicBool::new(false));
+        let seen = started.clone();
+        health.add_check("controllers", move || seen.load(Ordering::SeqCst));
+        let serving = serve::start(
+            plan,
+            registry.clone(),
+            client.clone(),
+            health,
+            shutdown.clone(),
+        )
+        .await?;
         let leadership = self
             .leader
             .leadership(client.clone(), "capstan-rotator", &identity, &shutdown)
             .await?;
-        let registry = prometheus::Registry::new();
         let ctx = Arc::new(Context {
             client: client.clone(),
             recorder: Recorder::new(client, "capstan-rotator", identity.clone()),
@@ -81,7 +114,9 @@ impl Args {
             rollout_timeout: self.rollout_timeout,
         };
         tracing::info!(identity = %identity, dry_run = self.dry_run, ?limits, "capstan-rotator starting");
+        started.store(true, Ordering::SeqCst);
         Restarter::new(ctx, limits).run(shutdown).await;
+        serving.stopped().await;
         tracing::info!("capstan-rotator stopped");
         Ok(())
     }

@@ -12,4 +12,4 @@ pub mod error;
 pub mod metrics;
 pub mod restart;
 
-pub use args::Args;
+pub use args::{Args, CONFIG_KEYS};

@@ -304,9 +304,14 @@ pub struct RunningBinary {
 
 impl RunningBinary {
     /// Starts `program` with arguments and extra environment variables.
+    /// capstan's metrics and health servers listen on free loopback ports
+    /// (so tests run in parallel) unless `envs` or `args` say otherwise;
+    /// [`RunningBinary::serving_addresses`] tells where.
     pub fn start(program: &Path, args: &[&str], envs: &[(&str, &str)]) -> anyhow::Result<Self> {
         let mut c = Command::new(program);
         c.args(args)
+            .env("CAPSTAN_METRICS_LISTEN_ADDRESS", "127.0.0.1:0")
+            .env("CAPSTAN_HEALTH_LISTEN_ADDRESS", "127.0.0.1:0")
             .envs(envs.iter().copied())
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
@@ -362,6 +367,33 @@ impl RunningBinary {
         .with_context(|| format!("logs so far:\n{}", self.logs().join("\n")))
     }
 
+    /// Where a capstan binary serves `/metrics` and `/healthz`, read from its
+    /// "serving metrics and health" log line (waits up to `timeout` for it).
+    pub async fn serving_addresses(
+        &self,
+        timeout: Duration,
+    ) -> anyhow::Result<(std::net::SocketAddr, std::net::SocketAddr)> {
+        let line = self
+            .wait_for_log(timeout, |l| l.contains("serving metrics and health"))
+            .await?;
+        let line = strip_ansi(&line);
+        let field = |name: &str| -> anyhow::Result<std::net::SocketAddr> {
+            let start = line
+                .find(&format!("{name}="))
+                .with_context(|| format!("no {name}= in {line:?}"))?
+                + name.len()
+                + 1;
+            let value: String = line[start..]
+                .chars()
+                .take_while(|c| !c.is_whitespace() && *c != '"' && *c != ',')
+                .collect();
+            value
+                .parse()
+                .with_context(|| format!("{name}={value:?} is not an address"))
+        };
+        Ok((field("metrics")?, field("health")?))
+    }
+
     /// Whether the process is still running.
     pub fn is_running(&mut self) -> bool {
         matches!(self.child.try_wait(), Ok(None))
@@ -373,6 +405,24 @@ impl RunningBinary {
         self.child.wait().await?;
         Ok(())
     }
+}
+
+/// `line` without ANSI colour escapes.
+pub fn strip_ansi(line: &str) -> String {
+    let mut out = String::with_capacity(line.len());
+    let mut chars = line.chars();
+    while let Some(c) = chars.next() {
+        if c == '\u{1b}' {
+            for d in chars.by_ref() {
+                if d.is_ascii_alphabetic() {
+                    break;
+                }
+            }
+        } else {
+            out.push(c);
+        }
+    }
+    out
 }
 
 async fn collect<R: tokio::io::AsyncBufRead + Unpin>(
