@@ -45,12 +45,20 @@ pub struct Args {
     /// --cluster-resource-namespace). Default: the issuer's own namespace.
     #[arg(long, env = "CAPSTAN_CLUSTER_RESOURCE_NAMESPACE")]
     pub cluster_resource_namespace: Option<String>,
+
+    /// Requests reconciled at once by each controller (cert-manager's
+    /// flag). Bounded so that a burst of requests reuses a few API
+    /// connections instead of opening one per request.
+    #[arg(long, env = "CAPSTAN_CONCURRENT_WORKERS", default_value_t = 16, value_parser = clap::value_parser!(u16).range(1..))]
+    pub concurrent_workers: u16,
 }
 
 /// Config-file keys of this binary beyond
 /// [`capstan_common::config::COMMON_KEYS`], each with its flag.
-pub const CONFIG_KEYS: &[(&str, &str)] =
-    &[("clusterResourceNamespace", "cluster-resource-namespace")];
+pub const CONFIG_KEYS: &[(&str, &str)] = &[
+    ("clusterResourceNamespace", "cluster-resource-namespace"),
+    ("concurrentWorkers", "concurrent-workers"),
+];
 
 impl Args {
     /// Runs the issuer until SIGTERM or SIGINT.
@@ -94,6 +102,7 @@ impl Args {
                 .cluster_resource_namespace
                 .clone()
                 .unwrap_or_else(cli::own_namespace),
+            concurrent_workers: self.concurrent_workers,
         });
         tracing::info!(
             identity = %identity,

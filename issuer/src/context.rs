@@ -114,4 +114,6 @@ pub struct Context {
     pub signers: Signers,
     /// Namespace of `ClusterCAIssuer` CA Secrets.
     pub cluster_resource_namespace: String,
+    /// Reconciles run at once per controller.
+    pub concurrent_workers: u16,
 }

@@ -253,6 +253,21 @@ pub fn generate(managed: &SelfManagedPolicy, now: Timestamp) -> Result<Generated
     })
 }
 
+/// [`generate`] on the blocking pool: an RSA 4096 key takes seconds to
+/// find, which must not stall the controllers sharing the async runtime.
+///
+/// # Errors
+/// As [`generate`].
+pub async fn generate_off_runtime(
+    managed: &SelfManagedPolicy,
+    now: Timestamp,
+) -> Result<Generated, String> {
+    let managed = managed.clone();
+    tokio::task::spawn_blocking(move || generate(&managed, now))
+        .await
+        .map_err(|e| format!("CA generation did not finish: {e}"))?
+}
+
 /// Identity and validity of a CA certificate (the first in `pem`).
 ///
 /// # Errors

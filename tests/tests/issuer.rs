@@ -247,7 +247,7 @@ spec:
 
 #[tokio::test]
 async fn self_managed_issuer_signs_approved_requests_for_every_key_algorithm() {
-    let cases: [(&str, &[&str]); 4] = [
+    let cases: [(&str, &[&str]); 6] = [
         (
             "ECDSAP256",
             &["-algorithm", "EC", "-pkeyopt", "ec_paramgen_curve:P-256"],
@@ -261,8 +261,17 @@ async fn self_managed_issuer_signs_approved_requests_for_every_key_algorithm() {
             "ECDSAP384",
             &["-algorithm", "EC", "-pkeyopt", "ec_paramgen_curve:P-384"],
         ),
+        (
+            "RSA3072",
+            &["-algorithm", "RSA", "-pkeyopt", "rsa_keygen_bits:3072"],
+        ),
+        (
+            "RSA4096",
+            &["-algorithm", "EC", "-pkeyopt", "ec_paramgen_curve:P-256"],
+        ),
     ];
     for (alg, key_args) in cases {
+        println!("CA key algorithm {alg}");
         let env = start().await;
         env.apply(&SELF_MANAGED.replace("KEYALG", alg)).await;
         let issuer = env

@@ -15,7 +15,7 @@ use k8s_openapi::api::certificates::v1::{
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use k8s_openapi::jiff::Timestamp;
 use kube::api::{Api, Patch, PatchParams};
-use kube::runtime::controller::{Action, Controller};
+use kube::runtime::controller::{self, Action, Controller};
 use kube::runtime::watcher;
 use kube::{Resource, ResourceExt};
 use serde_json::json;
@@ -139,6 +139,7 @@ pub async fn run(
 ) {
     let api: Api<CertificateSigningRequest> = Api::all(ctx.client.clone());
     Controller::new(api, watcher::Config::default().any_semantic())
+        .with_config(controller::Config::default().concurrency(ctx.concurrent_workers))
         .reconcile_all_on(WatchStream::new(ctx.signers.subscribe()).map(|_| ()))
         .reconcile_all_on(ctx.leadership.gained())
         .graceful_shutdown_on(shutdown)

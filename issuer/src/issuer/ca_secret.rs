@@ -141,8 +141,16 @@ pub async fn ensure_self_managed(
     if plan.step == Step::Idle || !may_write {
         return Ok(Some(unchanged));
     }
+    let next = match plan.step {
+        Step::Publish(_) => Some(
+            signing::generate_off_runtime(managed, now)
+                .await
+                .map_err(problem)?,
+        ),
+        _ => None,
+    };
     let (data, record) =
-        apply_step(&plan.step, &data, record, managed, trigger, now).map_err(problem)?;
+        apply_step(&plan.step, next, &data, record, trigger, now).map_err(problem)?;
     let mut updated = secret.clone();
     updated.data = Some(data);
     set_record(&mut updated.metadata, &record);
@@ -181,10 +189,12 @@ async fn create(
     now: Timestamp,
 ) -> Result<Managed> {
     let name = &managed.secret_name;
-    let generated = signing::generate(managed, now).map_err(|problem| Error::CaSecret {
-        secret: secret_ref(namespace, name),
-        problem,
-    })?;
+    let generated = signing::generate_off_runtime(managed, now)
+        .await
+        .map_err(|problem| Error::CaSecret {
+            secret: secret_ref(namespace, name),
+            problem,
+        })?;
     let bundle = signing::bundle(&[generated.cert_pem.as_bytes()], now).map_err(|problem| {
         Error::CaSecret {
             secret: secret_ref(namespace, name),
@@ -249,9 +259,9 @@ async fn create(
 /// The Secret data and record after taking `step`.
 fn apply_step(
     step: &Step,
+    next: Option<signing::Generated>,
     data: &BTreeMap<String, ByteString>,
     mut record: Record,
-    managed: &SelfManagedPolicy,
     trigger: Option<&str>,
     now: Timestamp,
 ) -> std::result::Result<(BTreeMap<String, ByteString>, Record), String> {
@@ -260,7 +270,7 @@ fn apply_step(
     match step {
         Step::Idle => {}
         Step::Publish(reason) => {
-            let next = signing::generate(managed, now)?;
+            let next = next.ok_or("no CA was generated for the publish step")?;
             let bundle = signing::bundle(
                 &[
                     next.cert_pem.as_bytes(),

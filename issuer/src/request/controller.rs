@@ -14,7 +14,7 @@ use futures::StreamExt;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use k8s_openapi::jiff::Timestamp;
 use kube::api::{Api, Patch, PatchParams};
-use kube::runtime::controller::{Action, Controller};
+use kube::runtime::controller::{self, Action, Controller};
 use kube::runtime::watcher;
 use kube::{Resource, ResourceExt};
 use tokio_stream::wrappers::WatchStream;
@@ -210,6 +210,7 @@ pub async fn run(
     let api: Api<CertificateRequest> = Api::all(ctx.client.clone());
     let gained = ctx.leadership.gained();
     Controller::new(api, watcher::Config::default().any_semantic())
+        .with_config(controller::Config::default().concurrency(ctx.concurrent_workers))
         .reconcile_all_on(WatchStream::new(ctx.signers.subscribe()).map(|_| ()))
         .reconcile_all_on(gained)
         .graceful_shutdown_on(shutdown)

@@ -271,6 +271,28 @@ async fn main() -> anyhow::Result<()> {
         pure.as_micros(),
         per_request.as_secs_f64() / pure.as_secs_f64()
     );
+    let mut calls: std::collections::BTreeMap<String, usize> = Default::default();
+    for r in server.request_log() {
+        if r.user.contains("capstan-issuer") {
+            let what = format!(
+                "{} {}{}",
+                r.verb,
+                r.resource,
+                if r.subresource.is_empty() {
+                    String::new()
+                } else {
+                    format!("/{}", r.subresource)
+                }
+            );
+            *calls.entry(what).or_default() += 1;
+        }
+    }
+    let summary: Vec<String> = calls
+        .iter()
+        .filter(|(_, n)| **n >= count / 10)
+        .map(|(what, n)| format!("{what} {:.2}", *n as f64 / count as f64))
+        .collect();
+    println!("issuer API calls per request: {}", summary.join(", "));
     drop(issuer);
     Ok(())
 }
