@@ -12,6 +12,8 @@ use capstan_common::serve::{self, Health, ServeArgs};
 use capstan_common::shutdown;
 use capstan_common::telemetry::LogArgs;
 
+use tokio_util::sync::CancellationToken;
+
 use crate::context::Context;
 use crate::metrics::Metrics;
 use crate::restart::controller::Restarter;
@@ -76,11 +78,19 @@ impl Args {
     /// When the client, leader election or telemetry cannot start.
     pub fn run(self) -> anyhow::Result<()> {
         let log = self.log.clone();
-        cli::run(&log, self.serve())
+        cli::run(&log, async move {
+            let shutdown = shutdown::on_signal().context("installing signal handlers")?;
+            self.serve_until(shutdown).await
+        })
     }
 
-    async fn serve(self) -> anyhow::Result<()> {
-        let shutdown = shutdown::on_signal().context("installing signal handlers")?;
+    /// Runs until `shutdown` fires, on the caller's runtime and logging
+    /// (the binary's [`Args::run`] sets those up; the embedded demo runs
+    /// both components in one process this way).
+    ///
+    /// # Errors
+    /// When the servers, the client or leader election cannot start.
+    pub async fn serve_until(self, shutdown: CancellationToken) -> anyhow::Result<()> {
         let plan = self.serve.plan(&cli::own_namespace())?;
         let client = self.kube.client().await?;
         let identity = cli::identity("capstan-rotator");
