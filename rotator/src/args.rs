@@ -81,7 +81,10 @@ impl Args {
             rollout_timeout: self.rollout_timeout,
         };
         tracing::info!(identity = %identity, dry_run = self.dry_run, ?limits, "capstan-rotator starting");
-        Restarter::new(ctx, limits).run(shutdown).await;
+        tokio::join!(
+            Restarter::new(ctx.clone(), limits).run(shutdown.clone()),
+            crate::bundle::run(ctx, shutdown),
+        );
         tracing::info!("capstan-rotator stopped");
         Ok(())
     }
