@@ -234,6 +234,7 @@ impl Bundles {
         if !actions.is_empty() {
             tracing::debug!(bundle = %name, ?actions, "planned");
         }
+        let planned = actions.len();
         if self.ctx.leadership.is_leader() {
             for (action, found) in actions {
                 let write = Write {
@@ -253,6 +254,7 @@ impl Bundles {
                 }
             }
         }
+        tracing::debug!(bundle = %name, targets = plan.targets, in_sync, planned, "CABundle synced");
         Ok((
             Outcome::Built {
                 hash: source::bundle_hash(&pem.pem),
