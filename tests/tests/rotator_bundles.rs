@@ -41,6 +41,11 @@ struct Env {
 /// A server with capstan's CRDs (and cert-manager's when `with_issuer`),
 /// namespaces `certs` and `apps`, the rotator and optionally the issuer.
 async fn start(with_issuer: bool) -> Env {
+    start_with(with_issuer, &[]).await
+}
+
+/// [`start`] with extra rotator arguments.
+async fn start_with(with_issuer: bool, extra: &[&str]) -> Env {
     let server = TestApiServer::start().await.unwrap();
     let client = server.client().await.unwrap();
     let kubectl = Kubectl::for_server(&server).unwrap();
@@ -70,14 +75,16 @@ async fn start(with_issuer: bool) -> Env {
         path
     };
     let rotator_config = binary("capstan-rotator", ROTATOR_USER);
+    let mut args = vec![
+        "--kubeconfig",
+        rotator_config.to_str().unwrap(),
+        "--leader-election-namespace",
+        "default",
+    ];
+    args.extend_from_slice(extra);
     let rotator = RunningBinary::start(
         &workspace_binary("capstan-rotator").unwrap(),
-        &[
-            "--kubeconfig",
-            rotator_config.to_str().unwrap(),
-            "--leader-election-namespace",
-            "default",
-        ],
+        &args,
         &[
             ("POD_NAMESPACE", "default"),
             ("POD_NAME", "rotator-0"),
@@ -925,4 +932,55 @@ spec:
     .await
     .unwrap_or_else(|e| panic!("{e}\n{}", env.logs()));
     assert!(env.config_map("team-b", "corp-trust").await.is_some());
+}
+
+#[tokio::test]
+async fn dry_run_writes_nothing_and_says_what_it_would_do() {
+    let env = start_with(false, &["--dry-run"]).await;
+    env.ca("root");
+    env.secret("certs", "root-ca", &[("ca.crt", "root.crt")])
+        .await;
+    env.apply(
+        "apiVersion: v1
+kind: ConfigMap
+metadata:
+  name: trust
+  namespace: apps
+  annotations:
+    capstan.dev/inject-ca-from: certs/root-ca
+---
+apiVersion: capstan.dev/v1alpha1
+kind: CABundle
+metadata:
+  name: corp
+spec:
+  sources:
+    - secret:
+        namespace: certs
+        name: root-ca
+  target:
+    configMap: corp-trust
+",
+    )
+    .await;
+    env.wait_events(
+        "apps",
+        "Dry run: would update ConfigMap/trust -n apps because it changed",
+    )
+    .await;
+    let events = env
+        .wait_events(
+            "apps",
+            "Dry run: would create ConfigMap/corp-trust -n apps for CABundle/corp",
+        )
+        .await;
+    assert!(!events.contains("ConfigMapUpdated"), "{events}");
+    assert_eq!(
+        data(&env.config_map("apps", "trust").await.unwrap(), BUNDLE_KEY),
+        None
+    );
+    assert!(env.config_map("apps", "corp-trust").await.is_none());
+    assert_eq!(env.rotator_config_map_writes(), Vec::<String>::new());
+    let bundle = env.get_json(&["cabundle", "corp"]).await.unwrap();
+    assert!(bundle["status"].is_null(), "no status in dry run: {bundle}");
 }

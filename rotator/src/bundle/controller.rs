@@ -65,7 +65,13 @@ pub async fn run(ctx: Arc<Context>, config: Config, shutdown: CancellationToken)
     let client = ctx.client.clone();
     let wc = watcher::Config::default().any_semantic();
     let controller = Controller::new(Api::<CABundle>::all(client.clone()), wc.clone())
-        .with_config(ControllerConfig::default().concurrency(2));
+        // Writing N targets echoes N ConfigMap events back: the debounce
+        // folds them into one more reconcile instead of N.
+        .with_config(
+            ControllerConfig::default()
+                .concurrency(2)
+                .debounce(std::time::Duration::from_millis(500)),
+        );
     let bundles = controller.store();
 
     let (namespaces, writer) = reflector::store();
@@ -195,9 +201,11 @@ impl Bundles {
     async fn sync(&self, bundle: &CABundle) -> Result<(Outcome, Option<Error>)> {
         let name = bundle.name_any();
         let spec = &bundle.spec;
-        let checked = select::target(spec).and_then(|(target, key)| {
-            select::selector(spec.namespace_selector.as_ref()).map(|s| (target, key, s))
-        });
+        let checked = select::labelable(&name)
+            .and_then(|()| select::target(spec))
+            .and_then(|(target, key)| {
+                select::selector(spec.namespace_selector.as_ref()).map(|s| (target, key, s))
+            });
         let (target, key, selector) = match checked {
             Ok(checked) => checked,
             Err(problem) => return Ok((self.failed(bundle, problem).await, None)),

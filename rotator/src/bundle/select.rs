@@ -42,6 +42,20 @@ pub fn namespaces<'a>(
         .collect()
 }
 
+/// Checks that a bundle's name can be the value of [`BUNDLE_LABEL`] on the
+/// ConfigMaps it creates (label values have at most 63 characters).
+///
+/// # Errors
+/// [`Problem::Invalid`] saying so.
+pub fn labelable(bundle: &str) -> Result<(), Problem> {
+    if bundle.len() > 63 {
+        return Err(Problem::Invalid(format!(
+            "the name {bundle:?} is longer than 63 characters and cannot label the ConfigMaps it creates"
+        )));
+    }
+    Ok(())
+}
+
 /// The target's ConfigMap name and key, checked.
 ///
 /// # Errors
@@ -219,6 +233,12 @@ mod tests {
             err.message().starts_with("spec.namespaceSelector"),
             "{err:?}"
         );
+    }
+
+    #[test]
+    fn long_bundle_names_cannot_label_their_config_maps() {
+        assert!(labelable(&"a".repeat(63)).is_ok());
+        assert!(labelable(&"a".repeat(64)).is_err());
     }
 
     #[test]
