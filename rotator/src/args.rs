@@ -125,7 +125,10 @@ impl Args {
         };
         tracing::info!(identity = %identity, dry_run = self.dry_run, ?limits, "capstan-rotator starting");
         started.store(true, Ordering::SeqCst);
-        Restarter::new(ctx, limits).run(shutdown).await;
+        tokio::join!(
+            Restarter::new(ctx.clone(), limits).run(shutdown.clone()),
+            crate::bundle::run(ctx, shutdown),
+        );
         serving.stopped().await;
         tracing::info!("capstan-rotator stopped");
         Ok(())

@@ -2,6 +2,7 @@
 
 pub mod ca_bundle;
 pub mod injection;
+pub mod issuer_ref;
 
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
 use kube::CustomResourceExt;

@@ -1,7 +1,170 @@
-//! CA bundles in ConfigMaps: from `CABundle` resources and annotated
-//! ConfigMaps.
+//! CA bundles in ConfigMaps: from annotated ConfigMaps and from `CABundle`
+//! resources.
 //!
-//! * [`targets`] — for a `CABundle`, which namespaces get its ConfigMap and
-//!   what to create, update or delete there.
+//! ```text
+//!  ConfigMaps (metadata) ──► inject ──► the annotated ConfigMap's bundle key
+//!  Secrets (metadata) ────┬─┘    ▲
+//!  CAIssuers, ClusterCAIssuers ──┘ (which ConfigMaps read them: deps)
+//!                         │
+//!                         └─► controller ──► a ConfigMap per selected namespace,
+//!  CABundles, Namespaces (metadata),             the CABundle's status
+//!  ConfigMaps (metadata) ─────┘
+//! ```
+//!
+//! Only Secrets and ConfigMaps that are sources or targets are ever read in
+//! full, and their content is not kept between reconciles.
+//!
+//! * [`source`] — from a source's data to a bundle, or why there is none;
+//! * [`select`] — the namespaces a `CABundle` selects and what exists there;
+//! * [`targets`] — what to create, update or delete per namespace;
+//! * [`status`] — a `CABundle`'s status;
+//! * [`deps`] — which annotated ConfigMaps read which sources;
+//! * [`inject`] — IO glue of the annotation-driven injection;
+//! * [`controller`] — IO glue of `CABundle`s.
 
+pub mod controller;
+pub mod deps;
+pub mod inject;
+pub mod select;
+pub mod source;
+pub mod status;
 pub mod targets;
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use k8s_openapi::api::core::v1::ObjectReference;
+use tokio_util::sync::CancellationToken;
+
+use crate::context::Context;
+
+/// Environment variable naming the namespace of `ClusterCAIssuer` CA
+/// Secrets; the same one the issuer reads, so one setting serves both.
+pub const CLUSTER_RESOURCE_NAMESPACE_ENV: &str = "CAPSTAN_CLUSTER_RESOURCE_NAMESPACE";
+
+/// How often every bundle is rebuilt without any change seen: expired
+/// certificates leave bundles at the latest this long after they expire.
+pub const RESYNC: Duration = Duration::from_secs(60 * 60);
+
+/// What the bundle controllers need besides the [`Context`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Config {
+    /// Namespace of `ClusterCAIssuer` CA Secrets.
+    pub cluster_resource_namespace: String,
+    /// Period of the full rebuild.
+    pub resync: Duration,
+}
+
+impl Config {
+    /// From the environment: [`CLUSTER_RESOURCE_NAMESPACE_ENV`], else the
+    /// rotator's own namespace (where the issuer keeps them by default too).
+    #[must_use]
+    pub fn from_env() -> Self {
+        Self {
+            cluster_resource_namespace: std::env::var(CLUSTER_RESOURCE_NAMESPACE_ENV)
+                .ok()
+                .map(|s| s.trim().to_owned())
+                .filter(|s| !s.is_empty())
+                .unwrap_or_else(capstan_common::cli::own_namespace),
+            resync: RESYNC,
+        }
+    }
+}
+
+/// Runs the injection and `CABundle` controllers until `shutdown`.
+pub async fn run(ctx: Arc<Context>, shutdown: CancellationToken) {
+    let config = Config::from_env();
+    tracing::info!(
+        cluster_resource_namespace = %config.cluster_resource_namespace,
+        "bundle controllers starting"
+    );
+    tokio::join!(
+        inject::run(ctx.clone(), config.clone(), shutdown.clone()),
+        controller::run(ctx, config, shutdown),
+    );
+}
+
+/// Delay before retry number `failures` (1-based) of a failed reconcile:
+/// doubling from 1 s, at most 5 minutes.
+#[must_use]
+pub fn retry_delay(failures: u32) -> Duration {
+    let exp = failures.saturating_sub(1).min(9);
+    Duration::from_secs(1u64 << exp).min(Duration::from_secs(300))
+}
+
+/// Consecutive failures per object, for [`retry_delay`].
+#[derive(Debug, Default)]
+pub struct Retries {
+    failures: Mutex<HashMap<String, u32>>,
+}
+
+impl Retries {
+    fn with<R>(&self, f: impl FnOnce(&mut HashMap<String, u32>) -> R) -> R {
+        match self.failures.lock() {
+            Ok(mut m) => f(&mut m),
+            Err(poisoned) => f(&mut poisoned.into_inner()),
+        }
+    }
+
+    /// Records a failure of `key`; returns how long to wait.
+    pub fn failed(&self, key: &str) -> Duration {
+        let n = self.with(|m| {
+            let n = m.entry(key.to_owned()).or_insert(0);
+            *n = n.saturating_add(1);
+            *n
+        });
+        retry_delay(n)
+    }
+
+    /// Forgets the failures of `key`.
+    pub fn succeeded(&self, key: &str) {
+        self.with(|m| m.remove(key));
+    }
+}
+
+/// A reference to a ConfigMap for Events.
+#[must_use]
+pub fn config_map_ref(namespace: &str, name: &str, uid: Option<String>) -> ObjectReference {
+    ObjectReference {
+        api_version: Some("v1".to_owned()),
+        kind: Some("ConfigMap".to_owned()),
+        namespace: Some(namespace.to_owned()),
+        name: Some(name.to_owned()),
+        uid,
+        ..ObjectReference::default()
+    }
+}
+
+/// Records `record` about `regarding`; a failure is logged, not returned:
+/// an Event lost must not fail the reconcile that made the change.
+pub async fn publish(
+    ctx: &Context,
+    regarding: &ObjectReference,
+    record: &capstan_common::events::Record,
+) {
+    let name = regarding.name.as_deref().unwrap_or_default();
+    let namespace = regarding.namespace.as_deref().unwrap_or_default();
+    tracing::info!(%name, %namespace, reason = %record.reason, "{}", record.message);
+    if let Err(error) = ctx.recorder.publish(regarding, record).await {
+        tracing::warn!(%name, %namespace, %error, "could not record event");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn retries_double_then_cap_and_reset_on_success() {
+        assert_eq!(retry_delay(1), Duration::from_secs(1));
+        assert_eq!(retry_delay(4), Duration::from_secs(8));
+        assert_eq!(retry_delay(30), Duration::from_secs(300));
+        let r = Retries::default();
+        assert_eq!(r.failed("a"), Duration::from_secs(1));
+        assert_eq!(r.failed("a"), Duration::from_secs(2));
+        assert_eq!(r.failed("b"), Duration::from_secs(1));
+        r.succeeded("a");
+        assert_eq!(r.failed("a"), Duration::from_secs(1));
+    }
+}

@@ -1,0 +1,986 @@
+//! End to end: the real `capstan-rotator` (and, for issuer sources, the real
+//! `capstan-issuer`) against the test API server, driven with the real
+//! kubectl, checked with the real openssl.
+//!
+//! * Annotated ConfigMaps get their source's CAs under one key; other keys
+//!   are left alone, a hand edit is put back, an unchanged bundle is never
+//!   rewritten, a source holding a private key is refused with a Warning.
+//! * With an issuer source, a manual CA rotation puts both CAs in the
+//!   ConfigMap while they overlap, and leaves of both verify against it.
+//! * A `CABundle` creates, updates and deletes its ConfigMaps as namespaces
+//!   are selected and unselected, and counts them in its status.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::process::Command;
+use std::time::Duration;
+
+use base64::Engine;
+use capstan_tests::apiserver::auth::UserInfo;
+use capstan_tests::apiserver::{TestApiServer, kubeconfig};
+use capstan_tests::harness::{
+    Kubectl, RunningBinary, await_condition, shared_dir, workspace_binary, workspace_root,
+};
+use k8s_openapi::api::core::v1::ConfigMap;
+use kube::api::Api;
+use serde_json::Value;
+
+const WAIT: Duration = Duration::from_secs(60);
+const POLL: Duration = Duration::from_millis(100);
+const ROTATOR_USER: &str = "system:serviceaccount:default:capstan-rotator";
+const BUNDLE_KEY: &str = "ca-bundle.crt";
+
+struct Env {
+    server: TestApiServer,
+    client: kube::Client,
+    kubectl: Kubectl,
+    rotator: RunningBinary,
+    issuer: Option<RunningBinary>,
+    dir: tempfile::TempDir,
+}
+
+/// A server with capstan's CRDs (and cert-manager's when `with_issuer`),
+/// namespaces `certs` and `apps`, the rotator and optionally the issuer.
+async fn start(with_issuer: bool) -> Env {
+    start_with(with_issuer, &[]).await
+}
+
+/// [`start`] with extra rotator arguments.
+async fn start_with(with_issuer: bool, extra: &[&str]) -> Env {
+    let server = TestApiServer::start().await.unwrap();
+    let client = server.client().await.unwrap();
+    let kubectl = Kubectl::for_server(&server).unwrap();
+    if with_issuer {
+        let crds = shared_dir().join("cert-manager-crds");
+        kubectl
+            .run_ok(&["apply", "-f", crds.to_str().unwrap()])
+            .await
+            .unwrap();
+    }
+    let ours = workspace_root().join("crds");
+    kubectl
+        .run_ok(&["apply", "-f", ours.to_str().unwrap()])
+        .await
+        .unwrap();
+    for ns in ["certs", "apps"] {
+        kubectl.run_ok(&["create", "namespace", ns]).await.unwrap();
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let binary = |name: &str, user: &str| {
+        let token = format!("{name}-token");
+        server
+            .add_token(&token, UserInfo::new(user, &["system:masters"]))
+            .unwrap();
+        let path = dir.path().join(format!("{name}.kubeconfig"));
+        kubeconfig::write(&path, server.url(), server.ca_pem(), &token).unwrap();
+        path
+    };
+    let rotator_config = binary("capstan-rotator", ROTATOR_USER);
+    let mut args = vec![
+        "--kubeconfig",
+        rotator_config.to_str().unwrap(),
+        "--leader-election-namespace",
+        "default",
+    ];
+    args.extend_from_slice(extra);
+    let rotator = RunningBinary::start(
+        &workspace_binary("capstan-rotator").unwrap(),
+        &args,
+        &[
+            ("POD_NAMESPACE", "default"),
+            ("POD_NAME", "rotator-0"),
+            ("CAPSTAN_CLUSTER_RESOURCE_NAMESPACE", "certs"),
+            ("RUST_LOG", "info,capstan_rotator=debug"),
+        ],
+    )
+    .unwrap();
+    let issuer = with_issuer.then(|| {
+        let config = binary(
+            "capstan-issuer",
+            "system:serviceaccount:default:capstan-issuer",
+        );
+        RunningBinary::start(
+            &workspace_binary("capstan-issuer").unwrap(),
+            &[
+                "--kubeconfig",
+                config.to_str().unwrap(),
+                "--cluster-resource-namespace",
+                "certs",
+                "--leader-election-namespace",
+                "default",
+            ],
+            &[
+                ("POD_NAMESPACE", "default"),
+                ("POD_NAME", "issuer-0"),
+                ("RUST_LOG", "info"),
+            ],
+        )
+        .unwrap()
+    });
+    Env {
+        server,
+        client,
+        kubectl,
+        rotator,
+        issuer,
+        dir,
+    }
+}
+
+impl Env {
+    fn logs(&self) -> String {
+        let issuer = self
+            .issuer
+            .as_ref()
+            .map(|i| i.logs().join("\n"))
+            .unwrap_or_default();
+        format!(
+            "rotator logs:\n{}\nissuer logs:\n{issuer}",
+            self.rotator.logs().join("\n")
+        )
+    }
+
+    async fn apply(&self, yaml: &str) {
+        let out = self
+            .kubectl
+            .run_with_stdin(&["apply", "-f", "-"], Some(yaml))
+            .await
+            .unwrap();
+        assert!(out.success(), "kubectl apply failed: {out:?}\n{yaml}");
+    }
+
+    async fn kubectl(&self, args: &[&str]) -> String {
+        self.kubectl.run_ok(args).await.unwrap()
+    }
+
+    async fn get_json(&self, args: &[&str]) -> Option<Value> {
+        let mut full = vec!["get"];
+        full.extend_from_slice(args);
+        full.extend_from_slice(&["-o", "json"]);
+        let out = self.kubectl.run(&full).await.ok()?;
+        if !out.success() {
+            return None;
+        }
+        serde_json::from_str(&out.stdout).ok()
+    }
+
+    async fn config_map(&self, ns: &str, name: &str) -> Option<ConfigMap> {
+        Api::<ConfigMap>::namespaced(self.client.clone(), ns)
+            .get_opt(name)
+            .await
+            .unwrap()
+    }
+
+    /// Waits until ConfigMap `ns/name` satisfies `pred`; returns it.
+    async fn wait_config_map(
+        &self,
+        what: &str,
+        ns: &str,
+        name: &str,
+        pred: impl Fn(&ConfigMap) -> bool,
+    ) -> ConfigMap {
+        let found = await_condition(what, WAIT, POLL, || async {
+            self.config_map(ns, name).await.filter(|cm| pred(cm))
+        })
+        .await;
+        match found {
+            Ok(cm) => cm,
+            Err(e) => panic!(
+                "{e}\nlast seen: {:?}\n{}",
+                self.config_map(ns, name).await,
+                self.logs()
+            ),
+        }
+    }
+
+    async fn events(&self, ns: &str) -> String {
+        self.kubectl(&["get", "events", "-n", ns]).await
+    }
+
+    async fn wait_events(&self, ns: &str, needle: &str) -> String {
+        let found = await_condition(needle, WAIT, POLL, || async {
+            let events = self.events(ns).await;
+            events.contains(needle).then_some(events)
+        })
+        .await;
+        match found {
+            Ok(events) => events,
+            Err(e) => panic!("{e}\nevents:\n{}\n{}", self.events(ns).await, self.logs()),
+        }
+    }
+
+    /// Waits for `.status` of a `CABundle` to satisfy `pred`.
+    async fn wait_bundle(&self, name: &str, what: &str, pred: impl Fn(&Value) -> bool) -> Value {
+        let found = await_condition(what, WAIT, POLL, || async {
+            self.get_json(&["cabundle", name])
+                .await
+                .filter(|b| pred(&b["status"]))
+        })
+        .await;
+        match found {
+            Ok(b) => b,
+            Err(e) => panic!(
+                "{e}\nlast seen: {:?}\n{}",
+                self.get_json(&["cabundle", name]).await,
+                self.logs()
+            ),
+        }
+    }
+
+    fn openssl(&self, args: &[&str]) -> String {
+        let out = Command::new("openssl")
+            .args(args)
+            .current_dir(self.dir.path())
+            .output()
+            .expect("openssl is required");
+        let text = format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert!(out.status.success(), "openssl {args:?}: {text}");
+        text
+    }
+
+    fn path(&self, file: &str) -> String {
+        self.dir.path().join(file).to_str().unwrap().to_owned()
+    }
+
+    fn read(&self, file: &str) -> String {
+        std::fs::read_to_string(self.dir.path().join(file)).unwrap()
+    }
+
+    fn write(&self, file: &str, content: &str) -> String {
+        std::fs::write(self.dir.path().join(file), content).unwrap();
+        self.path(file)
+    }
+
+    /// A self-signed CA: `<name>.crt`, `<name>.key`.
+    fn ca(&self, name: &str) -> String {
+        self.openssl(&[
+            "req",
+            "-x509",
+            "-newkey",
+            "ec",
+            "-pkeyopt",
+            "ec_paramgen_curve:P-256",
+            "-nodes",
+            "-keyout",
+            &format!("{name}.key"),
+            "-out",
+            &format!("{name}.crt"),
+            "-subj",
+            &format!("/CN={name}"),
+            "-days",
+            "30",
+        ]);
+        self.read(&format!("{name}.crt"))
+    }
+
+    /// A leaf `<name>.crt` signed by CA `<ca>`.
+    fn leaf(&self, name: &str, ca: &str) -> String {
+        self.openssl(&[
+            "req",
+            "-new",
+            "-newkey",
+            "ec",
+            "-pkeyopt",
+            "ec_paramgen_curve:P-256",
+            "-nodes",
+            "-keyout",
+            &format!("{name}.key"),
+            "-out",
+            &format!("{name}.csr"),
+            "-subj",
+            &format!("/CN={name}"),
+        ]);
+        self.openssl(&[
+            "x509",
+            "-req",
+            "-in",
+            &format!("{name}.csr"),
+            "-CA",
+            &format!("{ca}.crt"),
+            "-CAkey",
+            &format!("{ca}.key"),
+            "-CAcreateserial",
+            "-days",
+            "1",
+            "-out",
+            &format!("{name}.crt"),
+        ]);
+        self.path(&format!("{name}.crt"))
+    }
+
+    /// Whether `leaf` verifies against `bundle` (PEM text).
+    fn verifies(&self, leaf: &str, bundle: &str) -> (bool, String) {
+        let file = self.write("bundle-under-test.pem", bundle);
+        let out = Command::new("openssl")
+            .args(["verify", "-CAfile", &file, leaf])
+            .output()
+            .unwrap();
+        (
+            out.status.success(),
+            format!(
+                "{}{}",
+                String::from_utf8_lossy(&out.stdout),
+                String::from_utf8_lossy(&out.stderr)
+            ),
+        )
+    }
+
+    /// A Secret from files of the test's directory (`key=file`).
+    async fn secret(&self, ns: &str, name: &str, files: &[(&str, &str)]) {
+        let mut args = vec![
+            "create".to_owned(),
+            "secret".to_owned(),
+            "generic".to_owned(),
+            name.to_owned(),
+            "-n".to_owned(),
+            ns.to_owned(),
+        ];
+        for (key, file) in files {
+            args.push(format!("--from-file={key}={}", self.path(file)));
+        }
+        let refs: Vec<&str> = args.iter().map(String::as_str).collect();
+        self.kubectl(&refs).await;
+    }
+
+    /// The rotator's writes (create, update, patch, delete) to ConfigMaps
+    /// logged so far.
+    fn rotator_config_map_writes(&self) -> Vec<String> {
+        self.server
+            .request_log()
+            .into_iter()
+            .filter(|r| r.user == ROTATOR_USER && r.resource == "configmaps")
+            .filter(|r| matches!(r.verb.as_str(), "create" | "update" | "patch" | "delete"))
+            .map(|r| format!("{} {}/{}", r.verb, r.namespace, r.name))
+            .collect()
+    }
+
+    /// How many rotator log lines contain every one of `needles`.
+    fn count_logs(&self, needles: &[&str]) -> usize {
+        self.rotator
+            .logs()
+            .iter()
+            .filter(|l| needles.iter().all(|n| l.contains(n)))
+            .count()
+    }
+
+    /// Waits until more than `seen` rotator log lines contain `needles`: a
+    /// reconcile finished after the count was taken.
+    async fn wait_more_logs(&self, needles: &[&str], seen: usize) {
+        await_condition(&needles.join(" "), WAIT, POLL, || async {
+            (self.count_logs(needles) > seen).then_some(())
+        })
+        .await
+        .unwrap_or_else(|e| panic!("{e}\n{}", self.logs()));
+    }
+}
+
+fn data<'a>(cm: &'a ConfigMap, key: &str) -> Option<&'a str> {
+    cm.data.as_ref()?.get(key).map(String::as_str)
+}
+
+fn certificates(pem: &str) -> usize {
+    pem.matches("-----BEGIN CERTIFICATE-----").count()
+}
+
+fn decode(b64: &Value) -> String {
+    String::from_utf8(
+        base64::engine::general_purpose::STANDARD
+            .decode(b64.as_str().unwrap())
+            .unwrap(),
+    )
+    .unwrap()
+}
+
+fn sha256_hex(text: &str) -> String {
+    ring::digest::digest(&ring::digest::SHA256, text.as_bytes())
+        .as_ref()
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
+}
+
+fn ready(status: &Value) -> (String, String) {
+    status["conditions"]
+        .as_array()
+        .and_then(|cs| cs.iter().find(|c| c["type"] == "Ready"))
+        .map(|c| {
+            (
+                c["status"].as_str().unwrap_or_default().to_owned(),
+                c["reason"].as_str().unwrap_or_default().to_owned(),
+            )
+        })
+        .unwrap_or_default()
+}
+
+#[tokio::test]
+async fn inject_ca_from_a_secret_writes_one_key_restores_edits_and_never_rewrites() {
+    let env = start(false).await;
+    let root = env.ca("root");
+    env.secret("certs", "root-ca", &[("ca.crt", "root.crt")])
+        .await;
+    env.apply(
+        "apiVersion: v1
+kind: ConfigMap
+metadata:
+  name: trust
+  namespace: apps
+  annotations:
+    capstan.dev/inject-ca-from: certs/root-ca
+data:
+  app.conf: keep me
+",
+    )
+    .await;
+    env.apply(
+        "apiVersion: v1
+kind: ConfigMap
+metadata:
+  name: roots
+  namespace: apps
+  annotations:
+    capstan.dev/inject-ca-from: certs/root-ca
+    capstan.dev/inject-ca-key: roots.pem
+",
+    )
+    .await;
+
+    // The key appears, the other key is kept, a leaf of the CA verifies.
+    let cm = env
+        .wait_config_map("the bundle key", "apps", "trust", |cm| {
+            data(cm, BUNDLE_KEY).is_some()
+        })
+        .await;
+    let bundle = data(&cm, BUNDLE_KEY).unwrap().to_owned();
+    assert_eq!(certificates(&bundle), 1);
+    assert_eq!(data(&cm, "app.conf"), Some("keep me"));
+    let leaf = env.leaf("leaf", "root");
+    let (ok, out) = env.verifies(&leaf, &bundle);
+    assert!(ok, "{out}");
+    let (other, out) = env.verifies(&leaf, &root);
+    assert!(other, "{out}");
+    env.wait_events("apps", "Updated ConfigMap/trust -n apps because it changed")
+        .await;
+    let events = env.events("apps").await;
+    assert!(
+        events.contains("ConfigMapUpdated") && events.contains("configmap/trust"),
+        "{events}"
+    );
+    // The custom key.
+    let roots = env
+        .wait_config_map("the custom key", "apps", "roots", |cm| {
+            data(cm, "roots.pem").is_some()
+        })
+        .await;
+    assert_eq!(data(&roots, "roots.pem"), Some(bundle.as_str()));
+    assert_eq!(data(&roots, BUNDLE_KEY), None);
+
+    // Unchanged content is never rewritten: a metadata change of the source
+    // makes the rotator look again, and it writes nothing.
+    let rv = cm.metadata.resource_version.clone();
+    let in_sync = ["bundle in sync", "trust"];
+    let seen = env.count_logs(&in_sync);
+    env.server.clear_request_log();
+    env.kubectl(&["label", "secret", "root-ca", "-n", "certs", "touched=yes"])
+        .await;
+    env.wait_more_logs(&in_sync, seen).await;
+    let again = env.config_map("apps", "trust").await.unwrap();
+    assert_eq!(again.metadata.resource_version, rv);
+    assert_eq!(env.rotator_config_map_writes(), Vec::<String>::new());
+
+    // A hand edit of the key is put back; the other key stays as edited.
+    env.kubectl(&[
+        "patch",
+        "configmap",
+        "trust",
+        "-n",
+        "apps",
+        "--type=merge",
+        "-p",
+        r#"{"data":{"ca-bundle.crt":"tampered","app.conf":"edited"}}"#,
+    ])
+    .await;
+    let restored = env
+        .wait_config_map("the hand edit put back", "apps", "trust", |cm| {
+            data(cm, BUNDLE_KEY) == Some(bundle.as_str())
+        })
+        .await;
+    assert_eq!(data(&restored, "app.conf"), Some("edited"));
+
+    // The source gains a CA: both are injected, newest first.
+    let next = env.ca("next");
+    env.write("both.pem", &format!("{root}{next}"));
+    let both = env.read("both.pem");
+    let patch = serde_json::json!({"data": {"ca-bundle.crt": base64::engine::general_purpose::STANDARD.encode(&both)}});
+    env.kubectl(&[
+        "patch",
+        "secret",
+        "root-ca",
+        "-n",
+        "certs",
+        "--type=merge",
+        "-p",
+        &patch.to_string(),
+    ])
+    .await;
+    let two = env
+        .wait_config_map("both CAs", "apps", "trust", |cm| {
+            data(cm, BUNDLE_KEY).is_some_and(|b| certificates(b) == 2)
+        })
+        .await;
+    let (ok, out) = env.verifies(&leaf, data(&two, BUNDLE_KEY).unwrap());
+    assert!(ok, "{out}");
+    let next_leaf = env.leaf("next-leaf", "next");
+    let (ok, out) = env.verifies(&next_leaf, data(&two, BUNDLE_KEY).unwrap());
+    assert!(ok, "{out}");
+}
+
+#[tokio::test]
+async fn private_keys_are_refused_and_missing_sources_are_retried() {
+    let env = start(false).await;
+    env.ca("root");
+    let key_and_cert = format!("{}{}", env.read("root.crt"), env.read("root.key"));
+    env.write("leaky.pem", &key_and_cert);
+    env.secret("certs", "leaky", &[("ca.crt", "leaky.pem")])
+        .await;
+    env.apply(
+        "apiVersion: v1
+kind: ConfigMap
+metadata:
+  name: leaky
+  namespace: apps
+  annotations:
+    capstan.dev/inject-ca-from: certs/leaky
+data:
+  app.conf: keep me
+---
+apiVersion: v1
+kind: ConfigMap
+metadata:
+  name: early
+  namespace: apps
+  annotations:
+    capstan.dev/inject-ca-from: certs/later
+",
+    )
+    .await;
+
+    let events = env.wait_events("apps", "PrivateKeyRefused").await;
+    assert!(
+        events.contains("Warning") && events.contains("configmap/leaky"),
+        "{events}"
+    );
+    assert!(
+        events.contains("holds a private key"),
+        "the message says why: {events}"
+    );
+    let events = env.wait_events("apps", "SourceMissing").await;
+    assert!(
+        events.contains("Secret/later -n certs not found"),
+        "{events}"
+    );
+    let leaky = env.config_map("apps", "leaky").await.unwrap();
+    assert_eq!(data(&leaky, BUNDLE_KEY), None, "nothing copied");
+    assert_eq!(data(&leaky, "app.conf"), Some("keep me"));
+
+    // The missing source appears: the ConfigMap gets it without any change
+    // of its own.
+    env.secret("certs", "later", &[("ca.crt", "root.crt")])
+        .await;
+    let early = env
+        .wait_config_map("the late source injected", "apps", "early", |cm| {
+            data(cm, BUNDLE_KEY).is_some()
+        })
+        .await;
+    assert_eq!(certificates(data(&early, BUNDLE_KEY).unwrap()), 1);
+    // Still nothing leaked.
+    let leaky = env.config_map("apps", "leaky").await.unwrap();
+    assert_eq!(data(&leaky, BUNDLE_KEY), None);
+}
+
+/// The issuer signs a CertificateRequest (approved as cert-manager's
+/// approver does) and returns the leaf PEM.
+async fn issue(env: &Env, name: &str) -> String {
+    env.openssl(&[
+        "req",
+        "-new",
+        "-newkey",
+        "ec",
+        "-pkeyopt",
+        "ec_paramgen_curve:P-256",
+        "-nodes",
+        "-keyout",
+        &format!("{name}.key"),
+        "-out",
+        &format!("{name}.csr"),
+        "-subj",
+        &format!("/CN={name}"),
+    ]);
+    let csr = base64::engine::general_purpose::STANDARD
+        .encode(std::fs::read(env.dir.path().join(format!("{name}.csr"))).unwrap());
+    env.apply(&format!(
+        "apiVersion: cert-manager.io/v1\nkind: CertificateRequest\nmetadata:\n  name: {name}\n  namespace: apps\nspec:\n  request: {csr}\n  issuerRef:\n    group: capstan.dev\n    kind: ClusterCAIssuer\n    name: monitoring-ca\n"
+    ))
+    .await;
+    let approve = r#"{"status":{"conditions":[{"type":"Approved","status":"True","reason":"cert-manager.io","message":"set by test","lastTransitionTime":"2026-01-01T00:00:00Z"}]}}"#;
+    env.kubectl(&[
+        "patch",
+        "certificaterequest",
+        name,
+        "-n",
+        "apps",
+        "--subresource=status",
+        "--type=merge",
+        "-p",
+        approve,
+    ])
+    .await;
+    let cr = await_condition("the leaf", WAIT, POLL, || async {
+        let cr = env
+            .get_json(&["certificaterequest", name, "-n", "apps"])
+            .await?;
+        cr["status"]["certificate"].as_str().is_some().then_some(cr)
+    })
+    .await
+    .unwrap_or_else(|e| panic!("{e}\n{}", env.logs()));
+    env.write(
+        &format!("{name}.crt"),
+        &decode(&cr["status"]["certificate"]),
+    )
+}
+
+#[tokio::test]
+async fn inject_ca_from_issuer_holds_both_cas_during_a_rotation() {
+    let env = start(true).await;
+    env.apply(
+        "apiVersion: capstan.dev/v1alpha1
+kind: ClusterCAIssuer
+metadata:
+  name: monitoring-ca
+spec:
+  maxDuration: 10m
+  selfManaged:
+    secretName: monitoring-ca
+    duration: 1h
+    rotateBefore: 20m
+    propagationDelay: 4s
+---
+apiVersion: v1
+kind: ConfigMap
+metadata:
+  name: monitoring-ca
+  namespace: apps
+  annotations:
+    capstan.dev/inject-ca-from-issuer: monitoring-ca
+",
+    )
+    .await;
+    let one = env
+        .wait_config_map("the issuer's CA", "apps", "monitoring-ca", |cm| {
+            data(cm, BUNDLE_KEY).is_some()
+        })
+        .await;
+    assert_eq!(certificates(data(&one, BUNDLE_KEY).unwrap()), 1);
+    let before = issue(&env, "before").await;
+    let (ok, out) = env.verifies(&before, data(&one, BUNDLE_KEY).unwrap());
+    assert!(ok, "{out}");
+    let first = env
+        .get_json(&["clustercaissuer", "monitoring-ca"])
+        .await
+        .unwrap()["status"]["ca"]["fingerprint"]
+        .clone();
+
+    env.kubectl(&[
+        "annotate",
+        "clustercaissuer",
+        "monitoring-ca",
+        "capstan.dev/rotate=drill-1",
+    ])
+    .await;
+    // Published: both CAs reach the ConfigMap; the old leaf still verifies.
+    let two = env
+        .wait_config_map("both CAs", "apps", "monitoring-ca", |cm| {
+            data(cm, BUNDLE_KEY).is_some_and(|b| certificates(b) == 2)
+        })
+        .await;
+    let (ok, out) = env.verifies(&before, data(&two, BUNDLE_KEY).unwrap());
+    assert!(ok, "{out}");
+
+    // Switched: the new CA signs; its leaf verifies against the ConfigMap,
+    // which still holds the old CA too.
+    await_condition("the new CA to sign", WAIT, POLL, || async {
+        let issuer = env.get_json(&["clustercaissuer", "monitoring-ca"]).await?;
+        (issuer["status"]["ca"]["fingerprint"] != first).then_some(())
+    })
+    .await
+    .unwrap_or_else(|e| panic!("{e}\n{}", env.logs()));
+    let after = issue(&env, "after").await;
+    let now = env.config_map("apps", "monitoring-ca").await.unwrap();
+    let bundle = data(&now, BUNDLE_KEY).unwrap();
+    assert_eq!(
+        certificates(bundle),
+        2,
+        "the old CA stays while it overlaps"
+    );
+    for leaf in [&before, &after] {
+        let (ok, out) = env.verifies(leaf, bundle);
+        assert!(ok, "{leaf}: {out}");
+    }
+    // The ConfigMap holds exactly the issuer's published bundle.
+    let secret = env
+        .get_json(&["secret", "monitoring-ca", "-n", "certs"])
+        .await
+        .unwrap();
+    let published = decode(&secret["data"]["ca-bundle.crt"]);
+    assert_eq!(certificates(&published), 2);
+    for block in published.split_inclusive("-----END CERTIFICATE-----\n") {
+        assert!(bundle.contains(block.trim()), "missing {block}");
+    }
+    env.wait_events(
+        "apps",
+        "Updated ConfigMap/monitoring-ca -n apps because it changed",
+    )
+    .await;
+}
+
+#[tokio::test]
+async fn cabundle_follows_its_namespace_selector_and_reports_status() {
+    let env = start(false).await;
+    let root = env.ca("root");
+    let extra = env.ca("extra");
+    env.secret("certs", "root-ca", &[("ca.crt", "root.crt")])
+        .await;
+    for (ns, trusted) in [("team-a", true), ("team-b", true), ("team-c", false)] {
+        env.kubectl(&["create", "namespace", ns]).await;
+        if trusted {
+            env.kubectl(&["label", "namespace", ns, "trust=yes"]).await;
+        }
+    }
+    // A ConfigMap of the user's own under the target name: only the key is
+    // written there, and it is never deleted.
+    env.apply(
+        "apiVersion: v1
+kind: ConfigMap
+metadata:
+  name: corp-trust
+  namespace: team-b
+data:
+  keep: me
+",
+    )
+    .await;
+    let inline: String = extra.lines().map(|l| format!("        {l}\n")).collect();
+    env.apply(&format!(
+        "apiVersion: capstan.dev/v1alpha1
+kind: CABundle
+metadata:
+  name: corp
+spec:
+  sources:
+    - secret:
+        namespace: certs
+        name: root-ca
+    - inline: |
+{inline}  target:
+    configMap: corp-trust
+  namespaceSelector:
+    matchLabels:
+      trust: \"yes\"
+"
+    ))
+    .await;
+
+    let b = env
+        .wait_bundle("corp", "2 targets in sync", |s| {
+            s["targets"] == 2 && s["targetsInSync"] == 2
+        })
+        .await;
+    let status = &b["status"];
+    assert_eq!(ready(status), ("True".into(), "Synced".into()), "{b}");
+    assert_eq!(status["certificates"], 2);
+    assert_eq!(status["observedGeneration"], b["metadata"]["generation"]);
+    let a = env.config_map("team-a", "corp-trust").await.unwrap();
+    let pem = data(&a, BUNDLE_KEY).unwrap().to_owned();
+    assert_eq!(status["bundleHash"], sha256_hex(&pem));
+    assert_eq!(certificates(&pem), 2);
+    for ca in [&root, &extra] {
+        assert!(pem.contains(ca.trim()), "missing a source CA");
+    }
+    let labels = a.metadata.labels.clone().unwrap_or_default();
+    assert_eq!(
+        labels.get("capstan.dev/bundle").map(String::as_str),
+        Some("corp")
+    );
+    let owner = &a.metadata.owner_references.clone().unwrap()[0];
+    assert_eq!(
+        (owner.kind.as_str(), owner.name.as_str()),
+        ("CABundle", "corp")
+    );
+    let users = env.config_map("team-b", "corp-trust").await.unwrap();
+    assert_eq!(data(&users, BUNDLE_KEY), Some(pem.as_str()));
+    assert_eq!(data(&users, "keep"), Some("me"));
+    assert!(users.metadata.owner_references.is_none());
+    assert!(env.config_map("team-c", "corp-trust").await.is_none());
+    let events = env
+        .wait_events(
+            "team-a",
+            "Created ConfigMap/corp-trust -n team-a because it was missing",
+        )
+        .await;
+    assert!(events.contains("ConfigMapCreated"), "{events}");
+    env.wait_events(
+        "team-b",
+        "Updated ConfigMap/corp-trust -n team-b because it changed",
+    )
+    .await;
+    let wide = env.kubectl(&["get", "cabundle", "corp"]).await;
+    assert!(wide.contains("True"), "{wide}");
+
+    // Nothing changed: a reconcile (a new, unselected namespace) writes no
+    // ConfigMap.
+    let versions = |cms: Vec<Option<ConfigMap>>| {
+        cms.into_iter()
+            .map(|c| c.and_then(|c| c.metadata.resource_version))
+            .collect::<Vec<_>>()
+    };
+    let before = versions(vec![
+        env.config_map("team-a", "corp-trust").await,
+        env.config_map("team-b", "corp-trust").await,
+    ]);
+    let synced = ["CABundle synced", "corp"];
+    let seen = env.count_logs(&synced);
+    env.server.clear_request_log();
+    env.kubectl(&["create", "namespace", "team-d"]).await;
+    env.wait_more_logs(&synced, seen).await;
+    let after = versions(vec![
+        env.config_map("team-a", "corp-trust").await,
+        env.config_map("team-b", "corp-trust").await,
+    ]);
+    assert_eq!(before, after);
+    assert_eq!(env.rotator_config_map_writes(), Vec::<String>::new());
+
+    // Selected: created. Unselected: deleted if the bundle created it, kept
+    // (with its key) if it is the user's.
+    env.kubectl(&["label", "namespace", "team-c", "trust=yes"])
+        .await;
+    env.wait_config_map("created in team-c", "team-c", "corp-trust", |cm| {
+        data(cm, BUNDLE_KEY) == Some(pem.as_str())
+    })
+    .await;
+    env.wait_bundle("corp", "3 targets", |s| {
+        s["targets"] == 3 && s["targetsInSync"] == 3
+    })
+    .await;
+    env.kubectl(&["label", "namespace", "team-a", "trust-"])
+        .await;
+    env.kubectl(&["label", "namespace", "team-b", "trust-"])
+        .await;
+    await_condition("team-a's ConfigMap deleted", WAIT, POLL, || async {
+        env.config_map("team-a", "corp-trust")
+            .await
+            .is_none()
+            .then_some(())
+    })
+    .await
+    .unwrap_or_else(|e| panic!("{e}\n{}", env.logs()));
+    env.wait_bundle("corp", "1 target", |s| {
+        s["targets"] == 1 && s["targetsInSync"] == 1
+    })
+    .await;
+    let kept = env.config_map("team-b", "corp-trust").await.unwrap();
+    assert_eq!(data(&kept, "keep"), Some("me"));
+
+    // A bad source: Ready=False with the reason; the targets keep the last
+    // good bundle.
+    env.kubectl(&[
+        "patch",
+        "cabundle",
+        "corp",
+        "--type=json",
+        "-p",
+        r#"[{"op":"add","path":"/spec/sources/-","value":{"secret":{"namespace":"certs","name":"missing"}}}]"#,
+    ])
+    .await;
+    let b = env
+        .wait_bundle("corp", "Ready=False", |s| {
+            ready(s) == ("False".into(), "SourceMissing".into())
+        })
+        .await;
+    assert_eq!(
+        b["status"]["observedGeneration"],
+        b["metadata"]["generation"]
+    );
+    let message = b["status"]["conditions"][0]["message"].as_str().unwrap();
+    assert!(
+        message.contains("Secret/missing -n certs not found"),
+        "{message}"
+    );
+    let c = env.config_map("team-c", "corp-trust").await.unwrap();
+    assert_eq!(data(&c, BUNDLE_KEY), Some(pem.as_str()));
+
+    // Deleting the bundle removes what it created (owner references), not
+    // the user's ConfigMap.
+    env.kubectl(&["delete", "cabundle", "corp"]).await;
+    await_condition("team-c's ConfigMap collected", WAIT, POLL, || async {
+        env.config_map("team-c", "corp-trust")
+            .await
+            .is_none()
+            .then_some(())
+    })
+    .await
+    .unwrap_or_else(|e| panic!("{e}\n{}", env.logs()));
+    assert!(env.config_map("team-b", "corp-trust").await.is_some());
+}
+
+#[tokio::test]
+async fn dry_run_writes_nothing_and_says_what_it_would_do() {
+    let env = start_with(false, &["--dry-run"]).await;
+    env.ca("root");
+    env.secret("certs", "root-ca", &[("ca.crt", "root.crt")])
+        .await;
+    env.apply(
+        "apiVersion: v1
+kind: ConfigMap
+metadata:
+  name: trust
+  namespace: apps
+  annotations:
+    capstan.dev/inject-ca-from: certs/root-ca
+---
+apiVersion: capstan.dev/v1alpha1
+kind: CABundle
+metadata:
+  name: corp
+spec:
+  sources:
+    - secret:
+        namespace: certs
+        name: root-ca
+  target:
+    configMap: corp-trust
+",
+    )
+    .await;
+    env.wait_events(
+        "apps",
+        "Dry run: would update ConfigMap/trust -n apps because it changed",
+    )
+    .await;
+    let events = env
+        .wait_events(
+            "apps",
+            "Dry run: would create ConfigMap/corp-trust -n apps for CABundle/corp",
+        )
+        .await;
+    assert!(!events.contains("ConfigMapUpdated"), "{events}");
+    assert_eq!(
+        data(&env.config_map("apps", "trust").await.unwrap(), BUNDLE_KEY),
+        None
+    );
+    assert!(env.config_map("apps", "corp-trust").await.is_none());
+    assert_eq!(env.rotator_config_map_writes(), Vec::<String>::new());
+    let bundle = env.get_json(&["cabundle", "corp"]).await.unwrap();
+    assert!(bundle["status"].is_null(), "no status in dry run: {bundle}");
+}
