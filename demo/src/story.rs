@@ -102,6 +102,8 @@ fn start_components(
     let mut rotator = vec!["capstan-rotator".to_owned()];
     rotator.extend(common(ports.rotator_metrics)?);
     rotator.extend([
+        "--cluster-resource-namespace".into(),
+        CAPSTAN_NS.into(),
         "--restart-debounce=2s".into(),
         "--rollout-timeout=60s".into(),
     ]);
@@ -157,6 +159,11 @@ fn summaries(pem: &[u8]) -> Vec<capstan_pki::Summary> {
         .filter(|p| p.tag() == "CERTIFICATE")
         .filter_map(|p| capstan_pki::summarize(p.contents()).ok())
         .collect()
+}
+
+fn rfc3339(t: time::OffsetDateTime) -> String {
+    t.format(&time::format_description::well_known::Rfc3339)
+        .unwrap_or_else(|_| t.to_string())
 }
 
 fn short(fingerprint: &str) -> &str {
@@ -241,13 +248,24 @@ async fn issue(client: &kube::Client, name: &str, secret: &str) -> anyhow::Resul
         )
         .await?;
     if let Some(leaf) = summaries(&chain).first() {
-        fact("subject", &leaf.subject);
+        fact(
+            "subject",
+            if leaf.subject.is_empty() {
+                "(empty: the names are in the SANs)"
+            } else {
+                &leaf.subject
+            },
+        );
         fact("DNS names", leaf.dns_names.join(", "));
         fact("issuer", &leaf.issuer);
         fact("serial", &leaf.serial);
         fact(
             "valid",
-            format!("{} .. {}", leaf.not_before, leaf.not_after),
+            format!(
+                "{} .. {}",
+                rfc3339(leaf.not_before),
+                rfc3339(leaf.not_after)
+            ),
         );
     }
     if let Some(root) = summaries(&ca).first() {

@@ -57,6 +57,12 @@ pub struct Args {
     #[arg(long, env = "CAPSTAN_ROLLOUT_TIMEOUT", default_value = "5m", value_parser = parse_duration)]
     pub rollout_timeout: Duration,
 
+    /// Namespace of the CA Secrets of ClusterCAIssuers, as the issuer's flag
+    /// of the same name (and the same environment variable, so one setting
+    /// serves both). Default: the rotator's own namespace.
+    #[arg(long, env = "CAPSTAN_CLUSTER_RESOURCE_NAMESPACE")]
+    pub cluster_resource_namespace: Option<String>,
+
     /// Log and record Events for what would change; change nothing.
     #[arg(long, env = "CAPSTAN_DRY_RUN")]
     pub dry_run: bool,
@@ -69,6 +75,7 @@ pub const CONFIG_KEYS: &[(&str, &str)] = &[
     ("maxConcurrentRollouts", "max-concurrent-rollouts"),
     ("rolloutTimeout", "rollout-timeout"),
     ("dryRun", "dry-run"),
+    ("clusterResourceNamespace", "cluster-resource-namespace"),
 ];
 
 impl Args {
@@ -124,10 +131,17 @@ impl Args {
             rollout_timeout: self.rollout_timeout,
         };
         tracing::info!(identity = %identity, dry_run = self.dry_run, ?limits, "capstan-rotator starting");
+        let bundles = crate::bundle::Config {
+            cluster_resource_namespace: self
+                .cluster_resource_namespace
+                .clone()
+                .unwrap_or_else(cli::own_namespace),
+            resync: crate::bundle::RESYNC,
+        };
         started.store(true, Ordering::SeqCst);
         tokio::join!(
             Restarter::new(ctx.clone(), limits).run(shutdown.clone()),
-            crate::bundle::run(ctx, shutdown),
+            crate::bundle::run(ctx, bundles, shutdown),
         );
         serving.stopped().await;
         tracing::info!("capstan-rotator stopped");

@@ -39,10 +39,6 @@ use tokio_util::sync::CancellationToken;
 
 use crate::context::Context;
 
-/// Environment variable naming the namespace of `ClusterCAIssuer` CA
-/// Secrets; the same one the issuer reads, so one setting serves both.
-pub const CLUSTER_RESOURCE_NAMESPACE_ENV: &str = "CAPSTAN_CLUSTER_RESOURCE_NAMESPACE";
-
 /// How often every bundle is rebuilt without any change seen: expired
 /// certificates leave bundles at the latest this long after they expire.
 pub const RESYNC: Duration = Duration::from_secs(60 * 60);
@@ -56,25 +52,8 @@ pub struct Config {
     pub resync: Duration,
 }
 
-impl Config {
-    /// From the environment: [`CLUSTER_RESOURCE_NAMESPACE_ENV`], else the
-    /// rotator's own namespace (where the issuer keeps them by default too).
-    #[must_use]
-    pub fn from_env() -> Self {
-        Self {
-            cluster_resource_namespace: std::env::var(CLUSTER_RESOURCE_NAMESPACE_ENV)
-                .ok()
-                .map(|s| s.trim().to_owned())
-                .filter(|s| !s.is_empty())
-                .unwrap_or_else(capstan_common::cli::own_namespace),
-            resync: RESYNC,
-        }
-    }
-}
-
 /// Runs the injection and `CABundle` controllers until `shutdown`.
-pub async fn run(ctx: Arc<Context>, shutdown: CancellationToken) {
-    let config = Config::from_env();
+pub async fn run(ctx: Arc<Context>, config: Config, shutdown: CancellationToken) {
     tracing::info!(
         cluster_resource_namespace = %config.cluster_resource_namespace,
         "bundle controllers starting"
