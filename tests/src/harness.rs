@@ -43,6 +43,11 @@ fn tool(env: &str, name: &str) -> anyhow::Result<PathBuf> {
     Ok(path)
 }
 
+/// promtool: `$CAPSTAN_PROMTOOL`, else `<root>/.tools/bin/promtool`.
+pub fn promtool_path() -> anyhow::Result<PathBuf> {
+    tool("CAPSTAN_PROMTOOL", "promtool")
+}
+
 /// kubectl: `$CAPSTAN_KUBECTL`, else `<root>/.tools/bin/kubectl`; an error
 /// saying to run `scripts/install-tools` when missing.
 pub fn kubectl_path() -> anyhow::Result<PathBuf> {
