@@ -6,6 +6,10 @@
 //!   workspace. Run it before you push; a green `cargo xtask ci` is a green CI.
 //! * `crds` — writes `crds/*.yaml` from the Rust API types. The crates' tests
 //!   fail when the committed files differ from what this would write.
+//! * `chart-files` — copies `crds/*.yaml` and the monitoring mixin's rule
+//!   files (`docs/mixin/alerts.yaml`, `rules.yaml`) into the Helm chart's
+//!   `files/`, from which it renders its CRDs and PrometheusRule. A test
+//!   fails when the chart's copies are stale.
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -17,9 +21,10 @@ fn main() -> Result<()> {
     match command.as_str() {
         "ci" => ci(&workspace_root()?),
         "crds" => crds(&workspace_root()?),
+        "chart-files" => chart_files(&workspace_root()?),
         "" | "help" | "--help" | "-h" => {
             println!(
-                "usage: cargo xtask <command>\n\ncommands:\n  ci     install test tools, check fmt and clippy, run all tests\n  crds   regenerate crds/*.yaml from the Rust types"
+                "usage: cargo xtask <command>\n\ncommands:\n  ci     install test tools, check fmt and clippy, run all tests\n  crds   regenerate crds/*.yaml from the Rust types\n  chart-files   copy crds/ and the mixin's rules into charts/capstan/files"
             );
             Ok(())
         }
@@ -82,6 +87,43 @@ fn crds(root: &Path) -> Result<()> {
         std::fs::write(&path, capstan_common::crd::render(&crd)?)
             .with_context(|| format!("writing {}", path.display()))?;
         eprintln!("wrote {}", path.display());
+    }
+    Ok(())
+}
+
+/// The files the chart renders from, each with its source.
+fn chart_file_pairs(root: &Path) -> Result<Vec<(PathBuf, PathBuf)>> {
+    let chart = root.join("charts/capstan/files");
+    let mut pairs = Vec::new();
+    for entry in std::fs::read_dir(root.join("crds")).context("reading crds/")? {
+        let path = entry?.path();
+        if path.extension().is_some_and(|e| e == "yaml") {
+            let name = path.file_name().context("file name")?.to_owned();
+            pairs.push((path, chart.join("crds").join(name)));
+        }
+    }
+    for name in ["alerts.yaml", "rules.yaml"] {
+        pairs.push((
+            root.join("docs/mixin").join(name),
+            chart.join("mixin").join(name),
+        ));
+    }
+    pairs.sort();
+    Ok(pairs)
+}
+
+fn chart_files(root: &Path) -> Result<()> {
+    for dir in ["crds", "mixin"] {
+        let dir = root.join("charts/capstan/files").join(dir);
+        if dir.exists() {
+            std::fs::remove_dir_all(&dir).with_context(|| format!("clearing {}", dir.display()))?;
+        }
+        std::fs::create_dir_all(&dir)?;
+    }
+    for (from, to) in chart_file_pairs(root)? {
+        std::fs::copy(&from, &to)
+            .with_context(|| format!("copying {} to {}", from.display(), to.display()))?;
+        println!("wrote {}", to.display());
     }
     Ok(())
 }

@@ -209,6 +209,15 @@ fn validate_metadata(rt: &ResourceType, obj: &Value) -> ApiResult<()> {
             "FieldValueInvalid",
             format!("Invalid value: \"{name}\": a lowercase RFC 1123 label must consist of lower case alphanumeric characters or '-', and must start and end with an alphanumeric character (e.g. 'my-name',  or '123-abc', regex used for validation is '[a-z0-9]([-a-z0-9]*[a-z0-9])?')"),
         ));
+    } else if rt.group == "rbac.authorization.k8s.io" {
+        // RBAC objects are named as path segments (`system:auth-delegator`).
+        if name == "." || name == ".." || name.contains('/') || name.contains('%') {
+            causes.push((
+                "metadata.name",
+                "FieldValueInvalid",
+                format!("Invalid value: \"{name}\": may not be '.' or '..' and may not contain '/' or '%'"),
+            ));
+        }
     } else if !matches!(rt.builtin, Some(Builtin::Event) | Some(Builtin::EventV1))
         && !is_dns_subdomain(name)
     {
