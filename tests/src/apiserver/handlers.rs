@@ -137,7 +137,7 @@ async fn serve(
     let reg = state.registry();
     let route = request::route(&reg, path);
     let is_resource = matches!(route, Route::Resource(_));
-    if let Some(d) = state.faults.latency(!is_resource) {
+    if let Some(d) = state.faults.latency(&user.username, !is_resource) {
         tokio::time::sleep(d).await;
     }
     let rp = match route {
@@ -159,7 +159,7 @@ async fn serve(
             ) {
                 return Err(status::forbidden_path(&user.username, &verb, path));
             }
-            if let Some(e) = state.faults.roll(true, "", "", "") {
+            if let Some(e) = state.faults.roll(&user.username, true, "", "", "") {
                 return Err(e);
             }
             return discovery::serve(state, &other, method, headers);
@@ -214,6 +214,7 @@ async fn serve(
         return Err(status::method_not_allowed());
     }
     if let Some(e) = state.faults.roll(
+        &user.username,
         false,
         &rp.rt.group,
         &rp.rt.plural,
@@ -239,7 +240,13 @@ async fn serve(
     match verb {
         "get" => ctx.get(),
         "list" => ctx.list(),
-        "watch" => watch::serve(state, &rp, query, output),
+        "watch" => watch::serve(
+            state,
+            &rp,
+            query,
+            output,
+            state.faults.watch_cut(&user.username),
+        ),
         "create" => ctx.create(&body?, content_type(headers)),
         "update" => ctx.update(&body?, content_type(headers)),
         "patch" => ctx.patch(&body?, content_type(headers).unwrap_or_default()),

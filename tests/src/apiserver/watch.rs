@@ -12,6 +12,7 @@ use http::Response;
 use hyper::body::Bytes;
 use serde_json::{Value, json};
 
+use super::faults::WatchCut;
 use super::handlers::{Filter, render_one};
 use super::request::{Output, Query, ResourcePath};
 use super::resources::ResourceType;
@@ -71,12 +72,14 @@ fn visible(
     }
 }
 
-/// Starts a watch and streams it.
+/// Starts a watch and streams it; `cut` (fault injection) may end it
+/// early, after some events or some time.
 pub fn serve(
     state: &Arc<ServerState>,
     rp: &ResourcePath,
     query: &Query,
     output: Output,
+    cut: WatchCut,
 ) -> ApiResult<Response<Body>> {
     let rt = rp.rt.clone();
     let filter = Filter::new(&rt, query, rp.name.as_deref())?;
@@ -129,7 +132,7 @@ pub fn serve(
     let ns = rp.namespace.clone();
     let store_from = if send_initial { None } else { from };
     let start = state.store.watch(&gr, store_from, ns.as_deref());
-    let cut_after = state.faults.get().watch_cut_after_events;
+    let cut_after = cut.after_events;
     let (mut tx, rx) =
         futures::channel::mpsc::channel::<Result<Bytes, std::convert::Infallible>>(64);
     let st = state.clone();
@@ -143,7 +146,7 @@ pub fn serve(
                 return;
             }
         };
-        let deadline = tokio::time::Instant::now() + timeout;
+        let deadline = tokio::time::Instant::now() + cut.after.map_or(timeout, |c| c.min(timeout));
         let mut last_rv = start.rv;
         let render = |o: &Value| render_one(&rt, o, output, &query);
         macro_rules! emit {
