@@ -16,6 +16,8 @@ use crate::error::{Error, Result};
 use crate::keys;
 use crate::secret_key::SecretKeyPem;
 
+pub use crate::keys::{MAX_CA_RSA_BITS, MIN_CA_RSA_BITS};
+
 /// Key algorithm of a generated CA (spelled as in the issuer's API).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
 pub enum KeyAlgorithm {
@@ -115,10 +117,9 @@ pub(crate) fn random_serial() -> Result<SerialNumber> {
     Ok(SerialNumber::from_slice(&bytes))
 }
 
-fn to_offset(t: OffsetDateTime, d: Duration) -> OffsetDateTime {
-    t.checked_add(time::Duration::try_from(d).unwrap_or(time::Duration::MAX))
-        .unwrap_or(t)
-}
+/// Longest lifetime of a generated CA: 100 years. A longer one is a typo
+/// (or a unit mistake), and near year 9999 X.509 times run out.
+pub const MAX_CA_LIFETIME: Duration = Duration::from_secs(36_525 * 86_400);
 
 /// Generates a self-signed root CA: CA:TRUE (critical), keyCertSign +
 /// cRLSign + digitalSignature (critical), a subject key identifier and a
@@ -126,8 +127,20 @@ fn to_offset(t: OffsetDateTime, d: Duration) -> OffsetDateTime {
 /// `spec.lifetime`.
 ///
 /// # Errors
-/// When key generation or signing fails.
+/// A lifetime of zero or over [`MAX_CA_LIFETIME`]; key generation or
+/// signing failing.
 pub fn generate_ca(spec: &CaSpec, now: OffsetDateTime) -> Result<GeneratedCa> {
+    let lifetime =
+        crate::duration::check_lifetime("the CA lifetime", spec.lifetime, MAX_CA_LIFETIME)?;
+    let not_after = time::Duration::try_from(lifetime)
+        .ok()
+        .and_then(|d| now.checked_add(d))
+        .ok_or_else(|| {
+            Error::Duration(format!(
+                "the CA lifetime of {}h from {now} ends after the year 9999",
+                lifetime.as_secs() / 3600
+            ))
+        })?;
     let key = keys::generate(spec.algorithm)?;
     let mut params = CertificateParams::default();
     let mut dn = DistinguishedName::new();
@@ -143,7 +156,7 @@ pub fn generate_ca(spec: &CaSpec, now: OffsetDateTime) -> Result<GeneratedCa> {
         KeyUsagePurpose::DigitalSignature,
     ];
     params.not_before = now - time::Duration::minutes(1);
-    params.not_after = to_offset(now, spec.lifetime);
+    params.not_after = not_after;
     params.serial_number = Some(random_serial()?);
     let cert = params.self_signed(&key).map_err(|e| Error::Crypto {
         what: "CA self-signing",

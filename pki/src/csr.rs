@@ -17,7 +17,8 @@ use crate::error::{Error, Result};
 
 /// Smallest RSA modulus accepted.
 pub const MIN_RSA_BITS: usize = 2048;
-/// Largest RSA modulus ring verifies.
+/// Largest RSA modulus accepted (and the largest ring verifies): bigger
+/// keys cost seconds of CPU per signature check, a denial of service.
 pub const MAX_RSA_BITS: usize = 8192;
 
 /// The requester's public key with the algorithm its SPKI names.
@@ -109,7 +110,10 @@ fn check_key(csr: &X509CertificationRequest<'_>) -> Result<(String, &'static Sig
         .map_err(|e| Error::Csr(format!("unreadable public key: {e}")))?;
     let name = match parsed {
         PublicKey::RSA(rsa) => {
-            let bits = rsa.key_size();
+            // Counted from the modulus itself: x509-parser's `key_size`
+            // rounds to whole bytes and miscounts moduli without a leading
+            // zero byte.
+            let bits = crate::keys::modulus_bits(rsa.modulus);
             if bits < MIN_RSA_BITS {
                 return Err(Error::WeakKey {
                     algorithm: "RSA",
@@ -118,7 +122,11 @@ fn check_key(csr: &X509CertificationRequest<'_>) -> Result<(String, &'static Sig
                 });
             }
             if bits > MAX_RSA_BITS {
-                return Err(Error::UnsupportedAlgorithm(format!("RSA {bits}-bit")));
+                return Err(Error::KeyTooLarge {
+                    algorithm: "RSA",
+                    bits,
+                    maximum: MAX_RSA_BITS,
+                });
             }
             (format!("RSA {bits}"), &rcgen::PKCS_RSA_SHA256)
         }

@@ -83,6 +83,21 @@ pub enum Error {
         /// The minimum.
         minimum: usize,
     },
+    /// The key is larger than capstan accepts (huge RSA keys make every
+    /// verification and signature slow: a denial of service).
+    #[error("the {algorithm} key has {bits} bits; at most {maximum} are accepted")]
+    KeyTooLarge {
+        /// Key algorithm.
+        algorithm: &'static str,
+        /// Its size.
+        bits: usize,
+        /// The maximum.
+        maximum: usize,
+    },
+    /// A duration is not valid: unparsable, not positive, or longer than
+    /// the limit.
+    #[error("{0}")]
+    Duration(String),
     /// The key or signature algorithm is not supported.
     #[error("{0} keys are not supported")]
     UnsupportedAlgorithm(String),

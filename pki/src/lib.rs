@@ -4,6 +4,8 @@
 //!   key pair from PEM and check it can sign ([`SigningCa`]);
 //! * [`csr`] — parse a PKCS#10 request, verify its self-signature, refuse
 //!   weak or unsupported keys ([`ParsedCsr`]);
+//! * [`duration`] — durations in Go's syntax, as cert-manager writes them,
+//!   refusing zero, negative and absurd values;
 //! * [`sign`] — the leaf policy (durations, usages, name constraints) and
 //!   signing a leaf from a request ([`SigningCa::sign`]);
 //! * [`bundle`] — trust bundles: parse, de-duplicate, drop expired, order
@@ -25,6 +27,7 @@ pub mod bundle;
 pub mod ca;
 pub mod cert;
 pub mod csr;
+pub mod duration;
 mod error;
 mod keys;
 pub mod secret_key;
@@ -35,10 +38,12 @@ pub use bundle::{Bundle, normalize as normalize_bundle};
 pub use ca::{CaSpec, GeneratedCa, KeyAlgorithm, SigningCa, generate_ca};
 pub use cert::{Summary, fingerprint, summarize};
 pub use csr::{ParsedCsr, parse_csr};
+pub use duration::{MAX_DURATION, parse_duration};
 pub use error::{Error, Result};
 pub use secret_key::SecretKeyPem;
 pub use serving::ServingCert;
 pub use sign::{LeafPolicy, LeafRequest, SignedLeaf, Truncation, is_known_usage};
 
-/// Largest PEM or DER input accepted anywhere (CSRs, certificates, bundles).
+/// Largest PEM or DER input accepted anywhere (CSRs, certificates, bundles,
+/// private keys).
 pub const MAX_INPUT_BYTES: usize = 1024 * 1024;

@@ -285,9 +285,11 @@ impl SigningCa {
                 granted,
             });
         }
-        let mut not_after = now
-            .checked_add(time::Duration::try_from(granted).unwrap_or(time::Duration::MAX))
-            .unwrap_or(self.summary.not_after);
+        // A lifetime past the end of time ends with the CA, and says so.
+        let mut not_after = time::Duration::try_from(granted)
+            .ok()
+            .and_then(|d| now.checked_add(d))
+            .unwrap_or(time::PrimitiveDateTime::MAX.assume_utc());
         if not_after > self.summary.not_after {
             not_after = self.summary.not_after;
             truncated = Some(Truncation::CaExpiry { not_after });
