@@ -26,6 +26,12 @@ impl Error {
         }
     }
 
+    /// Whether the API answered 404 Not Found.
+    #[must_use]
+    pub fn is_not_found(&self) -> bool {
+        matches!(self, Self::Kube { source: kube::Error::Api(status), .. } if status.code == 404)
+    }
+
     /// The category: Event reason and metric label.
     #[must_use]
     pub fn category(&self) -> &'static str {

@@ -19,8 +19,10 @@ pub struct Metrics {
     pub rollouts_timed_out: IntCounterVec,
     /// Restarts due but waiting for a free slot in their namespace.
     pub rollouts_waiting: IntGauge,
-    /// Secrets and ConfigMaps whose content is watched.
-    pub sources_watched: IntGauge,
+    /// Secrets and ConfigMaps whose content is watched, by controller
+    /// (`restart`: used by opted-in workloads; `inject`: read by annotated
+    /// ConfigMaps; `bundle`: read by `CABundle`s).
+    pub sources_watched: IntGaugeVec,
     /// Reconcile errors by controller and category.
     pub reconcile_errors: IntCounterVec,
 }
@@ -73,9 +75,12 @@ impl Metrics {
                 "capstan_rotator_rollouts_waiting",
                 "Restarts due but waiting for a free slot in their namespace.",
             )?,
-            sources_watched: IntGauge::new(
-                "capstan_rotator_sources_watched",
-                "Secrets and ConfigMaps whose content the rotator watches.",
+            sources_watched: IntGaugeVec::new(
+                Opts::new(
+                    "capstan_rotator_sources_watched",
+                    "Secrets and ConfigMaps whose content the rotator watches, by controller.",
+                ),
+                &["controller"],
             )?,
             reconcile_errors: counter(
                 "capstan_rotator_reconcile_errors_total",
@@ -119,6 +124,7 @@ mod tests {
         m.reconcile_errors
             .with_label_values(&["bundle", "APIError"])
             .inc();
+        m.sources_watched.with_label_values(&["restart"]).set(1);
         assert_eq!(registry.gather().len(), 9);
         assert!(Metrics::register(&registry).is_err());
     }

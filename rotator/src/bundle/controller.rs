@@ -50,6 +50,7 @@ struct Bundles {
     ctx: Arc<Context>,
     config: Config,
     namespaces: Store<PartialObjectMeta<Namespace>>,
+    bundles: Store<CABundle>,
     retries: Retries,
 }
 
@@ -85,12 +86,13 @@ pub async fn run(ctx: Arc<Context>, config: Config, shutdown: CancellationToken)
     .touched_objects()
     .filter_map(|n| std::future::ready(n.ok().map(|_| ())));
     let secrets = changes::<Secret>(&client, &wc, bundles.clone(), Kind::Secret);
-    let config_maps = changes::<ConfigMap>(&client, &wc, bundles, Kind::ConfigMap);
+    let config_maps = changes::<ConfigMap>(&client, &wc, bundles.clone(), Kind::ConfigMap);
 
     let state = Arc::new(Bundles {
         ctx: ctx.clone(),
         config,
         namespaces,
+        bundles,
         retries: Retries::default(),
     });
     controller
@@ -137,6 +139,14 @@ where
 
 async fn reconcile(bundle: Arc<CABundle>, state: Arc<Bundles>) -> Result<Action> {
     let name = bundle.name_any();
+    let all = state.bundles.state();
+    let sources = select::object_sources(all.iter().map(AsRef::as_ref));
+    state
+        .ctx
+        .metrics
+        .sources_watched
+        .with_label_values(&["bundle"])
+        .set(i64::try_from(sources).unwrap_or(i64::MAX));
     let (outcome, write_error) = state.sync(&bundle).await?;
     if let Outcome::Built {
         targets, in_sync, ..

@@ -117,6 +117,7 @@ pub async fn run(ctx: Arc<Context>, config: Config, shutdown: CancellationToken)
     .inspect(move |event| {
         if let Ok(watcher::Event::Delete(cm)) = event {
             forget.deps().forget(&key_of(cm));
+            forget.sources_gauge();
         }
     })
     .reflect(writer)
@@ -188,7 +189,9 @@ fn issuers(
 
 async fn reconcile(cm: Arc<ConfigMapMeta>, injector: Arc<Injector>) -> Result<Action> {
     let key = key_of(&cm);
-    let action = injector.reconcile(&cm, &key).await?;
+    let action = injector.reconcile(&cm, &key).await;
+    injector.sources_gauge();
+    let action = action?;
     injector.retries.succeeded(&format!("{}/{}", key.0, key.1));
     Ok(action)
 }
@@ -211,6 +214,16 @@ impl Injector {
         self.deps
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// Publishes how many sources annotated ConfigMaps read.
+    fn sources_gauge(&self) {
+        let n = self.deps().sources();
+        self.ctx
+            .metrics
+            .sources_watched
+            .with_label_values(&["inject"])
+            .set(i64::try_from(n).unwrap_or(i64::MAX));
     }
 
     fn dependents(&self, source: &InjectSource) -> Vec<ObjectRef<ConfigMapMeta>> {

@@ -133,6 +133,23 @@ pub fn existing(bundle: &str, target_name: &str, found: Vec<Found>) -> Existing 
     out
 }
 
+/// How many distinct Secrets and ConfigMaps `bundles` read.
+#[must_use]
+pub fn object_sources<'a>(bundles: impl IntoIterator<Item = &'a CABundle>) -> usize {
+    let mut seen = BTreeSet::new();
+    for b in bundles {
+        for s in &b.spec.sources {
+            if let Some(r) = &s.secret {
+                seen.insert(("Secret", r.namespace.as_str(), r.name.as_str()));
+            }
+            if let Some(r) = &s.config_map {
+                seen.insert(("ConfigMap", r.namespace.as_str(), r.name.as_str()));
+            }
+        }
+    }
+    seen.len()
+}
+
 /// The kind of a changed object.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Kind {

@@ -7,6 +7,12 @@
 //! opens a restart window. When the window closes and the namespace has room,
 //! the workload's pod template gets the new `capstan.dev/config-hash`, and
 //! the rollout is followed to its end.
+//!
+//! Nothing is lost to a failed call: a source whose fetch failed is fetched
+//! again (its new resourceVersion is recorded only once its content is
+//! known), a workload whose handling failed is handled again, and a restart
+//! whose patch failed goes back to the scheduler with its changes, each
+//! after a doubling delay ([`Backoff`], [`Scheduler::failed`]).
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::Arc;
@@ -25,7 +31,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::hash::{config_hash, object_digest};
 use super::rollout::RolloutState;
-use super::schedule::{Limits, Scheduler, WorkloadKey};
+use super::schedule::{Backoff, Limits, Scheduler, WorkloadKey};
 use super::sources::{self, SourceKind, SourceRef};
 use super::workload::{self, Workload};
 use crate::context::{Context, RESTART_MANAGER};
@@ -58,6 +64,13 @@ pub struct Restarter {
     workloads: HashMap<WorkloadKey, (Workload, BTreeSet<SourceRef>)>,
     users: HashMap<SourceKey, BTreeSet<WorkloadKey>>,
     known: HashMap<SourceKey, Known>,
+    /// Sources to fetch again, with the resourceVersion last seen (`None`
+    /// once deleted).
+    refetch: Backoff<SourceKey>,
+    refetch_versions: HashMap<SourceKey, Option<String>>,
+    /// Workloads to handle again, as last seen, and whether as a recheck.
+    rework: Backoff<WorkloadKey>,
+    rework_objects: HashMap<WorkloadKey, (Workload, bool)>,
 }
 
 impl Restarter {
@@ -71,6 +84,10 @@ impl Restarter {
             workloads: HashMap::new(),
             users: HashMap::new(),
             known: HashMap::new(),
+            refetch: Backoff::default(),
+            refetch_versions: HashMap::new(),
+            rework: Backoff::default(),
+            rework_objects: HashMap::new(),
         }
     }
 
@@ -120,26 +137,87 @@ impl Restarter {
                 .boxed(),
         );
         loop {
-            let wake = self
-                .scheduler
-                .next_wake(Instant::now())
-                .map_or(Duration::from_secs(30), |at| {
-                    at.saturating_duration_since(Instant::now())
-                });
+            let now = Instant::now();
+            let wake = [
+                self.scheduler.next_wake(now),
+                self.refetch.next_wake(now),
+                self.rework.next_wake(now),
+            ]
+            .into_iter()
+            .flatten()
+            .min()
+            .map_or(Duration::from_secs(30), |at| {
+                at.saturating_duration_since(now)
+            });
             let input = tokio::select! {
                 () = shutdown.cancelled() => return,
                 () = tokio::time::sleep(wake) => Input::Tick,
                 next = inputs.next() => match next { Some(input) => input, None => return },
             };
             if let Err(error) = self.handle(input).await {
-                self.ctx
-                    .metrics
-                    .reconcile_errors
-                    .with_label_values(&["restart", error.category()])
-                    .inc();
-                tracing::warn!(%error, "restart controller");
+                self.failure(&error);
             }
+            self.retry(Instant::now()).await;
             self.drive(Instant::now()).await;
+        }
+    }
+
+    fn failure(&self, error: &Error) {
+        self.ctx
+            .metrics
+            .reconcile_errors
+            .with_label_values(&["restart", error.category()])
+            .inc();
+        tracing::warn!(%error, "restart controller");
+    }
+
+    /// Handles a workload, and again later if that fails.
+    async fn apply_workload(&mut self, w: Workload, recheck: bool) -> Result<()> {
+        let key = w.key();
+        match self.workload_applied(w.clone(), recheck).await {
+            Ok(()) => {
+                self.rework.succeeded(&key);
+                self.rework_objects.remove(&key);
+                Ok(())
+            }
+            Err(error) => {
+                let at = self.rework.failed(key.clone(), Instant::now());
+                let recheck = recheck
+                    || self
+                        .rework_objects
+                        .get(&key)
+                        .is_some_and(|(_, earlier)| *earlier);
+                self.rework_objects.insert(key.clone(), (w, recheck));
+                tracing::debug!(workload = %key, retry_in = ?at.saturating_duration_since(Instant::now()), "will handle the workload again");
+                Err(error)
+            }
+        }
+    }
+
+    /// Does again what failed and is due: fetches of changed sources and
+    /// handling of workloads.
+    async fn retry(&mut self, now: Instant) {
+        for skey in self.refetch.due(now) {
+            let Some(rv) = self.refetch_versions.get(&skey).cloned() else {
+                self.refetch.succeeded(&skey);
+                continue;
+            };
+            let (namespace, source) = skey;
+            if let Err(error) = self
+                .source_seen(source.kind, namespace, source.name, rv)
+                .await
+            {
+                self.failure(&error);
+            }
+        }
+        for key in self.rework.due(now) {
+            let Some((w, recheck)) = self.rework_objects.get(&key).cloned() else {
+                self.rework.succeeded(&key);
+                continue;
+            };
+            if let Err(error) = self.apply_workload(w, recheck).await {
+                self.failure(&error);
+            }
         }
     }
 
@@ -147,7 +225,7 @@ impl Restarter {
         match input {
             Input::Workload(event) => match *event {
                 watcher::Event::Apply(w) | watcher::Event::InitApply(w) => {
-                    self.workload_applied(w, false).await
+                    self.apply_workload(w, false).await
                 }
                 watcher::Event::Delete(w) => {
                     self.forget(&w.key());
@@ -215,16 +293,13 @@ impl Restarter {
             }
         }
         self.drop_unused();
+        self.update_gauges();
         if first_seen {
             // Logged once the current content is known, so a change from
             // here on is seen as one.
             let names: Vec<String> = watched.iter().map(ToString::to_string).collect();
             tracing::info!(workload = %key, sources = %names.join(", "), "watching the sources of {key}");
         }
-        self.ctx
-            .metrics
-            .sources_watched
-            .set(i64::try_from(self.known.len()).unwrap_or(i64::MAX));
         let in_flight = self.scheduler.in_flight().contains(&key);
         if in_flight {
             match w.rollout() {
@@ -280,17 +355,32 @@ impl Restarter {
     ) -> Result<()> {
         let skey = (namespace, SourceRef { kind, name });
         let Some(users) = self.users.get(&skey).cloned() else {
+            self.refetch.succeeded(&skey);
+            self.refetch_versions.remove(&skey);
             return Ok(());
         };
         let previous = self.known.get(&skey).cloned();
         if rv.is_some() && previous.as_ref().is_some_and(|p| p.resource_version == rv) {
+            self.refetch.succeeded(&skey);
+            self.refetch_versions.remove(&skey);
             return Ok(());
         }
         let digest = if rv.is_some() {
-            self.fetch(&skey).await?
+            match self.fetch(&skey).await {
+                Ok(digest) => digest,
+                Err(error) => {
+                    // The resourceVersion stays unrecorded, so the change
+                    // is still a change when the fetch is retried.
+                    self.refetch.failed(skey.clone(), Instant::now());
+                    self.refetch_versions.insert(skey, rv);
+                    return Err(error);
+                }
+            }
         } else {
             None
         };
+        self.refetch.succeeded(&skey);
+        self.refetch_versions.remove(&skey);
         let changed = previous.as_ref().is_some_and(|p| p.digest != digest);
         self.known.insert(
             skey.clone(),
@@ -416,8 +506,14 @@ impl Restarter {
                 continue;
             }
             if let Err(error) = self.patch(&key, &workload::hash_patch(&hash, true)).await {
-                self.scheduler.forget(&key);
-                tracing::warn!(%error, workload = %key, "could not restart");
+                if error.is_not_found() {
+                    self.scheduler.forget(&key);
+                    tracing::info!(workload = %key, "gone before its restart");
+                    continue;
+                }
+                self.failure(&error);
+                let at = self.scheduler.failed(start, now);
+                tracing::warn!(%error, workload = %key, retry_in = ?at.saturating_duration_since(now), "could not restart; will try again");
                 continue;
             }
             self.ctx
@@ -476,10 +572,13 @@ impl Restarter {
     /// On becoming leader: every workload whose hash is stale is scheduled.
     async fn resync(&mut self) -> Result<()> {
         let tracked: Vec<Workload> = self.workloads.values().map(|(w, _)| w.clone()).collect();
+        let mut first_error = None;
         for w in tracked {
-            self.workload_applied(w, true).await?;
+            if let Err(error) = self.apply_workload(w, true).await {
+                first_error.get_or_insert(error);
+            }
         }
-        Ok(())
+        first_error.map_or(Ok(()), Err)
     }
 
     async fn event(&self, w: &Workload, record: Record) {
@@ -505,17 +604,32 @@ impl Restarter {
         self.users.retain(|_, users| !users.is_empty());
     }
 
-    /// Drops the digests of sources no workload uses any more.
+    /// Drops the digests (and pending fetches) of sources no workload uses
+    /// any more.
     fn drop_unused(&mut self) {
         let users = &self.users;
         self.known.retain(|skey, _| users.contains_key(skey));
+        self.refetch.retain(|skey| users.contains_key(skey));
+        self.refetch_versions
+            .retain(|skey, _| users.contains_key(skey));
+    }
+
+    fn update_gauges(&self) {
+        self.ctx
+            .metrics
+            .sources_watched
+            .with_label_values(&["restart"])
+            .set(i64::try_from(self.known.len()).unwrap_or(i64::MAX));
     }
 
     fn forget(&mut self, key: &WorkloadKey) {
         self.workloads.remove(key);
         self.scheduler.forget(key);
+        self.rework.succeeded(key);
+        self.rework_objects.remove(key);
         self.forget_users(key);
         self.drop_unused();
+        self.update_gauges();
     }
 }
 

@@ -4,8 +4,10 @@
 //! The first change a workload sees opens its window; every change inside the
 //! window joins the same restart, which starts when the window closes and the
 //! namespace has room. A rollout occupies its namespace until it completes or
-//! `rollout_timeout` passes. Pure: the caller passes `now` and acts on what
-//! the methods return.
+//! `rollout_timeout` passes. A restart whose patch failed goes back to
+//! waiting, with the changes it carried, until a doubling delay passes
+//! ([`Scheduler::failed`]); [`Backoff`] does the same for reads that failed.
+//! Pure: the caller passes `now` and acts on what the methods return.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::{Duration, Instant};
@@ -47,12 +49,94 @@ pub struct Start {
     pub workload: WorkloadKey,
     /// Every source whose change led to it.
     pub changed: BTreeSet<SourceRef>,
+    /// How many times it was started before and could not be applied.
+    pub failures: u32,
 }
 
 #[derive(Debug, Clone)]
 struct Pending {
     opened: Instant,
     changed: BTreeSet<SourceRef>,
+    /// After a failed patch: not before this instant.
+    not_before: Option<Instant>,
+    /// Consecutive failed patches.
+    failures: u32,
+}
+
+impl Pending {
+    /// A retry's window has closed already: it is due when its delay ends.
+    fn due_at(&self, debounce: Duration) -> Instant {
+        self.not_before.unwrap_or(self.opened + debounce)
+    }
+}
+
+/// Delay before retry number `failures` (1-based): doubling from 1 s, at
+/// most 60 s.
+#[must_use]
+pub fn retry_delay(failures: u32) -> Duration {
+    let exp = failures.saturating_sub(1).min(6);
+    Duration::from_secs(1u64 << exp).min(Duration::from_secs(60))
+}
+
+/// Failed work to do again, per key, after [`retry_delay`].
+#[derive(Debug, Clone)]
+pub struct Backoff<K> {
+    entries: BTreeMap<K, (u32, Instant)>,
+}
+
+impl<K> Default for Backoff<K> {
+    fn default() -> Self {
+        Self {
+            entries: BTreeMap::new(),
+        }
+    }
+}
+
+impl<K: Ord + Clone> Backoff<K> {
+    /// Records a failure of `key`; returns when to try again.
+    pub fn failed(&mut self, key: K, now: Instant) -> Instant {
+        let entry = self.entries.entry(key).or_insert((0, now));
+        entry.0 = entry.0.saturating_add(1);
+        entry.1 = now + retry_delay(entry.0);
+        entry.1
+    }
+
+    /// Forgets `key`: it succeeded, or is no longer wanted.
+    pub fn succeeded(&mut self, key: &K) {
+        self.entries.remove(key);
+    }
+
+    /// Whether `key` waits for a retry.
+    #[must_use]
+    pub fn contains(&self, key: &K) -> bool {
+        self.entries.contains_key(key)
+    }
+
+    /// The keys whose retry is due at `now`. They stay recorded (with their
+    /// failure count) until [`Self::succeeded`] or the next [`Self::failed`].
+    #[must_use]
+    pub fn due(&self, now: Instant) -> Vec<K> {
+        self.entries
+            .iter()
+            .filter(|(_, (_, at))| *at <= now)
+            .map(|(k, _)| k.clone())
+            .collect()
+    }
+
+    /// The earliest retry after `now`.
+    #[must_use]
+    pub fn next_wake(&self, now: Instant) -> Option<Instant> {
+        self.entries
+            .values()
+            .map(|(_, at)| *at)
+            .filter(|t| *t > now)
+            .min()
+    }
+
+    /// Keeps only the keys `keep` accepts.
+    pub fn retain(&mut self, mut keep: impl FnMut(&K) -> bool) {
+        self.entries.retain(|k, _| keep(k));
+    }
 }
 
 /// The scheduler's state.
@@ -81,9 +165,32 @@ impl Scheduler {
             .or_insert_with(|| Pending {
                 opened: now,
                 changed: BTreeSet::new(),
+                not_before: None,
+                failures: 0,
             })
             .changed
             .insert(source);
+    }
+
+    /// The restart `start` could not be applied: it frees its slot and waits
+    /// again, with every change it carried (and any made since), until a
+    /// doubling delay has passed. Returns when it is due again.
+    pub fn failed(&mut self, start: Start, now: Instant) -> Instant {
+        self.active.remove(&start.workload);
+        let pending = self
+            .pending
+            .entry(start.workload)
+            .or_insert_with(|| Pending {
+                opened: now,
+                changed: BTreeSet::new(),
+                not_before: None,
+                failures: 0,
+            });
+        pending.changed.extend(start.changed);
+        pending.failures = pending.failures.max(start.failures).saturating_add(1);
+        let at = now + retry_delay(pending.failures);
+        pending.not_before = Some(at);
+        pending.due_at(self.limits.debounce)
     }
 
     /// Forgets a workload that was deleted or opted out.
@@ -109,7 +216,7 @@ impl Scheduler {
     pub fn waiting(&self, now: Instant) -> usize {
         self.pending
             .values()
-            .filter(|p| now >= p.opened + self.limits.debounce)
+            .filter(|p| now >= p.due_at(self.limits.debounce))
             .count()
     }
 
@@ -135,7 +242,7 @@ impl Scheduler {
             .pending
             .iter()
             .filter(|(key, p)| {
-                now >= p.opened + self.limits.debounce && !self.active.contains_key(*key)
+                now >= p.due_at(self.limits.debounce) && !self.active.contains_key(*key)
             })
             .map(|(k, p)| (p.opened, k.clone()))
             .collect();
@@ -155,6 +262,7 @@ impl Scheduler {
                 starts.push(Start {
                     workload: key,
                     changed: pending.changed,
+                    failures: pending.failures,
                 });
             }
         }
@@ -170,7 +278,7 @@ impl Scheduler {
         let windows = self
             .pending
             .values()
-            .map(|p| p.opened + self.limits.debounce);
+            .map(|p| p.due_at(self.limits.debounce));
         let timeouts = self
             .active
             .values()
@@ -267,6 +375,52 @@ mod tests {
         assert!(s.due(secs(t0, 30)).is_empty(), "waits for its own rollout");
         s.completed(&key("a", "web"));
         assert_eq!(s.due(secs(t0, 30)).len(), 1);
+    }
+
+    #[test]
+    fn a_failed_patch_keeps_its_changes_and_retries_with_backoff() {
+        let t0 = Instant::now();
+        let mut s = Scheduler::new(LIMITS);
+        s.changed(key("a", "web"), SourceRef::secret("tls"), t0);
+        s.changed(key("a", "other"), SourceRef::secret("tls"), secs(t0, 1));
+        let start = s.due(secs(t0, 10)).remove(0);
+        assert_eq!(start.workload, key("a", "web"));
+        s.changed(key("a", "web"), SourceRef::secret("token"), secs(t0, 10));
+        assert_eq!(s.failed(start, secs(t0, 10)), secs(t0, 11));
+        // The slot is free again: the other workload goes first.
+        let next: Vec<_> = s
+            .due(secs(t0, 11))
+            .into_iter()
+            .map(|s| s.workload)
+            .collect();
+        assert_eq!(next, [key("a", "other")]);
+        s.completed(&key("a", "other"));
+        let again = s.due(secs(t0, 12));
+        assert_eq!(again.len(), 1);
+        let both: BTreeSet<SourceRef> =
+            [SourceRef::secret("tls"), SourceRef::secret("token")].into();
+        assert_eq!(again[0].changed, both, "no change is lost");
+        // A second failure waits twice as long.
+        assert_eq!(s.failed(again[0].clone(), secs(t0, 12)), secs(t0, 14));
+        assert!(s.due(secs(t0, 13)).is_empty());
+        assert_eq!(s.next_wake(secs(t0, 13)), Some(secs(t0, 14)));
+        assert_eq!(s.due(secs(t0, 14)).len(), 1);
+        assert!(s.due(secs(t0, 100)).is_empty(), "one restart, once applied");
+    }
+
+    #[test]
+    fn backoff_doubles_until_success() {
+        let t0 = Instant::now();
+        let mut b = Backoff::default();
+        assert_eq!(b.failed("tls", t0), secs(t0, 1));
+        assert!(b.due(t0).is_empty());
+        assert_eq!(b.due(secs(t0, 1)), ["tls"]);
+        assert_eq!(b.failed("tls", secs(t0, 1)), secs(t0, 3));
+        assert_eq!(b.next_wake(secs(t0, 1)), Some(secs(t0, 3)));
+        b.succeeded(&"tls");
+        assert!(!b.contains(&"tls"));
+        assert_eq!(b.failed("tls", secs(t0, 5)), secs(t0, 6));
+        assert_eq!(retry_delay(30), Duration::from_secs(60));
     }
 
     #[test]
