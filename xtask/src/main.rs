@@ -10,6 +10,16 @@
 //!   files (`docs/mixin/alerts.yaml`, `rules.yaml`) into the Helm chart's
 //!   `files/`, from which it renders its CRDs and PrometheusRule. A test
 //!   fails when the chart's copies are stale.
+//! * `docs` — writes the reference pages under `docs/reference/` (CRD
+//!   fields, flags and config keys, metrics) from the code. A test of this
+//!   crate fails when the committed pages differ from what this would write;
+//!   `docs --check` only reports which pages are stale.
+//!
+//! Every command writes through [`generated::write`], and the checks render
+//! the files again and compare them with what is committed.
+
+mod generated;
+mod reference;
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -22,9 +32,13 @@ fn main() -> Result<()> {
         "ci" => ci(&workspace_root()?),
         "crds" => crds(&workspace_root()?),
         "chart-files" => chart_files(&workspace_root()?),
+        "docs" => docs(
+            &workspace_root()?,
+            std::env::args().nth(2).as_deref() == Some("--check"),
+        ),
         "" | "help" | "--help" | "-h" => {
             println!(
-                "usage: cargo xtask <command>\n\ncommands:\n  ci     install test tools, check fmt and clippy, run all tests\n  crds   regenerate crds/*.yaml from the Rust types\n  chart-files   copy crds/ and the mixin's rules into charts/capstan/files"
+                "usage: cargo xtask <command>\n\ncommands:\n  ci     install test tools, check fmt and clippy, run all tests\n  crds   regenerate crds/*.yaml from the Rust types\n  chart-files   copy crds/ and the mixin's rules into charts/capstan/files\n  docs   regenerate docs/reference/*.md from the code (--check: only check)"
             );
             Ok(())
         }
@@ -77,17 +91,30 @@ fn run(root: &Path, program: &str, args: &[&str]) -> Result<()> {
 
 /// Writes every CRD capstan defines into `crds/`.
 fn crds(root: &Path) -> Result<()> {
-    let dir = root.join("crds");
-    std::fs::create_dir_all(&dir)?;
-    let all = capstan_issuer::api::crds()
+    let files = capstan_issuer::api::crds()
         .into_iter()
-        .chain(capstan_rotator::api::crds());
-    for crd in all {
-        let path = dir.join(capstan_common::crd::file_name(&crd));
-        std::fs::write(&path, capstan_common::crd::render(&crd)?)
-            .with_context(|| format!("writing {}", path.display()))?;
-        eprintln!("wrote {}", path.display());
+        .chain(capstan_rotator::api::crds())
+        .map(|crd| {
+            Ok(generated::Generated::new(
+                Path::new("crds").join(capstan_common::crd::file_name(&crd)),
+                capstan_common::crd::render(&crd)?,
+            ))
+        })
+        .collect::<Result<Vec<_>>>()?;
+    generated::write(root, &files)
+}
+
+/// Writes the reference pages, or with `check` fails when any is stale.
+fn docs(root: &Path, check: bool) -> Result<()> {
+    let files = reference::files()?;
+    if !check {
+        return generated::write(root, &files);
     }
+    let stale = generated::stale(root, &files);
+    if !stale.is_empty() {
+        bail!("stale or missing: {stale:?}; run `cargo xtask docs` and commit the result");
+    }
+    eprintln!("{} reference pages are current", files.len());
     Ok(())
 }
 
@@ -120,10 +147,14 @@ fn chart_files(root: &Path) -> Result<()> {
         }
         std::fs::create_dir_all(&dir)?;
     }
-    for (from, to) in chart_file_pairs(root)? {
-        std::fs::copy(&from, &to)
-            .with_context(|| format!("copying {} to {}", from.display(), to.display()))?;
-        println!("wrote {}", to.display());
-    }
-    Ok(())
+    let files = chart_file_pairs(root)?
+        .into_iter()
+        .map(|(from, to)| {
+            let contents = std::fs::read_to_string(&from)
+                .with_context(|| format!("reading {}", from.display()))?;
+            let to = to.strip_prefix(root).unwrap_or(&to).to_owned();
+            Ok(generated::Generated::new(to, contents))
+        })
+        .collect::<Result<Vec<_>>>()?;
+    generated::write(root, &files)
 }
