@@ -1,15 +1,26 @@
 //! The Helm chart (charts/capstan), checked with the real `helm` and
 //! `kubernetes-validate`: lint, render for each mode, validate, and check
-//! that each value changes what it must. Then a real `helm install` into the
-//! test API server.
+//! that each value changes what it must; the values schema refuses what the
+//! binaries refuse and knows the keys they accept; the config rendered for
+//! each mode starts the real binaries; and a real `helm install` (with the
+//! default issuer, whose CRD comes in the same release) into the test API
+//! server.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-use std::path::PathBuf;
+use std::collections::BTreeSet;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use capstan_tests::apiserver::TestApiServer;
-use capstan_tests::harness::{Kubectl, helm_path, workspace_root};
+use capstan_tests::harness::{
+    Kubectl, RunningBinary, await_condition, helm_path, shared_dir, workspace_binary,
+    workspace_root,
+};
+use serde::Deserialize as _;
 use serde_yaml::Value;
+
+const WAIT: Duration = Duration::from_secs(90);
+const POLL: Duration = Duration::from_millis(200);
 
 fn chart() -> PathBuf {
     workspace_root().join("charts/capstan")
@@ -28,12 +39,13 @@ fn helm(args: &[&str]) -> (bool, String) {
     (out.status.success(), text)
 }
 
-/// Renders the chart with `--set` values; returns the documents.
-fn render(sets: &[&str]) -> Vec<Value> {
+/// `helm template <release> <chart> --namespace capstan` with `--set` values
+/// and `extra` flags.
+fn template(release: &str, sets: &[&str], extra: &[&str]) -> (bool, String) {
     let chart = chart();
     let mut args = vec![
         "template",
-        "capstan",
+        release,
         chart.to_str().unwrap(),
         "--namespace",
         "capstan",
@@ -41,20 +53,52 @@ fn render(sets: &[&str]) -> Vec<Value> {
     for s in sets {
         args.extend(["--set", s]);
     }
-    let (ok, text) = helm(&args);
-    assert!(ok, "helm template {sets:?}:\n{text}");
-    validate(&text, sets);
-    serde_yaml::Deserializer::from_str(&text)
-        .map(|d| Value::deserialize(d).unwrap())
-        .filter(|v| !v.is_null())
-        .collect()
+    args.extend_from_slice(extra);
+    helm(&args)
 }
 
-use serde::Deserialize as _;
+/// Renders the chart as release `capstan` with `--set` values; returns the
+/// documents.
+fn render(sets: &[&str]) -> Vec<Value> {
+    render_as("capstan", sets)
+}
+
+/// Renders the chart as `release`: the output must pass
+/// `kubernetes-validate`, `helm lint --strict` with the same values, and the
+/// monitor endpoint checks.
+fn render_as(release: &str, sets: &[&str]) -> Vec<Value> {
+    let (ok, text) = template(release, sets, &[]);
+    assert!(ok, "helm template {sets:?}:\n{text}");
+    validate(&text, sets);
+    lint(sets);
+    let docs: Vec<Value> = serde_yaml::Deserializer::from_str(&text)
+        .map(|d| Value::deserialize(d).unwrap())
+        .filter(|v| !v.is_null())
+        .collect();
+    check_monitors(&docs, sets);
+    docs
+}
+
+/// `helm template` must fail; returns its output.
+fn refused(sets: &[&str]) -> String {
+    let (ok, text) = template("capstan", sets, &[]);
+    assert!(!ok, "helm template {sets:?} should fail, rendered:\n{text}");
+    text
+}
+
+fn lint(sets: &[&str]) {
+    let chart = chart();
+    let mut args = vec!["lint", "--strict", chart.to_str().unwrap()];
+    for s in sets {
+        args.extend(["--set", s]);
+    }
+    let (ok, text) = helm(&args);
+    assert!(ok, "helm lint {sets:?}:\n{text}");
+}
 
 /// kubernetes-validate (strict, Kubernetes 1.34) over rendered YAML; CRD-based
 /// kinds (monitors, rules, issuers) have no schema there and are checked by
-/// the assertions instead.
+/// [`check_monitors`] and the assertions instead.
 fn validate(yaml: &str, sets: &[&str]) {
     let dir = tempfile::tempdir().unwrap();
     let file = dir.path().join("rendered.yaml");
@@ -86,6 +130,95 @@ fn validate(yaml: &str, sets: &[&str]) {
     }
 }
 
+/// Fields of a prometheus-operator `monitoring.coreos.com/v1`
+/// PodMetricsEndpoint, which a ServiceMonitor `Endpoint` has too.
+const ENDPOINT_FIELDS: &[&str] = &[
+    "port",
+    "portNumber",
+    "targetPort",
+    "path",
+    "scheme",
+    "params",
+    "interval",
+    "scrapeTimeout",
+    "tlsConfig",
+    "bearerTokenSecret",
+    "honorLabels",
+    "honorTimestamps",
+    "trackTimestampsStaleness",
+    "basicAuth",
+    "oauth2",
+    "authorization",
+    "metricRelabelings",
+    "relabelings",
+    "proxyUrl",
+    "noProxy",
+    "proxyFromEnvironment",
+    "proxyConnectHeader",
+    "followRedirects",
+    "enableHttp2",
+    "filterRunning",
+];
+/// `SafeTLSConfig`: the tlsConfig of a PodMonitor (no file paths: the
+/// operator cannot mount them into Prometheus).
+const SAFE_TLS_FIELDS: &[&str] = &[
+    "ca",
+    "cert",
+    "keySecret",
+    "serverName",
+    "insecureSkipVerify",
+    "minVersion",
+    "maxVersion",
+];
+/// What a ServiceMonitor endpoint has beyond a PodMonitor's.
+const SERVICE_ENDPOINT_ONLY: &[&str] = &["bearerTokenFile"];
+/// What a ServiceMonitor tlsConfig (`TLSConfig`) has beyond `SafeTLSConfig`.
+const TLS_FILE_FIELDS: &[&str] = &["caFile", "certFile", "keyFile"];
+
+/// Every monitor endpoint uses only fields its kind has, scrapes the
+/// `http-metrics` port, and names a TLS server when it uses https.
+fn check_monitors(docs: &[Value], sets: &[&str]) {
+    for kind in ["ServiceMonitor", "PodMonitor"] {
+        let service = kind == "ServiceMonitor";
+        for monitor in kinds(docs, kind) {
+            let list = if service {
+                "endpoints"
+            } else {
+                "podMetricsEndpoints"
+            };
+            let endpoints = monitor["spec"][list].as_sequence().unwrap();
+            assert!(!endpoints.is_empty(), "{sets:?}: {monitor:?}");
+            for endpoint in endpoints {
+                for (key, _) in endpoint.as_mapping().unwrap() {
+                    let key = key.as_str().unwrap();
+                    assert!(
+                        ENDPOINT_FIELDS.contains(&key)
+                            || (service && SERVICE_ENDPOINT_ONLY.contains(&key)),
+                        "{sets:?}: a {kind} endpoint has no field {key:?}: {endpoint:?}"
+                    );
+                }
+                if let Some(tls) = endpoint.get("tlsConfig") {
+                    for (key, _) in tls.as_mapping().unwrap() {
+                        let key = key.as_str().unwrap();
+                        assert!(
+                            SAFE_TLS_FIELDS.contains(&key)
+                                || (service && TLS_FILE_FIELDS.contains(&key)),
+                            "{sets:?}: a {kind} tlsConfig has no field {key:?}: {tls:?}"
+                        );
+                    }
+                }
+                assert_eq!(endpoint["port"], "http-metrics", "{sets:?}");
+                if endpoint["scheme"] == "https" {
+                    assert!(
+                        endpoint["tlsConfig"]["serverName"].as_str().is_some(),
+                        "{sets:?}: {endpoint:?}"
+                    );
+                }
+            }
+        }
+    }
+}
+
 fn find<'a>(docs: &'a [Value], kind: &str, name: &str) -> Option<&'a Value> {
     docs.iter()
         .find(|d| d["kind"].as_str() == Some(kind) && d["metadata"]["name"].as_str() == Some(name))
@@ -97,10 +230,32 @@ fn kinds<'a>(docs: &'a [Value], kind: &str) -> Vec<&'a Value> {
         .collect()
 }
 
+/// The config file a component's ConfigMap carries, as text.
+fn config_text(docs: &[Value], component: &str) -> String {
+    let cm = find(docs, "ConfigMap", &format!("capstan-{component}-config")).unwrap();
+    cm["data"]["config.yaml"].as_str().unwrap().to_owned()
+}
+
 /// The config file a component's ConfigMap carries.
 fn config(docs: &[Value], component: &str) -> Value {
-    let cm = find(docs, "ConfigMap", &format!("capstan-{component}-config")).unwrap();
-    serde_yaml::from_str(cm["data"]["config.yaml"].as_str().unwrap()).unwrap()
+    serde_yaml::from_str(&config_text(docs, component)).unwrap()
+}
+
+/// The first endpoint of a component's monitor of `kind`.
+fn endpoint<'a>(docs: &'a [Value], kind: &str, component: &str) -> &'a Value {
+    let monitor = find(docs, kind, &format!("capstan-{component}"))
+        .unwrap_or_else(|| panic!("no {kind} capstan-{component}"));
+    let list = if kind == "ServiceMonitor" {
+        "endpoints"
+    } else {
+        "podMetricsEndpoints"
+    };
+    &monitor["spec"][list][0]
+}
+
+/// The pod spec of a component's Deployment.
+fn pod<'a>(docs: &'a [Value], component: &str) -> &'a Value {
+    &find(docs, "Deployment", &format!("capstan-{component}")).unwrap()["spec"]["template"]["spec"]
 }
 
 #[test]
@@ -197,6 +352,8 @@ fn defaults_render_hardened_components_with_least_privilege() {
     // Nothing about scraping unless asked.
     assert!(find(&docs, "ClusterRole", "capstan-metrics-reader").is_none());
     assert!(kinds(&docs, "ServiceMonitor").is_empty());
+    assert!(kinds(&docs, "PodMonitor").is_empty());
+    assert!(kinds(&docs, "ClusterCAIssuer").is_empty());
     assert!(kinds(&docs, "PrometheusRule").is_empty());
     // The rotator never writes Secrets.
     let rotator = find(&docs, "ClusterRole", "capstan-rotator").unwrap();
@@ -213,12 +370,11 @@ fn defaults_render_hardened_components_with_least_privilege() {
 }
 
 #[test]
-fn values_change_what_they_must() {
+fn replicas_resources_crds_and_leader_election_follow_their_values() {
     let docs = render(&[
         "issuer.replicaCount=2",
         "issuer.resources.limits.memory=512Mi",
         "crds.enabled=false",
-        "defaultIssuer.enabled=true",
         "rotator.enabled=false",
         "leaderElection.namespace=kube-system",
     ]);
@@ -226,20 +382,288 @@ fn values_change_what_they_must() {
     let issuer = find(&docs, "Deployment", "capstan-issuer").unwrap();
     assert_eq!(issuer["spec"]["replicas"], 2);
     assert_eq!(
-        issuer["spec"]["template"]["spec"]["containers"][0]["resources"]["limits"]["memory"],
+        pod(&docs, "issuer")["containers"][0]["resources"]["limits"]["memory"],
         "512Mi"
     );
     assert!(find(&docs, "Deployment", "capstan-rotator").is_none());
-    let default = find(&docs, "ClusterCAIssuer", "monitoring-ca").unwrap();
-    assert_eq!(
-        default["spec"]["selfManaged"]["secretName"],
-        "monitoring-ca"
-    );
+    assert!(find(&docs, "ClusterRole", "capstan-rotator").is_none());
+    assert!(find(&docs, "ConfigMap", "capstan-rotator-config").is_none());
     let role = find(&docs, "Role", "capstan-issuer:leader-election").unwrap();
     assert_eq!(role["metadata"]["namespace"], "kube-system");
     assert_eq!(
         config(&docs, "issuer")["leaderElection"]["namespace"],
         "kube-system"
+    );
+
+    // crds.keep=false: Helm may delete the CRDs (and every issuer) on uninstall.
+    let docs = render(&["crds.keep=false"]);
+    let crds = kinds(&docs, "CustomResourceDefinition");
+    assert_eq!(crds.len(), 3);
+    for crd in crds {
+        assert!(
+            crd["metadata"]["annotations"]
+                .get("helm.sh/resource-policy")
+                .is_none(),
+            "{crd:?}"
+        );
+    }
+}
+
+#[test]
+fn the_config_changes_roll_the_pods() {
+    let checksum = |sets: &[&str]| {
+        render(sets)
+            .iter()
+            .find(|d| d["kind"] == "Deployment" && d["metadata"]["name"] == "capstan-rotator")
+            .unwrap()["spec"]["template"]["metadata"]["annotations"]["checksum/config"]
+            .as_str()
+            .unwrap()
+            .to_owned()
+    };
+    let plain = checksum(&[]);
+    assert_eq!(plain, checksum(&["issuer.config.logLevel=debug"]));
+    assert_ne!(plain, checksum(&["rotator.config.logLevel=debug"]));
+}
+
+#[test]
+fn prometheus_disabled_renders_no_services_and_no_monitors() {
+    let docs = render(&[
+        "prometheus.enabled=false",
+        "prometheus.servicemonitor.enabled=true",
+        "prometheus.podmonitor.enabled=true",
+    ]);
+    assert!(kinds(&docs, "Service").is_empty());
+    assert!(kinds(&docs, "ServiceMonitor").is_empty());
+    assert!(kinds(&docs, "PodMonitor").is_empty());
+    // The pods still serve /metrics; only the scraping objects go.
+    assert_eq!(
+        pod(&docs, "issuer")["containers"][0]["ports"][0]["name"],
+        "http-metrics"
+    );
+}
+
+#[test]
+fn podmonitor_and_servicemonitor_select_each_component() {
+    let docs = render(&["prometheus.podmonitor.enabled=true"]);
+    assert!(kinds(&docs, "ServiceMonitor").is_empty());
+    assert_eq!(kinds(&docs, "PodMonitor").len(), 2);
+    let docs = render(&["prometheus.servicemonitor.enabled=true"]);
+    assert!(kinds(&docs, "PodMonitor").is_empty());
+    assert_eq!(kinds(&docs, "ServiceMonitor").len(), 2);
+    for component in ["issuer", "rotator"] {
+        let monitor = find(&docs, "ServiceMonitor", &format!("capstan-{component}")).unwrap();
+        let selector = &monitor["spec"]["selector"]["matchLabels"];
+        assert_eq!(
+            selector["app.kubernetes.io/name"],
+            format!("capstan-{component}")
+        );
+        assert_eq!(selector["app.kubernetes.io/instance"], "capstan");
+        assert_eq!(selector["app.kubernetes.io/component"], component);
+        assert_eq!(monitor["spec"]["jobLabel"], "app.kubernetes.io/name");
+        // The selector picks this component's Service (and so its pods).
+        let service = find(&docs, "Service", &format!("capstan-{component}")).unwrap();
+        for (k, v) in selector.as_mapping().unwrap() {
+            assert_eq!(&service["metadata"]["labels"][k], v);
+            assert_eq!(&service["spec"]["selector"][k], v);
+        }
+        let ep = endpoint(&docs, "ServiceMonitor", component);
+        assert_eq!(ep["path"], "/metrics");
+        assert!(ep.get("scheme").is_none(), "plain HTTP by default: {ep:?}");
+    }
+}
+
+#[test]
+fn monitor_namespace_labels_annotations_and_intervals_follow_their_values() {
+    for kind in ["podmonitor", "servicemonitor"] {
+        let sets: Vec<String> = [
+            "enabled=true",
+            "namespace=monitoring",
+            "labels.release=kube-prometheus-stack",
+            "annotations.team=platform",
+            "interval=15s",
+            "scrapeTimeout=10s",
+            "honorLabels=true",
+            "prometheusInstance=k8s",
+        ]
+        .iter()
+        .map(|s| format!("prometheus.{kind}.{s}"))
+        .collect();
+        let sets: Vec<&str> = sets.iter().map(String::as_str).collect();
+        let docs = render(&sets);
+        let kind = if kind == "podmonitor" {
+            "PodMonitor"
+        } else {
+            "ServiceMonitor"
+        };
+        let monitor = find(&docs, kind, "capstan-issuer").unwrap();
+        assert_eq!(monitor["metadata"]["namespace"], "monitoring");
+        assert_eq!(
+            monitor["metadata"]["labels"]["release"],
+            "kube-prometheus-stack"
+        );
+        assert_eq!(monitor["metadata"]["labels"]["prometheus"], "k8s");
+        assert_eq!(monitor["metadata"]["annotations"]["team"], "platform");
+        // From another namespace the monitor must say where the pods are.
+        assert_eq!(
+            monitor["spec"]["namespaceSelector"]["matchNames"][0],
+            "capstan"
+        );
+        let ep = endpoint(&docs, kind, "issuer");
+        assert_eq!(ep["interval"], "15s");
+        assert_eq!(ep["scrapeTimeout"], "10s");
+        assert_eq!(ep["honorLabels"], true);
+    }
+    // In the release namespace no namespaceSelector is needed.
+    let docs = render(&["prometheus.podmonitor.enabled=true"]);
+    let monitor = find(&docs, "PodMonitor", "capstan-issuer").unwrap();
+    assert_eq!(monitor["metadata"]["namespace"], "capstan");
+    assert!(monitor["spec"].get("namespaceSelector").is_none());
+}
+
+#[test]
+fn endpoint_additional_properties_are_merged_into_the_endpoint() {
+    let docs = render(&[
+        "issuer.config.metricsTLSConfig.filesystem.certFile=/tls/tls.crt",
+        "issuer.config.metricsTLSConfig.filesystem.keyFile=/tls/tls.key",
+        "prometheus.tls.caConfigMap.name=capstan-metrics-ca",
+        "prometheus.podmonitor.enabled=true",
+        "prometheus.podmonitor.endpointAdditionalProperties.relabelings[0].action=replace",
+        "prometheus.podmonitor.endpointAdditionalProperties.relabelings[0].targetLabel=cluster",
+        "prometheus.podmonitor.endpointAdditionalProperties.relabelings[0].replacement=prod",
+        "prometheus.podmonitor.endpointAdditionalProperties.tlsConfig.serverName=metrics.example.com",
+        "prometheus.podmonitor.endpointAdditionalProperties.interval=5s",
+    ]);
+    let ep = endpoint(&docs, "PodMonitor", "issuer");
+    assert_eq!(ep["relabelings"][0]["targetLabel"], "cluster");
+    assert_eq!(ep["interval"], "5s", "the additional properties win");
+    // Merged, not appended: the chart's tlsConfig keeps its CA and takes
+    // the user's server name (a second tlsConfig key would be invalid YAML
+    // or drop the chart's).
+    assert_eq!(ep["tlsConfig"]["serverName"], "metrics.example.com");
+    assert_eq!(
+        ep["tlsConfig"]["ca"]["configMap"]["name"],
+        "capstan-metrics-ca"
+    );
+    assert_eq!(ep["scheme"], "https");
+    assert_eq!(ep["path"], "/metrics");
+    let rotator = endpoint(&docs, "PodMonitor", "rotator");
+    assert_eq!(rotator["relabelings"][0]["replacement"], "prod");
+}
+
+#[test]
+fn service_account_create_false_uses_the_named_account() {
+    let docs = render(&[
+        "issuer.serviceAccount.create=false",
+        "issuer.serviceAccount.name=platform-issuer",
+        "rotator.serviceAccount.annotations.iam\\.example\\.com/role=rotator",
+    ]);
+    assert!(find(&docs, "ServiceAccount", "capstan-issuer").is_none());
+    assert!(find(&docs, "ServiceAccount", "platform-issuer").is_none());
+    assert_eq!(
+        pod(&docs, "issuer")["serviceAccountName"],
+        "platform-issuer"
+    );
+    for binding in [
+        find(&docs, "ClusterRoleBinding", "capstan-issuer").unwrap(),
+        find(&docs, "RoleBinding", "capstan-issuer:leader-election").unwrap(),
+    ] {
+        assert_eq!(binding["subjects"][0]["name"], "platform-issuer");
+        assert_eq!(binding["subjects"][0]["namespace"], "capstan");
+    }
+    let rotator = find(&docs, "ServiceAccount", "capstan-rotator").unwrap();
+    assert_eq!(
+        rotator["metadata"]["annotations"]["iam.example.com/role"],
+        "rotator"
+    );
+    assert_eq!(
+        pod(&docs, "rotator")["serviceAccountName"],
+        "capstan-rotator"
+    );
+}
+
+#[test]
+fn extra_args_env_pull_secrets_volumes_and_scheduling_reach_the_pods() {
+    let docs = render(&[
+        "rotator.extraArgs={--restart-debounce=30s}",
+        "rotator.extraEnv[0].name=RUST_LOG",
+        "rotator.extraEnv[0].value=debug",
+        "imagePullSecrets[0].name=registry-creds",
+        "rotator.volumes[0].name=tls",
+        "rotator.volumes[0].secret.secretName=rotator-metrics-tls",
+        "rotator.volumeMounts[0].name=tls",
+        "rotator.volumeMounts[0].mountPath=/etc/capstan/tls",
+        "rotator.volumeMounts[0].readOnly=true",
+        "rotator.image.tag=v9.9.9",
+        "rotator.priorityClassName=system-cluster-critical",
+        "rotator.podLabels.team=platform",
+        "rotator.podAnnotations.note=hello",
+        "rotator.tolerations[0].key=dedicated",
+        "rotator.tolerations[0].operator=Exists",
+    ]);
+    let rotator = pod(&docs, "rotator");
+    let container = &rotator["containers"][0];
+    assert_eq!(
+        container["args"].as_sequence().unwrap(),
+        &[
+            Value::from("--config=/etc/capstan/config/config.yaml"),
+            Value::from("--restart-debounce=30s")
+        ]
+    );
+    let env = container["env"].as_sequence().unwrap();
+    assert!(
+        env.iter()
+            .any(|e| e["name"] == "RUST_LOG" && e["value"] == "debug")
+    );
+    assert!(env.iter().any(|e| e["name"] == "POD_NAMESPACE"));
+    assert_eq!(
+        container["image"],
+        "ghcr.io/capstan-dev/capstan-rotator:v9.9.9"
+    );
+    assert_eq!(rotator["imagePullSecrets"][0]["name"], "registry-creds");
+    assert_eq!(rotator["volumes"][0]["name"], "config");
+    assert_eq!(
+        rotator["volumes"][1]["secret"]["secretName"],
+        "rotator-metrics-tls"
+    );
+    assert_eq!(
+        container["volumeMounts"][1]["mountPath"],
+        "/etc/capstan/tls"
+    );
+    assert_eq!(rotator["priorityClassName"], "system-cluster-critical");
+    assert_eq!(rotator["tolerations"][0]["key"], "dedicated");
+    let template = &find(&docs, "Deployment", "capstan-rotator").unwrap()["spec"]["template"];
+    assert_eq!(template["metadata"]["labels"]["team"], "platform");
+    assert_eq!(template["metadata"]["annotations"]["note"], "hello");
+    // The pull secret is for every component; the rest only where set.
+    let issuer = pod(&docs, "issuer");
+    assert_eq!(issuer["imagePullSecrets"][0]["name"], "registry-creds");
+    assert_eq!(issuer["volumes"].as_sequence().unwrap().len(), 1);
+    assert_eq!(
+        issuer["containers"][0]["args"].as_sequence().unwrap().len(),
+        1
+    );
+    assert!(issuer.get("tolerations").is_none());
+    assert_eq!(
+        issuer["containers"][0]["image"],
+        "ghcr.io/capstan-dev/capstan-issuer:0.1.0"
+    );
+}
+
+#[test]
+fn the_default_issuer_is_a_hook_that_follows_the_crds() {
+    let docs = render(&[
+        "defaultIssuer.enabled=true",
+        "defaultIssuer.name=platform-ca",
+        "defaultIssuer.selfManaged.keyAlgorithm=ECDSAP384",
+    ]);
+    let issuer = find(&docs, "ClusterCAIssuer", "platform-ca").unwrap();
+    assert_eq!(issuer["spec"]["selfManaged"]["secretName"], "monitoring-ca");
+    assert_eq!(issuer["spec"]["selfManaged"]["keyAlgorithm"], "ECDSAP384");
+    assert_eq!(issuer["spec"]["maxDuration"], "2160h");
+    // A hook, so that Helm creates it after the CRDs of the same release.
+    assert_eq!(
+        issuer["metadata"]["annotations"]["helm.sh/hook"],
+        "post-install,post-upgrade"
     );
 }
 
@@ -277,26 +701,99 @@ fn static_tls_renders_https_endpoints_with_the_bundle_ca() {
 }
 
 #[test]
-fn dynamic_tls_grants_the_secret_writes_it_needs() {
+fn dynamic_tls_defaults_the_dns_names_and_injects_the_ca_for_the_monitors() {
     let docs = render(&[
-        "rotator.config.metricsTLSConfig.dynamic.secretNamespace=capstan",
         "rotator.config.metricsTLSConfig.dynamic.secretName=capstan-metrics-ca",
-        "rotator.config.metricsTLSConfig.dynamic.dnsNames={capstan-rotator.capstan.svc}",
         "prometheus.podmonitor.enabled=true",
+        "prometheus.podmonitor.namespace=monitoring",
     ]);
-    let config = config(&docs, "rotator");
+    // The binary refuses a dynamic secretName without dnsNames: the chart
+    // gives the Service's names.
     assert_eq!(
-        config["metricsTLSConfig"]["dynamic"]["dnsNames"][0],
-        "capstan-rotator.capstan.svc"
+        config(&docs, "rotator")["metricsTLSConfig"]["dynamic"]["dnsNames"],
+        serde_yaml::from_str::<Value>(
+            "[capstan-rotator.capstan.svc, capstan-rotator.capstan.svc.cluster.local]"
+        )
+        .unwrap()
     );
     let role = find(&docs, "Role", "capstan-rotator:dynamic-serving").unwrap();
     assert_eq!(role["metadata"]["namespace"], "capstan");
     assert_eq!(role["rules"][0]["resources"][0], "secrets");
-    let monitor = find(&docs, "PodMonitor", "capstan-rotator").unwrap();
-    assert_eq!(monitor["spec"]["podMetricsEndpoints"][0]["scheme"], "https");
+    // The monitor trusts a ConfigMap in its own namespace that the rotator
+    // fills with the dynamic serving CA.
+    let ep = endpoint(&docs, "PodMonitor", "rotator");
+    assert_eq!(ep["scheme"], "https");
+    assert_eq!(ep["tlsConfig"]["serverName"], "capstan-rotator.capstan.svc");
     assert_eq!(
-        monitor["spec"]["selector"]["matchLabels"]["app.kubernetes.io/component"],
-        "rotator"
+        ep["tlsConfig"]["ca"]["configMap"],
+        serde_yaml::from_str::<Value>("{name: capstan-rotator-metrics-ca, key: ca-bundle.crt}")
+            .unwrap()
+    );
+    let bundle = find(&docs, "ConfigMap", "capstan-rotator-metrics-ca").unwrap();
+    assert_eq!(bundle["metadata"]["namespace"], "monitoring");
+    assert_eq!(
+        bundle["metadata"]["annotations"]["capstan.dev/inject-ca-from"],
+        "capstan/capstan-metrics-ca"
+    );
+    assert!(bundle.get("data").is_none(), "the rotator owns the data");
+    assert!(find(&docs, "ConfigMap", "capstan-issuer-metrics-ca").is_none());
+    assert!(
+        endpoint(&docs, "PodMonitor", "issuer")
+            .get("tlsConfig")
+            .is_none()
+    );
+
+    // Both monitor kinds in one namespace share one bundle ConfigMap; names
+    // given by the user win over the defaults.
+    let docs = render(&[
+        "issuer.config.metricsTLSConfig.dynamic.secretNamespace=kube-system",
+        "issuer.config.metricsTLSConfig.dynamic.secretName=metrics-ca",
+        "issuer.config.metricsTLSConfig.dynamic.dnsNames={issuer.example.com}",
+        "prometheus.tls.serverName=issuer.example.com",
+        "prometheus.podmonitor.enabled=true",
+        "prometheus.servicemonitor.enabled=true",
+    ]);
+    assert_eq!(
+        config(&docs, "issuer")["metricsTLSConfig"]["dynamic"]["dnsNames"],
+        serde_yaml::from_str::<Value>("[issuer.example.com]").unwrap()
+    );
+    let bundles: Vec<_> = kinds(&docs, "ConfigMap")
+        .into_iter()
+        .filter(|c| c["metadata"]["name"] == "capstan-issuer-metrics-ca")
+        .collect();
+    assert_eq!(bundles.len(), 1);
+    assert_eq!(
+        bundles[0]["metadata"]["annotations"]["capstan.dev/inject-ca-from"],
+        "kube-system/metrics-ca"
+    );
+    for kind in ["PodMonitor", "ServiceMonitor"] {
+        let tls = &endpoint(&docs, kind, "issuer")["tlsConfig"];
+        assert_eq!(tls["serverName"], "issuer.example.com");
+        assert_eq!(tls["ca"]["configMap"]["name"], "capstan-issuer-metrics-ca");
+    }
+
+    // A CA ConfigMap of the user's replaces the injected one.
+    let docs = render(&[
+        "issuer.config.metricsTLSConfig.dynamic.secretName=metrics-ca",
+        "prometheus.tls.caConfigMap.name=my-ca",
+        "prometheus.servicemonitor.enabled=true",
+    ]);
+    assert!(find(&docs, "ConfigMap", "capstan-issuer-metrics-ca").is_none());
+    assert_eq!(
+        endpoint(&docs, "ServiceMonitor", "issuer")["tlsConfig"]["ca"]["configMap"]["name"],
+        "my-ca"
+    );
+
+    // Without the rotator nothing would fill the ConfigMap.
+    let text = refused(&[
+        "issuer.config.metricsTLSConfig.dynamic.secretName=metrics-ca",
+        "rotator.enabled=false",
+        "prometheus.servicemonitor.enabled=true",
+    ]);
+    assert!(
+        text.contains("issuer.config.metricsTLSConfig.dynamic")
+            && text.contains("prometheus.tls.caConfigMap.name"),
+        "{text}"
     );
 }
 
@@ -319,13 +816,28 @@ fn token_review_renders_the_reader_role_and_bearer_endpoints() {
     )
     .unwrap();
     assert_eq!(binding["subjects"][0]["name"], "prometheus-k8s");
+    assert_eq!(binding["roleRef"]["name"], "capstan-metrics-reader");
     let delegator = find(&docs, "ClusterRoleBinding", "capstan-issuer:auth-delegator").unwrap();
     assert_eq!(delegator["roleRef"]["name"], "system:auth-delegator");
-    let endpoint =
-        &find(&docs, "ServiceMonitor", "capstan-issuer").unwrap()["spec"]["endpoints"][0];
+    assert!(
+        find(
+            &docs,
+            "ClusterRoleBinding",
+            "capstan-rotator:auth-delegator"
+        )
+        .is_none()
+    );
+    let ep = endpoint(&docs, "ServiceMonitor", "issuer");
     assert_eq!(
-        endpoint["bearerTokenFile"],
+        ep["bearerTokenFile"],
         "/var/run/secrets/kubernetes.io/serviceaccount/token"
+    );
+    assert!(ep.get("authorization").is_none());
+    // The rotator does not review tokens: its endpoint sends none.
+    assert!(
+        endpoint(&docs, "ServiceMonitor", "rotator")
+            .get("bearerTokenFile")
+            .is_none()
     );
 
     let docs = render(&[
@@ -336,13 +848,93 @@ fn token_review_renders_the_reader_role_and_bearer_endpoints() {
         "prometheus.authorization.secretName=prometheus-token",
         "prometheus.servicemonitor.enabled=true",
     ]);
-    let endpoint =
-        &find(&docs, "ServiceMonitor", "capstan-issuer").unwrap()["spec"]["endpoints"][0];
-    assert_eq!(endpoint["authorization"]["type"], "Bearer");
+    let ep = endpoint(&docs, "ServiceMonitor", "issuer");
+    assert_eq!(ep["authorization"]["type"], "Bearer");
     assert_eq!(
-        endpoint["authorization"]["credentials"]["name"],
+        ep["authorization"]["credentials"]["name"],
         "prometheus-token"
     );
+    assert!(ep.get("bearerTokenFile").is_none());
+    // No binding without a ServiceAccount to bind.
+    assert!(
+        kinds(&docs, "ClusterRoleBinding")
+            .iter()
+            .all(|b| b["roleRef"]["name"] != "capstan-metrics-reader")
+    );
+}
+
+#[test]
+fn a_podmonitor_with_token_review_presents_a_token_from_a_secret() {
+    let tls = [
+        "rotator.config.metricsTLSConfig.dynamic.secretName=capstan-metrics-ca",
+        "rotator.config.metricsAuth.tokenReview=true",
+        "prometheus.podmonitor.enabled=true",
+    ];
+    let mut sets = tls.to_vec();
+    sets.extend([
+        "prometheus.authorization.type=secret",
+        "prometheus.authorization.secretName=prometheus-scrape-token",
+        "prometheus.authorization.key=bearer",
+    ]);
+    let docs = render(&sets);
+    let ep = endpoint(&docs, "PodMonitor", "rotator");
+    assert_eq!(
+        ep["authorization"],
+        serde_yaml::from_str::<Value>(
+            "{type: Bearer, credentials: {name: prometheus-scrape-token, key: bearer}}"
+        )
+        .unwrap()
+    );
+    assert!(ep.get("bearerTokenFile").is_none());
+    assert_eq!(ep["scheme"], "https");
+    assert!(find(&docs, "ClusterRole", "capstan-metrics-reader").is_some());
+
+    // PodMonitor endpoints have no bearerTokenFile: the chart says so
+    // instead of rendering a field the operator rejects.
+    let text = refused(&tls);
+    assert!(
+        text.contains("PodMonitor endpoints have no bearerTokenFile")
+            && text.contains("prometheus.authorization.type=secret"),
+        "{text}"
+    );
+    let mut sets = tls.to_vec();
+    sets.push("prometheus.authorization.type=secret");
+    let text = refused(&sets);
+    assert!(
+        text.contains("prometheus.authorization.secretName is required"),
+        "{text}"
+    );
+}
+
+#[test]
+fn the_metrics_reader_role_is_named_after_the_release() {
+    let sets = [
+        "issuer.config.metricsTLSConfig.dynamic.secretName=capstan-metrics-ca",
+        "issuer.config.metricsAuth.tokenReview=true",
+        "prometheus.serviceAccount.name=prometheus",
+    ];
+    let mut names = BTreeSet::new();
+    for (release, reader) in [
+        ("capstan", "capstan-metrics-reader"),
+        ("team-a", "team-a-capstan-metrics-reader"),
+        ("capstan-b", "capstan-b-metrics-reader"),
+    ] {
+        let docs = render_as(release, &sets);
+        let role = kinds(&docs, "ClusterRole")
+            .into_iter()
+            .find(|r| r["metadata"]["labels"]["app.kubernetes.io/name"] == "capstan-metrics-reader")
+            .unwrap();
+        assert_eq!(role["metadata"]["name"], reader, "release {release}");
+        let binding = find(
+            &docs,
+            "ClusterRoleBinding",
+            &format!("{reader}:monitoring:prometheus"),
+        )
+        .unwrap();
+        assert_eq!(binding["roleRef"]["name"], reader);
+        names.insert(reader);
+    }
+    assert_eq!(names.len(), 3, "two releases must not share the role");
 }
 
 #[test]
@@ -402,19 +994,325 @@ fn the_prometheus_rule_carries_the_mixin() {
 
 #[test]
 fn a_typo_in_the_config_is_refused_by_the_schema() {
-    let (ok, text) = helm(&[
-        "template",
-        "capstan",
-        chart().to_str().unwrap(),
-        "--set",
-        "issuer.config.metricsTLSconfig.dynamic.secretName=x",
-    ]);
-    assert!(!ok);
+    let text = refused(&["issuer.config.metricsTLSconfig.dynamic.secretName=x"]);
     assert!(text.contains("metricsTLSconfig"), "{text}");
 }
 
+/// Runs a capstan binary with `config` as its config file and a kubeconfig
+/// that does not exist; returns whether it failed and what it printed. A
+/// config the binary accepts gets as far as reading the kubeconfig.
+fn run_with_config(binary: &str, config: &str) -> (bool, String) {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("config.yaml");
+    std::fs::write(&file, config).unwrap();
+    let out = std::process::Command::new(workspace_binary(binary).unwrap())
+        .arg("--config")
+        .arg(&file)
+        .args(["--kubeconfig", "/nonexistent/kubeconfig"])
+        .env("RUST_BACKTRACE", "0")
+        .env_remove("RUST_LOG")
+        .env("POD_NAMESPACE", "capstan")
+        .output()
+        .unwrap();
+    let text =
+        String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr);
+    (!out.status.success(), text)
+}
+
+/// Combinations the binaries refuse: (component, values, what the schema
+/// says, what the binary says). The schema must refuse each with an error
+/// naming the value, and the config the chart would render without the
+/// schema must be refused by the binary: the schema refuses exactly these,
+/// not the binary's mistakes.
+const REFUSED: &[(&str, &[&str], &[&str], &str)] = &[
+    (
+        "issuer",
+        &["issuer.config.metricsTLSConfig.filesystem.certFile=/tls/tls.crt"],
+        &[
+            "/issuer/config/metricsTLSConfig/filesystem",
+            "'keyFile' required",
+        ],
+        "--metrics-tls-cert-file and --metrics-tls-private-key-file go together",
+    ),
+    (
+        "rotator",
+        &["rotator.config.metricsTLSConfig.filesystem.keyFile=/tls/tls.key"],
+        &[
+            "/rotator/config/metricsTLSConfig/filesystem",
+            "'certFile' required",
+        ],
+        "--metrics-tls-cert-file and --metrics-tls-private-key-file go together",
+    ),
+    (
+        "issuer",
+        &[
+            "issuer.config.metricsTLSConfig.filesystem.certFile=/tls/tls.crt",
+            "issuer.config.metricsTLSConfig.filesystem.keyFile=/tls/tls.key",
+            "issuer.config.metricsTLSConfig.dynamic.secretName=metrics-ca",
+        ],
+        &["/issuer/config/metricsTLSConfig/dynamic/secretName"],
+        "choose one metrics TLS source",
+    ),
+    (
+        "issuer",
+        &["issuer.config.metricsTLSConfig.dynamic.dnsNames={a.example.com}"],
+        &[
+            "/issuer/config/metricsTLSConfig/dynamic",
+            "'secretName' required",
+        ],
+        "dynamic serving TLS needs both",
+    ),
+    (
+        "rotator",
+        &["rotator.config.metricsTLSConfig.dynamic.secretNamespace=capstan"],
+        &[
+            "/rotator/config/metricsTLSConfig/dynamic",
+            "'secretName' required",
+        ],
+        "dynamic serving TLS needs both",
+    ),
+    (
+        "issuer",
+        &["issuer.config.metricsAuth.tokenReview=true"],
+        &["/issuer/config", "missing property 'metricsTLSConfig'"],
+        "needs TLS on /metrics",
+    ),
+    (
+        "rotator",
+        &["rotator.config.metricsAuth.clientCAFile=/etc/capstan/client-ca/ca.crt"],
+        &["/rotator/config", "missing property 'metricsTLSConfig'"],
+        "needs TLS on /metrics",
+    ),
+    (
+        "issuer",
+        &[
+            "issuer.config.metricsAuth.tokenReview=true",
+            "issuer.config.metricsTLSConfig.filesystem.keyFile=/tls/tls.key",
+        ],
+        &[
+            "/issuer/config/metricsTLSConfig",
+            "'anyOf' failed",
+            "'certFile' required",
+        ],
+        "go together",
+    ),
+    (
+        "issuer",
+        &["issuer.config.tlsSecurityProfile.type=Old"],
+        &[
+            "/issuer/config/tlsSecurityProfile/type",
+            "value must be one of",
+        ],
+        "\"Old\" is not supported",
+    ),
+    (
+        "issuer",
+        &["issuer.config.tlsSecurityProfile.type=Custom"],
+        &[
+            "/issuer/config/tlsSecurityProfile",
+            "missing property 'custom'",
+        ],
+        "needs minTLSVersion",
+    ),
+    (
+        "rotator",
+        &["rotator.config.tlsSecurityProfile.custom.minTLSVersion=VersionTLS13"],
+        &["/rotator/config/tlsSecurityProfile/custom/minTLSVersion"],
+        "apply only to the \"Custom\" TLS security profile",
+    ),
+    (
+        "rotator",
+        &[
+            "rotator.config.tlsSecurityProfile.type=Custom",
+            "rotator.config.tlsSecurityProfile.custom.minTLSVersion=VersionTLS12",
+            "rotator.config.tlsSecurityProfile.custom.ciphers={TLS_AES_128_GCM_SHA256}",
+        ],
+        &[
+            "/rotator/config/tlsSecurityProfile/custom/ciphers",
+            "contains",
+        ],
+        "needs at least one TLS 1.2 cipher",
+    ),
+    (
+        "issuer",
+        &[
+            "issuer.config.tlsSecurityProfile.type=Custom",
+            "issuer.config.tlsSecurityProfile.custom.minTLSVersion=VersionTLS13",
+            "issuer.config.tlsSecurityProfile.custom.ciphers={AES128-SHA}",
+        ],
+        &[
+            "/issuer/config/tlsSecurityProfile/custom/ciphers/0",
+            "value must be one of",
+        ],
+        "cipher \"AES128-SHA\" is not supported",
+    ),
+    (
+        "issuer",
+        &["issuer.config.leaderElection.leaseDuration=0s"],
+        &["/issuer/config/leaderElection/leaseDuration", "[1-9]"],
+        "must be longer than zero",
+    ),
+    (
+        "rotator",
+        &["rotator.config.restartDebounce=soon"],
+        &["/rotator/config/restartDebounce", "does not match pattern"],
+        "is not a duration",
+    ),
+    (
+        "issuer",
+        &["issuer.config.metricsListenAddress=metrics.local:9402"],
+        &[
+            "/issuer/config/metricsListenAddress",
+            "does not match pattern",
+        ],
+        "is not a listen address",
+    ),
+    (
+        "issuer",
+        &["issuer.config.concurrentWorkers=0"],
+        &["/issuer/config/concurrentWorkers", "minimum"],
+        "concurrent-workers",
+    ),
+    (
+        "rotator",
+        &["rotator.config.maxConcurrentRollouts=70000"],
+        &["/rotator/config/maxConcurrentRollouts", "maximum"],
+        "max-concurrent-rollouts",
+    ),
+];
+
+#[test]
+fn the_schema_refuses_what_the_binaries_refuse() {
+    for (component, sets, schema_says, binary_says) in REFUSED {
+        let text = refused(sets);
+        for said in *schema_says {
+            assert!(
+                text.contains(said),
+                "helm template {sets:?}: {said:?} in\n{text}"
+            );
+        }
+        // What the chart would render without the schema: the binary's turn.
+        let (ok, rendered) = template("capstan", sets, &["--skip-schema-validation"]);
+        assert!(ok, "{sets:?} renders without the schema:\n{rendered}");
+        let docs: Vec<Value> = serde_yaml::Deserializer::from_str(&rendered)
+            .map(|d| Value::deserialize(d).unwrap())
+            .filter(|v| !v.is_null())
+            .collect();
+        let config = config_text(&docs, component);
+        let (failed, out) = run_with_config(&format!("capstan-{component}"), &config);
+        assert!(
+            failed && out.contains(binary_says),
+            "capstan-{component} with {sets:?}:\n{config}\nshould say {binary_says:?}:\n{out}"
+        );
+        assert!(
+            !out.contains("kubeconfig"),
+            "refused before the cluster:\n{out}"
+        );
+    }
+}
+
+#[test]
+fn a_config_the_schema_accepts_gets_past_the_binaries_checks() {
+    // The other direction for a few edge cases the schema allows.
+    for (component, sets) in [
+        (
+            "issuer",
+            &[
+                "issuer.config.tlsSecurityProfile.type=Custom",
+                "issuer.config.tlsSecurityProfile.custom.minTLSVersion=VersionTLS12",
+                "issuer.config.tlsSecurityProfile.custom.ciphers={TLS_ECDHE_ECDSA_WITH_AES_128_GCM_SHA256,TLS_AES_256_GCM_SHA384}",
+                "issuer.config.metricsListenAddress=:9402",
+                "issuer.config.healthListenAddress=[::1]:9403",
+            ][..],
+        ),
+        (
+            "rotator",
+            &[
+                "rotator.config.metricsTLSConfig.dynamic.secretName=metrics-ca",
+                "rotator.config.metricsTLSConfig.dynamic.secretNamespace=kube-system",
+                "rotator.config.metricsAuth.tokenReview=false",
+                "rotator.config.leaderElection.leaseDuration=1m30s",
+                "rotator.config.rolloutTimeout=1.5h",
+                "rotator.config.dryRun=true",
+            ][..],
+        ),
+    ] {
+        let docs = render(sets);
+        let config = config_text(&docs, component);
+        let (failed, out) = run_with_config(&format!("capstan-{component}"), &config);
+        assert!(
+            failed && out.contains("/nonexistent/kubeconfig"),
+            "capstan-{component} should get as far as the kubeconfig with\n{config}\n{out}"
+        );
+    }
+}
+
+/// The dotted keys of a `config` schema's leaves.
+fn schema_keys(prefix: &str, schema: &serde_json::Value, out: &mut BTreeSet<String>) {
+    for (name, property) in schema["properties"].as_object().unwrap() {
+        let key = if prefix.is_empty() {
+            name.clone()
+        } else {
+            format!("{prefix}.{name}")
+        };
+        if property["type"] == "object" {
+            schema_keys(&key, property, out);
+        } else {
+            out.insert(key);
+        }
+    }
+}
+
+#[test]
+fn the_schema_knows_exactly_the_config_keys_the_binaries_accept() {
+    let schema: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(chart().join("values.schema.json")).unwrap())
+            .unwrap();
+    for component in ["issuer", "rotator"] {
+        let mut keys = BTreeSet::new();
+        schema_keys(
+            "",
+            &schema["properties"][component]["properties"]["config"],
+            &mut keys,
+        );
+        // The binary lists the keys it accepts (COMMON_KEYS and its own
+        // CONFIG_KEYS) when it meets one it does not.
+        let (failed, out) = run_with_config(&format!("capstan-{component}"), "noSuchKey: 1\n");
+        assert!(failed, "{out}");
+        let listed = out
+            .split("known keys: ")
+            .nth(1)
+            .unwrap_or_else(|| panic!("no list of known keys in:\n{out}"));
+        let accepted: BTreeSet<String> = listed
+            .lines()
+            .next()
+            .unwrap()
+            .split(", ")
+            .map(|k| k.trim().to_owned())
+            .collect();
+        assert!(accepted.len() >= 20, "{accepted:?}");
+        assert_eq!(
+            keys, accepted,
+            "{component}: values.schema.json config keys (left) and the binary's (right)"
+        );
+    }
+}
+
+/// Runs a command and returns (success, output).
+async fn run(program: &Path, args: &[&str]) -> (bool, String) {
+    let out = tokio::process::Command::new(program)
+        .args(args)
+        .output()
+        .await
+        .unwrap();
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr),
+    )
+}
+
 #[tokio::test]
-async fn helm_installs_the_chart_into_the_api_server() {
+async fn helm_installs_the_chart_and_the_default_issuer_into_the_api_server() {
     let server = TestApiServer::builder()
         .rollout_delay(Duration::from_millis(200))
         .start()
@@ -422,29 +1320,24 @@ async fn helm_installs_the_chart_into_the_api_server() {
         .unwrap();
     let kubectl = Kubectl::for_server(&server).unwrap();
     let chart = chart();
-    let out = tokio::process::Command::new(helm_path().unwrap())
-        .args([
-            "install",
-            "capstan",
-            chart.to_str().unwrap(),
-            "--namespace",
-            "capstan",
-            "--create-namespace",
-            "--wait",
-            "--timeout",
-            "120s",
-            "--kubeconfig",
-        ])
-        .arg(server.kubeconfig_path())
-        .output()
-        .await
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "helm install:\n{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let helm = helm_path().unwrap();
+    let kubeconfig = server.kubeconfig_path().to_str().unwrap().to_owned();
+    let base = [
+        chart.to_str().unwrap(),
+        "--namespace",
+        "capstan",
+        "--wait",
+        "--timeout",
+        "120s",
+        "--kubeconfig",
+        &kubeconfig,
+    ];
+    // A fresh install: the CRDs and a ClusterCAIssuer in one release.
+    let mut args = vec!["install", "capstan"];
+    args.extend(base);
+    args.extend(["--create-namespace", "--set", "defaultIssuer.enabled=true"]);
+    let (ok, out) = run(&helm, &args).await;
+    assert!(ok, "helm install:\n{out}");
     let crds = kubectl.run_ok(&["get", "crd"]).await.unwrap();
     assert!(crds.contains("clustercaissuers.capstan.dev"), "{crds}");
     let deployments = kubectl
@@ -455,4 +1348,315 @@ async fn helm_installs_the_chart_into_the_api_server() {
         deployments.contains("capstan-issuer") && deployments.contains("capstan-rotator"),
         "{deployments}"
     );
+    let issuer: serde_json::Value = serde_json::from_str(
+        &kubectl
+            .run_ok(&["get", "clustercaissuer", "monitoring-ca", "-o", "json"])
+            .await
+            .unwrap(),
+    )
+    .unwrap();
+    assert_eq!(issuer["spec"]["selfManaged"]["secretName"], "monitoring-ca");
+    assert_eq!(issuer["spec"]["maxDuration"], "2160h");
+
+    // An upgrade applies a changed value to it.
+    let mut args = vec!["upgrade", "capstan"];
+    args.extend(base);
+    args.extend([
+        "--set",
+        "defaultIssuer.enabled=true",
+        "--set",
+        "defaultIssuer.maxDuration=720h",
+    ]);
+    let (ok, out) = run(&helm, &args).await;
+    assert!(ok, "helm upgrade:\n{out}");
+    let max = kubectl
+        .run_ok(&[
+            "get",
+            "clustercaissuer",
+            "monitoring-ca",
+            "-o",
+            "jsonpath={.spec.maxDuration}",
+        ])
+        .await
+        .unwrap();
+    assert_eq!(max.trim(), "720h");
+
+    // Uninstalling keeps the CRDs (crds.keep) and the issuer.
+    let (ok, out) = run(
+        &helm,
+        &[
+            "uninstall",
+            "capstan",
+            "--namespace",
+            "capstan",
+            "--wait",
+            "--kubeconfig",
+            &kubeconfig,
+        ],
+    )
+    .await;
+    assert!(ok, "helm uninstall:\n{out}");
+    let deployments = kubectl
+        .run_ok(&["get", "deployments", "-n", "capstan", "-o", "name"])
+        .await
+        .unwrap();
+    assert!(deployments.trim().is_empty(), "{deployments}");
+    let left = kubectl
+        .run_ok(&["get", "clustercaissuer", "-o", "name"])
+        .await
+        .unwrap();
+    assert_eq!(left.trim(), "clustercaissuer.capstan.dev/monitoring-ca");
+}
+
+/// A self-signed serving certificate for `name` and a CA file, made with
+/// openssl in `dir`; returns (cert, key, client CA).
+fn tls_files(dir: &Path, name: &str) -> (PathBuf, PathBuf, PathBuf) {
+    let cert = dir.join("tls.crt");
+    let key = dir.join("tls.key");
+    let ca = dir.join("client-ca.crt");
+    for (out, k, cn) in [
+        (&cert, &key, name),
+        (&ca, &dir.join("client-ca.key"), "client CA"),
+    ] {
+        let status = std::process::Command::new("openssl")
+            .args([
+                "req",
+                "-x509",
+                "-newkey",
+                "ec",
+                "-pkeyopt",
+                "ec_paramgen_curve:P-256",
+            ])
+            .args(["-nodes", "-days", "1", "-subj", &format!("/CN={cn}")])
+            .args(["-addext", &format!("subjectAltName=DNS:{name}")])
+            .arg("-keyout")
+            .arg(k)
+            .arg("-out")
+            .arg(out)
+            .output()
+            .unwrap();
+        assert!(status.status.success(), "{status:?}");
+    }
+    (cert, key, ca)
+}
+
+/// One chart mode and what the binaries must say when they start with its
+/// config: (name, values, scheme, token review, mTLS).
+struct Mode {
+    name: &'static str,
+    sets: Vec<String>,
+    scheme: &'static str,
+    token_review: bool,
+    mtls: bool,
+}
+
+#[tokio::test]
+async fn the_binaries_start_with_the_config_rendered_for_every_mode() {
+    let server = TestApiServer::start().await.unwrap();
+    let kubectl = Kubectl::for_server(&server).unwrap();
+    kubectl
+        .run_ok(&["create", "namespace", "capstan"])
+        .await
+        .unwrap();
+    let mut manifests = vec![workspace_root().join("crds")];
+    manifests.push(shared_dir().join("cert-manager-crds"));
+    for dir in manifests {
+        kubectl
+            .run_ok(&["apply", "-f", dir.to_str().unwrap()])
+            .await
+            .unwrap();
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let (cert, key, client_ca) = tls_files(dir.path(), "capstan-issuer.capstan.svc");
+    let files = |component: &str| {
+        vec![
+            format!(
+                "{component}.config.metricsTLSConfig.filesystem.certFile={}",
+                cert.display()
+            ),
+            format!(
+                "{component}.config.metricsTLSConfig.filesystem.keyFile={}",
+                key.display()
+            ),
+        ]
+    };
+    let both = |f: &dyn Fn(&str) -> Vec<String>| {
+        let mut sets = f("issuer");
+        sets.extend(f("rotator"));
+        sets
+    };
+    let modes = vec![
+        Mode {
+            name: "plain",
+            sets: vec![],
+            scheme: "http",
+            token_review: false,
+            mtls: false,
+        },
+        Mode {
+            name: "filesystem TLS",
+            sets: both(&|c| {
+                let mut s = files(c);
+                s.push(format!("{c}.config.tlsSecurityProfile.type=Modern"));
+                s
+            }),
+            scheme: "https",
+            token_review: false,
+            mtls: false,
+        },
+        Mode {
+            name: "dynamic TLS",
+            sets: both(&|c| {
+                vec![
+                    format!("{c}.config.metricsTLSConfig.dynamic.secretName=capstan-metrics-ca"),
+                    "prometheus.servicemonitor.enabled=true".to_owned(),
+                ]
+            }),
+            scheme: "https",
+            token_review: false,
+            mtls: false,
+        },
+        Mode {
+            name: "token review",
+            sets: both(&|c| {
+                let mut s = files(c);
+                s.push(format!("{c}.config.metricsAuth.tokenReview=true"));
+                s
+            }),
+            scheme: "https",
+            token_review: true,
+            mtls: false,
+        },
+        Mode {
+            name: "mTLS",
+            sets: both(&|c| {
+                let mut s = files(c);
+                s.push(format!(
+                    "{c}.config.metricsAuth.clientCAFile={}",
+                    client_ca.display()
+                ));
+                s.extend([
+                    format!("{c}.config.tlsSecurityProfile.type=Custom"),
+                    format!("{c}.config.tlsSecurityProfile.custom.minTLSVersion=VersionTLS12"),
+                    format!(
+                        "{c}.config.tlsSecurityProfile.custom.ciphers={{ECDHE-ECDSA-AES128-GCM-SHA256}}"
+                    ),
+                ]);
+                s
+            }),
+            scheme: "https",
+            token_review: false,
+            mtls: true,
+        },
+    ];
+    for mode in &modes {
+        let sets: Vec<&str> = mode.sets.iter().map(String::as_str).collect();
+        let docs = render(&sets);
+        for component in ["issuer", "rotator"] {
+            let file = dir.path().join(format!("{component}.yaml"));
+            std::fs::write(&file, config_text(&docs, component)).unwrap();
+            let binary = RunningBinary::start(
+                &workspace_binary(&format!("capstan-{component}")).unwrap(),
+                &[
+                    "--config",
+                    file.to_str().unwrap(),
+                    "--kubeconfig",
+                    server.kubeconfig_path().to_str().unwrap(),
+                ],
+                &[
+                    ("POD_NAMESPACE", "capstan"),
+                    ("POD_NAME", &format!("{component}-drift")),
+                    ("RUST_LOG", "info"),
+                    ("RUST_BACKTRACE", "0"),
+                ],
+            )
+            .unwrap();
+            let what = format!("{}: capstan-{component}", mode.name);
+            binary
+                .serving_addresses(WAIT)
+                .await
+                .unwrap_or_else(|e| panic!("{what} did not start serving: {e:#}"));
+            let line = binary
+                .logs()
+                .into_iter()
+                .map(|l| capstan_tests::harness::strip_ansi(&l))
+                .find(|l| l.contains("serving metrics and health"))
+                .unwrap();
+            let field = |name: &str, value: &str| {
+                line.contains(&format!("{name}={value}"))
+                    || line.contains(&format!("{name}=\"{value}\""))
+            };
+            assert!(field("scheme", mode.scheme), "{what}: {line}");
+            assert!(
+                field("token_review", &mode.token_review.to_string()),
+                "{what}: {line}"
+            );
+            assert!(field("mtls", &mode.mtls.to_string()), "{what}: {line}");
+            if mode.name == "dynamic TLS" {
+                dynamic_ca_is_injected(&kubectl, &docs, component).await;
+            }
+            binary.kill().await.unwrap();
+        }
+    }
+}
+
+/// With dynamic TLS the binary keeps its serving CA in the Secret the chart
+/// named; once the rotator runs, the monitors' bundle ConfigMap the chart
+/// renders holds that CA (and never its key).
+async fn dynamic_ca_is_injected(kubectl: &Kubectl, docs: &[Value], component: &str) {
+    let ca = await_condition("the dynamic serving CA Secret", WAIT, POLL, || async {
+        let out = kubectl
+            .run(&[
+                "get",
+                "secret",
+                "capstan-metrics-ca",
+                "-n",
+                "capstan",
+                "-o",
+                "jsonpath={.data.ca\\.crt}",
+            ])
+            .await
+            .ok()?;
+        (out.success() && !out.stdout.trim().is_empty()).then(|| out.stdout.trim().to_owned())
+    })
+    .await
+    .unwrap();
+    if component != "rotator" {
+        return;
+    }
+    use base64::Engine as _;
+    let ca = String::from_utf8(
+        base64::engine::general_purpose::STANDARD
+            .decode(ca)
+            .unwrap(),
+    )
+    .unwrap();
+    let bundle = find(docs, "ConfigMap", "capstan-rotator-metrics-ca").unwrap();
+    let applied = kubectl
+        .run_with_stdin(
+            &["apply", "-f", "-"],
+            Some(&serde_yaml::to_string(bundle).unwrap()),
+        )
+        .await
+        .unwrap();
+    assert!(applied.success(), "{}", applied.stderr);
+    let injected = await_condition("the injected serving CA", WAIT, POLL, || async {
+        let out = kubectl
+            .run(&[
+                "get",
+                "configmap",
+                "capstan-rotator-metrics-ca",
+                "-n",
+                "capstan",
+                "-o",
+                "jsonpath={.data.ca-bundle\\.crt}",
+            ])
+            .await
+            .ok()?;
+        (out.success() && !out.stdout.trim().is_empty()).then_some(out.stdout)
+    })
+    .await
+    .unwrap();
+    assert_eq!(injected.trim(), ca.trim());
+    assert!(!injected.contains("PRIVATE KEY"));
 }

@@ -47,12 +47,37 @@ helm.sh/chart: {{ printf "%s-%s" $root.Chart.Name $root.Chart.Version | replace 
 {{- default .Release.Namespace .Values.clusterResourceNamespace -}}
 {{- end -}}
 
-{{/* The config file of a component: its config values plus the namespaces the chart decides. */}}
+{{/* The config file of a component: its config values plus the namespaces the chart decides, and the Service's DNS names as the default dnsNames of dynamic metrics TLS. */}}
 {{- define "capstan.config" -}}
 {{- $root := index . 0 -}}{{- $component := index . 1 -}}
 {{- $values := index $root.Values $component -}}
 {{- $chart := dict "clusterResourceNamespace" (include "capstan.clusterResourceNamespace" $root) "leaderElection" (dict "namespace" (default $root.Release.Namespace $root.Values.leaderElection.namespace)) -}}
-{{- toYaml (mustMergeOverwrite $chart (deepCopy $values.config)) -}}
+{{- $config := mustMergeOverwrite $chart (deepCopy $values.config) -}}
+{{- $dynamic := dig "metricsTLSConfig" "dynamic" dict $config -}}
+{{- if and $dynamic.secretName (not $dynamic.dnsNames) -}}
+{{- $service := include "capstan.fullname" (list $root $component) -}}
+{{- $_ := set $dynamic "dnsNames" (list (printf "%s.%s.svc" $service $root.Release.Namespace) (printf "%s.%s.svc.cluster.local" $service $root.Release.Namespace)) -}}
+{{- end -}}
+{{- toYaml $config -}}
+{{- end -}}
+
+{{/* "<namespace>/<name>" of the Secret holding the component's dynamic metrics serving CA; empty without dynamic TLS. */}}
+{{- define "capstan.dynamicCASecret" -}}
+{{- $root := index . 0 -}}{{- $values := index $root.Values (index . 1) -}}
+{{- $dynamic := dig "metricsTLSConfig" "dynamic" dict $values.config -}}
+{{- with $dynamic.secretName -}}
+{{- printf "%s/%s" (default $root.Release.Namespace $dynamic.secretNamespace) . -}}
+{{- end -}}
+{{- end -}}
+
+{{/* The ConfigMap, in the monitor's namespace, into which the rotator injects a component's dynamic serving CA. */}}
+{{- define "capstan.metricsCAConfigMap" -}}
+{{- printf "%s-metrics-ca" (include "capstan.fullname" .) -}}
+{{- end -}}
+
+{{/* The ClusterRole to bind to the ServiceAccount Prometheus scrapes with: <release>-capstan-metrics-reader, or <release>-metrics-reader when the release name contains "capstan" (capstan-metrics-reader for a release named capstan). */}}
+{{- define "capstan.metricsReader" -}}
+{{- include "capstan.fullname" (list . "metrics-reader") -}}
 {{- end -}}
 
 {{/* "true" when the component serves /metrics over TLS. */}}
@@ -75,46 +100,38 @@ helm.sh/chart: {{ printf "%s-%s" $root.Chart.Name $root.Chart.Version | replace 
 {{- end -}}
 {{- end -}}
 
-{{/* One scrape endpoint (ServiceMonitor or PodMonitor) for a component. */}}
+{{/* One scrape endpoint (kind ServiceMonitor or PodMonitor) for a component, with the monitor's endpointAdditionalProperties merged over it. */}}
 {{- define "capstan.endpoint" -}}
-{{- $root := index . 0 -}}{{- $component := index . 1 -}}{{- $monitor := index . 2 -}}
-- port: http-metrics
-  path: /metrics
-  interval: {{ $monitor.interval }}
-  scrapeTimeout: {{ $monitor.scrapeTimeout }}
-  honorLabels: {{ $monitor.honorLabels }}
-{{- if include "capstan.metricsTLS" (list $root $component) }}
-  scheme: https
-  tlsConfig:
-    serverName: {{ default (printf "%s.%s.svc" (include "capstan.fullname" (list $root $component)) $root.Release.Namespace) $root.Values.prometheus.tls.serverName }}
-    {{- with $root.Values.prometheus.tls.caConfigMap.name }}
-    ca:
-      configMap:
-        name: {{ . }}
-        key: {{ $root.Values.prometheus.tls.caConfigMap.key }}
-    {{- end }}
-    {{- with $root.Values.prometheus.tls.clientCertSecret }}
-    cert:
-      secret:
-        name: {{ . }}
-        key: tls.crt
-    keySecret:
-      name: {{ . }}
-      key: tls.key
-    {{- end }}
-{{- end }}
-{{- if include "capstan.tokenReview" (list $root $component) }}
-{{- if eq $root.Values.prometheus.authorization.type "secret" }}
-  authorization:
-    type: Bearer
-    credentials:
-      name: {{ required "prometheus.authorization.secretName is required when type is secret" $root.Values.prometheus.authorization.secretName }}
-      key: {{ $root.Values.prometheus.authorization.key }}
-{{- else }}
-  bearerTokenFile: /var/run/secrets/kubernetes.io/serviceaccount/token
-{{- end }}
-{{- end }}
-{{- with $monitor.endpointAdditionalProperties }}
-  {{- toYaml . | nindent 2 }}
-{{- end }}
+{{- $root := index . 0 -}}{{- $component := index . 1 -}}{{- $monitor := index . 2 -}}{{- $kind := index . 3 -}}
+{{- $tls := $root.Values.prometheus.tls -}}
+{{- $auth := $root.Values.prometheus.authorization -}}
+{{- $endpoint := dict "port" "http-metrics" "path" "/metrics" "interval" $monitor.interval "scrapeTimeout" $monitor.scrapeTimeout "honorLabels" $monitor.honorLabels -}}
+{{- if include "capstan.metricsTLS" (list $root $component) -}}
+{{- $tlsConfig := dict "serverName" (default (printf "%s.%s.svc" (include "capstan.fullname" (list $root $component)) $root.Release.Namespace) $tls.serverName) -}}
+{{- if $tls.caConfigMap.name -}}
+{{- $_ := set $tlsConfig "ca" (dict "configMap" (dict "name" $tls.caConfigMap.name "key" $tls.caConfigMap.key)) -}}
+{{- else if include "capstan.dynamicCASecret" (list $root $component) -}}
+{{- if not $root.Values.rotator.enabled -}}
+{{- fail (printf "%s.config.metricsTLSConfig.dynamic: the monitors need the serving CA; set prometheus.tls.caConfigMap.name, or enable the rotator to inject it" $component) -}}
+{{- end -}}
+{{- $_ := set $tlsConfig "ca" (dict "configMap" (dict "name" (include "capstan.metricsCAConfigMap" (list $root $component)) "key" "ca-bundle.crt")) -}}
+{{- end -}}
+{{- with $tls.clientCertSecret -}}
+{{- $_ := set $tlsConfig "cert" (dict "secret" (dict "name" . "key" "tls.crt")) -}}
+{{- $_ := set $tlsConfig "keySecret" (dict "name" . "key" "tls.key") -}}
+{{- end -}}
+{{- $_ := set $endpoint "scheme" "https" -}}
+{{- $_ := set $endpoint "tlsConfig" $tlsConfig -}}
+{{- end -}}
+{{- if include "capstan.tokenReview" (list $root $component) -}}
+{{- if eq $auth.type "secret" -}}
+{{- $secret := required "prometheus.authorization.secretName is required when prometheus.authorization.type is secret: the Secret, in the monitor's namespace, holding the token Prometheus presents" $auth.secretName -}}
+{{- $_ := set $endpoint "authorization" (dict "type" "Bearer" "credentials" (dict "name" $secret "key" $auth.key)) -}}
+{{- else if eq $kind "ServiceMonitor" -}}
+{{- $_ := set $endpoint "bearerTokenFile" "/var/run/secrets/kubernetes.io/serviceaccount/token" -}}
+{{- else -}}
+{{- fail (printf "%s.config.metricsAuth.tokenReview with prometheus.podmonitor: PodMonitor endpoints have no bearerTokenFile, so Prometheus cannot present its own ServiceAccount token; set prometheus.authorization.type=secret and prometheus.authorization.secretName (a Secret in the monitor's namespace holding the token), or use prometheus.servicemonitor" $component) -}}
+{{- end -}}
+{{- end -}}
+{{- toYaml (list (mustMergeOverwrite $endpoint (deepCopy $monitor.endpointAdditionalProperties))) -}}
 {{- end -}}
