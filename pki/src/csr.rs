@@ -208,8 +208,18 @@ fn check_extensions(csr: &X509CertificationRequest<'_>) -> Result<()> {
 /// unsupported extension.
 pub fn parse_csr(input: &[u8]) -> Result<ParsedCsr> {
     let der = pem_or_der(input)?;
-    let (rest, csr) =
-        X509CertificationRequest::from_der(&der).map_err(|e| Error::Csr(e.to_string()))?;
+    let (rest, csr) = X509CertificationRequest::from_der(&der).map_err(|e| {
+        let was_pem = input.trim_ascii_start().starts_with(b"-----");
+        if der.first() != Some(&0x30) && !was_pem {
+            Error::Csr(
+                "it is neither a PEM CERTIFICATE REQUEST block nor DER-encoded PKCS#10".into(),
+            )
+        } else if der.first() != Some(&0x30) {
+            Error::Csr("its CERTIFICATE REQUEST block does not hold a PKCS#10 request".into())
+        } else {
+            Error::Csr(format!("malformed PKCS#10 DER ({e})"))
+        }
+    })?;
     if !rest.is_empty() {
         return Err(Error::Csr("trailing data after the request".into()));
     }

@@ -110,8 +110,9 @@ pub enum Error {
     /// The request names nothing: no subject and no SANs.
     #[error("the CSR has neither a subject nor any subject alternative name")]
     NoNames,
-    /// A trust bundle contained a private key.
-    #[error("{0} contains a private key; trust bundles must hold certificates only")]
+    /// A certificate field (a trust bundle, `tls.crt`, `ca.crt`) contained a
+    /// private key.
+    #[error("{0} contains a private key; it must hold certificates only")]
     PrivateKeyInBundle(&'static str),
     /// Generating or signing failed inside the crypto library.
     #[error("{what} failed: {problem}")]

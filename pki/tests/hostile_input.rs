@@ -416,3 +416,26 @@ fn a_lifetime_past_the_end_of_time_ends_with_the_ca_and_says_so() {
         leaf.truncated
     );
 }
+
+#[test]
+fn unparsable_requests_say_what_they_are_not() {
+    let message = |input: &[u8]| parse_csr(input).unwrap_err().to_string();
+    assert_eq!(
+        message(b"hello, I am not a certificate request"),
+        "the CSR could not be parsed: it is neither a PEM CERTIFICATE REQUEST block nor DER-encoded PKCS#10"
+    );
+    assert_eq!(
+        message(&to_pem("CERTIFICATE REQUEST", b"hello")),
+        "the CSR could not be parsed: its CERTIFICATE REQUEST block does not hold a PKCS#10 request"
+    );
+    assert!(
+        message(&[0x30, 0x03, 0x02, 0x01])
+            .starts_with("the CSR could not be parsed: malformed PKCS#10 DER ("),
+        "{}",
+        message(&[0x30, 0x03, 0x02, 0x01])
+    );
+    assert_eq!(
+        message(b"-----BEGIN CERTIFICATE-----\nAAAA\n-----END CERTIFICATE-----\n"),
+        "the CSR could not be parsed: no CERTIFICATE REQUEST PEM block"
+    );
+}
