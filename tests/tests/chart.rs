@@ -889,6 +889,56 @@ fn a_podmonitor_with_token_review_presents_a_token_from_a_secret() {
     assert_eq!(ep["scheme"], "https");
     assert!(find(&docs, "ClusterRole", "capstan-metrics-reader").is_some());
 
+    // The chart can create that Secret: a token of Prometheus's own
+    // ServiceAccount, which is bound to the metrics-reader role.
+    let mut sets = tls.to_vec();
+    sets.extend([
+        "prometheus.podmonitor.namespace=monitoring",
+        "prometheus.authorization.type=secret",
+        "prometheus.authorization.secretName=prometheus-scrape-token",
+        "prometheus.authorization.createSecret=true",
+        "prometheus.serviceAccount.name=prometheus",
+    ]);
+    let docs = render(&sets);
+    let secret = find(&docs, "Secret", "prometheus-scrape-token").unwrap();
+    assert_eq!(secret["type"], "kubernetes.io/service-account-token");
+    assert_eq!(secret["metadata"]["namespace"], "monitoring");
+    assert_eq!(
+        secret["metadata"]["annotations"]["kubernetes.io/service-account.name"],
+        "prometheus"
+    );
+    assert!(
+        secret.get("data").is_none(),
+        "Kubernetes fills the token in"
+    );
+    let binding = find(
+        &docs,
+        "ClusterRoleBinding",
+        "capstan-metrics-reader:monitoring:prometheus",
+    )
+    .unwrap();
+    assert_eq!(binding["subjects"][0]["name"], "prometheus");
+    assert_eq!(
+        endpoint(&docs, "PodMonitor", "rotator")["authorization"]["credentials"]["name"],
+        "prometheus-scrape-token"
+    );
+    // The operator reads credentials from the monitor's namespace only.
+    let misplaced: Vec<&str> = sets
+        .iter()
+        .copied()
+        .filter(|s| !s.starts_with("prometheus.podmonitor.namespace"))
+        .collect();
+    let text = refused(&misplaced);
+    assert!(
+        text.contains("set prometheus.podmonitor.namespace=monitoring"),
+        "{text}"
+    );
+    let text = refused(&["prometheus.authorization.createSecret=true"]);
+    assert!(
+        text.contains("/prometheus/authorization/type") && text.contains("'secret'"),
+        "{text}"
+    );
+
     // PodMonitor endpoints have no bearerTokenFile: the chart says so
     // instead of rendering a field the operator rejects.
     let text = refused(&tls);
