@@ -1407,8 +1407,80 @@ async fn helm_installs_the_chart_and_the_default_issuer_into_the_api_server() {
     .unwrap();
     assert_eq!(issuer["spec"]["selfManaged"]["secretName"], "monitoring-ca");
     assert_eq!(issuer["spec"]["maxDuration"], "2160h");
+    let first_uid = issuer["metadata"]["uid"].as_str().unwrap().to_owned();
 
-    // An upgrade applies a changed value to it.
+    // The real issuer, with the config file the release carries, makes the
+    // default issuer Ready with a CA in the release namespace.
+    let config = kubectl
+        .run_ok(&[
+            "get",
+            "configmap",
+            "capstan-issuer-config",
+            "-n",
+            "capstan",
+            "-o",
+            "jsonpath={.data.config\\.yaml}",
+        ])
+        .await
+        .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let config_file = dir.path().join("config.yaml");
+    std::fs::write(&config_file, config).unwrap();
+    let binary = RunningBinary::start(
+        &workspace_binary("capstan-issuer").unwrap(),
+        &[
+            "--config",
+            config_file.to_str().unwrap(),
+            "--kubeconfig",
+            &kubeconfig,
+        ],
+        &[
+            ("POD_NAMESPACE", "capstan"),
+            ("POD_NAME", "capstan-issuer-0"),
+            ("RUST_LOG", "info"),
+        ],
+    )
+    .unwrap();
+    let ready = || async {
+        let out = kubectl
+            .run(&[
+                "get",
+                "clustercaissuer",
+                "monitoring-ca",
+                "-o",
+                "jsonpath={.metadata.uid} {.status.conditions[?(@.type==\"Ready\")].status}",
+            ])
+            .await
+            .ok()?;
+        let text = out.stdout.trim().to_owned();
+        text.ends_with(" True")
+            .then(|| text.trim_end_matches(" True").to_owned())
+    };
+    let ca = || async {
+        let out = kubectl
+            .run(&[
+                "get",
+                "secret",
+                "monitoring-ca",
+                "-n",
+                "capstan",
+                "-o",
+                "jsonpath={.data.tls\\.crt}",
+            ])
+            .await
+            .ok()?;
+        (out.success() && !out.stdout.trim().is_empty()).then(|| out.stdout.trim().to_owned())
+    };
+    let uid = await_condition("the default issuer Ready", WAIT, POLL, ready)
+        .await
+        .unwrap_or_else(|e| panic!("{e:#}\n{}", binary.logs().join("\n")));
+    assert_eq!(uid, first_uid);
+    let first_ca = await_condition("the default issuer's CA", WAIT, POLL, ca)
+        .await
+        .unwrap();
+
+    // An upgrade applies a changed value to it: the hook replaces the
+    // object; the CA Secret stays and the new object takes it up.
     let mut args = vec!["upgrade", "capstan"];
     args.extend(base);
     args.extend([
@@ -1430,6 +1502,14 @@ async fn helm_installs_the_chart_and_the_default_issuer_into_the_api_server() {
         .await
         .unwrap();
     assert_eq!(max.trim(), "720h");
+    let uid = await_condition("the replaced issuer Ready", WAIT, POLL, || async {
+        ready().await.filter(|uid| *uid != first_uid)
+    })
+    .await
+    .unwrap_or_else(|e| panic!("{e:#}\n{}", binary.logs().join("\n")));
+    assert_ne!(uid, first_uid, "the hook replaced the object");
+    assert_eq!(ca().await.unwrap(), first_ca, "the CA survives the upgrade");
+    binary.kill().await.unwrap();
 
     // Uninstalling keeps the CRDs (crds.keep) and the issuer.
     let (ok, out) = run(
