@@ -59,6 +59,10 @@ pub const COMMON_KEYS: &[(&str, &str)] = &[
         "metricsTLSConfig.dynamic.dnsNames",
         "metrics-dynamic-serving-dns-names",
     ),
+    (
+        "metricsTLSConfig.dynamic.leafDuration",
+        "metrics-dynamic-serving-leaf-duration",
+    ),
     ("tlsSecurityProfile.type", "tls-security-profile"),
     ("tlsSecurityProfile.custom.minTLSVersion", "tls-min-version"),
     ("tlsSecurityProfile.custom.ciphers", "tls-cipher-suites"),

@@ -805,3 +805,195 @@ async fn the_config_file_sets_tls_and_yields_to_environment_and_flags() {
         "{logs}"
     );
 }
+
+/// `GET /metrics` through `openssl s_client <extra>` (a real TLS client
+/// that verifies the server as told); returns the raw HTTP response.
+async fn openssl_get(addr: SocketAddr, extra: &[&str]) -> String {
+    let connect = addr.to_string();
+    let mut args = vec![
+        "s_client",
+        "-connect",
+        connect.as_str(),
+        "-quiet",
+        "-ign_eof",
+        "-verify_return_error",
+    ];
+    args.extend_from_slice(extra);
+    let (_, out, err) = run(
+        "openssl",
+        &args,
+        Some(b"GET /metrics HTTP/1.1\r\nHost: metrics\r\nConnection: close\r\n\r\n"),
+    )
+    .await;
+    format!("{out}{err}")
+}
+
+#[tokio::test]
+async fn dynamic_tls_on_the_issuer_from_the_config_file_renews_before_expiry() {
+    let c = cluster().await;
+    for dir in [
+        shared_dir().join("cert-manager-crds"),
+        workspace_root().join("crds"),
+    ] {
+        c.kubectl
+            .run_ok(&["apply", "-f", dir.to_str().unwrap()])
+            .await
+            .unwrap();
+    }
+    let config = c.path("issuer.yaml");
+    std::fs::write(
+        &config,
+        "metricsTLSConfig:\n  dynamic:\n    secretNamespace: default\n    secretName: issuer-metrics-ca\n    dnsNames: [capstan-issuer.default.svc, capstan-issuer.default.svc.cluster.local]\n    leafDuration: 30s\n",
+    )
+    .unwrap();
+    let issuer = c.start(
+        "capstan-issuer",
+        "issuer-0",
+        &["--config", config.to_str().unwrap()],
+    );
+    let ca = c.path("issuer-ca.crt");
+    await_condition("the CA Secret", WAIT, POLL, || {
+        secret_ca(&c.kubectl, "issuer-metrics-ca", &ca)
+    })
+    .await
+    .unwrap();
+    let (metrics, _) = issuer.serving_addresses(WAIT).await.unwrap();
+    let verify = [
+        "-CAfile",
+        ca.to_str().unwrap(),
+        "-servername",
+        "capstan-issuer.default.svc",
+        "-verify_hostname",
+        "capstan-issuer.default.svc",
+    ];
+    let response = await_condition("a verified scrape with openssl", WAIT, POLL, || async {
+        let r = openssl_get(metrics, &verify).await;
+        r.contains("HTTP/1.1 200").then_some(r)
+    })
+    .await
+    .unwrap();
+    assert!(
+        response.contains("process_resident_memory_bytes"),
+        "{response}"
+    );
+    let mut wrong_name = verify.to_vec();
+    wrong_name[5] = "elsewhere.default.svc";
+    let refused = openssl_get(metrics, &wrong_name).await;
+    assert!(
+        !refused.contains("HTTP/1.1 200"),
+        "a name outside dnsNames must not verify: {refused}"
+    );
+
+    // The 30s certificate is renewed after two thirds of its life, with the
+    // same CA: a new serial, still verifying, logged with the DNS names.
+    let first = served_serial(metrics, &[]).await.unwrap();
+    let renewed = await_condition("the serving certificate's renewal", WAIT, POLL, || async {
+        served_serial(metrics, &[])
+            .await
+            .filter(|serial| *serial != first)
+    })
+    .await
+    .unwrap();
+    assert_ne!(renewed, first);
+    let updates = issuer
+        .logs()
+        .iter()
+        .filter(|l| {
+            l.contains("Updated serving TLS certificate")
+                && l.contains("capstan-issuer.default.svc.cluster.local")
+        })
+        .count();
+    assert!(updates >= 2, "{updates} updates logged");
+    assert!(
+        !issuer
+            .logs()
+            .iter()
+            .any(|l| l.contains("Detected root CA rotation")),
+        "a renewal is not a CA rotation"
+    );
+    let again = openssl_get(metrics, &verify).await;
+    assert!(again.contains("HTTP/1.1 200"), "{again}");
+}
+
+#[tokio::test]
+async fn token_review_and_mtls_together_accept_either_credential() {
+    let c = cluster().await;
+    c.server
+        .add_token(
+            "prometheus-token",
+            UserInfo::new("system:masters-reader", &["system:masters"]),
+        )
+        .unwrap();
+    let dir = c.dir.path();
+    make_ca(dir, "ca").await;
+    make_ca(dir, "other").await;
+    let leaf = make_leaf(dir, "ca", "leaf", "0x50", "serverAuth").await;
+    let client = make_leaf(dir, "ca", "prometheus", "0x51", "clientAuth").await;
+    let stranger = make_leaf(dir, "other", "stranger", "0x52", "clientAuth").await;
+    let ca = dir.join("ca.crt");
+    let rotator = c.start(
+        "capstan-rotator",
+        "rotator-0",
+        &[
+            "--metrics-tls-cert-file",
+            leaf.to_str().unwrap(),
+            "--metrics-tls-private-key-file",
+            dir.join("leaf.key").to_str().unwrap(),
+            "--metrics-client-ca-file",
+            ca.to_str().unwrap(),
+            "--metrics-auth-token-review",
+        ],
+    );
+    let (metrics, _) = rotator.serving_addresses(WAIT).await.unwrap();
+    let ca = ca.to_str().unwrap();
+    let client_key = dir.join("prometheus.key");
+    let stranger_key = dir.join("stranger.key");
+
+    // A client certificate from the CA is enough, through openssl itself.
+    let with_cert = openssl_get(
+        metrics,
+        &[
+            "-CAfile",
+            ca,
+            "-cert",
+            client.to_str().unwrap(),
+            "-key",
+            client_key.to_str().unwrap(),
+        ],
+    )
+    .await;
+    assert!(
+        with_cert.contains("HTTP/1.1 200") && with_cert.contains("capstan_rotator_"),
+        "{with_cert}"
+    );
+    // So is an allowed token, without a certificate.
+    let url = format!("https://127.0.0.1:{}/metrics", metrics.port());
+    let (ok, code, body) = curl(
+        &url,
+        &[
+            "--cacert",
+            ca,
+            "-H",
+            "Authorization: Bearer prometheus-token",
+        ],
+    )
+    .await;
+    assert!(ok && code == "200", "{code} {body}");
+    // Neither: 401, as kube-rbac-proxy answers.
+    let (ok, code, body) = curl(&url, &["--cacert", ca]).await;
+    assert!(ok && code == "401", "{code} {body}");
+    // A certificate from another CA fails the handshake.
+    let (ok, code, body) = curl(
+        &url,
+        &[
+            "--cacert",
+            ca,
+            "--cert",
+            stranger.to_str().unwrap(),
+            "--key",
+            stranger_key.to_str().unwrap(),
+        ],
+    )
+    .await;
+    assert!(!ok && code != "200", "{code} {body}");
+}

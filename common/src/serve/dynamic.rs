@@ -31,8 +31,12 @@ use crate::error::Error;
 
 /// Lifetime of a CA this process generates.
 pub const CA_LIFETIME: Duration = Duration::from_secs(365 * 24 * 3600);
-/// Lifetime of each replica's serving certificate.
+/// Default lifetime of each replica's serving certificate, as cert-manager's
+/// `--metrics-dynamic-serving-leaf-duration` defaults it.
 pub const LEAF_LIFETIME: Duration = Duration::from_secs(7 * 24 * 3600);
+/// Shortest serving certificate lifetime accepted: renewal happens after two
+/// thirds of it, so shorter would mean re-signing every few seconds.
+pub const MIN_LEAF_LIFETIME: Duration = Duration::from_secs(30);
 /// How often the Secret is looked at even without a watch event.
 const RECHECK: Duration = Duration::from_secs(60);
 
@@ -45,6 +49,8 @@ pub struct DynamicConfig {
     pub name: String,
     /// DNS names of the serving certificate.
     pub dns_names: Vec<String>,
+    /// Lifetime of each serving certificate; renewed after two thirds.
+    pub leaf_lifetime: Duration,
 }
 
 /// What to do with the CA Secret as found.
@@ -169,7 +175,7 @@ impl Serving {
                 "Detected root CA rotation - regenerating serving certificates"
             );
         }
-        let leaf = ca.issue_serving(&self.config.dns_names, LEAF_LIFETIME, now)?;
+        let leaf = ca.issue_serving(&self.config.dns_names, self.config.leaf_lifetime, now)?;
         let served = certified_key(
             leaf.chain_pem.as_bytes(),
             leaf.key.expose().as_bytes(),
@@ -318,6 +324,7 @@ mod tests {
             namespace: "capstan".into(),
             name: "metrics-ca".into(),
             dns_names: vec!["capstan-issuer.capstan.svc".into()],
+            leaf_lifetime: LEAF_LIFETIME,
         }
     }
 

@@ -20,6 +20,7 @@ pub mod profile;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
+use std::time::Duration;
 
 use rustls::RootCertStore;
 use rustls::pki_types::CertificateDer;
@@ -83,6 +84,16 @@ pub struct ServeArgs {
         value_delimiter = ','
     )]
     pub metrics_dynamic_serving_dns_names: Vec<String>,
+
+    /// Lifetime of each dynamic serving certificate (e.g. `168h`); it is
+    /// renewed after two thirds of it. At least 30s.
+    #[arg(
+        long,
+        env = "CAPSTAN_METRICS_DYNAMIC_SERVING_LEAF_DURATION",
+        default_value = "168h",
+        value_parser = crate::cli::parse_duration
+    )]
+    pub metrics_dynamic_serving_leaf_duration: Duration,
 
     /// TLS security profile of the metrics server: Intermediate, Modern or
     /// Custom (Old is not supported).
@@ -219,6 +230,7 @@ impl ServeArgs {
                     .unwrap_or_else(|| own_namespace.to_owned()),
                 name: name.clone(),
                 dns_names: self.metrics_dynamic_serving_dns_names.clone(),
+                leaf_lifetime: self.metrics_dynamic_serving_leaf_duration,
             }),
             (None, true) if self.metrics_dynamic_serving_ca_secret_namespace.is_none() => None,
             _ => {
@@ -229,6 +241,15 @@ impl ServeArgs {
                 ));
             }
         };
+        if let Some(d) = &dynamic
+            && d.leaf_lifetime < dynamic::MIN_LEAF_LIFETIME
+        {
+            return Err(Error::Config(format!(
+                "--metrics-dynamic-serving-leaf-duration must be at least {}s, got {}s",
+                dynamic::MIN_LEAF_LIFETIME.as_secs(),
+                d.leaf_lifetime.as_secs()
+            )));
+        }
         let source = match (files, dynamic) {
             (Some(_), Some(_)) => {
                 return Err(Error::Config(
@@ -513,9 +534,28 @@ mod tests {
             CertSource::Dynamic(d) => {
                 assert_eq!(d.namespace, "capstan");
                 assert_eq!(d.dns_names, vec!["a.svc", "b.svc"]);
+                assert_eq!(d.leaf_lifetime, dynamic::LEAF_LIFETIME);
             }
             other => panic!("{other:?}"),
         }
+    }
+
+    #[test]
+    fn dynamic_leaf_duration_is_set_and_bounded() {
+        let dynamic = [
+            "--metrics-dynamic-serving-ca-secret-name=metrics-ca",
+            "--metrics-dynamic-serving-dns-names=a.svc",
+        ];
+        let mut args = dynamic.to_vec();
+        args.push("--metrics-dynamic-serving-leaf-duration=1h");
+        match plan(&args).expect("plan").tls.expect("tls").source {
+            CertSource::Dynamic(d) => assert_eq!(d.leaf_lifetime, Duration::from_secs(3600)),
+            other => panic!("{other:?}"),
+        }
+        let mut args = dynamic.to_vec();
+        args.push("--metrics-dynamic-serving-leaf-duration=5s");
+        let e = plan(&args).expect_err("too short").to_string();
+        assert!(e.contains("at least 30s"), "{e}");
     }
 
     #[test]
