@@ -5,14 +5,16 @@
 //! the binaries export (as listed by the generated `docs/reference/metrics.md`,
 //! which xtask's test keeps equal to the registries) or a recording rule of
 //! the mixin, every `capstan.dev/...` annotation or label it mentions is
-//! one the code uses, and every Event reason and log line it quotes is one
-//! the code writes.
+//! one the code uses, every Event reason and log line it quotes is one the
+//! code writes, and every manifest it shows is accepted by an API server
+//! with capstan's and cert-manager's CRDs (strict field validation).
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 
 use capstan_tests::harness::workspace_root;
+use serde::Deserialize as _;
 
 /// Where GitHub serves the repository's files; the alerts' runbook URLs
 /// start with it.
@@ -511,6 +513,129 @@ fn every_event_reason_and_log_line_the_docs_quote_is_in_the_code() {
     );
 }
 
+/// Kubernetes manifests in `markdown`: the ```yaml blocks, and the
+/// heredocs of shell blocks (`kubectl apply -f - <<'EOF'`), each split into
+/// its documents; only documents with an `apiVersion` and a `kind`.
+fn manifests(markdown: &str) -> Vec<serde_yaml::Value> {
+    let mut blocks = Vec::new();
+    let mut fence: Option<String> = None;
+    let mut heredoc: Option<String> = None;
+    let mut current = String::new();
+    for line in markdown.lines() {
+        let trimmed = line.trim_start();
+        if let Some(lang) = &fence {
+            if trimmed.starts_with("```") {
+                if lang == "yaml" {
+                    blocks.push(std::mem::take(&mut current));
+                }
+                fence = None;
+                heredoc = None;
+                current.clear();
+            } else if lang == "yaml" {
+                current.push_str(line);
+                current.push('\n');
+            } else if let Some(end) = &heredoc {
+                if trimmed == end {
+                    blocks.push(std::mem::take(&mut current));
+                    heredoc = None;
+                } else {
+                    current.push_str(line);
+                    current.push('\n');
+                }
+            } else if let Some((_, tag)) = line.split_once("<<'") {
+                heredoc = tag.split('\'').next().map(str::to_owned);
+            }
+        } else if let Some(lang) = trimmed.strip_prefix("```") {
+            fence = Some(lang.trim().to_owned());
+        }
+    }
+    let mut docs = Vec::new();
+    for block in blocks {
+        // Snippets indented inside a list item are manifests too.
+        let indent = block
+            .lines()
+            .filter(|l| !l.trim().is_empty())
+            .map(|l| l.len() - l.trim_start().len())
+            .min()
+            .unwrap_or(0);
+        let text: String = block
+            .lines()
+            .map(|l| format!("{}\n", l.get(indent..).unwrap_or("")))
+            .collect();
+        for doc in serde_yaml::Deserializer::from_str(&text) {
+            let Ok(value) = serde_yaml::Value::deserialize(doc) else {
+                continue;
+            };
+            if value["apiVersion"].is_string() && value["kind"].is_string() {
+                docs.push(value);
+            }
+        }
+    }
+    docs
+}
+
+/// API groups whose CRDs the test API server is not given (the Prometheus
+/// Operator's); their manifests are not validated here.
+const UNAVAILABLE_GROUPS: &[&str] = &["monitoring.coreos.com/"];
+
+#[tokio::test]
+async fn every_manifest_in_the_docs_is_accepted_by_the_api_server() {
+    use capstan_tests::apiserver::TestApiServer;
+    use capstan_tests::harness::Kubectl;
+
+    let root = workspace_root();
+    let mut found = Vec::new();
+    for file in markdown_files(&root) {
+        let name = file.strip_prefix(&root).unwrap().display().to_string();
+        for doc in manifests(&std::fs::read_to_string(&file).unwrap()) {
+            let api = doc["apiVersion"].as_str().unwrap_or_default();
+            if !UNAVAILABLE_GROUPS.iter().any(|g| api.starts_with(g)) {
+                found.push((name.clone(), doc));
+            }
+        }
+    }
+    assert!(found.len() > 15, "found only {} manifests", found.len());
+
+    let server = TestApiServer::start().await.unwrap();
+    let kubectl = Kubectl::for_server(&server).unwrap();
+    for dir in ["tests/fixtures/cert-manager-crds", "crds"] {
+        let dir = root.join(dir);
+        kubectl
+            .run_ok(&["apply", "-f", dir.to_str().unwrap()])
+            .await
+            .unwrap();
+    }
+    let namespaces: BTreeSet<&str> = found
+        .iter()
+        .filter_map(|(_, doc)| doc["metadata"]["namespace"].as_str())
+        .collect();
+    for namespace in namespaces {
+        kubectl
+            .run_ok(&["create", "namespace", namespace])
+            .await
+            .unwrap();
+    }
+    let mut refused = Vec::new();
+    for (file, doc) in &found {
+        let yaml = serde_yaml::to_string(doc).unwrap();
+        let out = kubectl
+            .run_with_stdin(
+                &["apply", "--dry-run=server", "--validate=strict", "-f", "-"],
+                Some(&yaml),
+            )
+            .await
+            .unwrap();
+        if !out.success() {
+            refused.push(format!("{file}: {}{}", out.stderr, yaml));
+        }
+    }
+    assert!(
+        refused.is_empty(),
+        "manifests the API server refuses:\n{}",
+        refused.join("\n")
+    );
+}
+
 #[test]
 fn the_checks_find_what_they_look_for() {
     let md = "See [a](a.md#x) and `[no](code.md)`.\n```\n[no](fenced.md)\n```\n[ref]: b.md\n";
@@ -539,6 +664,14 @@ fn the_checks_find_what_they_look_for() {
         &metrics
     ));
     assert!(!is_metric("capstan_issuer_signing_seconds", &metrics));
+    let md = "```yaml\nkind: ConfigMap\napiVersion: v1\n---\nnot: a manifest\n```\n\
+              ```sh\nkubectl apply -f - <<'EOF'\napiVersion: v1\nkind: Secret\nEOF\n```\n\
+              1. x\n\n   ```yaml\n   apiVersion: v1\n   kind: Namespace\n   ```\n";
+    let kinds: Vec<String> = manifests(md)
+        .iter()
+        .map(|d| d["kind"].as_str().unwrap().to_owned())
+        .collect();
+    assert_eq!(kinds, vec!["ConfigMap", "Secret", "Namespace"]);
     let literals = vec![
         "CARotated".to_owned(),
         "ConfigMap{}SkippedDryRun".to_owned(),
