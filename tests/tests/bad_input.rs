@@ -1,0 +1,590 @@
+//! End to end: the bad-input matrix against one real `capstan-issuer` on the
+//! test API server. Every bad request is created beside a good one, so the
+//! run shows both that each bad input ends where the user looks (the
+//! request's `Ready=False/Failed` with a `failureTime`, a message naming the
+//! problem and a `Failed` Event; or the issuer's `Ready=False` with the right
+//! reason) and that nothing blocks other work: every good request is
+//! `Issued`, and the issuer process never exits.
+//!
+//! Requests are made by the real openssl; results are read with the real
+//! kubectl.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::process::Command;
+use std::time::Duration;
+
+use base64::Engine;
+use capstan_tests::apiserver::auth::UserInfo;
+use capstan_tests::apiserver::{TestApiServer, kubeconfig};
+use capstan_tests::harness::{
+    Kubectl, RunningBinary, await_condition, shared_dir, workspace_binary, workspace_root,
+};
+use serde_json::Value;
+
+const WAIT: Duration = Duration::from_secs(120);
+const POLL: Duration = Duration::from_millis(200);
+const NS: &str = "default";
+const ISSUER_USER: &str = "system:serviceaccount:default:capstan-issuer";
+
+struct Env {
+    _server: TestApiServer,
+    kubectl: Kubectl,
+    issuer: RunningBinary,
+    dir: tempfile::TempDir,
+}
+
+async fn start() -> Env {
+    let server = TestApiServer::start().await.unwrap();
+    let kubectl = Kubectl::for_server(&server).unwrap();
+    for crds in [
+        shared_dir().join("cert-manager-crds"),
+        workspace_root().join("crds"),
+    ] {
+        kubectl
+            .run_ok(&["apply", "-f", crds.to_str().unwrap()])
+            .await
+            .unwrap();
+    }
+    let dir = tempfile::tempdir().unwrap();
+    server
+        .add_token(
+            "issuer-token",
+            UserInfo::new(ISSUER_USER, &["system:masters"]),
+        )
+        .unwrap();
+    let config = dir.path().join("issuer.kubeconfig");
+    kubeconfig::write(&config, server.url(), server.ca_pem(), "issuer-token").unwrap();
+    let issuer = RunningBinary::start(
+        &workspace_binary("capstan-issuer").unwrap(),
+        &[
+            "--kubeconfig",
+            config.to_str().unwrap(),
+            "--cluster-resource-namespace",
+            NS,
+            "--leader-election-namespace",
+            NS,
+        ],
+        &[
+            ("POD_NAMESPACE", NS),
+            ("POD_NAME", "issuer-0"),
+            ("RUST_LOG", "info"),
+        ],
+    )
+    .unwrap();
+    Env {
+        _server: server,
+        kubectl,
+        issuer,
+        dir,
+    }
+}
+
+impl Env {
+    fn logs(&self) -> String {
+        format!("issuer logs:\n{}", self.issuer.logs().join("\n"))
+    }
+
+    async fn kubectl_stdin(&self, verb: &str, yaml: &str) {
+        let out = self
+            .kubectl
+            .run_with_stdin(&[verb, "-f", "-"], Some(yaml))
+            .await
+            .unwrap();
+        assert!(
+            out.success(),
+            "kubectl {verb} failed: {}{}",
+            out.stderr,
+            out.stdout
+        );
+    }
+
+    async fn get_json(&self, args: &[&str]) -> Option<Value> {
+        let mut full = vec!["get"];
+        full.extend_from_slice(args);
+        full.extend_from_slice(&["-o", "json"]);
+        let out = self.kubectl.run(&full).await.ok()?;
+        if !out.success() {
+            return None;
+        }
+        serde_json::from_str(&out.stdout).ok()
+    }
+
+    /// Waits until the object's `Ready` condition has `status`; returns the
+    /// object.
+    async fn wait_ready(&self, args: &[&str], status: &str) -> Value {
+        let what = format!("{args:?} Ready={status}");
+        await_condition(&what, WAIT, POLL, || async {
+            let obj = self.get_json(args).await?;
+            (ready(&obj)?.0 == status).then_some(obj)
+        })
+        .await
+        .unwrap_or_else(|e| panic!("{e}\n{}", self.logs()))
+    }
+
+    /// Waits until the issuer `args` is `Ready=False` with `reason`.
+    async fn wait_issuer_reason(&self, args: &[&str], reason: &str) -> Value {
+        let what = format!("{args:?} Ready=False/{reason}");
+        await_condition(&what, WAIT, POLL, || async {
+            let obj = self.get_json(args).await?;
+            let (status, r, _) = ready(&obj)?;
+            (status == "False" && r == reason).then_some(obj)
+        })
+        .await
+        .unwrap_or_else(|e| panic!("{e}\n{}", self.logs()))
+    }
+
+    /// Events whose involved object is `name`: (type, reason, message).
+    async fn events_for(&self, name: &str) -> Vec<(String, String, String)> {
+        let selector = format!("involvedObject.name={name}");
+        let Some(list) = self
+            .get_json(&["events", "-n", NS, "--field-selector", &selector])
+            .await
+        else {
+            return Vec::new();
+        };
+        list["items"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .map(|e| {
+                let s = |k: &str| e[k].as_str().unwrap_or_default().to_owned();
+                (s("type"), s("reason"), s("message"))
+            })
+            .collect()
+    }
+
+    fn openssl(&self, args: &[&str]) -> String {
+        let out = Command::new("openssl")
+            .args(args)
+            .current_dir(self.dir.path())
+            .output()
+            .expect("openssl is required: run scripts/install-tools");
+        let text = format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert!(out.status.success(), "openssl {args:?}: {text}");
+        text
+    }
+
+    fn read(&self, file: &str) -> Vec<u8> {
+        std::fs::read(self.dir.path().join(file)).unwrap()
+    }
+
+    /// `openssl req -new -newkey <newkey>` with `sans`; returns the PEM.
+    fn csr(&self, name: &str, newkey: &[&str], sans: &str) -> Vec<u8> {
+        let (key, csr) = (format!("{name}.key"), format!("{name}.csr"));
+        let mut args = vec!["req", "-new", "-newkey"];
+        args.extend_from_slice(newkey);
+        let subj = format!("/CN={name}");
+        let san = format!("subjectAltName={sans}");
+        args.extend_from_slice(&[
+            "-nodes", "-keyout", &key, "-subj", &subj, "-addext", &san, "-out", &csr,
+        ]);
+        self.openssl(&args);
+        self.read(&csr)
+    }
+
+    /// A self-signed certificate for `key` with extensions `ext` (one per
+    /// line), valid for `days` (negative: already expired).
+    fn self_signed(&self, name: &str, key: &str, ext: &str, days: &str) -> Vec<u8> {
+        let ext_file = format!("{name}.ext");
+        std::fs::write(self.dir.path().join(&ext_file), ext).unwrap();
+        let csr = format!("{name}.ca.csr");
+        let subj = format!("/CN={name}");
+        self.openssl(&["req", "-new", "-key", key, "-subj", &subj, "-out", &csr]);
+        let crt = format!("{name}.crt");
+        self.openssl(&[
+            "x509", "-req", "-in", &csr, "-signkey", key, "-days", days, "-extfile", &ext_file,
+            "-out", &crt,
+        ]);
+        self.read(&crt)
+    }
+
+    /// A CertificateRequest for `issuer` (`kind/name`), created (not applied:
+    /// a huge request would not fit kubectl's last-applied annotation).
+    async fn request(&self, name: &str, csr: &[u8], extra_spec: &str, issuer: (&str, &str)) {
+        let b64 = base64::engine::general_purpose::STANDARD.encode(csr);
+        let (kind, issuer_name) = issuer;
+        self.kubectl_stdin(
+            "create",
+            &format!(
+                "apiVersion: cert-manager.io/v1\nkind: CertificateRequest\nmetadata:\n  name: {name}\n  namespace: {NS}\nspec:\n  request: {b64}\n  issuerRef:\n    group: capstan.dev\n    kind: {kind}\n    name: {issuer_name}\n{extra_spec}"
+            ),
+        )
+        .await;
+    }
+
+    /// Approves a request as cert-manager's approver does.
+    async fn approve(&self, name: &str) {
+        let patch = r#"{"status":{"conditions":[{"type":"Approved","status":"True","reason":"cert-manager.io","message":"set by test","lastTransitionTime":"2026-01-01T00:00:00Z"}]}}"#;
+        self.kubectl
+            .run_ok(&[
+                "patch",
+                "certificaterequest",
+                name,
+                "-n",
+                NS,
+                "--subresource=status",
+                "--type=merge",
+                "-p",
+                patch,
+            ])
+            .await
+            .unwrap();
+    }
+
+    /// A `kubernetes.io/tls` Secret with raw `tls.crt` and `tls.key` bytes.
+    async fn tls_secret(&self, name: &str, crt: &[u8], key: &[u8]) {
+        let b64 = |b: &[u8]| base64::engine::general_purpose::STANDARD.encode(b);
+        self.kubectl_stdin(
+            "apply",
+            &format!(
+                "apiVersion: v1\nkind: Secret\nmetadata:\n  name: {name}\n  namespace: {NS}\ntype: kubernetes.io/tls\ndata:\n  tls.crt: {}\n  tls.key: {}\n",
+                b64(crt),
+                b64(key)
+            ),
+        )
+        .await;
+    }
+}
+
+/// The `Ready` condition: (status, reason, message).
+fn ready(obj: &Value) -> Option<(String, String, String)> {
+    let c = obj["status"]["conditions"]
+        .as_array()?
+        .iter()
+        .find(|c| c["type"] == "Ready")?;
+    let s = |k: &str| c[k].as_str().unwrap_or_default().to_owned();
+    Some((s("status"), s("reason"), s("message")))
+}
+
+/// What a bad request must end as.
+enum Expect {
+    /// `Ready=False/Failed`, the message containing every needle.
+    Failed(&'static [&'static str]),
+    /// Issued, shortened to the issuer's maxDuration (720h), and the
+    /// Event says so.
+    IssuedCapped,
+}
+
+struct Case {
+    name: &'static str,
+    csr: Vec<u8>,
+    extra_spec: &'static str,
+    expect: Expect,
+}
+
+const P256: [&str; 3] = ["ec", "-pkeyopt", "ec_paramgen_curve:P-256"];
+const GOOD_SANS: &str = "DNS:app.example.com,IP:10.1.2.3";
+
+const MAIN_ISSUER: &str = "apiVersion: capstan.dev/v1alpha1
+kind: ClusterCAIssuer
+metadata:
+  name: monitoring-ca
+spec:
+  maxDuration: 720h
+  nameConstraints:
+    permittedDnsDomains: [example.com]
+    permittedIpRanges: [10.0.0.0/8]
+  selfManaged:
+    secretName: monitoring-ca
+";
+
+#[tokio::test]
+async fn every_bad_input_is_reported_and_blocks_nothing() {
+    let env = start().await;
+    env.kubectl_stdin("apply", MAIN_ISSUER).await;
+    env.wait_ready(&["clustercaissuer", "monitoring-ca"], "True")
+        .await;
+    let pid = env.issuer.pid();
+
+    // A request whose signature was altered after signing: flip one bit in
+    // the signature (the last bytes of the DER).
+    let pem_csr = env.csr("tampered", &P256, GOOD_SANS);
+    let mut der = pem::parse(&pem_csr).unwrap().into_contents();
+    let at = der.len() - 3;
+    der[at] ^= 0x01;
+    let tampered = pem::encode(&pem::Pem::new("CERTIFICATE REQUEST", der)).into_bytes();
+    // A PEM over the 1 MiB input limit (valid base64 lines, so only the size
+    // is wrong).
+    let mut huge = b"-----BEGIN CERTIFICATE REQUEST-----\n".to_vec();
+    while huge.len() <= capstan_pki::MAX_INPUT_BYTES {
+        huge.extend_from_slice(&[b'A'; 64]);
+        huge.push(b'\n');
+    }
+    huge.extend_from_slice(b"-----END CERTIFICATE REQUEST-----\n");
+
+    let cases = vec![
+        Case {
+            name: "bad-signature",
+            csr: tampered,
+            extra_spec: "",
+            expect: Expect::Failed(&["signature does not verify"]),
+        },
+        Case {
+            name: "rsa-1024",
+            csr: env.csr("rsa-1024", &["rsa:1024"], GOOD_SANS),
+            extra_spec: "",
+            expect: Expect::Failed(&["RSA key has 1024 bits", "at least 2048"]),
+        },
+        Case {
+            name: "p-521",
+            csr: env.csr(
+                "p-521",
+                &["ec", "-pkeyopt", "ec_paramgen_curve:P-521"],
+                GOOD_SANS,
+            ),
+            extra_spec: "",
+            expect: Expect::Failed(&["ECDSA P-521", "not supported"]),
+        },
+        Case {
+            name: "rsa-pss",
+            csr: env.csr(
+                "rsa-pss",
+                &["rsa-pss", "-pkeyopt", "rsa_keygen_bits:2048"],
+                GOOD_SANS,
+            ),
+            extra_spec: "",
+            expect: Expect::Failed(&["RSA-PSS", "not supported"]),
+        },
+        Case {
+            name: "huge-pem",
+            csr: huge,
+            extra_spec: "",
+            expect: Expect::Failed(&["the CSR is", "1048576-byte limit"]),
+        },
+        Case {
+            name: "not-pem",
+            csr: b"hello, I am not a certificate request".to_vec(),
+            extra_spec: "",
+            expect: Expect::Failed(&[
+                "the CSR could not be parsed",
+                "neither a PEM CERTIFICATE REQUEST block nor DER",
+            ]),
+        },
+        Case {
+            name: "truncated-pem",
+            csr: pem_csr[..pem_csr.len() / 2].to_vec(),
+            extra_spec: "",
+            expect: Expect::Failed(&["CSR"]),
+        },
+        Case {
+            name: "negative-duration",
+            csr: env.csr("negative-duration", &P256, GOOD_SANS),
+            extra_spec: "  duration: -1h\n",
+            expect: Expect::Failed(&["spec.duration", "longer than zero"]),
+        },
+        Case {
+            name: "overflowing-duration",
+            csr: env.csr("overflowing-duration", &P256, GOOD_SANS),
+            extra_spec: "  duration: 99999999999999999999999h\n",
+            expect: Expect::Failed(&["spec.duration"]),
+        },
+        Case {
+            name: "absurd-duration",
+            csr: env.csr("absurd-duration", &P256, GOOD_SANS),
+            extra_spec: "  duration: 100000000h\n",
+            expect: Expect::IssuedCapped,
+        },
+        Case {
+            name: "dns-outside",
+            csr: env.csr(
+                "dns-outside",
+                &P256,
+                "DNS:app.example.com,DNS:evil.example.org",
+            ),
+            extra_spec: "",
+            expect: Expect::Failed(&["evil.example.org", "outside", "example.com"]),
+        },
+        Case {
+            name: "ip-outside",
+            csr: env.csr("ip-outside", &P256, "DNS:app.example.com,IP:192.168.1.1"),
+            extra_spec: "",
+            expect: Expect::Failed(&["192.168.1.1", "outside", "10.0.0.0/8"]),
+        },
+    ];
+
+    // Each bad request beside a good one, all in flight at once.
+    let issuer = ("ClusterCAIssuer", "monitoring-ca");
+    for case in &cases {
+        let good = env.csr(&format!("good-{}", case.name), &P256, GOOD_SANS);
+        env.request(case.name, &case.csr, case.extra_spec, issuer)
+            .await;
+        env.request(&format!("good-{}", case.name), &good, "", issuer)
+            .await;
+    }
+    for case in &cases {
+        env.approve(case.name).await;
+        env.approve(&format!("good-{}", case.name)).await;
+    }
+
+    let mut checked = 0;
+    for case in &cases {
+        let args = ["certificaterequest", case.name, "-n", NS];
+        match case.expect {
+            Expect::Failed(needles) => {
+                let cr = env.wait_ready(&args, "False").await;
+                let (_, reason, message) = ready(&cr).unwrap();
+                assert_eq!(reason, "Failed", "{}: {cr}", case.name);
+                for needle in needles {
+                    assert!(
+                        message.contains(needle),
+                        "{}: {needle:?} not in {message:?}",
+                        case.name
+                    );
+                }
+                assert!(!message.contains("PRIVATE KEY"), "{message}");
+                assert!(
+                    cr["status"]["failureTime"].is_string(),
+                    "{}: no failureTime: {cr}",
+                    case.name
+                );
+                assert!(cr["status"].get("certificate").is_none(), "{cr}");
+                let events = env.events_for(case.name).await;
+                assert!(
+                    events
+                        .iter()
+                        .any(|(t, r, m)| t == "Warning" && r == "Failed" && m.contains(needles[0])),
+                    "{}: no Warning Failed Event naming {:?}: {events:?}",
+                    case.name,
+                    needles[0]
+                );
+                println!("{}: Failed: {message}", case.name);
+            }
+            Expect::IssuedCapped => {
+                let cr = env.wait_ready(&args, "True").await;
+                let leaf = String::from_utf8(
+                    base64::engine::general_purpose::STANDARD
+                        .decode(cr["status"]["certificate"].as_str().unwrap())
+                        .unwrap(),
+                )
+                .unwrap();
+                let der = pem::parse(leaf.as_bytes()).unwrap().into_contents();
+                let summary = capstan_pki::summarize(&der).unwrap();
+                let lifetime = summary.not_after - summary.not_before;
+                assert!(
+                    lifetime <= time::Duration::hours(720),
+                    "{}: lifetime {lifetime}",
+                    case.name
+                );
+                let events = env.events_for(case.name).await;
+                assert!(
+                    events.iter().any(|(_, _, m)| m.contains("maxDuration")),
+                    "{}: the shortening is not in an Event: {events:?}",
+                    case.name
+                );
+                println!("{}: Issued, lifetime {lifetime}", case.name);
+            }
+        }
+        let good = format!("good-{}", case.name);
+        let cr = env
+            .wait_ready(&["certificaterequest", &good, "-n", NS], "True")
+            .await;
+        assert_eq!(ready(&cr).unwrap().1, "Issued", "{cr}");
+        checked += 1;
+    }
+
+    // CA Secrets a user got wrong: each issuer says why it is not Ready,
+    // without a trace of the key; its requests wait (Pending).
+    env.openssl(&[
+        "genpkey",
+        "-algorithm",
+        "EC",
+        "-pkeyopt",
+        "ec_paramgen_curve:P-256",
+        "-out",
+        "ca.key",
+    ]);
+    env.openssl(&[
+        "genpkey",
+        "-algorithm",
+        "EC",
+        "-pkeyopt",
+        "ec_paramgen_curve:P-256",
+        "-out",
+        "other.key",
+    ]);
+    let ca_ext = "basicConstraints=critical,CA:TRUE\nkeyUsage=critical,keyCertSign,cRLSign\n";
+    let ca_key = env.read("ca.key");
+    let valid_ca = env.self_signed("valid", "ca.key", ca_ext, "30");
+    let expired_ca = env.self_signed("expired", "ca.key", ca_ext, "-1");
+    let leaf_cert = env.self_signed(
+        "leaf",
+        "ca.key",
+        "basicConstraints=critical,CA:FALSE\nkeyUsage=critical,digitalSignature\n",
+        "30",
+    );
+    env.tls_secret("mismatch", &valid_ca, &env.read("other.key"))
+        .await;
+    env.tls_secret("expired", &expired_ca, &ca_key).await;
+    env.tls_secret("not-ca", &leaf_cert, &ca_key).await;
+    env.tls_secret("garbage", b"garbage, not PEM", b"\x00\x01binary junk")
+        .await;
+    env.tls_secret("key-as-cert", &ca_key, &ca_key).await;
+    let secret_cases: [(&str, &str, &[&str]); 5] = [
+        ("mismatch", "InvalidKeyPair", &["does not match"]),
+        ("expired", "CAExpired", &["expired"]),
+        ("not-ca", "InvalidKeyPair", &["is not a CA", "CA:FALSE"]),
+        ("garbage", "InvalidKeyPair", &["tls.crt"]),
+        (
+            "key-as-cert",
+            "InvalidKeyPair",
+            &["tls.crt contains a private key", "certificates only"],
+        ),
+    ];
+    for (name, _, _) in secret_cases {
+        env.kubectl_stdin(
+            "apply",
+            &format!(
+                "apiVersion: capstan.dev/v1alpha1\nkind: CAIssuer\nmetadata:\n  name: {name}\n  namespace: {NS}\nspec:\n  ca:\n    secretName: {name}\n"
+            ),
+        )
+        .await;
+        let csr = env.csr(&format!("for-{name}"), &P256, GOOD_SANS);
+        env.request(&format!("for-{name}"), &csr, "", ("CAIssuer", name))
+            .await;
+        env.approve(&format!("for-{name}")).await;
+    }
+    // And one more good request to the healthy issuer while they fail.
+    let csr = env.csr("good-after", &P256, GOOD_SANS);
+    env.request("good-after", &csr, "", issuer).await;
+    env.approve("good-after").await;
+    for (name, reason, needles) in secret_cases {
+        let obj = env
+            .wait_issuer_reason(&["caissuer", name, "-n", NS], reason)
+            .await;
+        let (_, _, message) = ready(&obj).unwrap();
+        for needle in needles {
+            assert!(
+                message.contains(needle),
+                "{name}: {needle:?} not in {message:?}"
+            );
+        }
+        assert!(!message.contains("PRIVATE KEY"), "{name}: {message}");
+        let cr = env
+            .wait_ready(
+                &["certificaterequest", &format!("for-{name}"), "-n", NS],
+                "False",
+            )
+            .await;
+        let (_, cr_reason, cr_message) = ready(&cr).unwrap();
+        assert_eq!(cr_reason, "Pending", "for-{name}: {cr}");
+        assert!(cr["status"].get("failureTime").is_none(), "{cr}");
+        let events = env.events_for(name).await;
+        println!("issuer {name}: {reason}: {message}; request: {cr_message}; events: {events:?}");
+        checked += 1;
+    }
+    env.wait_ready(&["certificaterequest", "good-after", "-n", NS], "True")
+        .await;
+
+    // The issuer never exited, and it is the same process.
+    let mut issuer_process = env.issuer;
+    assert!(issuer_process.is_running(), "the issuer exited");
+    assert_eq!(issuer_process.pid(), pid);
+    let logs = issuer_process.logs().join("\n");
+    assert!(!logs.contains("panicked"), "{logs}");
+    assert!(!logs.contains("PRIVATE KEY"), "key material in logs");
+    println!("{checked} bad inputs checked, each beside a good request that was Issued");
+}
