@@ -93,6 +93,15 @@ impl Signers {
         }
     }
 
+    /// The issuers whose CA is loaded.
+    #[must_use]
+    pub fn keys(&self) -> Vec<IssuerKey> {
+        self.ready
+            .read()
+            .map(|r| r.keys().cloned().collect())
+            .unwrap_or_default()
+    }
+
     /// A receiver that changes whenever a CA is installed or removed.
     #[must_use]
     pub fn subscribe(&self) -> watch::Receiver<u64> {

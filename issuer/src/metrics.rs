@@ -1,5 +1,6 @@
 //! The issuer's Prometheus metrics.
 
+use crate::context::IssuerKey;
 use prometheus::{HistogramOpts, HistogramVec, IntCounterVec, IntGaugeVec, Opts, Registry};
 
 /// Every metric the issuer exports, registered once per process.
@@ -104,6 +105,23 @@ impl Metrics {
         registry.register(Box::new(metrics.reconcile_errors.clone()))?;
         registry.register(Box::new(metrics.pending.clone()))?;
         Ok(metrics)
+    }
+}
+
+impl Metrics {
+    /// Drops every per-issuer series of a deleted issuer, so no alert fires
+    /// for a CA that no longer exists. Counters keep their history.
+    pub fn forget_issuer(&self, key: &IssuerKey) {
+        let labels = key.labels();
+        for gauge in [
+            &self.ca_not_after,
+            &self.ready,
+            &self.bundle_size,
+            &self.pending,
+        ] {
+            // Absent series (never set) are fine to skip.
+            let _ = gauge.remove_label_values(&labels);
+        }
     }
 }
 

@@ -218,6 +218,35 @@ impl Env {
             .unwrap();
     }
 
+    /// Waits for an Event with `reason` on CertificateRequest `name`.
+    async fn event_for(&self, name: &str, reason: &str) -> Value {
+        let selector = format!("involvedObject.name={name},reason={reason}");
+        let found = await_condition(&format!("event {reason} on {name}"), WAIT, POLL, || async {
+            let events = self
+                .get_json(&["events", "-n", "default", "--field-selector", &selector])
+                .await?;
+            events["items"].as_array()?.first().cloned()
+        })
+        .await;
+        match found {
+            Ok(event) => event,
+            Err(e) => panic!("{e}\nissuer logs:\n{}", self.issuer.logs().join("\n")),
+        }
+    }
+
+    /// How many times Events with `reason` were recorded in `default`.
+    async fn event_count(&self, reason: &str) -> i64 {
+        let selector = format!("reason={reason}");
+        self.get_json(&["events", "-n", "default", "--field-selector", &selector])
+            .await
+            .and_then(|e| {
+                e["items"]
+                    .as_array()
+                    .map(|a| a.iter().map(|e| e["count"].as_i64().unwrap_or(1)).sum())
+            })
+            .unwrap_or(0)
+    }
+
     fn write(&self, file: &str, content: &str) -> String {
         let path = self.dir.path().join(file);
         std::fs::write(&path, content).unwrap();
@@ -265,6 +294,7 @@ async fn self_managed_issuer_signs_approved_requests_for_every_key_algorithm() {
             "RSA3072",
             &["-algorithm", "RSA", "-pkeyopt", "rsa_keygen_bits:3072"],
         ),
+        // An RSA 4096 CA signing a P-256 leaf: CA and leaf keys differ.
         (
             "RSA4096",
             &["-algorithm", "EC", "-pkeyopt", "ec_paramgen_curve:P-256"],
@@ -321,15 +351,40 @@ async fn self_managed_issuer_signs_approved_requests_for_every_key_algorithm() {
         assert!(ok && out.contains(": OK"), "{alg}: {out}");
         let (_, text) = env.openssl(&["x509", "-in", &leaf, "-noout", "-text"]);
         for needle in [
+            "Subject: CN = metrics",
             "DNS:metrics.monitoring.svc",
             "IP Address:10.0.0.9",
+            "Digital Signature, Key Encipherment",
             "TLS Web Server Authentication",
             "CA:FALSE",
         ] {
             assert!(text.contains(needle), "{alg}: missing {needle} in\n{text}");
         }
-        let (_, dates) = env.openssl(&["x509", "-in", &leaf, "-noout", "-startdate", "-enddate"]);
-        assert!(dates.contains("notAfter"), "{dates}");
+        // Valid now, for the 24h asked: not expired in 23h, expired in 25h.
+        for (seconds, expected) in [(23 * 3600, "will not expire"), (25 * 3600, "will expire")] {
+            let (_, end) = env.openssl(&[
+                "x509",
+                "-in",
+                &leaf,
+                "-noout",
+                "-checkend",
+                &seconds.to_string(),
+            ]);
+            assert!(end.contains(expected), "{alg}: -checkend {seconds}: {end}");
+        }
+        let (_, ca_text) = env.openssl(&["x509", "-in", &ca, "-noout", "-text"]);
+        let ca_key = match alg {
+            "ECDSAP256" => "NIST CURVE: P-256",
+            "ECDSAP384" => "NIST CURVE: P-384",
+            "Ed25519" => "ED25519",
+            "RSA2048" => "(2048 bit)",
+            "RSA3072" => "(3072 bit)",
+            _ => "(4096 bit)",
+        };
+        assert!(
+            ca_text.to_uppercase().contains(&ca_key.to_uppercase()),
+            "{alg}: the CA's key is not {ca_key}:\n{ca_text}"
+        );
 
         // The CA Secret holds the bundle, and the Event tells the story.
         let secret = env
@@ -425,6 +480,7 @@ async fn every_row_of_the_request_contract() {
         .clone();
     assert_eq!(ready["reason"], "Pending", "{pending}");
     assert!(pending["status"].get("failureTime").is_none());
+    env.event_for("later", "Pending").await;
     env.apply("apiVersion: capstan.dev/v1alpha1\nkind: CAIssuer\nmetadata:\n  name: monitoring-ca\n  namespace: default\nspec:\n  selfManaged:\n    secretName: local-ca\n").await;
     env.wait_condition(
         &["certificaterequest", "later", "-n", "default"],
@@ -432,6 +488,33 @@ async fn every_row_of_the_request_contract() {
         "True",
     )
     .await;
+    // A deleted issuer stops signing at once: new requests wait for it.
+    env.kubectl
+        .run_ok(&["delete", "caissuer", "monitoring-ca", "-n", "default"])
+        .await
+        .unwrap();
+    env.request("after-delete", &good, "", "CAIssuer").await;
+    env.approve("after-delete", "Approved").await;
+    let orphan = env
+        .wait_condition(
+            &["certificaterequest", "after-delete", "-n", "default"],
+            "Ready",
+            "False",
+        )
+        .await;
+    let ready = orphan["status"]["conditions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["type"] == "Ready")
+        .unwrap()
+        .clone();
+    assert_eq!(ready["reason"], "Pending", "{orphan}");
+    assert!(
+        ready["message"].as_str().unwrap().contains("not found"),
+        "{ready}"
+    );
+    assert!(orphan["status"].get("certificate").is_none(), "{orphan}");
     // A name outside the constraints: Failed, naming the SAN.
     env.apply("apiVersion: capstan.dev/v1alpha1\nkind: CAIssuer\nmetadata:\n  name: constrained\n  namespace: default\nspec:\n  nameConstraints:\n    permittedDnsDomains: [svc.cluster.local]\n  selfManaged:\n    secretName: constrained-ca\n").await;
     env.wait_condition(
@@ -496,6 +579,35 @@ async fn every_row_of_the_request_contract() {
         .unwrap();
     assert!(events.contains("maxDuration"), "{events}");
 
+    // A duration past the CA's own notAfter: issued, ending with the CA,
+    // and the Event says so.
+    env.apply("apiVersion: capstan.dev/v1alpha1\nkind: CAIssuer\nmetadata:\n  name: short-lived\n  namespace: default\nspec:\n  selfManaged:\n    secretName: short-lived-ca\n    duration: 2h\n").await;
+    env.wait_condition(
+        &["caissuer", "short-lived", "-n", "default"],
+        "Ready",
+        "True",
+    )
+    .await;
+    env.apply(&format!("apiVersion: cert-manager.io/v1\nkind: CertificateRequest\nmetadata:\n  name: past-ca\n  namespace: default\nspec:\n  request: {good}\n  duration: 24h\n  issuerRef:\n    group: capstan.dev\n    kind: CAIssuer\n    name: short-lived\n")).await;
+    env.approve("past-ca", "Approved").await;
+    let past = env
+        .wait_condition(
+            &["certificaterequest", "past-ca", "-n", "default"],
+            "Ready",
+            "True",
+        )
+        .await;
+    let leaf = env.write("past-ca.pem", &decode(&past["status"]["certificate"]));
+    let ca = env.write("past-ca-ca.pem", &decode(&past["status"]["ca"]));
+    let (_, leaf_end) = env.openssl(&["x509", "-in", &leaf, "-noout", "-enddate"]);
+    let (_, ca_end) = env.openssl(&["x509", "-in", &ca, "-noout", "-enddate"]);
+    assert_eq!(leaf_end, ca_end, "the leaf must end with its CA");
+    let issued = env.event_for("past-ca", "Issued").await;
+    assert!(
+        issued["message"].as_str().unwrap().contains("CA's"),
+        "the Event must say the lifetime was shortened: {issued}"
+    );
+
     // The untouched ones are still untouched.
     for name in ["waiting", "foreign"] {
         let cr = env
@@ -507,6 +619,60 @@ async fn every_row_of_the_request_contract() {
             .is_some_and(|cs| cs.iter().any(|c| c["type"] == "Ready"));
         assert!(!has_ready, "{name} was touched: {cr}");
     }
+    // The metrics count what happened, per issuer and reason; the deleted
+    // issuer's gauges are gone, and the request waiting for it is pending.
+    let (metrics, _) = env.issuer.serving_addresses(WAIT).await.unwrap();
+    let scrape = || async move {
+        let out = Command::new("curl")
+            .args([
+                "-sS",
+                "--max-time",
+                "10",
+                &format!("http://{metrics}/metrics"),
+            ])
+            .output()
+            .unwrap();
+        String::from_utf8(out.stdout).unwrap()
+    };
+    let cluster = [
+        ("issuer_kind", "ClusterCAIssuer"),
+        ("issuer_name", "monitoring-ca"),
+    ];
+    let deleted = [
+        ("issuer_kind", "CAIssuer"),
+        ("issuer_namespace", "default"),
+        ("issuer_name", "monitoring-ca"),
+    ];
+    let body = await_condition("the pending gauge", WAIT, POLL, || async {
+        let body = scrape().await;
+        (metric(&body, "capstan_issuer_requests_pending", &deleted) == Some(1.0)).then_some(body)
+    })
+    .await
+    .unwrap();
+    assert_eq!(
+        metric(&body, "capstan_issuer_requests_signed_total", &cluster),
+        Some(1.0),
+        "{body}"
+    );
+    let mut failed = cluster.to_vec();
+    failed.push(("reason", "Failed"));
+    assert_eq!(
+        metric(&body, "capstan_issuer_requests_failed_total", &failed),
+        Some(1.0)
+    );
+    failed.pop();
+    failed.push(("reason", "Denied"));
+    assert_eq!(
+        metric(&body, "capstan_issuer_requests_failed_total", &failed),
+        Some(1.0)
+    );
+    assert_eq!(metric(&body, "capstan_issuer_ready", &cluster), Some(1.0));
+    assert_eq!(
+        metric(&body, "capstan_issuer_ready", &deleted),
+        None,
+        "a deleted issuer's series must go: {body}"
+    );
+
     // Events visible to kubectl, with their usual columns.
     let events = env
         .kubectl
@@ -525,6 +691,19 @@ async fn every_row_of_the_request_contract() {
     ] {
         assert!(events.contains(needle), "missing {needle}:\n{events}");
     }
+}
+
+/// The value of the sample of `name` whose labels include `labels`, from a
+/// Prometheus text exposition.
+fn metric(body: &str, name: &str, labels: &[(&str, &str)]) -> Option<f64> {
+    body.lines()
+        .filter(|l| l.starts_with(&format!("{name}{{")))
+        .find(|l| {
+            labels
+                .iter()
+                .all(|(k, v)| l.contains(&format!("{k}=\"{v}\"")))
+        })
+        .and_then(|l| l.rsplit(' ').next()?.parse().ok())
 }
 
 fn ready_reason(obj: &Value) -> String {
@@ -976,4 +1155,249 @@ spec:
     let leaf = env.write("after.pem", &decode(&cr["status"]["certificate"]));
     let (ok, out) = env.openssl(&["verify", "-CAfile", &bundle, &leaf]);
     assert!(ok, "{out}");
+}
+
+/// One observed version of a self-managed CA Secret.
+#[derive(Debug, Clone)]
+struct CaSnapshot {
+    /// When the test saw it (Unix seconds); the write happened earlier.
+    seen: f64,
+    /// Fingerprints in `ca-bundle.crt`.
+    bundle: Vec<String>,
+    /// Fingerprint of the signing CA (`tls.crt`).
+    signing: String,
+    /// SHA-256 of the signing key (`tls.key`), never the key itself.
+    signing_key: String,
+    /// The published CA waiting out the delay, with its key's digest and
+    /// `capstan.dev/next-published-at` (Unix seconds).
+    next: Option<(String, String, i64)>,
+}
+
+fn unix_now() -> f64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs_f64()
+}
+
+fn pem_fingerprints(pem_text: &[u8]) -> Vec<String> {
+    pem::parse_many(pem_text)
+        .unwrap()
+        .iter()
+        .map(|p| capstan_pki::fingerprint(p.contents()))
+        .collect()
+}
+
+fn key_digest(bytes: &[u8]) -> String {
+    capstan_pki::fingerprint(bytes)
+}
+
+impl CaSnapshot {
+    fn of(secret: &k8s_openapi::api::core::v1::Secret) -> Option<Self> {
+        let data = secret.data.as_ref()?;
+        let get = |k: &str| data.get(k).map(|b| b.0.clone());
+        let next = match (get("next.crt"), get("next.key")) {
+            (Some(crt), Some(key)) => {
+                let at = secret
+                    .metadata
+                    .annotations
+                    .as_ref()?
+                    .get("capstan.dev/next-published-at")?
+                    .parse::<k8s_openapi::jiff::Timestamp>()
+                    .ok()?
+                    .as_second();
+                Some((pem_fingerprints(&crt)[0].clone(), key_digest(&key), at))
+            }
+            _ => None,
+        };
+        Some(Self {
+            seen: unix_now(),
+            bundle: pem_fingerprints(&get("ca-bundle.crt")?),
+            signing: pem_fingerprints(&get("tls.crt")?)[0].clone(),
+            signing_key: key_digest(&get("tls.key")?),
+            next,
+        })
+    }
+}
+
+/// A CA that lives two minutes rotates on its own schedule, twice, with
+/// `kill -9` of the issuer after a switch and after a retirement. Every
+/// version of the CA Secret is watched. Then: every leaf was signed by a CA
+/// published at least `propagationDelay` earlier (or the very first CA);
+/// every leaf's CA stayed in the bundle for as long as the leaf was valid;
+/// the signing key only ever changed to the key that had been published;
+/// live leaves verify against the final bundle with openssl.
+#[tokio::test]
+async fn scheduled_rotation_on_compressed_time_keeps_every_leaf_trusted() {
+    use futures::StreamExt as _;
+    use kube::runtime::{WatchStreamExt as _, watcher};
+
+    const DELAY: i64 = 10;
+    let mut env = start().await;
+    env.apply(
+        "apiVersion: capstan.dev/v1alpha1
+kind: ClusterCAIssuer
+metadata:
+  name: monitoring-ca
+spec:
+  maxDuration: 40s
+  selfManaged:
+    secretName: monitoring-ca
+    duration: 2m
+    rotateBefore: 80s
+    propagationDelay: 10s
+",
+    )
+    .await;
+    env.wait_condition(&["clustercaissuer", "monitoring-ca"], "Ready", "True")
+        .await;
+
+    let client = env._server.client().await.unwrap();
+    let secrets: kube::Api<k8s_openapi::api::core::v1::Secret> =
+        kube::Api::namespaced(client, "default");
+    let history = std::sync::Arc::new(std::sync::Mutex::new(Vec::<CaSnapshot>::new()));
+    let recorder = {
+        let history = history.clone();
+        tokio::spawn(async move {
+            let config = watcher::Config::default().fields("metadata.name=monitoring-ca");
+            let mut versions = watcher(secrets, config).applied_objects().boxed();
+            while let Some(Ok(secret)) = versions.next().await {
+                if let Some(snapshot) = CaSnapshot::of(&secret) {
+                    history.lock().unwrap().push(snapshot);
+                }
+            }
+        })
+    };
+
+    let csr = env.csr(
+        "scheduled",
+        &["-algorithm", "EC", "-pkeyopt", "ec_paramgen_curve:P-256"],
+        "DNS:scheduled.example",
+    );
+    let kubeconfig = env.dir.path().join("issuer.kubeconfig");
+    let started = std::time::Instant::now();
+    let mut names = Vec::new();
+    let (mut killed_after_switch, mut killed_after_retire) = (false, false);
+    loop {
+        assert!(
+            started.elapsed() < Duration::from_secs(300),
+            "two rotations and a retirement did not happen in 300s:\n{}",
+            env.issuer.logs().join("\n")
+        );
+        let name = format!("scheduled-{}", names.len());
+        env.request(&name, &csr, "", "ClusterCAIssuer").await;
+        env.approve(&name, "Approved").await;
+        names.push(name);
+        let rotated = env.event_count("CARotated").await;
+        let retired = env.event_count("CARetired").await;
+        if rotated >= 1 && !killed_after_switch {
+            env.issuer.sigkill().await.unwrap();
+            env.issuer = start_issuer(&kubeconfig, "issuer-0");
+            killed_after_switch = true;
+        }
+        if retired >= 1 && !killed_after_retire {
+            env.issuer.sigkill().await.unwrap();
+            env.issuer = start_issuer(&kubeconfig, "issuer-0");
+            killed_after_retire = true;
+        }
+        if rotated >= 2 && retired >= 1 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_secs(2)).await;
+    }
+    // One more after the second switch: signed by the third CA.
+    let name = format!("scheduled-{}", names.len());
+    env.request(&name, &csr, "", "ClusterCAIssuer").await;
+    env.approve(&name, "Approved").await;
+    names.push(name);
+
+    let mut leaves = Vec::new();
+    for name in &names {
+        let cr = env
+            .wait_condition(
+                &["certificaterequest", name, "-n", "default"],
+                "Ready",
+                "True",
+            )
+            .await;
+        let leaf_pem = decode(&cr["status"]["certificate"]);
+        let der = pem::parse(&leaf_pem).unwrap();
+        let summary = capstan_pki::summarize(der.contents()).unwrap();
+        let ca = pem_fingerprints(decode(&cr["status"]["ca"]).as_bytes())[0].clone();
+        leaves.push((name.clone(), leaf_pem, summary, ca));
+    }
+    recorder.abort();
+    let history = history.lock().unwrap().clone();
+    let first_ca = history[0].signing.clone();
+    let cas: std::collections::BTreeSet<&String> = leaves.iter().map(|l| &l.3).collect();
+    assert!(cas.len() >= 3, "leaves from three CAs, got {}", cas.len());
+
+    for (name, _, leaf, ca) in &leaves {
+        let signed_at = leaf.not_before.unix_timestamp();
+        if *ca != first_ca {
+            let published = history
+                .iter()
+                .filter_map(|s| s.next.as_ref())
+                .find(|(fp, _, _)| fp == ca)
+                .map(|(_, _, at)| *at)
+                .unwrap_or_else(|| panic!("{name}: CA {ca} signed without ever being published"));
+            assert!(
+                signed_at + 1 >= published + DELAY,
+                "{name}: signed at {signed_at} by CA {ca} published at {published}, \
+                 before the {DELAY}s propagation delay"
+            );
+        }
+        for snapshot in &history {
+            let live = snapshot.seen > (signed_at + 1) as f64
+                && snapshot.seen < (leaf.not_after.unix_timestamp() - 2) as f64;
+            assert!(
+                !live || snapshot.bundle.contains(ca),
+                "{name}: its CA {ca} left the bundle at {} while the leaf was valid until {}",
+                snapshot.seen,
+                leaf.not_after
+            );
+        }
+    }
+    for pair in history.windows(2) {
+        let (before, after) = (&pair[0], &pair[1]);
+        if before.signing_key != after.signing_key {
+            let published = history
+                .iter()
+                .take_while(|s| s.seen <= after.seen)
+                .filter_map(|s| s.next.as_ref())
+                .any(|(fp, key, _)| *fp == after.signing && *key == after.signing_key);
+            assert!(
+                published,
+                "the signing key changed to one that was never published"
+            );
+        }
+    }
+    let last = history.last().unwrap();
+    let bundle = env.write(
+        "final-bundle.pem",
+        &decode(
+            &env.get_json(&["secret", "monitoring-ca", "-n", "default"])
+                .await
+                .unwrap()["data"]["ca-bundle.crt"],
+        ),
+    );
+    let now = unix_now();
+    let mut verified = 0;
+    for (name, pem_text, leaf, _) in &leaves {
+        if (leaf.not_after.unix_timestamp() as f64) < now + 2.0 {
+            continue;
+        }
+        let file = env.write(&format!("{name}.pem"), pem_text);
+        let (ok, out) = env.openssl(&["verify", "-CAfile", &bundle, &file]);
+        assert!(ok, "{name} does not verify against the bundle: {out}");
+        verified += 1;
+    }
+    assert!(verified > 0, "no live leaf left to verify");
+    println!(
+        "{} leaves from {} CAs, {} Secret versions, {verified} verified against the final bundle of {}",
+        leaves.len(),
+        cas.len(),
+        history.len(),
+        last.bundle.len()
+    );
 }

@@ -94,10 +94,32 @@ async fn reconcile(csr: Arc<CertificateSigningRequest>, ctx: Arc<Context>) -> Re
         }
     }
     tracing::info!(csr = %name, reason = %record.reason, "{}", record.message);
+    count_outcome(&csr, &record.reason, &ctx);
     if let Err(e) = ctx.recorder.publish(&csr.object_ref(&()), &record).await {
         tracing::warn!(csr = %name, error = %e, "could not record event");
     }
     Ok(Action::await_change())
+}
+
+/// Counts a written outcome in the same metrics as CertificateRequests,
+/// under the issuer the signer name addresses.
+fn count_outcome(csr: &CertificateSigningRequest, reason: &str, ctx: &Context) {
+    let Some(target) = plan::signer_target(&csr.spec.signer_name) else {
+        return;
+    };
+    let key = key(&target);
+    let [kind, namespace, name] = key.labels();
+    if reason == "Issued" {
+        ctx.metrics
+            .signed
+            .with_label_values(&[kind, namespace, name])
+            .inc();
+    } else {
+        ctx.metrics
+            .failed
+            .with_label_values(&[kind, namespace, name, reason])
+            .inc();
+    }
 }
 
 /// A status with the CSR's conditions plus a `Failed` one.

@@ -5,18 +5,19 @@
 //! metadata only, mapped to the issuers that use it), and by the clock: at
 //! the next rotation step and before the CA expires.
 
+use std::collections::HashSet;
 use std::sync::Arc;
 use std::time::Duration;
 
 use capstan_common::events::{self, Record};
-use futures::StreamExt;
+use futures::{StreamExt, TryStreamExt};
 use k8s_openapi::api::core::v1::Secret;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use k8s_openapi::jiff::Timestamp;
 use kube::api::{Api, Patch, PatchParams};
 use kube::core::PartialObjectMeta;
 use kube::runtime::controller::{Action, Controller};
-use kube::runtime::reflector::ObjectRef;
+use kube::runtime::reflector::{self, ObjectRef, Store};
 use kube::runtime::{WatchStreamExt, watcher};
 use kube::{Resource, ResourceExt};
 use serde::de::DeserializeOwned;
@@ -357,8 +358,17 @@ pub async fn run<K>(
     K: IssuerObject,
 {
     let api: Api<K> = Api::all(ctx.client.clone());
-    let controller = Controller::new(api, watcher::Config::default().any_semantic());
-    let store = controller.store();
+    let (store, writer) = reflector::store();
+    // The controller never reconciles an object that is gone, so deletions
+    // are handled here: a deleted issuer's CA stops signing at once.
+    let forget_ctx = ctx.clone();
+    let forget_store = store.clone();
+    let issuers = watcher(api, watcher::Config::default().any_semantic())
+        .default_backoff()
+        .reflect(writer)
+        .inspect_ok(move |event| forget_deleted::<K>(event, &forget_store, &forget_ctx))
+        .touched_objects();
+    let controller = Controller::for_stream(issuers, store.clone());
     let cluster_ns = ctx.cluster_resource_namespace.clone();
     let secrets = watcher(
         Api::<PartialObjectMeta<Secret>>::all(ctx.client.clone()),
@@ -383,6 +393,29 @@ pub async fn run<K>(
         .run(reconcile::<K>, error_policy::<K>, ctx)
         .for_each(|_| std::future::ready(()))
         .await;
+}
+
+/// Drops the loaded CA and the metrics of issuers that are gone: one deleted
+/// (a `Delete` event), or missing from a fresh list (deleted while the watch
+/// was down). `store` already reflects `event`.
+fn forget_deleted<K: IssuerObject>(event: &watcher::Event<K>, store: &Store<K>, ctx: &Context) {
+    let gone: Vec<IssuerKey> = match event {
+        watcher::Event::Delete(issuer) => vec![issuer.key()],
+        watcher::Event::InitDone => {
+            let present: HashSet<IssuerKey> = store.state().iter().map(|i| i.key()).collect();
+            ctx.signers
+                .keys()
+                .into_iter()
+                .filter(|k| k.kind == K::KIND && !present.contains(k))
+                .collect()
+        }
+        _ => Vec::new(),
+    };
+    for key in gone {
+        tracing::info!(issuer = %key, "issuer deleted; its CA no longer signs");
+        ctx.signers.remove(&key);
+        ctx.metrics.forget_issuer(&key);
+    }
 }
 
 /// Whether the issuer's CA lives in Secret `name`.

@@ -15,11 +15,12 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use k8s_openapi::jiff::Timestamp;
 use kube::api::{Api, Patch, PatchParams};
 use kube::runtime::controller::{self, Action, Controller};
+use kube::runtime::reflector::Store;
 use kube::runtime::watcher;
 use kube::{Resource, ResourceExt};
 use tokio_stream::wrappers::WatchStream;
 
-use super::plan::{self, IssuerKind, IssuerState, RequestDecision};
+use super::plan::{self, IssuerKind, IssuerState, RequestDecision, issuer_key};
 use super::status::{self, Outcome, Severity};
 use crate::api::ca_issuer::{CAIssuer, ClusterCAIssuer};
 use crate::api::cert_manager::CertificateRequest;
@@ -30,19 +31,8 @@ use crate::error::{Error, Result};
 /// How long a request waiting for its issuer sleeps before it is checked
 /// again if nothing wakes it earlier.
 const WAIT_RECHECK: Duration = Duration::from_secs(30);
-
-/// The issuer a request names, as a cache key.
-#[must_use]
-pub fn issuer_key(request: &CertificateRequest, kind: IssuerKind) -> IssuerKey {
-    IssuerKey {
-        kind,
-        namespace: match kind {
-            IssuerKind::CaIssuer => request.namespace(),
-            IssuerKind::ClusterCaIssuer => None,
-        },
-        name: request.spec.issuer_ref.name.clone(),
-    }
-}
+/// How often the pending-requests gauge is recomputed from the cache.
+const PENDING_REFRESH: Duration = Duration::from_secs(5);
 
 /// Looks up the issuer's state: ready when its CA is loaded, else why not.
 async fn issuer_state(ctx: &Context, key: &IssuerKey) -> Result<IssuerState> {
@@ -209,7 +199,9 @@ pub async fn run(
 ) {
     let api: Api<CertificateRequest> = Api::all(ctx.client.clone());
     let gained = ctx.leadership.gained();
-    Controller::new(api, watcher::Config::default().any_semantic())
+    let controller = Controller::new(api, watcher::Config::default().any_semantic());
+    let pending = tokio::spawn(report_pending(controller.store(), ctx.clone()));
+    controller
         .with_config(controller::Config::default().concurrency(ctx.concurrent_workers))
         .reconcile_all_on(WatchStream::new(ctx.signers.subscribe()).map(|_| ()))
         .reconcile_all_on(gained)
@@ -217,4 +209,29 @@ pub async fn run(
         .run(reconcile, error_policy, ctx)
         .for_each(|_| std::future::ready(()))
         .await;
+    pending.abort();
+}
+
+/// Keeps `capstan_issuer_requests_pending` (the work waiting per issuer)
+/// up to date from the controller's cache. An issuer whose count drops to
+/// zero reports zero once, then is no longer carried, so a deleted issuer's
+/// series (removed by the issuer controller) does not come back.
+async fn report_pending(store: Store<CertificateRequest>, ctx: Arc<Context>) {
+    let mut tick = tokio::time::interval(PENDING_REFRESH);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut waiting: Vec<IssuerKey> = Vec::new();
+    loop {
+        tick.tick().await;
+        let requests = store.state();
+        let counts = plan::pending_by_issuer(requests.iter().map(|r| &**r), waiting.drain(..));
+        for (key, count) in counts {
+            ctx.metrics
+                .pending
+                .with_label_values(&key.labels())
+                .set(count);
+            if count > 0 {
+                waiting.push(key);
+            }
+        }
+    }
 }

@@ -2,8 +2,13 @@
 //! cert-manager issuer-lib's order (`controllers/request_controller.go`):
 //! ours? → finished? → denied? → approved? → issuer ready? → sign.
 
+use std::collections::HashMap;
+
+use kube::ResourceExt;
+
 use crate::api::cert_manager::{CertificateRequest, IssuerRef};
 use crate::api::conditions::{self, request as reason};
+use crate::context::IssuerKey;
 
 /// The API group of capstan's issuers.
 pub const ISSUER_GROUP: &str = "capstan.dev";
@@ -42,6 +47,43 @@ pub fn our_issuer(issuer_ref: &IssuerRef) -> Option<IssuerKind> {
         Some("ClusterCAIssuer") => Some(IssuerKind::ClusterCaIssuer),
         _ => None,
     }
+}
+
+/// The issuer a request names, as a cache key.
+#[must_use]
+pub fn issuer_key(request: &CertificateRequest, kind: IssuerKind) -> IssuerKey {
+    IssuerKey {
+        kind,
+        namespace: match kind {
+            IssuerKind::CaIssuer => request.namespace(),
+            IssuerKind::ClusterCaIssuer => None,
+        },
+        name: request.spec.issuer_ref.name.clone(),
+    }
+}
+
+/// Requests waiting to be signed, by issuer: ours, approved, neither denied
+/// nor finished. Every issuer in `issuers` gets an entry (zero when nothing
+/// waits), so a gauge built from it drops back to zero.
+#[must_use]
+pub fn pending_by_issuer<'a>(
+    requests: impl IntoIterator<Item = &'a CertificateRequest>,
+    issuers: impl IntoIterator<Item = IssuerKey>,
+) -> HashMap<IssuerKey, i64> {
+    let mut counts: HashMap<IssuerKey, i64> = issuers.into_iter().map(|k| (k, 0)).collect();
+    for request in requests {
+        let Some(kind) = our_issuer(&request.spec.issuer_ref) else {
+            continue;
+        };
+        if is_finished(request)
+            || request.has_true(conditions::DENIED)
+            || !request.has_true(conditions::APPROVED)
+        {
+            continue;
+        }
+        *counts.entry(issuer_key(request, kind)).or_default() += 1;
+    }
+    counts
 }
 
 /// What the controller knows about the issuer a request names.
@@ -226,6 +268,47 @@ mod tests {
                 RequestDecision::Ignore(Skip::Finished)
             );
         }
+    }
+
+    #[test]
+    fn pending_counts_only_approved_unfinished_requests_of_ours() {
+        let waiting = CertificateRequest::test().approved();
+        let also_waiting = CertificateRequest::test()
+            .approved()
+            .ready("False", reason::PENDING);
+        let namespaced =
+            CertificateRequest::test()
+                .approved()
+                .issuer(ISSUER_GROUP, "CAIssuer", "local");
+        let not_counted = [
+            CertificateRequest::test(),
+            CertificateRequest::test().denied(),
+            CertificateRequest::test()
+                .approved()
+                .ready("True", reason::ISSUED),
+            CertificateRequest::test()
+                .approved()
+                .issuer("cert-manager.io", "Issuer", "ca"),
+        ];
+        let cluster_key = issuer_key(&waiting, IssuerKind::ClusterCaIssuer);
+        let idle = IssuerKey {
+            kind: IssuerKind::ClusterCaIssuer,
+            namespace: None,
+            name: "idle".into(),
+        };
+        let counts = pending_by_issuer(
+            [&waiting, &also_waiting, &namespaced]
+                .into_iter()
+                .chain(not_counted.iter()),
+            [idle.clone()],
+        );
+        assert_eq!(counts.get(&cluster_key), Some(&2), "{counts:?}");
+        assert_eq!(
+            counts.get(&issuer_key(&namespaced, IssuerKind::CaIssuer)),
+            Some(&1)
+        );
+        assert_eq!(counts.get(&idle), Some(&0));
+        assert_eq!(counts.len(), 3, "{counts:?}");
     }
 
     #[test]
