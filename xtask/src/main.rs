@@ -11,12 +11,15 @@
 //!   `files/`, from which it renders its CRDs and PrometheusRule. A test
 //!   fails when the chart's copies are stale.
 //! * `docs` — writes the reference pages under `docs/reference/` (CRD
-//!   fields, flags and config keys, metrics) from the code. A test of this
-//!   crate fails when the committed pages differ from what this would write;
-//!   `docs --check` only reports which pages are stale.
+//!   fields, flags and config keys, metrics) from the code.
+//! * `check-generated` — renders all of the above again and fails, naming
+//!   the command to run, when a committed file differs; this crate's test
+//!   `every_generated_file_is_current` does the same in
+//!   `cargo test --workspace`.
 //!
-//! Every command writes through [`generated::write`], and the checks render
-//! the files again and compare them with what is committed.
+//! Each command writes one [`Set`] through [`generated::write`], and the
+//! check compares the same sets with what is committed, so writing and
+//! checking cannot drift apart.
 
 mod generated;
 mod reference;
@@ -30,15 +33,13 @@ fn main() -> Result<()> {
     let command = std::env::args().nth(1).unwrap_or_default();
     match command.as_str() {
         "ci" => ci(&workspace_root()?),
-        "crds" => crds(&workspace_root()?),
-        "chart-files" => chart_files(&workspace_root()?),
-        "docs" => docs(
-            &workspace_root()?,
-            std::env::args().nth(2).as_deref() == Some("--check"),
-        ),
+        "crds" => write(&workspace_root()?, Set::Crds),
+        "chart-files" => write(&workspace_root()?, Set::ChartFiles),
+        "docs" => write(&workspace_root()?, Set::Docs),
+        "check-generated" => check_generated(&workspace_root()?),
         "" | "help" | "--help" | "-h" => {
             println!(
-                "usage: cargo xtask <command>\n\ncommands:\n  ci     install test tools, check fmt and clippy, run all tests\n  crds   regenerate crds/*.yaml from the Rust types\n  chart-files   copy crds/ and the mixin's rules into charts/capstan/files\n  docs   regenerate docs/reference/*.md from the code (--check: only check)"
+                "usage: cargo xtask <command>\n\ncommands:\n  ci     install test tools, check fmt and clippy, run all tests\n  crds   regenerate crds/*.yaml from the Rust types\n  chart-files   copy crds/ and the mixin's rules into charts/capstan/files\n  docs   regenerate docs/reference/*.md from the code\n  check-generated   fail when crds/, the chart's files or docs/reference are stale"
             );
             Ok(())
         }
@@ -89,9 +90,82 @@ fn run(root: &Path, program: &str, args: &[&str]) -> Result<()> {
     Ok(())
 }
 
-/// Writes every CRD capstan defines into `crds/`.
-fn crds(root: &Path) -> Result<()> {
-    let files = capstan_issuer::api::crds()
+/// A group of generated files, written by one command.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Set {
+    /// `crds/*.yaml`, from the Rust API types.
+    Crds,
+    /// `charts/capstan/files/`: copies of `crds/` and the mixin's rules.
+    ChartFiles,
+    /// `docs/reference/*.md`, from the code.
+    Docs,
+}
+
+impl Set {
+    const ALL: [Self; 3] = [Self::Crds, Self::ChartFiles, Self::Docs];
+
+    /// The command that writes this set.
+    fn command(self) -> &'static str {
+        match self {
+            Self::Crds => "cargo xtask crds",
+            Self::ChartFiles => "cargo xtask chart-files",
+            Self::Docs => "cargo xtask docs",
+        }
+    }
+
+    /// The files of this set as they should be.
+    fn files(self, root: &Path) -> Result<Vec<generated::Generated>> {
+        match self {
+            Self::Crds => crd_files(),
+            Self::ChartFiles => chart_files(root),
+            Self::Docs => reference::files(),
+        }
+    }
+}
+
+/// Writes one set of generated files.
+fn write(root: &Path, set: Set) -> Result<()> {
+    if set == Set::ChartFiles {
+        // The chart renders every file in these directories: start empty so
+        // that a removed CRD or rule file does not linger.
+        for dir in ["crds", "mixin"] {
+            let dir = root.join("charts/capstan/files").join(dir);
+            if dir.exists() {
+                std::fs::remove_dir_all(&dir)
+                    .with_context(|| format!("clearing {}", dir.display()))?;
+            }
+        }
+    }
+    generated::write(root, &set.files(root)?)
+}
+
+/// What is stale, per set, with the command that fixes it.
+fn stale_sets(root: &Path) -> Result<Vec<String>> {
+    let mut problems = Vec::new();
+    for set in Set::ALL {
+        let stale = generated::stale(root, &set.files(root)?);
+        if !stale.is_empty() {
+            problems.push(format!(
+                "stale or missing: {stale:?}; run `{}` and commit the result",
+                set.command()
+            ));
+        }
+    }
+    Ok(problems)
+}
+
+fn check_generated(root: &Path) -> Result<()> {
+    let problems = stale_sets(root)?;
+    if !problems.is_empty() {
+        bail!("{}", problems.join("\n"));
+    }
+    eprintln!("crds/, charts/capstan/files and docs/reference are current");
+    Ok(())
+}
+
+/// Every CRD capstan defines, as written into `crds/`.
+fn crd_files() -> Result<Vec<generated::Generated>> {
+    capstan_issuer::api::crds()
         .into_iter()
         .chain(capstan_rotator::api::crds())
         .map(|crd| {
@@ -100,22 +174,7 @@ fn crds(root: &Path) -> Result<()> {
                 capstan_common::crd::render(&crd)?,
             ))
         })
-        .collect::<Result<Vec<_>>>()?;
-    generated::write(root, &files)
-}
-
-/// Writes the reference pages, or with `check` fails when any is stale.
-fn docs(root: &Path, check: bool) -> Result<()> {
-    let files = reference::files()?;
-    if !check {
-        return generated::write(root, &files);
-    }
-    let stale = generated::stale(root, &files);
-    if !stale.is_empty() {
-        bail!("stale or missing: {stale:?}; run `cargo xtask docs` and commit the result");
-    }
-    eprintln!("{} reference pages are current", files.len());
-    Ok(())
+        .collect()
 }
 
 /// The files the chart renders from, each with its source.
@@ -139,15 +198,9 @@ fn chart_file_pairs(root: &Path) -> Result<Vec<(PathBuf, PathBuf)>> {
     Ok(pairs)
 }
 
-fn chart_files(root: &Path) -> Result<()> {
-    for dir in ["crds", "mixin"] {
-        let dir = root.join("charts/capstan/files").join(dir);
-        if dir.exists() {
-            std::fs::remove_dir_all(&dir).with_context(|| format!("clearing {}", dir.display()))?;
-        }
-        std::fs::create_dir_all(&dir)?;
-    }
-    let files = chart_file_pairs(root)?
+/// The chart's copies, with the content of their sources.
+fn chart_files(root: &Path) -> Result<Vec<generated::Generated>> {
+    chart_file_pairs(root)?
         .into_iter()
         .map(|(from, to)| {
             let contents = std::fs::read_to_string(&from)
@@ -155,6 +208,54 @@ fn chart_files(root: &Path) -> Result<()> {
             let to = to.strip_prefix(root).unwrap_or(&to).to_owned();
             Ok(generated::Generated::new(to, contents))
         })
-        .collect::<Result<Vec<_>>>()?;
-    generated::write(root, &files)
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::expect_used)]
+    use super::*;
+
+    #[test]
+    fn chart_files_are_copied_and_leftovers_removed() {
+        let root = tempfile::tempdir().expect("tmp");
+        let root = root.path();
+        for (path, text) in [
+            (
+                "crds/capstan.dev_x.yaml",
+                "kind: CustomResourceDefinition\n",
+            ),
+            ("docs/mixin/alerts.yaml", "groups: []\n"),
+            ("docs/mixin/rules.yaml", "groups: []\n"),
+            ("charts/capstan/files/crds/capstan.dev_gone.yaml", "old\n"),
+        ] {
+            let path = root.join(path);
+            std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+            std::fs::write(path, text).unwrap();
+        }
+        let files = Set::ChartFiles.files(root).expect("files");
+        assert!(!generated::stale(root, &files).is_empty());
+        write(root, Set::ChartFiles).expect("write");
+        assert!(generated::stale(root, &files).is_empty());
+        let chart = root.join("charts/capstan/files");
+        assert_eq!(
+            std::fs::read_to_string(chart.join("crds/capstan.dev_x.yaml")).unwrap(),
+            "kind: CustomResourceDefinition\n"
+        );
+        assert!(chart.join("mixin/rules.yaml").is_file());
+        assert!(
+            !chart.join("crds/capstan.dev_gone.yaml").exists(),
+            "a copy whose source is gone is removed"
+        );
+    }
+
+    /// `crds/`, the chart's `files/` and `docs/reference/` are generated; a
+    /// change to their sources without regenerating them must fail here
+    /// rather than ship stale files.
+    #[test]
+    fn every_generated_file_is_current() {
+        let root = workspace_root().expect("workspace root");
+        let problems = stale_sets(&root).expect("render the generated files");
+        assert!(problems.is_empty(), "{}", problems.join("\n"));
+    }
 }
