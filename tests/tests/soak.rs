@@ -1,0 +1,2355 @@
+//! The fault soak with crash safety (issue 8): the real `capstan-issuer` and
+//! `capstan-rotator` against a test API server that answers 5% of their
+//! requests with 500/429/409, adds latency with jitter and cuts their watches
+//! every few seconds, while both are SIGKILLed at random points and
+//! restarted, 50 times in all.
+//!
+//! Meanwhile 2,000 approved CertificateRequests are spread over 10 issuers
+//! (self-managed ClusterCAIssuers and CAIssuers with user CA Secrets), and
+//! one ClusterCAIssuer is rotated with `capstan.dev/rotate` while 20
+//! ConfigMaps in 5 namespaces inject its bundle into 10 opted-in Deployments.
+//!
+//! The test's own client (user `admin`) is exempt from the faults. It records
+//! every change of the objects involved with one uncut watch per kind, and
+//! checks the invariants over that history (ordered by resourceVersion,
+//! which the test API server keeps global), the final state and the request
+//! log. It prints one line per invariant and `soak: N passed, M failed`.
+//!
+//! `CAPSTAN_SOAK_SEED` replays a run's random choices (kill points, targets,
+//! samples); `CAPSTAN_SOAK_REQUESTS` and `CAPSTAN_SOAK_KILLS` change the size
+//! for local runs (defaults: the issue's 2,000 and 50). Logs of every binary
+//! instance are kept in a directory printed at the start.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::fmt::Write as _;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use base64::Engine as _;
+use capstan_tests::apiserver::auth::UserInfo;
+use capstan_tests::apiserver::{Faults, TestApiServer, kubeconfig};
+use capstan_tests::harness::{
+    RunningBinary, await_condition, shared_dir, workspace_binary, workspace_root,
+};
+use futures::{StreamExt as _, TryStreamExt as _};
+use k8s_openapi::api::apps::v1::Deployment;
+use k8s_openapi::api::coordination::v1::Lease;
+use k8s_openapi::api::core::v1::{ConfigMap, Secret};
+use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
+use kube::api::{Api, DynamicObject, Patch, PatchParams, PostParams, WatchEvent, WatchParams};
+use kube::core::{ApiResource, GroupVersionKind};
+use serde_json::{Value, json};
+use tokio_util::sync::CancellationToken;
+
+const ISSUER_USER: &str = "system:serviceaccount:capstan:issuer";
+const ROTATOR_USER: &str = "system:serviceaccount:capstan:rotator";
+/// Where ClusterCAIssuer Secrets live (`--cluster-resource-namespace`).
+const CLUSTER_NS: &str = "certs";
+/// Namespaces of the CAIssuers, requests, ConfigMaps and Deployments.
+const TEAMS: usize = 5;
+/// Self-managed ClusterCAIssuers; the first is the one rotated.
+const CLUSTER_ISSUERS: usize = 5;
+/// The rotated issuer.
+const ROTATED: &str = "cluster-0";
+/// The rotation trigger value.
+const ROTATE_VALUE: &str = "soak-1";
+const CONFIG_MAPS_PER_TEAM: usize = 4;
+const DEPLOYMENTS_PER_TEAM: usize = 2;
+const HASH: &str = "capstan.dev/config-hash";
+const BUNDLE_KEY: &str = "ca-bundle.crt";
+/// Requests signed with `openssl verify` as well.
+const OPENSSL_SAMPLE: usize = 20;
+const WAIT: Duration = Duration::from_secs(120);
+const POLL: Duration = Duration::from_millis(100);
+
+// ---------------------------------------------------------------------------
+// Random choices: a seeded SplitMix64, so a failing run can be replayed.
+
+/// SplitMix64: small, seedable, good enough for test choices.
+#[derive(Debug, Clone)]
+struct Rng(u64);
+
+impl Rng {
+    fn next(&mut self) -> u64 {
+        self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+        z ^ (z >> 31)
+    }
+
+    /// Uniform in `lo..=hi`.
+    fn between(&mut self, lo: u64, hi: u64) -> u64 {
+        lo + self.next() % (hi - lo + 1)
+    }
+
+    /// True with probability `p`.
+    fn chance(&mut self, p: f64) -> bool {
+        (self.next() % 1_000_000) as f64 / 1_000_000.0 < p
+    }
+}
+
+fn env_number(name: &str, default: u64) -> u64 {
+    std::env::var(name)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
+}
+
+// ---------------------------------------------------------------------------
+// Certificates: PEM, fingerprints, and signature checks with ring.
+
+fn certificates(pem_text: &[u8]) -> Vec<Vec<u8>> {
+    pem::parse_many(pem_text)
+        .unwrap_or_default()
+        .into_iter()
+        .filter(|b| b.tag() == "CERTIFICATE")
+        .map(|b| b.into_contents())
+        .collect()
+}
+
+fn fingerprints(pem_text: &[u8]) -> BTreeSet<String> {
+    certificates(pem_text)
+        .iter()
+        .map(|d| capstan_pki::fingerprint(d))
+        .collect()
+}
+
+fn sha256_hex(bytes: &[u8]) -> String {
+    capstan_pki::fingerprint(bytes)
+}
+
+/// A DER element: tag, content, the whole element, what follows it.
+struct Tlv<'a> {
+    tag: u8,
+    content: &'a [u8],
+    whole: &'a [u8],
+    rest: &'a [u8],
+}
+
+fn tlv(input: &[u8]) -> Option<Tlv<'_>> {
+    let tag = *input.first()?;
+    let first = *input.get(1)?;
+    let (len, header) = if first < 0x80 {
+        (first as usize, 2)
+    } else {
+        let n = (first & 0x7f) as usize;
+        if n == 0 || n > 4 {
+            return None;
+        }
+        let mut len = 0usize;
+        for b in input.get(2..2 + n)? {
+            len = (len << 8) | *b as usize;
+        }
+        (len, 2 + n)
+    };
+    let end = header.checked_add(len)?;
+    Some(Tlv {
+        tag,
+        content: input.get(header..end)?,
+        whole: input.get(..end)?,
+        rest: input.get(end..)?,
+    })
+}
+
+/// The parts of a certificate a signature check needs.
+struct CertParts<'a> {
+    tbs: &'a [u8],
+    signature_oid: &'a [u8],
+    signature: &'a [u8],
+    issuer: &'a [u8],
+    subject: &'a [u8],
+    key_oid: &'a [u8],
+    key_params: &'a [u8],
+    key: &'a [u8],
+}
+
+fn cert_parts(der: &[u8]) -> Option<CertParts<'_>> {
+    let cert = tlv(der)?;
+    let tbs = tlv(cert.content)?;
+    let alg = tlv(tbs.rest)?;
+    let sig = tlv(alg.rest)?;
+    let signature_oid = tlv(alg.content)?.content;
+    // BIT STRING: the first byte counts unused bits (0 here).
+    let signature = sig.content.get(1..)?;
+    let mut fields = tlv(tbs.content)?;
+    if fields.tag == 0xa0 {
+        fields = tlv(fields.rest)?; // serial after the explicit version
+    }
+    let sig_alg = tlv(fields.rest)?;
+    let issuer = tlv(sig_alg.rest)?;
+    let validity = tlv(issuer.rest)?;
+    let subject = tlv(validity.rest)?;
+    let spki = tlv(subject.rest)?;
+    let key_alg = tlv(spki.content)?;
+    let key_bits = tlv(key_alg.rest)?;
+    let key_oid = tlv(key_alg.content)?;
+    let key_params = tlv(key_oid.rest).map_or(&[][..], |p| p.content);
+    Some(CertParts {
+        tbs: tbs.whole,
+        signature_oid,
+        signature,
+        issuer: issuer.whole,
+        subject: subject.whole,
+        key_oid: key_oid.content,
+        key_params,
+        key: key_bits.content.get(1..)?,
+    })
+}
+
+const ECDSA_SHA256: &[u8] = &[0x2a, 0x86, 0x48, 0xce, 0x3d, 0x04, 0x03, 0x02];
+const ECDSA_SHA384: &[u8] = &[0x2a, 0x86, 0x48, 0xce, 0x3d, 0x04, 0x03, 0x03];
+const ED25519: &[u8] = &[0x2b, 0x65, 0x70];
+const RSA_SHA256: &[u8] = &[0x2a, 0x86, 0x48, 0x86, 0xf7, 0x0d, 0x01, 0x01, 0x0b];
+const P256: &[u8] = &[0x2a, 0x86, 0x48, 0xce, 0x3d, 0x03, 0x01, 0x07];
+const P384: &[u8] = &[0x2b, 0x81, 0x04, 0x00, 0x22];
+
+/// Whether `leaf` names `ca` as its issuer and carries a valid signature by
+/// `ca`'s key. Errors name what could not be checked.
+fn signed_by(leaf: &[u8], ca: &[u8]) -> Result<bool, String> {
+    use ring::signature as sig;
+    let l = cert_parts(leaf).ok_or("the leaf is not a DER certificate")?;
+    let c = cert_parts(ca).ok_or("the CA is not a DER certificate")?;
+    if l.issuer != c.subject {
+        return Ok(false);
+    }
+    let alg: &dyn sig::VerificationAlgorithm = match (l.signature_oid, c.key_params) {
+        (ECDSA_SHA256, P256) => &sig::ECDSA_P256_SHA256_ASN1,
+        (ECDSA_SHA256, P384) => &sig::ECDSA_P384_SHA256_ASN1,
+        (ECDSA_SHA384, P256) => &sig::ECDSA_P256_SHA384_ASN1,
+        (ECDSA_SHA384, P384) => &sig::ECDSA_P384_SHA384_ASN1,
+        (ED25519, _) if c.key_oid == ED25519 => &sig::ED25519,
+        (RSA_SHA256, _) => &sig::RSA_PKCS1_2048_8192_SHA256,
+        (other, _) => return Err(format!("unsupported signature algorithm {other:02x?}")),
+    };
+    Ok(sig::UnparsedPublicKey::new(alg, c.key)
+        .verify(l.tbs, l.signature)
+        .is_ok())
+}
+
+fn serial(der: &[u8]) -> Option<String> {
+    capstan_pki::summarize(der).ok().map(|s| s.serial)
+}
+
+// ---------------------------------------------------------------------------
+// The recorder: one uncut admin watch per kind, every change kept.
+
+/// What the checks need of an object at one resourceVersion.
+#[derive(Debug, Clone, PartialEq)]
+enum Snap {
+    Request {
+        issuer: String,
+        approved: bool,
+        ready: Option<String>,
+        certificate: Option<String>,
+        ca: Option<String>,
+        status: Value,
+    },
+    CaSecret {
+        /// SHA-256 of `tls.key` (never the key itself).
+        key: Option<String>,
+        next_key: Option<String>,
+        signing: Option<Vec<u8>>,
+        next: Option<Vec<u8>>,
+        bundle: BTreeSet<String>,
+        /// Every CA certificate in the Secret, by fingerprint.
+        certs: BTreeMap<String, Vec<u8>>,
+    },
+    Target {
+        bundle: Option<BTreeSet<String>>,
+    },
+    Workload {
+        template_hash: Option<String>,
+        baseline: Option<String>,
+        volume_config_map: Option<String>,
+    },
+    Issuer {
+        ready: bool,
+        fingerprint: Option<String>,
+        bundle_size: Option<i64>,
+    },
+    Lease {
+        holder: Option<String>,
+    },
+}
+
+#[derive(Debug, Clone)]
+struct Ev {
+    rv: u64,
+    kind: &'static str,
+    key: String,
+    deleted: bool,
+    snap: Snap,
+}
+
+/// Everything recorded, and the latest state of each object.
+#[derive(Default)]
+struct Record {
+    events: Vec<Ev>,
+    latest: HashMap<(&'static str, String), Snap>,
+    /// Watch problems (410 Gone, errors): the history may have a hole.
+    problems: Vec<String>,
+}
+
+type Shared = Arc<Mutex<Record>>;
+
+fn data_bytes(obj: &DynamicObject, key: &str) -> Option<Vec<u8>> {
+    let b64 = obj.data["data"][key].as_str()?;
+    base64::engine::general_purpose::STANDARD
+        .decode(b64)
+        .ok()
+        .filter(|b| !b.is_empty())
+}
+
+fn condition(obj: &Value, type_: &str) -> Option<String> {
+    obj["status"]["conditions"]
+        .as_array()?
+        .iter()
+        .find(|c| c["type"] == type_)
+        .and_then(|c| c["status"].as_str().map(str::to_owned))
+}
+
+fn annotation(obj: &DynamicObject, key: &str) -> Option<String> {
+    obj.metadata.annotations.as_ref()?.get(key).cloned()
+}
+
+fn snap(kind: &'static str, obj: &DynamicObject, ca_secrets: &BTreeSet<String>) -> Option<Snap> {
+    let key = key_of(obj);
+    Some(match kind {
+        "certificaterequest" => Snap::Request {
+            issuer: issuer_id(
+                obj.data["spec"]["issuerRef"]["kind"].as_str().unwrap_or(""),
+                obj.metadata.namespace.as_deref().unwrap_or(""),
+                obj.data["spec"]["issuerRef"]["name"].as_str().unwrap_or(""),
+            ),
+            approved: condition(&obj.data, "Approved").as_deref() == Some("True"),
+            ready: condition(&obj.data, "Ready"),
+            certificate: obj.data["status"]["certificate"]
+                .as_str()
+                .filter(|s| !s.is_empty())
+                .map(str::to_owned),
+            ca: obj.data["status"]["ca"].as_str().map(str::to_owned),
+            status: obj.data["status"].clone(),
+        },
+        "secret" => {
+            if !ca_secrets.contains(&key) {
+                return None;
+            }
+            let mut certs = BTreeMap::new();
+            for k in ["tls.crt", "next.crt", "ca.crt", BUNDLE_KEY] {
+                for der in certificates(&data_bytes(obj, k).unwrap_or_default()) {
+                    certs.insert(capstan_pki::fingerprint(&der), der);
+                }
+            }
+            let first = |k: &str| certificates(&data_bytes(obj, k)?).into_iter().next();
+            let bundle = published_bundle(obj);
+            Snap::CaSecret {
+                key: data_bytes(obj, "tls.key").map(|k| sha256_hex(&k)),
+                next_key: data_bytes(obj, "next.key").map(|k| sha256_hex(&k)),
+                signing: first("tls.crt"),
+                next: first("next.crt"),
+                bundle,
+                certs,
+            }
+        }
+        "configmap" => {
+            annotation(obj, "capstan.dev/inject-ca-from-issuer")?;
+            Snap::Target {
+                bundle: obj.data["data"][BUNDLE_KEY]
+                    .as_str()
+                    .map(|b| fingerprints(b.as_bytes())),
+            }
+        }
+        "deployment" => Snap::Workload {
+            template_hash: obj.data["spec"]["template"]["metadata"]["annotations"][HASH]
+                .as_str()
+                .map(str::to_owned),
+            baseline: annotation(obj, HASH),
+            volume_config_map:
+                obj.data["spec"]["template"]["spec"]["volumes"][0]["configMap"]["name"]
+                    .as_str()
+                    .map(str::to_owned),
+        },
+        "clustercaissuer" | "caissuer" => Snap::Issuer {
+            ready: condition(&obj.data, "Ready").as_deref() == Some("True"),
+            fingerprint: obj.data["status"]["ca"]["fingerprint"]
+                .as_str()
+                .map(str::to_owned),
+            bundle_size: obj.data["status"]["bundleSize"].as_i64(),
+        },
+        "lease" => Snap::Lease {
+            holder: obj.data["spec"]["holderIdentity"]
+                .as_str()
+                .map(str::to_owned),
+        },
+        _ => return None,
+    })
+}
+
+/// The CAs a CA Secret publishes: `ca-bundle.crt`, else `ca.crt`, else
+/// `tls.crt` (the rotator's rule for a source Secret).
+fn published_bundle(obj: &DynamicObject) -> BTreeSet<String> {
+    for k in [BUNDLE_KEY, "ca.crt", "tls.crt"] {
+        if let Some(b) = data_bytes(obj, k) {
+            return fingerprints(&b);
+        }
+    }
+    BTreeSet::new()
+}
+
+fn key_of(obj: &DynamicObject) -> String {
+    format!(
+        "{}/{}",
+        obj.metadata.namespace.as_deref().unwrap_or(""),
+        obj.metadata.name.as_deref().unwrap_or("")
+    )
+}
+
+/// `ClusterCAIssuer/name` or `CAIssuer/ns/name`.
+fn issuer_id(kind: &str, namespace: &str, name: &str) -> String {
+    match kind {
+        "ClusterCAIssuer" => format!("ClusterCAIssuer/{name}"),
+        _ => format!("CAIssuer/{namespace}/{name}"),
+    }
+}
+
+fn rv_of(obj: &DynamicObject) -> u64 {
+    obj.metadata
+        .resource_version
+        .as_deref()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0)
+}
+
+/// Watches `api` from the start, resuming from the last resourceVersion
+/// whenever the watch ends, until `stop`.
+async fn record(
+    api: Api<DynamicObject>,
+    kind: &'static str,
+    ca_secrets: BTreeSet<String>,
+    shared: Shared,
+    stop: CancellationToken,
+) {
+    let mut rv = "0".to_owned();
+    while !stop.is_cancelled() {
+        let stream = match api.watch(&WatchParams::default().timeout(240), &rv).await {
+            Ok(s) => s,
+            Err(e) => {
+                shared
+                    .lock()
+                    .unwrap()
+                    .problems
+                    .push(format!("{kind}: watch failed: {e}"));
+                tokio::time::sleep(POLL).await;
+                continue;
+            }
+        };
+        futures::pin_mut!(stream);
+        loop {
+            let next = tokio::select! {
+                _ = stop.cancelled() => return,
+                n = stream.next() => n,
+            };
+            let (obj, deleted) = match next {
+                None => break,
+                Some(Err(e)) => {
+                    shared
+                        .lock()
+                        .unwrap()
+                        .problems
+                        .push(format!("{kind}: watch stream: {e}"));
+                    break;
+                }
+                Some(Ok(WatchEvent::Bookmark(b))) => {
+                    rv = b.metadata.resource_version;
+                    continue;
+                }
+                Some(Ok(WatchEvent::Error(e))) => {
+                    shared
+                        .lock()
+                        .unwrap()
+                        .problems
+                        .push(format!("{kind}: watch error {}: {}", e.code, e.message));
+                    break;
+                }
+                Some(Ok(WatchEvent::Added(o) | WatchEvent::Modified(o))) => (o, false),
+                Some(Ok(WatchEvent::Deleted(o))) => (o, true),
+            };
+            let r = rv_of(&obj);
+            rv = r.to_string();
+            if let Some(s) = snap(kind, &obj, &ca_secrets) {
+                let key = key_of(&obj);
+                let mut g = shared.lock().unwrap();
+                if deleted {
+                    g.latest.remove(&(kind, key.clone()));
+                } else {
+                    g.latest.insert((kind, key.clone()), s.clone());
+                }
+                g.events.push(Ev {
+                    rv: r,
+                    kind,
+                    key,
+                    deleted,
+                    snap: s,
+                });
+            }
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------
+// The environment.
+
+fn resource(group: &str, version: &str, kind: &str, plural: &str) -> ApiResource {
+    ApiResource::from_gvk_with_plural(&GroupVersionKind::gvk(group, version, kind), plural)
+}
+
+fn cr_resource() -> ApiResource {
+    resource(
+        "cert-manager.io",
+        "v1",
+        "CertificateRequest",
+        "certificaterequests",
+    )
+}
+
+async fn install_crds(client: &kube::Client) {
+    let api: Api<CustomResourceDefinition> = Api::all(client.clone());
+    for dir in [
+        shared_dir().join("cert-manager-crds"),
+        workspace_root().join("crds"),
+    ] {
+        for entry in std::fs::read_dir(&dir).unwrap() {
+            let path = entry.unwrap().path();
+            if path.extension().is_some_and(|e| e == "yaml") {
+                let crd: CustomResourceDefinition =
+                    serde_yaml::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
+                api.create(&PostParams::default(), &crd).await.unwrap();
+            }
+        }
+    }
+}
+
+/// Which binary.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Component {
+    Issuer,
+    Rotator,
+}
+
+impl Component {
+    fn name(self) -> &'static str {
+        match self {
+            Component::Issuer => "issuer",
+            Component::Rotator => "rotator",
+        }
+    }
+
+    fn lease(self) -> &'static str {
+        match self {
+            Component::Issuer => "capstan-issuer",
+            Component::Rotator => "capstan-rotator",
+        }
+    }
+}
+
+/// Starts the binaries with their own tokens and keeps their logs.
+struct Launcher {
+    kubeconfigs: HashMap<&'static str, PathBuf>,
+    logs: PathBuf,
+}
+
+impl Launcher {
+    fn start(&self, c: Component, instance: usize) -> RunningBinary {
+        let config = self.kubeconfigs[c.name()].to_str().unwrap().to_owned();
+        let common = [
+            "--kubeconfig",
+            config.as_str(),
+            "--leader-election-namespace",
+            "capstan",
+            "--leader-election-lease-duration",
+            "4s",
+            "--leader-election-renew-grace",
+            "2s",
+        ];
+        let mut args: Vec<&str> = common.to_vec();
+        match c {
+            Component::Issuer => args.extend(["--cluster-resource-namespace", CLUSTER_NS]),
+            Component::Rotator => args.extend([
+                "--cluster-resource-namespace",
+                CLUSTER_NS,
+                "--restart-debounce",
+                "2s",
+                "--max-concurrent-rollouts",
+                "4",
+            ]),
+        }
+        let pod = format!("{}-{instance}", c.name());
+        RunningBinary::start(
+            &workspace_binary(&format!("capstan-{}", c.name())).unwrap(),
+            &args,
+            &[
+                ("POD_NAMESPACE", "capstan"),
+                ("POD_NAME", pod.as_str()),
+                ("RUST_LOG", "info"),
+            ],
+        )
+        .unwrap()
+    }
+
+    /// Saves an instance's logs; returns the file.
+    fn save(&self, c: Component, instance: usize, bin: &RunningBinary) -> PathBuf {
+        let path = self.logs.join(format!("{}-{instance:03}.log", c.name()));
+        std::fs::write(&path, bin.logs().join("\n")).unwrap();
+        path
+    }
+}
+
+/// What happened to one component during the soak.
+#[derive(Default, Debug)]
+struct CrashLog {
+    kills: usize,
+    /// Restarts checked for convergence, and how long each took.
+    converged: Vec<Duration>,
+    /// Restarts killed again before converging, on purpose.
+    killed_early: usize,
+    /// Restarts that did not converge, with why.
+    not_converged: Vec<String>,
+    /// Instances that exited without being killed, with their log file.
+    exited: Vec<String>,
+}
+
+/// The live state as the recorder sees it.
+fn latest(shared: &Shared) -> HashMap<(&'static str, String), Snap> {
+    shared.lock().unwrap().latest.clone()
+}
+
+fn holder_pid(snap: Option<&Snap>) -> Option<u32> {
+    match snap {
+        Some(Snap::Lease { holder: Some(h) }) => h.rsplit('-').next()?.parse().ok(),
+        _ => None,
+    }
+}
+
+/// Counts of requests: approved, issued.
+fn request_counts(live: &HashMap<(&'static str, String), Snap>) -> (usize, usize) {
+    let mut approved = 0;
+    let mut issued = 0;
+    for ((kind, _), s) in live {
+        if let (
+            "certificaterequest",
+            Snap::Request {
+                approved: a,
+                certificate,
+                ready,
+                ..
+            },
+        ) = (*kind, s)
+        {
+            approved += usize::from(*a);
+            issued += usize::from(certificate.is_some() && ready.as_deref() == Some("True"));
+        }
+    }
+    (approved, issued)
+}
+
+/// Whether every issuer is Ready and reports the CA its Secret signs with.
+fn issuers_converged(
+    live: &HashMap<(&'static str, String), Snap>,
+    issuers: &[IssuerDef],
+) -> Result<(), String> {
+    for i in issuers {
+        let Some(Snap::Issuer {
+            ready, fingerprint, ..
+        }) = live.get(&(i.kind_lower(), i.object_key()))
+        else {
+            return Err(format!("{} not seen", i.id()));
+        };
+        let Some(Snap::CaSecret {
+            signing: Some(signing),
+            ..
+        }) = live.get(&("secret", i.secret_key()))
+        else {
+            return Err(format!("{}: no CA Secret with tls.crt", i.id()));
+        };
+        if !*ready {
+            return Err(format!("{} not Ready", i.id()));
+        }
+        if fingerprint.as_deref() != Some(capstan_pki::fingerprint(signing).as_str()) {
+            return Err(format!(
+                "{} reports CA {fingerprint:?}, its Secret signs with another",
+                i.id()
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// Whether every target ConfigMap holds exactly its source's published bundle.
+fn targets_converged(
+    live: &HashMap<(&'static str, String), Snap>,
+    targets: &[String],
+) -> Result<(), String> {
+    let Some(Snap::CaSecret { bundle, .. }) =
+        live.get(&("secret", format!("{CLUSTER_NS}/{ROTATED}-ca")))
+    else {
+        return Err("the rotated issuer's Secret is not seen".into());
+    };
+    for t in targets {
+        match live.get(&("configmap", t.clone())) {
+            Some(Snap::Target { bundle: Some(b) }) if b == bundle => {}
+            other => return Err(format!("ConfigMap {t} is {other:?}, not the bundle")),
+        }
+    }
+    Ok(())
+}
+
+/// How a wait for convergence ended.
+enum Converged {
+    /// In this long.
+    Yes(Duration),
+    /// The process exited on its own first.
+    Exited,
+    /// Not within the deadline, with the last reason.
+    No(String),
+}
+
+/// Why a binary exited, from its last log lines: the `Error:` line and its
+/// first cause, or a panic message.
+fn exit_reason(logs: &[String]) -> String {
+    let lines: Vec<String> = logs
+        .iter()
+        .map(|l| capstan_tests::harness::strip_ansi(l))
+        .collect();
+    let mut reason = Vec::new();
+    if let Some(i) = lines.iter().position(|l| l.starts_with("Error:")) {
+        reason.push(lines[i].clone());
+        if let Some(cause) = lines[i..]
+            .iter()
+            .skip_while(|l| !l.starts_with("Caused by"))
+            .skip(1)
+            .find(|l| !l.trim().is_empty())
+        {
+            reason.push(cause.trim().chars().take(240).collect());
+        }
+    }
+    if let Some(p) = lines.iter().find(|l| l.contains("panicked at")) {
+        reason.push(p.clone());
+    }
+    if reason.is_empty() {
+        reason.push(lines.last().cloned().unwrap_or_default());
+    }
+    reason.join(" / ")
+}
+
+/// Waits until the restarted `c` holds its lease and the state it owns has
+/// converged, or until it exits on its own.
+async fn converge(
+    c: Component,
+    bin: &mut RunningBinary,
+    shared: &Shared,
+    issuers: &[IssuerDef],
+    targets: &[String],
+) -> Converged {
+    let started = Instant::now();
+    let pid = bin.pid();
+    let (_, issued_at_start) = request_counts(&latest(shared));
+    let last = Arc::new(Mutex::new(String::new()));
+    let result = await_condition("convergence after a restart", WAIT, POLL, || {
+        let live = latest(shared);
+        let last = last.clone();
+        let running = bin.is_running();
+        async move {
+            if !running {
+                return Some(false);
+            }
+            let check = || -> Result<(), String> {
+                let holder = holder_pid(live.get(&("lease", format!("capstan/{}", c.lease()))));
+                if holder != Some(pid) {
+                    return Err(format!("lease held by pid {holder:?}, not {pid}"));
+                }
+                match c {
+                    Component::Issuer => {
+                        issuers_converged(&live, issuers)?;
+                        let (approved, issued) = request_counts(&live);
+                        if issued <= issued_at_start && issued < approved {
+                            return Err(format!(
+                                "no progress: {issued} of {approved} approved requests issued"
+                            ));
+                        }
+                        Ok(())
+                    }
+                    Component::Rotator => targets_converged(&live, targets),
+                }
+            };
+            match check() {
+                Ok(()) => Some(true),
+                Err(why) => {
+                    *last.lock().unwrap() = why;
+                    None
+                }
+            }
+        }
+    })
+    .await;
+    match result {
+        Ok(true) => Converged::Yes(started.elapsed()),
+        Ok(false) => Converged::Exited,
+        Err(e) => Converged::No(format!("{e}: {}", last.lock().unwrap())),
+    }
+}
+
+/// One component's running instance, and what happened to it so far.
+struct Supervised {
+    c: Component,
+    bin: RunningBinary,
+    instance: usize,
+    log: CrashLog,
+    launcher: Arc<Launcher>,
+}
+
+impl Supervised {
+    fn start(c: Component, launcher: Arc<Launcher>) -> Self {
+        Self {
+            c,
+            bin: launcher.start(c, 0),
+            instance: 0,
+            log: CrashLog::default(),
+            launcher,
+        }
+    }
+
+    fn restart(&mut self) {
+        self.instance += 1;
+        self.bin = self.launcher.start(self.c, self.instance);
+    }
+
+    /// If the binary exited on its own, records why and starts it again (as
+    /// a kubelet would). Returns whether it had exited.
+    fn revive(&mut self) -> bool {
+        if self.bin.is_running() {
+            return false;
+        }
+        let file = self.launcher.save(self.c, self.instance, &self.bin);
+        self.log.exited.push(format!(
+            "{}-{} exited without being killed: {} (log {})",
+            self.c.name(),
+            self.instance,
+            exit_reason(&self.bin.logs()),
+            file.display()
+        ));
+        self.restart();
+        true
+    }
+
+    /// SIGKILL, then a new instance.
+    async fn kill_and_restart(&mut self) {
+        self.revive();
+        self.bin.sigkill().await.unwrap();
+        self.log.kills += 1;
+        self.launcher.save(self.c, self.instance, &self.bin);
+        self.restart();
+    }
+
+    /// Kills the last instance and keeps its logs.
+    async fn stop(&mut self) {
+        let _ = self.bin.sigkill().await;
+        self.launcher.save(self.c, self.instance, &self.bin);
+    }
+}
+
+/// Waits for `check`, reviving binaries that exit meanwhile.
+async fn wait_supervised(
+    what: &str,
+    sups: &mut [&mut Supervised],
+    mut check: impl FnMut() -> Result<(), String>,
+) -> Result<(), String> {
+    let deadline = Instant::now() + WAIT;
+    loop {
+        for s in sups.iter_mut() {
+            s.revive();
+        }
+        let why = match check() {
+            Ok(()) => return Ok(()),
+            Err(why) => why,
+        };
+        if Instant::now() >= deadline {
+            let logs: Vec<String> = sups
+                .iter()
+                .map(|s| format!("{} logs:\n{}", s.c.name(), s.bin.logs().join("\n")))
+                .collect();
+            return Err(format!(
+                "timed out after {WAIT:?} waiting for {what}: {why}\n{}",
+                logs.join("\n")
+            ));
+        }
+        tokio::time::sleep(POLL).await;
+    }
+}
+
+/// Kills and restarts the binary `kills` times at random points; an
+/// instance that exits on its own is recorded and restarted.
+async fn chaos(
+    mut sup: Supervised,
+    kills: usize,
+    mut rng: Rng,
+    shared: Shared,
+    issuers: Arc<Vec<IssuerDef>>,
+    targets: Arc<Vec<String>>,
+) -> Supervised {
+    let mut converged_last = true;
+    for _ in 0..kills {
+        // A random point: early in a restart when the last one was not
+        // waited for, else anywhere in the next few seconds of work.
+        let delay = if converged_last {
+            rng.between(200, 3_000)
+        } else {
+            rng.between(0, 1_500)
+        };
+        tokio::time::sleep(Duration::from_millis(delay)).await;
+        sup.kill_and_restart().await;
+        converged_last = !rng.chance(0.25);
+        if !converged_last {
+            sup.log.killed_early += 1;
+            continue;
+        }
+        loop {
+            match converge(sup.c, &mut sup.bin, &shared, &issuers, &targets).await {
+                Converged::Yes(d) => sup.log.converged.push(d),
+                Converged::No(why) => {
+                    sup.log
+                        .not_converged
+                        .push(format!("{}-{}: {why}", sup.c.name(), sup.instance))
+                }
+                Converged::Exited => {
+                    sup.revive();
+                    continue;
+                }
+            }
+            break;
+        }
+    }
+    sup
+}
+
+/// One of the 10 issuers.
+#[derive(Debug, Clone)]
+struct IssuerDef {
+    /// `None`: a ClusterCAIssuer.
+    namespace: Option<String>,
+    name: String,
+}
+
+impl IssuerDef {
+    fn id(&self) -> String {
+        match &self.namespace {
+            None => issuer_id("ClusterCAIssuer", "", &self.name),
+            Some(ns) => issuer_id("CAIssuer", ns, &self.name),
+        }
+    }
+    fn kind_lower(&self) -> &'static str {
+        match self.namespace {
+            None => "clustercaissuer",
+            Some(_) => "caissuer",
+        }
+    }
+    fn object_key(&self) -> String {
+        format!("{}/{}", self.namespace.as_deref().unwrap_or(""), self.name)
+    }
+    fn secret_key(&self) -> String {
+        format!(
+            "{}/{}-ca",
+            self.namespace.as_deref().unwrap_or(CLUSTER_NS),
+            self.name
+        )
+    }
+}
+
+fn team(i: usize) -> String {
+    format!("team-{i}")
+}
+
+/// The outcome of one invariant.
+struct Verdict {
+    name: String,
+    failures: Vec<String>,
+    detail: String,
+}
+
+fn verdict(name: &str, detail: String, failures: Vec<String>) -> Verdict {
+    Verdict {
+        name: name.to_owned(),
+        failures,
+        detail,
+    }
+}
+
+fn openssl_verify(dir: &Path, name: &str, ca_pem: &str, leaf_pem: &str) -> Result<(), String> {
+    let ca = dir.join(format!("{name}-ca.pem"));
+    let leaf = dir.join(format!("{name}.pem"));
+    std::fs::write(&ca, ca_pem).unwrap();
+    std::fs::write(&leaf, leaf_pem).unwrap();
+    let out = Command::new("openssl")
+        .arg("verify")
+        .arg("-CAfile")
+        .arg(&ca)
+        .arg(&leaf)
+        .output()
+        .map_err(|e| format!("openssl is required: {e}"))?;
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    if out.status.success() && text.contains(": OK") {
+        Ok(())
+    } else {
+        Err(text.trim().to_owned())
+    }
+}
+
+fn decode_b64(s: &str) -> Vec<u8> {
+    base64::engine::general_purpose::STANDARD
+        .decode(s)
+        .unwrap_or_default()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn fault_soak_with_crashes_issues_everything_exactly_once() {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let requests = env_number("CAPSTAN_SOAK_REQUESTS", 2_000) as usize;
+    let kills = env_number("CAPSTAN_SOAK_KILLS", 50) as usize;
+    let seed = env_number(
+        "CAPSTAN_SOAK_SEED",
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_nanos() as u64,
+    );
+    let soak_started = Instant::now();
+    println!(
+        "soak: seed {seed} (replay with CAPSTAN_SOAK_SEED={seed}), {requests} requests, {kills} kills"
+    );
+    let mut rng = Rng(seed);
+
+    let faults = Faults {
+        error_rate: 0.05,
+        error_codes: vec![500, 429, 409],
+        retry_after_seconds: 1,
+        latency_ms: 5,
+        latency_jitter_ms: 20,
+        watch_cut_after_ms: Some(3_000),
+        exempt_users: vec!["admin".into()],
+        ..Faults::default()
+    };
+    let server = TestApiServer::builder()
+        .rollout_delay(Duration::from_millis(200))
+        .history_limit(2_000_000)
+        .faults(faults.clone())
+        .start()
+        .await
+        .unwrap();
+    let client = server.client().await.unwrap();
+    install_crds(&client).await;
+    let dir = tempfile::Builder::new()
+        .prefix(&format!("capstan-soak-{seed}-"))
+        .tempdir()
+        .unwrap()
+        .keep();
+    println!("soak: logs of every binary instance in {}", dir.display());
+
+    // Namespaces.
+    let namespaces = Api::<k8s_openapi::api::core::v1::Namespace>::all(client.clone());
+    let mut all_ns: Vec<String> = vec![CLUSTER_NS.into(), "capstan".into()];
+    all_ns.extend((0..TEAMS).map(team));
+    for ns in &all_ns {
+        namespaces
+            .create(
+                &PostParams::default(),
+                &serde_json::from_value(json!({"metadata": {"name": ns}})).unwrap(),
+            )
+            .await
+            .unwrap();
+    }
+
+    // The issuers: 5 self-managed ClusterCAIssuers, 5 CAIssuers with user CAs.
+    let mut issuers: Vec<IssuerDef> = (0..CLUSTER_ISSUERS)
+        .map(|i| IssuerDef {
+            namespace: None,
+            name: format!("cluster-{i}"),
+        })
+        .collect();
+    issuers.extend((0..TEAMS).map(|t| IssuerDef {
+        namespace: Some(team(t)),
+        name: format!("user-{t}"),
+    }));
+    let ca_secrets: BTreeSet<String> = issuers.iter().map(IssuerDef::secret_key).collect();
+
+    // The recorder, started before anything it records exists.
+    let shared: Shared = Arc::default();
+    let stop = CancellationToken::new();
+    let kinds: [(&'static str, ApiResource); 6] = [
+        ("certificaterequest", cr_resource()),
+        ("secret", ApiResource::erase::<Secret>(&())),
+        ("configmap", ApiResource::erase::<ConfigMap>(&())),
+        ("deployment", ApiResource::erase::<Deployment>(&())),
+        (
+            "clustercaissuer",
+            resource(
+                "capstan.dev",
+                "v1alpha1",
+                "ClusterCAIssuer",
+                "clustercaissuers",
+            ),
+        ),
+        (
+            "caissuer",
+            resource("capstan.dev", "v1alpha1", "CAIssuer", "caissuers"),
+        ),
+    ];
+    let mut recorders = Vec::new();
+    for (kind, ar) in kinds {
+        recorders.push(tokio::spawn(record(
+            Api::all_with(client.clone(), &ar),
+            kind,
+            ca_secrets.clone(),
+            shared.clone(),
+            stop.clone(),
+        )));
+    }
+    recorders.push(tokio::spawn(record(
+        Api::namespaced_with(client.clone(), "capstan", &ApiResource::erase::<Lease>(&())),
+        "lease",
+        ca_secrets.clone(),
+        shared.clone(),
+        stop.clone(),
+    )));
+
+    // The binaries, each with its own token (and so its own faults).
+    let mut kubeconfigs = HashMap::new();
+    for (c, user) in [("issuer", ISSUER_USER), ("rotator", ROTATOR_USER)] {
+        let token = format!("capstan-{c}-token");
+        server
+            .add_token(&token, UserInfo::new(user, &["system:masters"]))
+            .unwrap();
+        let path = dir.join(format!("{c}.kubeconfig"));
+        kubeconfig::write(&path, server.url(), server.ca_pem(), &token).unwrap();
+        kubeconfigs.insert(c, path);
+    }
+    let launcher = Arc::new(Launcher {
+        kubeconfigs,
+        logs: dir.clone(),
+    });
+    let mut issuer = Supervised::start(Component::Issuer, launcher.clone());
+    let mut rotator = Supervised::start(Component::Rotator, launcher.clone());
+
+    // Issuers: the rotated one signs for a short propagationDelay and keeps
+    // a retired CA for an hour, so the bundle changes once during the soak.
+    let cluster_api = Api::<DynamicObject>::all_with(
+        client.clone(),
+        &resource(
+            "capstan.dev",
+            "v1alpha1",
+            "ClusterCAIssuer",
+            "clustercaissuers",
+        ),
+    );
+    for i in 0..CLUSTER_ISSUERS {
+        let mut self_managed = json!({"secretName": format!("cluster-{i}-ca")});
+        if i == 0 {
+            self_managed["propagationDelay"] = json!("5s");
+            self_managed["overlap"] = json!("1h");
+            self_managed["duration"] = json!("24h");
+            self_managed["rotateBefore"] = json!("1h");
+        }
+        let obj = json!({"apiVersion": "capstan.dev/v1alpha1", "kind": "ClusterCAIssuer",
+            "metadata": {"name": format!("cluster-{i}")},
+            "spec": {"maxDuration": "720h", "selfManaged": self_managed}});
+        cluster_api
+            .create(
+                &PostParams::default(),
+                &serde_json::from_value(obj).unwrap(),
+            )
+            .await
+            .unwrap();
+    }
+    for t in 0..TEAMS {
+        let ca = capstan_pki::generate_ca(
+            &capstan_pki::CaSpec {
+                common_name: format!("user CA {t}"),
+                organization: None,
+                algorithm: capstan_pki::KeyAlgorithm::EcdsaP256,
+                lifetime: Duration::from_secs(86_400 * 30),
+            },
+            time::OffsetDateTime::now_utc(),
+        )
+        .unwrap();
+        let secret = json!({"metadata": {"name": format!("user-{t}-ca")}, "type": "kubernetes.io/tls",
+            "stringData": {"tls.crt": ca.cert_pem, "tls.key": ca.key.expose(), "ca.crt": ca.cert_pem}});
+        Api::<Secret>::namespaced(client.clone(), &team(t))
+            .create(
+                &PostParams::default(),
+                &serde_json::from_value(secret).unwrap(),
+            )
+            .await
+            .unwrap();
+        let obj = json!({"apiVersion": "capstan.dev/v1alpha1", "kind": "CAIssuer",
+            "metadata": {"name": format!("user-{t}"), "namespace": team(t)},
+            "spec": {"maxDuration": "720h", "ca": {"secretName": format!("user-{t}-ca")}}});
+        Api::<DynamicObject>::namespaced_with(
+            client.clone(),
+            &team(t),
+            &resource("capstan.dev", "v1alpha1", "CAIssuer", "caissuers"),
+        )
+        .create(
+            &PostParams::default(),
+            &serde_json::from_value(obj).unwrap(),
+        )
+        .await
+        .unwrap();
+    }
+    wait_supervised(
+        "every issuer Ready",
+        &mut [&mut issuer, &mut rotator],
+        || issuers_converged(&latest(&shared), &issuers),
+    )
+    .await
+    .unwrap_or_else(|e| panic!("{e}"));
+    let original_ca = match latest(&shared).get(&("secret", format!("{CLUSTER_NS}/{ROTATED}-ca"))) {
+        Some(Snap::CaSecret {
+            signing: Some(s), ..
+        }) => capstan_pki::fingerprint(s),
+        other => panic!("the rotated issuer's Secret: {other:?}"),
+    };
+
+    // Bundle targets and the workloads that mount them.
+    let mut targets = Vec::new();
+    for t in 0..TEAMS {
+        let cms = Api::<ConfigMap>::namespaced(client.clone(), &team(t));
+        for c in 0..CONFIG_MAPS_PER_TEAM {
+            let name = format!("trust-{c}");
+            let cm = json!({"metadata": {"name": name, "annotations": {"capstan.dev/inject-ca-from-issuer": ROTATED}}});
+            cms.create(&PostParams::default(), &serde_json::from_value(cm).unwrap())
+                .await
+                .unwrap();
+            targets.push(format!("{}/{name}", team(t)));
+        }
+    }
+    wait_supervised(
+        "every ConfigMap injected",
+        &mut [&mut issuer, &mut rotator],
+        || targets_converged(&latest(&shared), &targets),
+    )
+    .await
+    .unwrap_or_else(|e| panic!("{e}"));
+    let mut workloads = Vec::new();
+    for t in 0..TEAMS {
+        let deployments = Api::<Deployment>::namespaced(client.clone(), &team(t));
+        for d in 0..DEPLOYMENTS_PER_TEAM {
+            let name = format!("app-{d}");
+            let deploy = json!({"metadata": {"name": name, "annotations": {"capstan.dev/restart-on-change": "true"}},
+                "spec": {"replicas": 1, "selector": {"matchLabels": {"app": name}},
+                    "template": {"metadata": {"labels": {"app": name}}, "spec": {
+                        "containers": [{"name": "app", "image": "app"}],
+                        "volumes": [{"name": "trust", "configMap": {"name": format!("trust-{d}")}}]}}}});
+            deployments
+                .create(
+                    &PostParams::default(),
+                    &serde_json::from_value(deploy).unwrap(),
+                )
+                .await
+                .unwrap();
+            workloads.push(format!("{}/{name}", team(t)));
+        }
+    }
+    wait_supervised(
+        "a baseline hash on every Deployment",
+        &mut [&mut issuer, &mut rotator],
+        || {
+            let live = latest(&shared);
+            match workloads.iter().find(|w| {
+                !matches!(
+                    live.get(&("deployment", (*w).clone())),
+                    Some(Snap::Workload {
+                        baseline: Some(_),
+                        ..
+                    })
+                )
+            }) {
+                None => Ok(()),
+                Some(w) => Err(format!("Deployment {w} has no baseline")),
+            }
+        },
+    )
+    .await
+    .unwrap_or_else(|e| panic!("{e}"));
+    let setup = soak_started.elapsed();
+    println!("soak: setup done in {:.1} s", setup.as_secs_f64());
+
+    // The soak: requests paced over about a minute, a rotation a third of
+    // the way in, and both binaries killed at random points meanwhile.
+    let issuers = Arc::new(issuers);
+    let targets = Arc::new(targets);
+    let issuer_kills = kills.div_ceil(2);
+    let rotator_kills = kills / 2;
+    let issuer_chaos = tokio::spawn(chaos(
+        issuer,
+        issuer_kills,
+        Rng(rng.next()),
+        shared.clone(),
+        issuers.clone(),
+        targets.clone(),
+    ));
+    let rotator_chaos = tokio::spawn(chaos(
+        rotator,
+        rotator_kills,
+        Rng(rng.next()),
+        shared.clone(),
+        issuers.clone(),
+        targets.clone(),
+    ));
+    let key = rcgen::KeyPair::generate().unwrap();
+    let csr = rcgen::CertificateParams::new(vec!["app.team.svc".to_owned()])
+        .unwrap()
+        .serialize_request(&key)
+        .unwrap()
+        .pem()
+        .unwrap();
+    let csr_b64 = base64::engine::general_purpose::STANDARD.encode(csr.as_bytes());
+    let batches = requests.div_ceil(50).max(1);
+    let pace = Duration::from_millis(60_000 / batches as u64);
+    let mut rotated_at = None;
+    for b in 0..batches {
+        let batch_started = Instant::now();
+        futures::stream::iter(b * 50..((b + 1) * 50).min(requests))
+            .map(|i| {
+                let issuer = &issuers[i % issuers.len()];
+                let ns = issuer
+                    .namespace
+                    .clone()
+                    .unwrap_or_else(|| team(i / issuers.len() % TEAMS));
+                let api = Api::<DynamicObject>::namespaced_with(client.clone(), &ns, &cr_resource());
+                let kind = if issuer.namespace.is_some() {
+                    "CAIssuer"
+                } else {
+                    "ClusterCAIssuer"
+                };
+                let obj = json!({"apiVersion": "cert-manager.io/v1", "kind": "CertificateRequest",
+                    "metadata": {"name": format!("req-{i:05}")},
+                    "spec": {"request": csr_b64, "duration": "24h",
+                        "issuerRef": {"group": "capstan.dev", "kind": kind, "name": issuer.name}}});
+                async move {
+                    let name = format!("req-{i:05}");
+                    api.create(&PostParams::default(), &serde_json::from_value(obj)?)
+                        .await?;
+                    let approve = json!({"status": {"conditions": [{"type": "Approved", "status": "True",
+                        "reason": "cert-manager.io", "message": "Certificate request has been approved by cert-manager.io",
+                        "lastTransitionTime": "2026-01-01T00:00:00Z"}]}});
+                    api.patch_status(&name, &PatchParams::default(), &Patch::Merge(&approve))
+                        .await?;
+                    anyhow::Ok(())
+                }
+            })
+            .buffer_unordered(16)
+            .try_collect::<Vec<()>>()
+            .await
+            .unwrap();
+        if rotated_at.is_none() && b >= batches / 3 {
+            let patch = json!({"metadata": {"annotations": {"capstan.dev/rotate": ROTATE_VALUE}}});
+            cluster_api
+                .patch(ROTATED, &PatchParams::default(), &Patch::Merge(&patch))
+                .await
+                .unwrap();
+            rotated_at = Some(soak_started.elapsed());
+            println!(
+                "soak: rotation of {ROTATED} triggered at {:.1} s",
+                soak_started.elapsed().as_secs_f64()
+            );
+        }
+        tokio::time::sleep(pace.saturating_sub(batch_started.elapsed())).await;
+    }
+    println!(
+        "soak: {requests} requests created and approved by {:.1} s",
+        soak_started.elapsed().as_secs_f64()
+    );
+    let mut issuer = issuer_chaos.await.unwrap();
+    let mut rotator = rotator_chaos.await.unwrap();
+    let chaos_done = soak_started.elapsed();
+    println!(
+        "soak: {} kills done by {:.1} s",
+        issuer.log.kills + rotator.log.kills,
+        chaos_done.as_secs_f64()
+    );
+
+    // The end state: everything issued, the rotation switched, every target
+    // holding the bundle, every workload rolled.
+    let converged_finally =
+        wait_supervised("the final state", &mut [&mut issuer, &mut rotator], || {
+            let live = latest(&shared);
+            let (approved, issued) = request_counts(&live);
+            if approved != requests || issued != requests {
+                return Err(format!(
+                    "{issued} issued, {approved} approved of {requests}"
+                ));
+            }
+            let switched = matches!(live.get(&("secret", format!("{CLUSTER_NS}/{ROTATED}-ca"))),
+                Some(Snap::CaSecret { signing: Some(s), bundle, .. })
+                    if capstan_pki::fingerprint(s) != original_ca && bundle.len() == 2);
+            if !switched {
+                return Err(format!("{ROTATED} has not switched to its new CA"));
+            }
+            if let Some(w) = workloads.iter().find(|w| {
+                !matches!(
+                    live.get(&("deployment", (*w).clone())),
+                    Some(Snap::Workload {
+                        template_hash: Some(_),
+                        ..
+                    })
+                )
+            }) {
+                return Err(format!("Deployment {w} has not rolled"));
+            }
+            issuers_converged(&live, &issuers)?;
+            targets_converged(&live, &targets)
+        })
+        .await;
+    let final_state = latest(&shared);
+    let end = soak_started.elapsed();
+    println!(
+        "soak: final state {} at {:.1} s",
+        if converged_finally.is_ok() {
+            "reached"
+        } else {
+            "NOT reached"
+        },
+        end.as_secs_f64()
+    );
+    // A quiet moment for late, spurious writes (a double rollout, a re-sign)
+    // to show up in the history before it is read.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    // An exit on its own by now is recorded like the others.
+    issuer.revive();
+    rotator.revive();
+    issuer.stop().await;
+    rotator.stop().await;
+    stop.cancel();
+    for r in recorders {
+        let _ = r.await;
+    }
+    let record = std::mem::take(&mut *shared.lock().unwrap());
+    let request_log = server.request_log();
+
+    let verdicts = analyse(&Analysis {
+        requests,
+        seed,
+        record: &record,
+        final_state: &final_state,
+        request_log: &request_log,
+        issuers: &issuers,
+        targets: &targets,
+        workloads: &workloads,
+        original_ca: &original_ca,
+        crash_logs: [("issuer", &issuer.log), ("rotator", &rotator.log)],
+        final_converged: converged_finally
+            .as_ref()
+            .err()
+            .map(|e| e.lines().next().unwrap_or_default().to_owned()),
+        dir: &dir,
+        min_kills: kills,
+    });
+
+    let mut out = String::new();
+    let failed = verdicts.iter().filter(|v| !v.failures.is_empty()).count();
+    for v in &verdicts {
+        if v.failures.is_empty() {
+            let _ = writeln!(out, "soak: ok   {}: {}", v.name, v.detail);
+        } else {
+            let _ = writeln!(
+                out,
+                "soak: FAIL {}: {} ({} problems)",
+                v.name,
+                v.detail,
+                v.failures.len()
+            );
+            for f in v.failures.iter().take(10) {
+                let _ = writeln!(out, "soak:        BUG? {f}");
+            }
+        }
+    }
+    let _ = writeln!(
+        out,
+        "soak: wall time {:.1} s (setup {:.1} s, kills done {:.1} s), {} API requests logged, seed {seed}",
+        soak_started.elapsed().as_secs_f64(),
+        setup.as_secs_f64(),
+        chaos_done.as_secs_f64(),
+        request_log.len()
+    );
+    let _ = writeln!(
+        out,
+        "soak: {} passed, {failed} failed",
+        verdicts.len() - failed
+    );
+    print!("{out}");
+    assert_eq!(
+        failed,
+        0,
+        "the soak found problems (seed {seed}; logs in {})",
+        dir.display()
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// Everything the invariants are checked against.
+struct Analysis<'a> {
+    requests: usize,
+    seed: u64,
+    record: &'a Record,
+    final_state: &'a HashMap<(&'static str, String), Snap>,
+    request_log: &'a [capstan_tests::apiserver::request_log::RequestRecord],
+    issuers: &'a [IssuerDef],
+    targets: &'a [String],
+    workloads: &'a [String],
+    original_ca: &'a str,
+    crash_logs: [(&'static str, &'a CrashLog); 2],
+    final_converged: Option<String>,
+    dir: &'a Path,
+    min_kills: usize,
+}
+
+/// The history of one object, in resourceVersion order.
+fn histories(record: &Record) -> HashMap<(&'static str, String), Vec<&Ev>> {
+    let mut sorted: Vec<&Ev> = record.events.iter().collect();
+    sorted.sort_by_key(|e| e.rv);
+    let mut by: HashMap<(&'static str, String), Vec<&Ev>> = HashMap::new();
+    for e in sorted {
+        by.entry((e.kind, e.key.clone())).or_default().push(e);
+    }
+    by
+}
+
+/// What is wrong with the status writes of request `key`: its history (in
+/// resourceVersion order) must show exactly one change that sets the
+/// certificate and none after it, and every successful status write of the
+/// issuer in the request log (`logged`) must be one change in the history
+/// (a write that changed nothing, such as a repeated certificate, is not).
+fn status_write_problems(key: &str, history: &[&Ev], logged: usize) -> Vec<String> {
+    let mut failures = Vec::new();
+    let mut prev: Option<&Snap> = None;
+    let (mut issuer_changes, mut issued, mut after_issue) = (0, 0, 0);
+    for e in history {
+        if let (
+            Some(Snap::Request {
+                approved: was_approved,
+                certificate: was,
+                status: old,
+                ..
+            }),
+            Snap::Request {
+                approved,
+                certificate: now,
+                status,
+                ..
+            },
+        ) = (prev, &e.snap)
+            && old != status
+        {
+            if *approved && !was_approved {
+                // The test's approval, through the status subresource.
+            } else {
+                issuer_changes += 1;
+                match (was, now) {
+                    (None, Some(_)) => issued += 1,
+                    (Some(a), Some(b)) if a != b => {
+                        failures.push(format!("{key}: status.certificate replaced (signed twice)"))
+                    }
+                    (Some(_), None) => failures.push(format!("{key}: status.certificate removed")),
+                    (Some(_), Some(_)) => after_issue += 1,
+                    (None, None) => {}
+                }
+            }
+        }
+        prev = Some(&e.snap);
+    }
+    if issued != 1 {
+        failures.push(format!("{key}: {issued} status writes set a certificate"));
+    }
+    if after_issue > 0 {
+        failures.push(format!(
+            "{key}: {after_issue} status writes after the certificate was set"
+        ));
+    }
+    if logged != issuer_changes {
+        failures.push(format!(
+            "{key}: the request log has {logged} successful issuer status writes, the history {issuer_changes} status changes (a write that changed nothing, e.g. a repeated certificate)"
+        ));
+    }
+    failures
+}
+
+/// What is wrong in the history of one issuer's CA Secret (resourceVersion
+/// order), and the rotation steps seen (publish, switch). `tls.key` may only
+/// change to the `next.key` published before it (and only for a
+/// self-managed CA); a published `next.key` may only leave by becoming
+/// `tls.key`; the signing and next CAs are always in the published bundle;
+/// no CA leaves the bundle (the soak's overlap outlasts it).
+fn ca_secret_problems(
+    id: &str,
+    self_managed: bool,
+    history: &[&Ev],
+) -> (Vec<String>, usize, usize) {
+    let mut failures = Vec::new();
+    let (mut publish, mut switch) = (0, 0);
+    let mut prev: Option<(&Option<String>, &Option<String>, &BTreeSet<String>)> = None;
+    for e in history {
+        if e.deleted {
+            failures.push(format!("{}: the CA Secret was deleted (rv {})", id, e.rv));
+            prev = None;
+            continue;
+        }
+        let Snap::CaSecret {
+            key,
+            next_key,
+            bundle,
+            signing,
+            next,
+            ..
+        } = &e.snap
+        else {
+            continue;
+        };
+        let signing_fp = signing.as_deref().map(capstan_pki::fingerprint);
+        if key.is_none() {
+            failures.push(format!("{}: tls.key missing at rv {}", id, e.rv));
+        }
+        if let Some(fp) = &signing_fp
+            && !bundle.contains(fp)
+        {
+            failures.push(format!(
+                "{}: the signing CA is not in the published bundle at rv {}",
+                id, e.rv
+            ));
+        }
+        if let Some(n) = next.as_deref().map(capstan_pki::fingerprint)
+            && !bundle.contains(&n)
+        {
+            failures.push(format!(
+                "{}: next.crt is not in the published bundle at rv {}",
+                id, e.rv
+            ));
+        }
+        if let Some((old_key, old_next, old_bundle)) = prev {
+            if key != old_key {
+                if self_managed && old_next.is_some() && key == old_next {
+                    switch += 1;
+                } else {
+                    failures.push(format!(
+                        "{}: tls.key replaced at rv {} without a rotation step (it is not the published next.key)",
+                        id,
+                        e.rv
+                    ));
+                }
+            }
+            match (old_next, next_key) {
+                (None, Some(_)) => publish += 1,
+                (Some(n), None) if key.as_ref() != Some(n) => failures.push(format!(
+                    "{}: the published next.key vanished at rv {} without becoming tls.key",
+                    id, e.rv
+                )),
+                (Some(n), Some(m)) if n != m => failures.push(format!(
+                    "{}: the published next.key was replaced at rv {}",
+                    id, e.rv
+                )),
+                _ => {}
+            }
+            let dropped: Vec<&String> = old_bundle.difference(bundle).collect();
+            if !dropped.is_empty() {
+                failures.push(format!(
+                    "{}: {} CA(s) left the bundle at rv {} although overlap outlasts the soak",
+                    id,
+                    dropped.len(),
+                    e.rv
+                ));
+            }
+        }
+        prev = Some((key, next_key, bundle));
+    }
+    (failures, publish, switch)
+}
+
+/// The published bundle of `secret` just before resourceVersion `rv`.
+fn bundle_before<'a>(history: &[&'a Ev], rv: u64) -> Option<&'a BTreeSet<String>> {
+    history
+        .iter()
+        .rev()
+        .find(|e| e.rv < rv)
+        .and_then(|e| match &e.snap {
+            Snap::CaSecret { bundle, .. } if !e.deleted => Some(bundle),
+            _ => None,
+        })
+}
+
+#[allow(clippy::too_many_lines)]
+fn analyse(a: &Analysis<'_>) -> Vec<Verdict> {
+    let by = histories(a.record);
+    let mut verdicts = Vec::new();
+    let requests: Vec<(&String, &Snap)> = a
+        .final_state
+        .iter()
+        .filter(|((k, _), _)| *k == "certificaterequest")
+        .map(|((_, key), s)| (key, s))
+        .collect();
+
+    // 0. The recorder saw everything (no hole in the history).
+    verdicts.push(verdict(
+        "the recorded history is complete",
+        format!(
+            "{} changes recorded over {} objects",
+            a.record.events.len(),
+            by.len()
+        ),
+        a.record.problems.clone(),
+    ));
+
+    // 1. Every request Ready=True.
+    let mut failures = Vec::new();
+    if requests.len() != a.requests {
+        failures.push(format!(
+            "{} requests exist, {} were created",
+            requests.len(),
+            a.requests
+        ));
+    }
+    for (key, s) in &requests {
+        if let Snap::Request {
+            ready, certificate, ..
+        } = s
+            && (ready.as_deref() != Some("True") || certificate.is_none())
+        {
+            failures.push(format!(
+                "request {key} is stuck: Ready={ready:?}, certificate set: {}",
+                certificate.is_some()
+            ));
+        }
+    }
+    if let Some(e) = &a.final_converged {
+        failures.push(format!("the final state was not reached: {e}"));
+    }
+    verdicts.push(verdict(
+        "every request reaches Ready=True",
+        format!("{} requests", a.requests),
+        failures,
+    ));
+
+    // CA certificates ever held by each issuer's Secret, by fingerprint.
+    let mut issuer_cas: HashMap<String, BTreeMap<String, Vec<u8>>> = HashMap::new();
+    for i in a.issuers {
+        let cas = issuer_cas.entry(i.id()).or_default();
+        for e in by.get(&("secret", i.secret_key())).into_iter().flatten() {
+            if let Snap::CaSecret { certs, .. } = &e.snap {
+                cas.extend(certs.iter().map(|(k, v)| (k.clone(), v.clone())));
+            }
+        }
+    }
+    let secret_of: HashMap<String, String> =
+        a.issuers.iter().map(|i| (i.id(), i.secret_key())).collect();
+
+    // 2. Every serial once; 3. every leaf verifies against its issuer's CA.
+    let mut serials: HashMap<String, Vec<String>> = HashMap::new();
+    let mut verify_failures = Vec::new();
+    let mut signer_of: HashMap<String, String> = HashMap::new();
+    let mut by_signer: BTreeMap<String, usize> = BTreeMap::new();
+    for (key, s) in &requests {
+        let Snap::Request {
+            issuer,
+            certificate: Some(cert),
+            ca,
+            ..
+        } = s
+        else {
+            continue;
+        };
+        let chain = certificates(&decode_b64(cert));
+        let Some(leaf) = chain.first() else {
+            verify_failures.push(format!("{key}: status.certificate holds no certificate"));
+            continue;
+        };
+        serials
+            .entry(serial(leaf).unwrap_or_default())
+            .or_default()
+            .push((*key).clone());
+        let cas = issuer_cas.get(issuer).cloned().unwrap_or_default();
+        let mut signer = None;
+        for (fp, der) in &cas {
+            match signed_by(leaf, der) {
+                Ok(true) => signer = Some(fp.clone()),
+                Ok(false) => {}
+                Err(e) => verify_failures.push(format!("{key}: {e}")),
+            }
+        }
+        let Some(signer) = signer else {
+            verify_failures.push(format!(
+                "{key}: the leaf is signed by none of the {} CAs {issuer} ever had",
+                cas.len()
+            ));
+            continue;
+        };
+        let status_ca = ca
+            .as_deref()
+            .map(|c| fingerprints(&decode_b64(c)))
+            .unwrap_or_default();
+        if !status_ca.contains(&signer) {
+            verify_failures.push(format!(
+                "{key}: status.ca does not hold the CA that signed the leaf ({signer})"
+            ));
+        }
+        *by_signer.entry(issuer.clone()).or_default() += 1;
+        signer_of.insert((*key).clone(), signer);
+    }
+    let duplicates: Vec<String> = serials
+        .iter()
+        .filter(|(_, v)| v.len() > 1)
+        .map(|(s, v)| format!("serial {s} appears in {} requests: {v:?}", v.len()))
+        .collect();
+    verdicts.push(verdict(
+        "every leaf serial appears exactly once",
+        format!("{} distinct serials", serials.len()),
+        duplicates,
+    ));
+    // The openssl spot-check.
+    let mut rng = Rng(a.seed ^ 0x5eed);
+    let mut sample: Vec<&(&String, &Snap)> = Vec::new();
+    for _ in 0..OPENSSL_SAMPLE.min(requests.len()) {
+        sample.push(&requests[(rng.next() % requests.len() as u64) as usize]);
+    }
+    let mut checked = 0;
+    for (key, s) in sample {
+        if let Snap::Request {
+            certificate: Some(cert),
+            ca: Some(ca),
+            ..
+        } = s
+        {
+            let name = key.replace('/', "_");
+            let ca_pem = String::from_utf8_lossy(&decode_b64(ca)).into_owned();
+            let leaf_pem = String::from_utf8_lossy(&decode_b64(cert)).into_owned();
+            match openssl_verify(a.dir, &name, &ca_pem, &leaf_pem) {
+                Ok(()) => checked += 1,
+                Err(e) => verify_failures.push(format!("{key}: openssl verify: {e}")),
+            }
+        }
+    }
+    verdicts.push(verdict(
+        "every leaf verifies against its issuer's CA",
+        format!(
+            "{} leaves checked with ring, {checked} with openssl verify; by issuer {by_signer:?}",
+            signer_of.len()
+        ),
+        verify_failures,
+    ));
+
+    // 4. Exactly one successful status write carrying a certificate.
+    let mut writes: HashMap<String, usize> = HashMap::new();
+    for r in a.request_log {
+        if r.user == ISSUER_USER
+            && r.resource == "certificaterequests"
+            && r.subresource == "status"
+            && matches!(r.verb.as_str(), "patch" | "update")
+            && (200..300).contains(&r.code)
+        {
+            *writes
+                .entry(format!("{}/{}", r.namespace, r.name))
+                .or_default() += 1;
+        }
+    }
+    let mut failures = Vec::new();
+    let mut total_writes = 0;
+    let mut extra_writes = 0;
+    for (key, _) in &requests {
+        let history = by
+            .get(&("certificaterequest", (*key).clone()))
+            .cloned()
+            .unwrap_or_default();
+        let logged = writes.get(*key).copied().unwrap_or(0);
+        total_writes += logged;
+        extra_writes += logged.saturating_sub(1);
+        failures.extend(status_write_problems(key, &history, logged));
+    }
+    if a.request_log.len() >= 200_000 {
+        failures.push(format!(
+            "the request log is full ({} entries): older writes may be missing",
+            a.request_log.len()
+        ));
+    }
+    verdicts.push(verdict(
+        "exactly one successful status write carrying a certificate per request",
+        format!(
+            "{total_writes} successful issuer status writes in the request log ({extra_writes} besides the issuing ones, e.g. Pending), each matched to the history"
+        ),
+        failures,
+    ));
+
+    // 5. No CA key lost or replaced without a rotation step.
+    let mut failures = Vec::new();
+    let mut steps: BTreeMap<String, (usize, usize)> = BTreeMap::new();
+    for i in a.issuers {
+        let history = by
+            .get(&("secret", i.secret_key()))
+            .cloned()
+            .unwrap_or_default();
+        let (problems, publish, switch) =
+            ca_secret_problems(&i.id(), i.namespace.is_none(), &history);
+        failures.extend(problems);
+        if publish + switch > 0 {
+            steps.insert(i.id(), (publish, switch));
+        }
+    }
+    let rotated = issuer_id("ClusterCAIssuer", "", ROTATED);
+    let rotated_steps = steps.get(&rotated).copied().unwrap_or_default();
+    if rotated_steps != (1, 1) {
+        failures.push(format!(
+            "{rotated}: {} publish and {} switch steps recorded, expected 1 and 1",
+            rotated_steps.0, rotated_steps.1
+        ));
+    }
+    for (id, s) in &steps {
+        if *id != rotated {
+            failures.push(format!("{id}: rotated ({s:?}) without being asked"));
+        }
+    }
+    let final_signing = match a
+        .final_state
+        .get(&("secret", format!("{CLUSTER_NS}/{ROTATED}-ca")))
+    {
+        Some(Snap::CaSecret {
+            signing: Some(s), ..
+        }) => capstan_pki::fingerprint(s),
+        _ => String::new(),
+    };
+    if final_signing == a.original_ca {
+        failures.push(format!("{rotated}: still signs with its original CA"));
+    }
+    verdicts.push(verdict(
+        "no CA key lost or replaced without a rotation step",
+        format!(
+            "{} CA Secrets followed; {rotated}: {} publish, {} switch",
+            a.issuers.len(),
+            rotated_steps.0,
+            rotated_steps.1
+        ),
+        failures,
+    ));
+
+    // 6. No leaf signed by a CA missing from the published bundle then.
+    let mut failures = Vec::new();
+    let mut checked = 0;
+    for (key, s) in &requests {
+        let Snap::Request { issuer, .. } = s else {
+            continue;
+        };
+        let Some(signer) = signer_of.get(*key) else {
+            continue;
+        };
+        let history = by
+            .get(&("certificaterequest", (*key).clone()))
+            .cloned()
+            .unwrap_or_default();
+        let Some(issued_rv) = history.iter().find_map(|e| match &e.snap {
+            Snap::Request {
+                certificate: Some(_),
+                ..
+            } => Some(e.rv),
+            _ => None,
+        }) else {
+            continue;
+        };
+        let secret = by
+            .get(&("secret", secret_of[issuer].clone()))
+            .cloned()
+            .unwrap_or_default();
+        checked += 1;
+        match bundle_before(&secret, issued_rv) {
+            Some(b) if b.contains(signer) => {}
+            Some(_) => failures.push(format!(
+                "{key}: signed by {signer}, which was not in {issuer}'s published bundle when the certificate was written (rv {issued_rv})"
+            )),
+            None => failures.push(format!(
+                "{key}: no CA Secret of {issuer} existed when the certificate was written (rv {issued_rv})"
+            )),
+        }
+    }
+    verdicts.push(verdict(
+        "no leaf signed by a CA missing from the published bundle",
+        format!("{checked} leaves checked against the bundle at their signing"),
+        failures,
+    ));
+
+    // 7. The rotation reached every target ConfigMap.
+    let mut failures = Vec::new();
+    let new_ca = final_signing;
+    for t in a.targets {
+        let history = by
+            .get(&("configmap", t.clone()))
+            .cloned()
+            .unwrap_or_default();
+        let had_new = history.iter().any(|e| {
+            matches!(&e.snap, Snap::Target { bundle: Some(b) } if b.contains(&new_ca) && b.contains(a.original_ca))
+        });
+        if !had_new {
+            failures.push(format!("ConfigMap {t} never held both the old and new CA"));
+        }
+    }
+    verdicts.push(verdict(
+        "the rotation reaches every target ConfigMap",
+        format!("{} ConfigMaps in {TEAMS} namespaces", a.targets.len()),
+        failures,
+    ));
+
+    // 8. Every opted-in workload rolled exactly once per content change.
+    let mut failures = Vec::new();
+    let mut total_rolls = 0;
+    for w in a.workloads {
+        let history = by
+            .get(&("deployment", w.clone()))
+            .cloned()
+            .unwrap_or_default();
+        let baseline_rv = history.iter().find_map(|e| match &e.snap {
+            Snap::Workload {
+                baseline: Some(_), ..
+            } => Some(e.rv),
+            _ => None,
+        });
+        let cm = history.iter().find_map(|e| match &e.snap {
+            Snap::Workload {
+                volume_config_map: Some(c),
+                ..
+            } => Some(c.clone()),
+            _ => None,
+        });
+        let (Some(baseline_rv), Some(cm)) = (baseline_rv, cm) else {
+            failures.push(format!(
+                "Deployment {w}: no baseline or no ConfigMap volume"
+            ));
+            continue;
+        };
+        let ns = w.split('/').next().unwrap_or_default();
+        let mut last: Option<&Option<BTreeSet<String>>> = None;
+        let mut changes = 0;
+        for e in by
+            .get(&("configmap", format!("{ns}/{cm}")))
+            .cloned()
+            .unwrap_or_default()
+        {
+            if let Snap::Target { bundle } = &e.snap {
+                if e.rv > baseline_rv && last.is_some_and(|l| l != bundle) {
+                    changes += 1;
+                }
+                last = Some(bundle);
+            }
+        }
+        let mut rolls = 0;
+        let mut hash: Option<&Option<String>> = None;
+        for e in &history {
+            if let Snap::Workload { template_hash, .. } = &e.snap {
+                if hash.is_some_and(|h| h != template_hash) {
+                    rolls += 1;
+                }
+                hash = Some(template_hash);
+            }
+        }
+        total_rolls += rolls;
+        if rolls != changes {
+            failures.push(format!(
+                "Deployment {w}: rolled {rolls} times for {changes} content changes of ConfigMap {ns}/{cm}"
+            ));
+        }
+    }
+    verdicts.push(verdict(
+        "every opted-in workload rolls exactly once per content change",
+        format!("{} Deployments, {total_rolls} rollouts", a.workloads.len()),
+        failures,
+    ));
+
+    // 9. Kills happened; every checked restart converged; nothing exited on its own.
+    let mut failures = Vec::new();
+    let mut detail = Vec::new();
+    let mut kills = 0;
+    for (name, log) in a.crash_logs {
+        kills += log.kills;
+        let slowest = log.converged.iter().max().copied().unwrap_or_default();
+        detail.push(format!(
+            "{name}: {} kills, {} restarts converged (slowest {:.1} s), {} killed again early",
+            log.kills,
+            log.converged.len(),
+            slowest.as_secs_f64(),
+            log.killed_early
+        ));
+        failures.extend(log.not_converged.iter().cloned());
+        failures.extend(log.exited.iter().cloned());
+    }
+    if kills < a.min_kills {
+        failures.push(format!("only {kills} kills, {} wanted", a.min_kills));
+    }
+    verdicts.push(verdict(
+        "after each SIGKILL and restart the state converges",
+        detail.join("; "),
+        failures,
+    ));
+    verdicts
+}
+
+// ---------------------------------------------------------------------------
+// The checks themselves, on made-up histories: each invariant can fail.
+
+/// A CA of `algorithm` named `name`, and a leaf it signed.
+fn ca_and_leaf(name: &str, algorithm: capstan_pki::KeyAlgorithm) -> (Vec<u8>, Vec<u8>) {
+    let now = time::OffsetDateTime::now_utc();
+    let ca = capstan_pki::generate_ca(
+        &capstan_pki::CaSpec {
+            common_name: name.into(),
+            organization: None,
+            algorithm,
+            lifetime: Duration::from_secs(86_400),
+        },
+        now,
+    )
+    .unwrap();
+    let signing = capstan_pki::SigningCa::from_pem(
+        ca.cert_pem.as_bytes(),
+        ca.key.expose().as_bytes(),
+        None,
+        now,
+    )
+    .unwrap();
+    let key = rcgen::KeyPair::generate().unwrap();
+    let csr = rcgen::CertificateParams::new(vec!["leaf.svc".to_owned()])
+        .unwrap()
+        .serialize_request(&key)
+        .unwrap()
+        .pem()
+        .unwrap();
+    let policy = capstan_pki::LeafPolicy {
+        default_duration: Duration::from_secs(3600),
+        max_duration: Duration::from_secs(86_400),
+        allowed_usages: vec![],
+        permitted_dns_domains: vec![],
+        permitted_ip_ranges: vec![],
+    };
+    let leaf = signing
+        .sign(
+            &capstan_pki::parse_csr(csr.as_bytes()).unwrap(),
+            &capstan_pki::LeafRequest::default(),
+            &policy,
+            now,
+        )
+        .unwrap();
+    (
+        certificates(ca.cert_pem.as_bytes()).remove(0),
+        certificates(leaf.certificate_pem.as_bytes()).remove(0),
+    )
+}
+
+#[test]
+fn a_leaf_verifies_only_against_the_ca_whose_key_signed_it() {
+    use capstan_pki::KeyAlgorithm::{EcdsaP256, EcdsaP384, Ed25519, Rsa2048};
+    for alg in [EcdsaP256, EcdsaP384, Ed25519, Rsa2048] {
+        let (ca, leaf) = ca_and_leaf("same name", alg);
+        // Same subject, other key: only the signature tells them apart.
+        let (impostor, _) = ca_and_leaf("same name", alg);
+        let (other_name, _) = ca_and_leaf("other name", alg);
+        assert_eq!(signed_by(&leaf, &ca), Ok(true), "{alg:?}");
+        assert_eq!(signed_by(&leaf, &impostor), Ok(false), "{alg:?}");
+        assert_eq!(signed_by(&leaf, &other_name), Ok(false), "{alg:?}");
+        assert!(signed_by(&leaf[..leaf.len() / 2], &ca).is_err());
+    }
+}
+
+fn ev(rv: u64, snap: Snap) -> Ev {
+    Ev {
+        rv,
+        kind: "test",
+        key: "ns/x".into(),
+        deleted: false,
+        snap,
+    }
+}
+
+fn request(approved: bool, ready: Option<&str>, certificate: Option<&str>) -> Snap {
+    Snap::Request {
+        issuer: "ClusterCAIssuer/a".into(),
+        approved,
+        ready: ready.map(str::to_owned),
+        certificate: certificate.map(str::to_owned),
+        ca: None,
+        status: json!({"approved": approved, "ready": ready, "certificate": certificate}),
+    }
+}
+
+#[test]
+fn status_writes_are_matched_to_the_history() {
+    let created = ev(1, request(false, None, None));
+    let approved = ev(2, request(true, None, None));
+    let pending = ev(3, request(true, Some("False"), None));
+    let issued = ev(4, request(true, Some("True"), Some("leaf-1")));
+    let good = [&created, &approved, &pending, &issued];
+    assert_eq!(
+        status_write_problems("ns/x", &good, 2),
+        Vec::<String>::new()
+    );
+    // A write the history does not show (it changed nothing).
+    assert_eq!(status_write_problems("ns/x", &good, 3).len(), 1);
+    // Signed twice.
+    let again = ev(5, request(true, Some("True"), Some("leaf-2")));
+    let twice = [&created, &approved, &issued, &again];
+    let problems = status_write_problems("ns/x", &twice, 2);
+    assert!(
+        problems.iter().any(|p| p.contains("signed twice")),
+        "{problems:?}"
+    );
+    // Never issued.
+    let stuck = [&created, &approved, &pending];
+    assert!(
+        status_write_problems("ns/x", &stuck, 1)[0].contains("0 status writes set a certificate")
+    );
+    // Touched after issuance.
+    let flipped = ev(5, request(true, Some("False"), Some("leaf-1")));
+    let after = [&created, &approved, &issued, &flipped];
+    assert!(
+        status_write_problems("ns/x", &after, 2)
+            .iter()
+            .any(|p| p.contains("after the certificate was set"))
+    );
+}
+
+fn ca_secret(key: &str, next_key: Option<&str>, bundle: &[&str]) -> Snap {
+    Snap::CaSecret {
+        key: Some(key.into()),
+        next_key: next_key.map(str::to_owned),
+        signing: None,
+        next: None,
+        bundle: bundle.iter().map(|b| (*b).to_owned()).collect(),
+        certs: BTreeMap::new(),
+    }
+}
+
+#[test]
+fn a_ca_key_may_change_only_through_a_published_next_key() {
+    let created = ev(1, ca_secret("k1", None, &["c1"]));
+    let published = ev(2, ca_secret("k1", Some("k2"), &["c1", "c2"]));
+    let switched = ev(3, ca_secret("k2", None, &["c1", "c2"]));
+    let rotation = [&created, &published, &switched];
+    assert_eq!(ca_secret_problems("a", true, &rotation), (Vec::new(), 1, 1));
+    // The same steps on a user's CA Secret: a replaced key.
+    assert_eq!(ca_secret_problems("a", false, &rotation).0.len(), 1);
+    // A key replaced out of the blue.
+    let replaced = ev(2, ca_secret("k9", None, &["c1"]));
+    let (problems, _, _) = ca_secret_problems("a", true, &[&created, &replaced]);
+    assert!(
+        problems[0].contains("without a rotation step"),
+        "{problems:?}"
+    );
+    // A published next key lost before it signs.
+    let lost = ev(3, ca_secret("k1", None, &["c1", "c2"]));
+    let (problems, _, _) = ca_secret_problems("a", true, &[&created, &published, &lost]);
+    assert!(problems[0].contains("vanished"), "{problems:?}");
+    // A CA dropped from the bundle too early.
+    let dropped = ev(4, ca_secret("k2", None, &["c2"]));
+    let (problems, _, _) =
+        ca_secret_problems("a", true, &[&created, &published, &switched, &dropped]);
+    assert!(problems[0].contains("left the bundle"), "{problems:?}");
+    // Deleted.
+    let mut gone = ev(2, ca_secret("k1", None, &["c1"]));
+    gone.deleted = true;
+    let (problems, _, _) = ca_secret_problems("a", true, &[&created, &gone]);
+    assert!(problems[0].contains("deleted"), "{problems:?}");
+}
+
+#[test]
+fn the_bundle_at_signing_is_the_one_just_before() {
+    let one = ev(10, ca_secret("k1", None, &["c1"]));
+    let two = ev(20, ca_secret("k1", Some("k2"), &["c1", "c2"]));
+    let history = [&one, &two];
+    assert_eq!(bundle_before(&history, 15).map(BTreeSet::len), Some(1));
+    assert_eq!(bundle_before(&history, 21).map(BTreeSet::len), Some(2));
+    assert_eq!(bundle_before(&history, 5), None);
+}
+
+#[test]
+fn an_exit_reason_names_the_error_and_its_cause() {
+    let logs: Vec<String> = [
+        "2026-12-01T07:30:13Z  INFO serving",
+        "Error: starting leader election",
+        "",
+        "Caused by:",
+        "    0: Kube error: ApiError: Conflict",
+        "    1: more",
+    ]
+    .map(String::from)
+    .to_vec();
+    assert_eq!(
+        exit_reason(&logs),
+        "Error: starting leader election / 0: Kube error: ApiError: Conflict"
+    );
+}
+
+/// A client authenticating as `user` (a `system:masters` member).
+async fn client_as(server: &TestApiServer, dir: &Path, user: &str) -> kube::Client {
+    let token = format!("{user}-token");
+    server
+        .add_token(&token, UserInfo::new(user, &["system:masters"]))
+        .unwrap();
+    let path = dir.join(format!("{user}.kubeconfig"));
+    kubeconfig::write(&path, server.url(), server.ca_pem(), &token).unwrap();
+    let config = kube::Config::from_custom_kubeconfig(
+        kube::config::Kubeconfig::read_from(&path).unwrap(),
+        &kube::config::KubeConfigOptions::default(),
+    )
+    .await
+    .unwrap();
+    kube::Client::try_from(config).unwrap()
+}
+
+/// How long a watch of ConfigMaps stays open, at most `limit`.
+async fn watch_lifetime(client: kube::Client, limit: Duration) -> Duration {
+    let api = Api::<ConfigMap>::namespaced(client, "default");
+    let started = Instant::now();
+    let stream = api
+        .watch(&WatchParams::default().timeout(30), "0")
+        .await
+        .unwrap();
+    futures::pin_mut!(stream);
+    let _ = tokio::time::timeout(limit, async { while stream.next().await.is_some() {} }).await;
+    started.elapsed()
+}
+
+#[tokio::test]
+async fn time_cut_watches_end_for_everyone_but_exempt_users() {
+    let server = TestApiServer::builder()
+        .faults(Faults {
+            watch_cut_after_ms: Some(400),
+            exempt_users: vec!["admin".into()],
+            ..Faults::default()
+        })
+        .start()
+        .await
+        .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let controller = client_as(&server, dir.path(), "controller").await;
+    let cut = watch_lifetime(controller, Duration::from_secs(20)).await;
+    assert!(
+        cut >= Duration::from_millis(400) && cut < Duration::from_secs(10),
+        "a controller's watch should end about 400 ms after it opens, took {cut:?}"
+    );
+    let admin = watch_lifetime(server.client().await.unwrap(), Duration::from_secs(2)).await;
+    assert!(
+        admin >= Duration::from_secs(2),
+        "the exempt admin's watch ended after {admin:?}"
+    );
+    // Changed at run time: the controller's watches are no longer cut.
+    server.faults().update(|f| f.watch_cut_after_ms = None);
+    let controller = client_as(&server, dir.path(), "controller-2").await;
+    let uncut = watch_lifetime(controller, Duration::from_secs(2)).await;
+    assert!(uncut >= Duration::from_secs(2), "ended after {uncut:?}");
+}
