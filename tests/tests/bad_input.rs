@@ -350,6 +350,16 @@ async fn every_bad_input_is_reported_and_blocks_nothing() {
             expect: Expect::Failed(&["RSA-PSS", "not supported"]),
         },
         Case {
+            name: "rsa-16384",
+            csr: pem::encode(&pem::Pem::new(
+                "CERTIFICATE REQUEST",
+                rsa_csr_with_modulus_bits(16_384),
+            ))
+            .into_bytes(),
+            extra_spec: "",
+            expect: Expect::Failed(&["RSA key has 16384 bits", "at most 8192"]),
+        },
+        Case {
             name: "huge-pem",
             csr: huge,
             extra_spec: "",
@@ -523,7 +533,18 @@ async fn every_bad_input_is_reported_and_blocks_nothing() {
     env.tls_secret("garbage", b"garbage, not PEM", b"\x00\x01binary junk")
         .await;
     env.tls_secret("key-as-cert", &ca_key, &ca_key).await;
-    let secret_cases: [(&str, &str, &[&str]); 5] = [
+    env.tls_secret(
+        "garbage-key",
+        &valid_ca,
+        b"-----BEGIN PRIVATE KEY-----\nAAAA\n-----END PRIVATE KEY-----\n",
+    )
+    .await;
+    let secret_cases: [(&str, &str, &[&str]); 6] = [
+        (
+            "garbage-key",
+            "InvalidKeyPair",
+            &["tls.key", "not a usable private key"],
+        ),
         ("mismatch", "InvalidKeyPair", &["does not match"]),
         ("expired", "CAExpired", &["expired"]),
         ("not-ca", "InvalidKeyPair", &["is not a CA", "CA:FALSE"]),
@@ -579,6 +600,30 @@ async fn every_bad_input_is_reported_and_blocks_nothing() {
     env.wait_ready(&["certificaterequest", "good-after", "-n", NS], "True")
         .await;
 
+    // A self-managed CA asked to live 11,000 years: refused with the limit,
+    // not generated with a lifetime that wrapped around.
+    env.kubectl_stdin(
+        "apply",
+        &format!("apiVersion: capstan.dev/v1alpha1\nkind: CAIssuer\nmetadata:\n  name: absurd-lifetime\n  namespace: {NS}\nspec:\n  selfManaged:\n    secretName: absurd-lifetime\n    duration: 100000000h\n"),
+    )
+    .await;
+    let absurd = env
+        .wait_ready(&["caissuer", "absurd-lifetime", "-n", NS], "False")
+        .await;
+    let (_, reason, message) = ready(&absurd).unwrap();
+    assert!(
+        message.contains("100000000h") && message.contains("longer than"),
+        "absurd-lifetime: {reason}: {message}"
+    );
+    assert!(
+        env.get_json(&["secret", "absurd-lifetime", "-n", NS])
+            .await
+            .is_none(),
+        "no CA was generated"
+    );
+    println!("issuer absurd-lifetime: {reason}: {message}");
+    checked += 1;
+
     // The issuer never exited, and it is the same process.
     let mut issuer_process = env.issuer;
     assert!(issuer_process.is_running(), "the issuer exited");
@@ -587,4 +632,62 @@ async fn every_bad_input_is_reported_and_blocks_nothing() {
     assert!(!logs.contains("panicked"), "{logs}");
     assert!(!logs.contains("PRIVATE KEY"), "key material in logs");
     println!("{checked} bad inputs checked, each beside a good request that was Issued");
+}
+
+/// Minimal DER writer for the hand-made request below.
+fn tlv(tag: u8, content: &[u8]) -> Vec<u8> {
+    let mut out = vec![tag];
+    let len = content.len();
+    if len < 0x80 {
+        out.push(u8::try_from(len).unwrap());
+    } else {
+        let bytes: Vec<u8> = len
+            .to_be_bytes()
+            .into_iter()
+            .skip_while(|b| *b == 0)
+            .collect();
+        out.push(0x80 | u8::try_from(bytes.len()).unwrap());
+        out.extend(bytes);
+    }
+    out.extend_from_slice(content);
+    out
+}
+
+/// A PKCS#10 request with a `bits`-bit RSA modulus and a junk signature
+/// (openssl would take minutes to make a real 16384-bit key; the size is
+/// refused before the signature is looked at, so the junk never matters).
+fn rsa_csr_with_modulus_bits(bits: usize) -> Vec<u8> {
+    const RSA_ENCRYPTION: [u8; 9] = [0x2a, 0x86, 0x48, 0x86, 0xf7, 0x0d, 0x01, 0x01, 0x01];
+    const SHA256_WITH_RSA: [u8; 9] = [0x2a, 0x86, 0x48, 0x86, 0xf7, 0x0d, 0x01, 0x01, 0x0b];
+    let mut modulus = vec![0u8];
+    modulus.extend(vec![0xffu8; bits / 8]);
+    let key = tlv(
+        0x30,
+        &[tlv(0x02, &modulus), tlv(0x02, &[0x01, 0x00, 0x01])].concat(),
+    );
+    let alg = |oid: &[u8]| tlv(0x30, &[tlv(0x06, oid), vec![0x05, 0x00]].concat());
+    let spki = tlv(
+        0x30,
+        &[
+            alg(&RSA_ENCRYPTION),
+            tlv(0x03, &[&[0u8][..], &key].concat()),
+        ]
+        .concat(),
+    );
+    let cn = tlv(
+        0x30,
+        &[tlv(0x06, &[0x55, 0x04, 0x03]), tlv(0x0c, b"huge")].concat(),
+    );
+    let info = tlv(
+        0x30,
+        &[
+            tlv(0x02, &[0]),
+            tlv(0x30, &tlv(0x31, &cn)),
+            spki,
+            vec![0xa0, 0x00],
+        ]
+        .concat(),
+    );
+    let signature = tlv(0x03, &[&[0u8][..], &vec![0x42u8; bits / 8]].concat());
+    tlv(0x30, &[info, alg(&SHA256_WITH_RSA), signature].concat())
 }
