@@ -438,9 +438,9 @@ spec:
         self.write(&format!("{name}.crt"), &chain)
     }
 
-    /// Events (reason, kind/name, namespace, lastTimestamp) in the order
-    /// `kubectl get events -A --sort-by=.lastTimestamp` prints them.
-    async fn sorted_events(&self) -> Vec<(String, String, String, String)> {
+    /// Events (reason, kind/name, namespace, lastTimestamp, count) in the
+    /// order `kubectl get events -A --sort-by=.lastTimestamp` prints them.
+    async fn sorted_events(&self) -> Vec<(String, String, String, String, u64)> {
         let out = self
             .kubectl
             .run_ok(&[
@@ -469,17 +469,21 @@ spec:
                     ),
                     s(&e["involvedObject"]["namespace"]),
                     s(&e["lastTimestamp"]),
+                    e["count"].as_u64().unwrap_or(1),
                 )
             })
             .collect()
     }
 
-    async fn count_events(&self, reason: &str, object: &str) -> usize {
+    /// How many times `reason` was recorded on `object` (rows, and the
+    /// repeats folded into a row's count).
+    async fn count_events(&self, reason: &str, object: &str) -> u64 {
         self.sorted_events()
             .await
             .iter()
-            .filter(|(r, o, _, _)| r == reason && o == object)
-            .count()
+            .filter(|(r, o, _, _, _)| r == reason && o == object)
+            .map(|e| e.4)
+            .sum()
     }
 }
 
@@ -680,15 +684,12 @@ metadata:
             assert!(ok, "{leaf} against {target:?}: {out}");
         }
     }
-    let (ok, _) = story.verifies(&after, &{
-        let secret = Api::<Secret>::namespaced(client.clone(), "certs")
-            .get("monitoring-ca")
-            .await
-            .unwrap();
-        let data = secret.data.unwrap();
-        let tls = String::from_utf8(data["tls.crt"].0.clone()).unwrap();
-        tls
-    });
+    let secret = Api::<Secret>::namespaced(client.clone(), "certs")
+        .get("monitoring-ca")
+        .await
+        .unwrap();
+    let signing = String::from_utf8(secret.data.unwrap()["tls.crt"].0.clone()).unwrap();
+    let (ok, _) = story.verifies(&after, &signing);
     assert!(ok, "the renewed leaf is signed by the issuer's current CA");
     assert_ne!(first, second);
 
@@ -741,7 +742,7 @@ metadata:
             .iter()
             .enumerate()
             .skip(from)
-            .find(|(_, (r, o, _, _))| r == reason && object.is_none_or(|x| x == o))
+            .find(|(_, (r, o, _, _, _))| r == reason && object.is_none_or(|x| x == o))
             .map(|(i, e)| (i, e.3.clone()))
             .unwrap_or_else(|| panic!("no {reason} {object:?} after row {from}:\n{table}"))
     };
@@ -755,9 +756,9 @@ metadata:
     let mut last_update = started.1.clone();
     for (ns, name) in targets() {
         let object = format!("ConfigMap/{name}");
-        let (_, _, _, at) = events
+        let (_, _, _, at, _) = events
             .iter()
-            .rfind(|(r, o, n, _)| r == "ConfigMapUpdated" && *o == object && *n == ns)
+            .rfind(|(r, o, n, _, _)| r == "ConfigMapUpdated" && *o == object && *n == ns)
             .unwrap_or_else(|| panic!("no ConfigMapUpdated for {ns}/{name}:\n{table}"));
         assert!(
             *at >= started.1,

@@ -8,9 +8,11 @@ use std::time::Duration;
 
 use capstan_tests::apiserver::auth::UserInfo;
 use capstan_tests::apiserver::{TestApiServer, kubeconfig};
-use capstan_tests::harness::{Kubectl, RunningBinary, await_condition, workspace_binary};
-use k8s_openapi::api::apps::v1::{Deployment, StatefulSet};
-use k8s_openapi::api::core::v1::{ConfigMap, Namespace, Secret};
+use capstan_tests::harness::{
+    Kubectl, RunningBinary, await_condition, strip_ansi, workspace_binary,
+};
+use k8s_openapi::api::apps::v1::{DaemonSet, Deployment, StatefulSet};
+use k8s_openapi::api::core::v1::{ConfigMap, Event, Namespace, Secret};
 use kube::api::{Api, Patch, PatchParams, PostParams};
 use serde_json::json;
 
@@ -19,7 +21,7 @@ const POLL: Duration = Duration::from_millis(100);
 const HASH: &str = "capstan.dev/config-hash";
 
 struct Env {
-    _server: TestApiServer,
+    server: TestApiServer,
     client: kube::Client,
     kubectl: Kubectl,
     rotator: RunningBinary,
@@ -27,8 +29,14 @@ struct Env {
 }
 
 async fn start(extra: &[&str]) -> Env {
+    start_with(Duration::from_millis(500), "2s", extra).await
+}
+
+/// A server whose rollouts take `rollout_delay`, and the rotator with
+/// `--restart-debounce debounce` and `extra` arguments.
+async fn start_with(rollout_delay: Duration, debounce: &str, extra: &[&str]) -> Env {
     let server = TestApiServer::builder()
-        .rollout_delay(Duration::from_millis(500))
+        .rollout_delay(rollout_delay)
         .start()
         .await
         .unwrap();
@@ -58,7 +66,7 @@ async fn start(extra: &[&str]) -> Env {
         "--leader-election-namespace",
         "default",
         "--restart-debounce",
-        "2s",
+        debounce,
     ];
     args.extend_from_slice(extra);
     let rotator = RunningBinary::start(
@@ -80,7 +88,7 @@ async fn start(extra: &[&str]) -> Env {
         .await
         .unwrap();
     Env {
-        _server: server,
+        server,
         client,
         kubectl,
         rotator,
@@ -233,23 +241,23 @@ async fn changed_content_rolls_opted_in_workloads_once_per_window() {
         "exactly one template change"
     );
 
-    // Three objects changed inside one window: one rollout naming all three.
-    env.set_secret("tls", "v3").await;
-    env.set_secret("token", "v2").await;
+    // A ConfigMap change rolls the Deployment again, and the StatefulSet
+    // (Reloader's annotation), which uses only the ConfigMap.
     env.set_ca("v2").await;
-    let events = env
-        .wait_events("because ConfigMap/ca, Secret/tls, Secret/token changed", 1)
-        .await;
-    assert_eq!(events.matches("RolloutTriggered").count(), 2, "{events}");
-    let after_three = env.deployment().await;
-    assert_eq!(after_three.metadata.generation, generation.map(|g| g + 2));
-
-    // The StatefulSet (Reloader's annotation) rolled for the ConfigMap only.
+    env.wait_events(
+        "Restarting Deployment/web -n apps because ConfigMap/ca changed",
+        1,
+    )
+    .await;
     env.wait_events(
         "Restarting StatefulSet/prometheus -n apps because ConfigMap/ca changed",
         1,
     )
     .await;
+    assert_eq!(
+        env.deployment().await.metadata.generation,
+        generation.map(|g| g + 2)
+    );
 
     // A metadata-only change rolls nothing: change a label, then make a real
     // change elsewhere and wait for that one; the label caused no rollout.
@@ -273,11 +281,12 @@ async fn dry_run_changes_nothing_and_says_what_it_would_do() {
     env.create_sources().await;
     env.create_workloads(json!({"capstan.dev/restart-on-change": "true"}))
         .await;
-    // Change only once the rotator knows the content and its watch of the
-    // Secret runs (the first metadata event for it has been checked).
+    // Change only once the rotator knows the content (it says so once it
+    // has read every source of the workload). A change seen later, by the
+    // watch or by its first list, is a change.
     env.rotator
         .wait_for_log(WAIT, |line| {
-            line.contains("source content checked") && line.contains("Secret/tls")
+            line.contains("watching the sources of Deployment/web -n apps")
         })
         .await
         .unwrap();
@@ -297,4 +306,260 @@ async fn dry_run_changes_nothing_and_says_what_it_would_do() {
         "dry run writes nothing, not even a baseline"
     );
     assert_eq!(d.metadata.generation, Some(1));
+}
+
+/// How many times `reason` was recorded on `workload` (`Kind/name`),
+/// counting the repeats folded into one row, and the messages.
+async fn recorded(env: &Env, reason: &str, workload: &str) -> (u64, Vec<String>) {
+    let list = Api::<Event>::namespaced(env.client.clone(), "apps")
+        .list(&Default::default())
+        .await
+        .unwrap();
+    let matching: Vec<Event> = list
+        .items
+        .into_iter()
+        .filter(|e| e.reason.as_deref() == Some(reason))
+        .filter(|e| {
+            format!(
+                "{}/{}",
+                e.involved_object.kind.as_deref().unwrap_or_default(),
+                e.involved_object.name.as_deref().unwrap_or_default()
+            ) == workload
+        })
+        .collect();
+    let count = matching
+        .iter()
+        .map(|e| u64::try_from(e.count.unwrap_or(1)).unwrap_or(1))
+        .sum();
+    (
+        count,
+        matching.into_iter().filter_map(|e| e.message).collect(),
+    )
+}
+
+/// Waits until `reason` was recorded `count` times on `workload`.
+async fn wait_recorded(env: &Env, reason: &str, workload: &str, count: u64) {
+    let found = await_condition(
+        &format!("{count} {reason} on {workload}"),
+        WAIT,
+        POLL,
+        || async { (recorded(env, reason, workload).await.0 >= count).then_some(()) },
+    )
+    .await;
+    if let Err(e) = found {
+        panic!(
+            "{e}\nevents:\n{}\nrotator logs:\n{}",
+            env.events().await,
+            env.rotator.logs().join("\n")
+        );
+    }
+}
+
+#[tokio::test]
+async fn three_changes_in_one_window_roll_once() {
+    // A window far longer than the three writes take, so the test does not
+    // depend on how fast they land.
+    let env = start_with(Duration::from_millis(500), "10s", &[]).await;
+    env.create_sources().await;
+    env.create_workloads(json!({"capstan.dev/restart-on-change": "true"}))
+        .await;
+    await_condition("a baseline hash", WAIT, POLL, || async {
+        baseline(&env.deployment().await)
+    })
+    .await
+    .unwrap();
+    let generation = env.deployment().await.metadata.generation;
+    tokio::join!(
+        env.set_secret("tls", "v2"),
+        env.set_secret("token", "v2"),
+        env.set_ca("v2"),
+    );
+    env.wait_events(
+        "Restarting Deployment/web -n apps because ConfigMap/ca, Secret/tls, Secret/token changed",
+        1,
+    )
+    .await;
+    wait_recorded(&env, "RolloutCompleted", "Deployment/web", 1).await;
+    assert_eq!(
+        env.deployment().await.metadata.generation,
+        generation.map(|g| g + 1),
+        "one template change for three objects"
+    );
+    let rolls = recorded(&env, "RolloutTriggered", "Deployment/web").await;
+    assert_eq!(rolls.0, 1, "{rolls:?}");
+}
+
+#[tokio::test]
+async fn failed_reads_and_patches_are_retried_and_roll_once() {
+    let env = start_with(Duration::from_millis(500), "4s", &[]).await;
+    env.create_sources().await;
+    env.create_workloads(json!({"capstan.dev/restart-on-change": "true"}))
+        .await;
+    await_condition("a baseline hash", WAIT, POLL, || async {
+        baseline(&env.deployment().await)
+    })
+    .await
+    .unwrap();
+    let generation = env.deployment().await.metadata.generation;
+    let errors_on = |env: &Env| {
+        env.server.faults().update(|f| {
+            f.error_rate = 1.0;
+            f.error_codes = vec![500];
+            f.exempt_users = vec!["admin".to_owned()];
+        });
+    };
+    let count_logs = |needle: &str| {
+        env.rotator
+            .logs()
+            .iter()
+            .filter(|l| strip_ansi(l).contains(needle))
+            .count()
+    };
+
+    // 1. The fetch of the changed Secret fails, and so does its first
+    // retry; the change is not lost.
+    errors_on(&env);
+    env.set_secret("tls", "v2").await;
+    await_condition("two failed reads of Secret/tls", WAIT, POLL, || async {
+        (count_logs("reading Secret/tls -n apps") >= 2).then_some(())
+    })
+    .await
+    .unwrap_or_else(|e| panic!("{e}\n{}", env.rotator.logs().join("\n")));
+    env.server.faults().clear();
+    env.wait_events("because Secret/tls changed", 1).await;
+    env.wait_events("RolloutCompleted", 1).await;
+    assert_eq!(
+        env.deployment().await.metadata.generation,
+        generation.map(|g| g + 1)
+    );
+
+    // 2. The change is read, then every patch fails for a while; the
+    // restart waits and is applied once the errors stop.
+    let seen = count_logs("changed=true");
+    env.set_secret("token", "v2").await;
+    await_condition("the change of Secret/token read", WAIT, POLL, || async {
+        (count_logs("changed=true") > seen).then_some(())
+    })
+    .await
+    .unwrap_or_else(|e| panic!("{e}\n{}", env.rotator.logs().join("\n")));
+    errors_on(&env);
+    await_condition("two failed restarts", WAIT, POLL, || async {
+        (count_logs("could not restart; will try again") >= 2).then_some(())
+    })
+    .await
+    .unwrap_or_else(|e| panic!("{e}\n{}", env.rotator.logs().join("\n")));
+    env.server.faults().clear();
+    env.wait_events("because Secret/token changed", 1).await;
+    let rolled = await_condition("the second rollout", WAIT, POLL, || async {
+        let d = env.deployment().await;
+        (d.metadata.generation == generation.map(|g| g + 2)).then_some(d)
+    })
+    .await
+    .unwrap();
+    // Exactly once each: no later template change, one trigger per change.
+    wait_recorded(&env, "RolloutCompleted", "Deployment/web", 2).await;
+    let rolls = recorded(&env, "RolloutTriggered", "Deployment/web").await;
+    assert_eq!(rolls.0, 2, "{rolls:?}");
+    assert_eq!(
+        env.deployment().await.metadata.generation,
+        rolled.metadata.generation
+    );
+}
+
+#[tokio::test]
+async fn a_rollout_that_does_not_complete_in_time_is_reported() {
+    // Rollouts take a minute; the rotator waits three seconds.
+    let env = start_with(Duration::from_secs(60), "1s", &["--rollout-timeout", "3s"]).await;
+    env.create_sources().await;
+    env.create_workloads(json!({"capstan.dev/restart-on-change": "true"}))
+        .await;
+    await_condition("a baseline hash", WAIT, POLL, || async {
+        baseline(&env.deployment().await)
+    })
+    .await
+    .unwrap();
+    env.set_secret("tls", "v2").await;
+    let events = env
+        .wait_events(
+            "Gave up waiting for the rollout of Deployment/web -n apps after 3s",
+            1,
+        )
+        .await;
+    assert!(events.contains("RolloutTimedOut"), "{events}");
+    assert!(!events.contains("RolloutCompleted"), "{events}");
+}
+
+#[tokio::test]
+async fn daemon_sets_and_reloader_reload_lists_roll() {
+    let env = start(&[]).await;
+    env.create_sources().await;
+    let cms: Api<ConfigMap> = Api::namespaced(env.client.clone(), "apps");
+    let extra = json!({"metadata": {"name": "extra"}, "data": {"v": "1"}});
+    cms.create(
+        &PostParams::default(),
+        &serde_json::from_value(extra).unwrap(),
+    )
+    .await
+    .unwrap();
+    // A DaemonSet opted in with capstan's annotation; a Deployment with
+    // Reloader's name lists: Secret token (referenced) and ConfigMap extra
+    // (not referenced), but not Secret tls, which it mounts.
+    let ds = json!({"metadata": {"name": "node-exporter", "annotations": {"capstan.dev/restart-on-change": "true"}},
+        "spec": {"selector": {"matchLabels": {"app": "node-exporter"}},
+            "template": {"metadata": {"labels": {"app": "node-exporter"}}, "spec": {"containers": [{"name": "ne", "image": "ne"}],
+                "volumes": [{"name": "tls", "secret": {"secretName": "tls"}}]}}}});
+    Api::<DaemonSet>::namespaced(env.client.clone(), "apps")
+        .create(&PostParams::default(), &serde_json::from_value(ds).unwrap())
+        .await
+        .unwrap();
+    env.create_workloads(json!({
+        "secret.reloader.stakater.com/reload": "token",
+        "configmap.reloader.stakater.com/reload": "extra"
+    }))
+    .await;
+    await_condition("baseline hashes", WAIT, POLL, || async {
+        let ds = Api::<DaemonSet>::namespaced(env.client.clone(), "apps")
+            .get("node-exporter")
+            .await
+            .ok()?;
+        ds.metadata.annotations.as_ref()?.get(HASH)?;
+        baseline(&env.deployment().await)
+    })
+    .await
+    .unwrap();
+
+    // tls: the DaemonSet rolls; the Deployment, which does not list it,
+    // does not (the next change's message would name it if it had joined).
+    env.set_secret("tls", "v2").await;
+    env.wait_events(
+        "Restarting DaemonSet/node-exporter -n apps because Secret/tls changed",
+        1,
+    )
+    .await;
+    wait_recorded(&env, "RolloutCompleted", "DaemonSet/node-exporter", 1).await;
+    env.set_secret("token", "v2").await;
+    env.wait_events(
+        "Restarting Deployment/web -n apps because Secret/token changed",
+        1,
+    )
+    .await;
+    // extra: listed, not referenced, still restarts the Deployment.
+    let patch = json!({"data": {"v": "2"}});
+    cms.patch("extra", &PatchParams::default(), &Patch::Merge(&patch))
+        .await
+        .unwrap();
+    let events = env
+        .wait_events(
+            "Restarting Deployment/web -n apps because ConfigMap/extra changed",
+            1,
+        )
+        .await;
+    assert!(
+        !events.contains("Deployment/web -n apps because Secret/tls"),
+        "{events}"
+    );
+    let rolls = recorded(&env, "RolloutTriggered", "Deployment/web").await;
+    assert_eq!(rolls.0, 2, "{rolls:?}");
+    let ds_rolls = recorded(&env, "RolloutTriggered", "DaemonSet/node-exporter").await;
+    assert_eq!(ds_rolls.0, 1, "{ds_rolls:?}");
 }

@@ -984,3 +984,334 @@ spec:
     let bundle = env.get_json(&["cabundle", "corp"]).await.unwrap();
     assert!(bundle["status"].is_null(), "no status in dry run: {bundle}");
 }
+
+/// The Ready condition's message of a `CABundle` status.
+fn ready_message(status: &Value) -> String {
+    status["conditions"]
+        .as_array()
+        .and_then(|cs| cs.iter().find(|c| c["type"] == "Ready"))
+        .and_then(|c| c["message"].as_str())
+        .unwrap_or_default()
+        .to_owned()
+}
+
+#[tokio::test]
+async fn two_writers_on_one_key_do_not_fight_the_older_keeps_it() {
+    let env = start(false).await;
+    let root = env.ca("root");
+    let other = env.ca("other");
+    env.secret("certs", "root-ca", &[("ca.crt", "root.crt")])
+        .await;
+    env.secret("certs", "other-ca", &[("ca.crt", "other.crt")])
+        .await;
+    for ns in ["team-a", "team-b"] {
+        env.kubectl(&["create", "namespace", ns]).await;
+        env.kubectl(&["label", "namespace", ns, "trust=yes"]).await;
+    }
+    let bundle = |name: &str, secret: &str, target: &str, selector: &str| {
+        format!(
+            "apiVersion: capstan.dev/v1alpha1
+kind: CABundle
+metadata:
+  name: {name}
+spec:
+  sources:
+    - secret:
+        namespace: certs
+        name: {secret}
+  target:
+    configMap: {target}
+{selector}"
+        )
+    };
+    let trust_only = "  namespaceSelector:\n    matchLabels:\n      trust: \"yes\"\n";
+    env.apply(&bundle("first", "root-ca", "shared-trust", trust_only))
+        .await;
+    env.wait_bundle("first", "2 targets in sync", |s| {
+        s["targets"] == 2 && s["targetsInSync"] == 2
+    })
+    .await;
+
+    // A newer bundle writing the same ConfigMap key everywhere: it leaves
+    // team-a and team-b to the first, writes elsewhere, and says so.
+    env.apply(&bundle("second", "other-ca", "shared-trust", ""))
+        .await;
+    let b = env
+        .wait_bundle("second", "TargetConflict", |s| {
+            ready(s) == ("False".into(), "TargetConflict".into())
+        })
+        .await;
+    let message = ready_message(&b["status"]);
+    for ns in ["team-a", "team-b"] {
+        assert!(
+            message.contains(&format!("{ns} (written by CABundle/first)")),
+            "{message}"
+        );
+    }
+    assert!(!message.contains("apps"), "{message}");
+    env.wait_config_map("second's own target", "apps", "shared-trust", |cm| {
+        data(cm, BUNDLE_KEY).is_some_and(|b| b.contains(other.trim()))
+    })
+    .await;
+    let events = env
+        .wait_events(
+            "default",
+            "Not writing key ca-bundle.crt of ConfigMap/shared-trust",
+        )
+        .await;
+    assert!(events.contains("TargetConflict"), "{events}");
+    let first = env
+        .wait_bundle("first", "still Synced", |s| {
+            ready(s) == ("True".into(), "Synced".into())
+        })
+        .await;
+    assert_eq!(first["status"]["targetsInSync"], 2);
+    for ns in ["team-a", "team-b"] {
+        let cm = env.config_map(ns, "shared-trust").await.unwrap();
+        let pem = data(&cm, BUNDLE_KEY).unwrap();
+        assert!(
+            pem.contains(root.trim()) && !pem.contains(other.trim()),
+            "{ns}"
+        );
+    }
+
+    // No fight: a hand edit in team-a re-runs both bundles; only the first
+    // writes (once, to put its bundle back).
+    let synced = ["CABundle synced", "second"];
+    let seen = env.count_logs(&synced);
+    env.server.clear_request_log();
+    env.kubectl(&[
+        "patch",
+        "configmap",
+        "shared-trust",
+        "-n",
+        "team-a",
+        "--type=merge",
+        "-p",
+        r#"{"data":{"ca-bundle.crt":"edited"}}"#,
+    ])
+    .await;
+    env.wait_config_map("first's bundle back", "team-a", "shared-trust", |cm| {
+        data(cm, BUNDLE_KEY).is_some_and(|b| b.contains(root.trim()))
+    })
+    .await;
+    env.wait_more_logs(&synced, seen).await;
+    let writes: Vec<String> = env
+        .rotator_config_map_writes()
+        .into_iter()
+        .filter(|w| w.ends_with("team-a/shared-trust"))
+        .collect();
+    assert_eq!(writes, ["patch team-a/shared-trust"], "{}", env.logs());
+
+    // A bundle whose target carries injection annotations for the same key
+    // leaves that ConfigMap to its annotation.
+    env.apply(
+        "apiVersion: v1
+kind: ConfigMap
+metadata:
+  name: annotated-trust
+  namespace: apps
+  annotations:
+    capstan.dev/inject-ca-from: certs/root-ca
+",
+    )
+    .await;
+    env.wait_config_map("the injected CA", "apps", "annotated-trust", |cm| {
+        data(cm, BUNDLE_KEY).is_some_and(|b| b.contains(root.trim()))
+    })
+    .await;
+    env.apply(&bundle("third", "other-ca", "annotated-trust", ""))
+        .await;
+    let b = env
+        .wait_bundle("third", "TargetConflict", |s| {
+            ready(s) == ("False".into(), "TargetConflict".into())
+        })
+        .await;
+    let message = ready_message(&b["status"]);
+    assert!(
+        message.contains("apps (written by its capstan.dev/inject-ca annotations)"),
+        "{message}"
+    );
+    let cm = env.config_map("apps", "annotated-trust").await.unwrap();
+    assert!(!data(&cm, BUNDLE_KEY).unwrap().contains(other.trim()));
+}
+
+#[tokio::test]
+async fn a_bundle_cannot_read_a_target() {
+    let env = start(false).await;
+    env.ca("root");
+    env.secret("certs", "root-ca", &[("ca.crt", "root.crt")])
+        .await;
+    env.kubectl(&["create", "namespace", "team-a"]).await;
+    env.kubectl(&["label", "namespace", "team-a", "trust=yes"])
+        .await;
+    env.apply(
+        "apiVersion: capstan.dev/v1alpha1
+kind: CABundle
+metadata:
+  name: corp
+spec:
+  sources:
+    - secret:
+        namespace: certs
+        name: root-ca
+  target:
+    configMap: corp-trust
+  namespaceSelector:
+    matchLabels:
+      trust: \"yes\"
+",
+    )
+    .await;
+    env.wait_config_map("corp's target", "team-a", "corp-trust", |cm| {
+        data(cm, BUNDLE_KEY).is_some()
+    })
+    .await;
+    // Reading another bundle's output, and reading its own.
+    env.apply(
+        "apiVersion: capstan.dev/v1alpha1
+kind: CABundle
+metadata:
+  name: reader
+spec:
+  sources:
+    - configMap:
+        namespace: team-a
+        name: corp-trust
+  target:
+    configMap: reader-trust
+---
+apiVersion: capstan.dev/v1alpha1
+kind: CABundle
+metadata:
+  name: ouroboros
+spec:
+  sources:
+    - secret:
+        namespace: certs
+        name: root-ca
+    - configMap:
+        namespace: team-a
+        name: ouroboros-trust
+  target:
+    configMap: ouroboros-trust
+",
+    )
+    .await;
+    let b = env
+        .wait_bundle("reader", "SourceIsTarget", |s| {
+            ready(s) == ("False".into(), "SourceIsTarget".into())
+        })
+        .await;
+    let message = ready_message(&b["status"]);
+    assert!(
+        message.contains("ConfigMap/corp-trust -n team-a"),
+        "{message}"
+    );
+    // ouroboros' own target does not exist yet: the source is missing. Make
+    // it exist (as a user might, by hand), and the source is refused.
+    env.apply(
+        "apiVersion: v1
+kind: ConfigMap
+metadata:
+  name: ouroboros-trust
+  namespace: team-a
+data:
+  ca.crt: placeholder
+",
+    )
+    .await;
+    let b = env
+        .wait_bundle("ouroboros", "SourceIsTarget", |s| {
+            ready(s) == ("False".into(), "SourceIsTarget".into())
+        })
+        .await;
+    let message = ready_message(&b["status"]);
+    assert!(
+        message.contains("is a target of CABundle/ouroboros"),
+        "{message}"
+    );
+    let events = env
+        .wait_events("default", "a bundle cannot read its own output")
+        .await;
+    assert!(events.contains("SourceIsTarget"), "{events}");
+    // Nothing was written from either.
+    assert!(env.config_map("team-a", "reader-trust").await.is_none());
+    let own = env.config_map("team-a", "ouroboros-trust").await.unwrap();
+    assert_eq!(data(&own, BUNDLE_KEY), None);
+}
+
+#[tokio::test]
+async fn unrelated_secrets_are_never_read_by_name_or_per_namespace() {
+    let env = start(false).await;
+    env.ca("root");
+    env.secret("certs", "root-ca", &[("ca.crt", "root.crt")])
+        .await;
+    for i in 0..5 {
+        env.kubectl(&[
+            "create",
+            "secret",
+            "generic",
+            &format!("unrelated-{i}"),
+            "-n",
+            "apps",
+            "--from-literal=password=hunter2",
+        ])
+        .await;
+    }
+    env.apply(
+        "apiVersion: v1
+kind: ConfigMap
+metadata:
+  name: trust
+  namespace: apps
+  annotations:
+    capstan.dev/inject-ca-from: certs/root-ca
+",
+    )
+    .await;
+    env.wait_config_map("the CA", "apps", "trust", |cm| {
+        data(cm, BUNDLE_KEY).is_some()
+    })
+    .await;
+    // Change an unrelated Secret; the source changes after it, so once the
+    // ConfigMap follows the source, the unrelated change was seen too.
+    env.kubectl(&[
+        "patch",
+        "secret",
+        "unrelated-0",
+        "-n",
+        "apps",
+        "--type=merge",
+        "-p",
+        r#"{"stringData":{"password":"changed"}}"#,
+    ])
+    .await;
+    env.ca("root2");
+    env.kubectl(&["delete", "secret", "root-ca", "-n", "certs"])
+        .await;
+    env.secret("certs", "root-ca", &[("ca.crt", "root2.crt")])
+        .await;
+    let root2 = env.read("root2.crt");
+    env.wait_config_map("the new CA", "apps", "trust", |cm| {
+        data(cm, BUNDLE_KEY).is_some_and(|b| b.contains(root2.trim()))
+    })
+    .await;
+    let secret_calls: Vec<String> = env
+        .server
+        .request_log()
+        .into_iter()
+        .filter(|r| r.user == ROTATOR_USER && r.resource == "secrets")
+        .map(|r| format!("{} {} {}", r.verb, r.path, r.name))
+        .collect();
+    assert!(!secret_calls.is_empty());
+    for call in &secret_calls {
+        let by_name = call.starts_with("get ");
+        let cluster_wide =
+            call.starts_with("list /api/v1/secrets") || call.starts_with("watch /api/v1/secrets");
+        assert!(
+            (by_name && call.ends_with(" root-ca")) || cluster_wide,
+            "the rotator asked for {call}; all: {secret_calls:#?}"
+        );
+    }
+}

@@ -18,6 +18,11 @@
 //! all under [`BUNDLE_MANAGER`], by the leader only, and not at all in dry
 //! run (Events say what would have been done). The status goes through the
 //! status subresource with server-side apply, only when it changes.
+//!
+//! Namespaces where an older `CABundle` or an injection annotation owns the
+//! same ConfigMap key are left alone (`TargetConflict`), and a ConfigMap
+//! source that is some bundle's output is refused (`SourceIsTarget`); see
+//! [`conflict`].
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -34,6 +39,7 @@ use kube::runtime::{Controller, WatchStreamExt, watcher};
 use kube::{Resource, ResourceExt};
 use tokio_util::sync::CancellationToken;
 
+use super::conflict;
 use super::select::{self, Found, Kind};
 use super::source::{self, DEFAULT_KEYS, Problem};
 use super::status::{self, Outcome};
@@ -183,6 +189,7 @@ fn error_policy(bundle: Arc<CABundle>, error: &Error, state: Arc<Bundles>) -> Ac
 
 /// What the target list returned, as [`Found`].
 fn found(cm: ConfigMap, key: &str) -> Found {
+    let injected = conflict::injects_into(cm.metadata.annotations.as_ref(), key);
     let ObjectMeta {
         namespace,
         name,
@@ -192,6 +199,7 @@ fn found(cm: ConfigMap, key: &str) -> Found {
         ..
     } = cm.metadata;
     Found {
+        injected,
         namespace: namespace.unwrap_or_default(),
         name: name.unwrap_or_default(),
         value: cm.data.and_then(|mut d| d.remove(key)),
@@ -220,16 +228,36 @@ impl Bundles {
             Ok(checked) => checked,
             Err(problem) => return Ok((self.failed(bundle, problem).await, None)),
         };
+        if self.namespaces.wait_until_ready().await.is_err() {
+            return Err(Error::Source("the Namespace cache stopped".to_owned()));
+        }
         let pem = match self.build(spec).await? {
             Ok(pem) => pem,
             Err(problem) => return Ok((self.failed(bundle, problem).await, None)),
         };
-        if self.namespaces.wait_until_ready().await.is_err() {
-            return Err(Error::Source("the Namespace cache stopped".to_owned()));
-        }
         let namespaces = self.namespaces.state();
-        let selected = select::namespaces(namespaces.iter().map(|n| &n.metadata), &selector);
-        let existing = select::existing(&name, &target, self.list(&name, &target, &key).await?);
+        let metas: Vec<&ObjectMeta> = namespaces.iter().map(|n| &n.metadata).collect();
+        let mut selected = select::namespaces(metas.iter().copied(), &selector);
+        let mut existing = select::existing(&name, &target, self.list(&name, &target, &key).await?);
+        // Leave contested namespaces to the writer that owns the key there.
+        let bundles = self.bundles.state();
+        let mut lost: BTreeMap<String, String> =
+            conflict::lost_to_bundles(bundle, bundles.iter().map(AsRef::as_ref), &metas, &selected)
+                .into_iter()
+                .map(|(ns, owner)| (ns, format!("CABundle/{owner}")))
+                .collect();
+        for (ns, f) in &existing.found {
+            if f.injected && selected.contains(ns) {
+                lost.entry(ns.clone())
+                    .or_insert_with(|| "its capstan.dev/inject-ca annotations".to_owned());
+            }
+        }
+        selected.retain(|ns| !lost.contains_key(ns));
+        existing.observed.retain(|ns, _| !lost.contains_key(ns));
+        let conflict = (!lost.is_empty()).then(|| conflict::conflict_message(&target, &key, &lost));
+        if let Some(message) = &conflict {
+            self.report_conflict(bundle, message).await;
+        }
         let plan = targets::plan(&selected, &existing.observed, &pem.pem);
         let mut in_sync = plan.in_sync;
         let mut first_error = None;
@@ -279,9 +307,26 @@ impl Bundles {
                 certificates: pem.len(),
                 targets: plan.targets,
                 in_sync,
+                conflict,
             },
             first_error,
         ))
+    }
+
+    /// Another writer owns the key in some namespaces: a Warning on the
+    /// `CABundle` when that is news (its Ready condition does not say so yet).
+    async fn report_conflict(&self, bundle: &CABundle, message: &str) {
+        let known = bundle.status.as_ref().is_some_and(|s| {
+            s.conditions
+                .iter()
+                .any(|c| c.reason == conflict::TARGET_CONFLICT && c.message == message)
+        });
+        tracing::debug!(bundle = %bundle.name_any(), "{message}");
+        if known || !self.ctx.leadership.is_leader() {
+            return;
+        }
+        let record = Record::warning(conflict::TARGET_CONFLICT, message);
+        publish(&self.ctx, &bundle.object_ref(&()), &record).await;
     }
 
     /// A source or the spec is unusable: say so on the `CABundle`.
@@ -348,6 +393,18 @@ impl Bundles {
                 let Some(cm) = cm else {
                     return Ok(Err(Problem::Missing(format!("{what} not found"))));
                 };
+                let namespaces = self.namespaces.state();
+                let metas: Vec<&ObjectMeta> = namespaces.iter().map(|n| &n.metadata).collect();
+                let bundles = self.bundles.state();
+                if let Some(why) = conflict::source_is_target(
+                    bundles.iter().map(AsRef::as_ref),
+                    &metas,
+                    &cm.metadata,
+                ) {
+                    return Ok(Err(Problem::SourceIsTarget(format!(
+                        "spec.sources[{i}]: {why}; a bundle cannot read its own output"
+                    ))));
+                }
                 let mut data: BTreeMap<String, Vec<u8>> = cm
                     .binary_data
                     .unwrap_or_default()

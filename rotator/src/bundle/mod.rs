@@ -18,10 +18,12 @@
 //! * [`select`] — the namespaces a `CABundle` selects and what exists there;
 //! * [`targets`] — what to create, update or delete per namespace;
 //! * [`status`] — a `CABundle`'s status;
+//! * [`conflict`] — two writers on one key, sources that are targets;
 //! * [`deps`] — which annotated ConfigMaps read which sources;
 //! * [`inject`] — IO glue of the annotation-driven injection;
 //! * [`controller`] — IO glue of `CABundle`s.
 
+pub mod conflict;
 pub mod controller;
 pub mod deps;
 pub mod inject;

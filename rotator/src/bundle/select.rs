@@ -96,6 +96,8 @@ pub struct Found {
     pub uid: Option<String>,
     /// resourceVersion, the precondition of an update.
     pub resource_version: Option<String>,
+    /// Whether its annotations ask for injection into the target key.
+    pub injected: bool,
 }
 
 /// What exists: per namespace, the target ConfigMap (for
@@ -283,6 +285,7 @@ mod tests {
             bundle_label: label.map(str::to_owned),
             uid: Some(format!("{ns}-{name}")),
             resource_version: Some("1".into()),
+            injected: false,
         }
     }
 

@@ -40,6 +40,9 @@ pub enum Problem {
     PrivateKey(String),
     /// The data cannot be used (bad PEM, no valid certificate, bad spec).
     Invalid(String),
+    /// The source is a ConfigMap a bundle writes; reading it would keep a
+    /// removed CA alive through the bundle's own output.
+    SourceIsTarget(String),
 }
 
 impl Problem {
@@ -50,6 +53,7 @@ impl Problem {
             Self::Missing(_) => SOURCE_MISSING,
             Self::PrivateKey(_) => PRIVATE_KEY_REFUSED,
             Self::Invalid(_) => INVALID_SOURCE,
+            Self::SourceIsTarget(_) => super::conflict::SOURCE_IS_TARGET,
         }
     }
 
@@ -57,7 +61,9 @@ impl Problem {
     #[must_use]
     pub fn message(&self) -> &str {
         match self {
-            Self::Missing(m) | Self::PrivateKey(m) | Self::Invalid(m) => m,
+            Self::Missing(m) | Self::PrivateKey(m) | Self::Invalid(m) | Self::SourceIsTarget(m) => {
+                m
+            }
         }
     }
 }

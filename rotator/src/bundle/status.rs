@@ -3,7 +3,9 @@
 //! `Ready` is `True` when every selected namespace holds the current bundle;
 //! `False` with the source problem's reason while a source cannot be used
 //! (the targets keep the last good bundle, and the status keeps describing
-//! it); `False`, `TargetsNotInSync`, while some targets could not be written.
+//! it); `False`, `TargetsNotInSync`, while some targets could not be written;
+//! `False`, `TargetConflict`, while it leaves namespaces to another writer
+//! of the same key (see [`super::conflict`]).
 //! `lastTransitionTime` moves only when the condition's status does, and a
 //! status that differs from the stored one only in timestamps is not written.
 
@@ -32,6 +34,8 @@ pub enum Outcome {
         targets: usize,
         /// Selected namespaces holding it now.
         in_sync: usize,
+        /// Why namespaces were left to another writer, if any were.
+        conflict: Option<String>,
     },
     /// A source or the spec cannot be used; nothing was written.
     Failed(Problem),
@@ -56,12 +60,15 @@ pub fn desired(
             certificates,
             targets,
             in_sync,
+            conflict,
         } => {
             status.bundle_hash = Some(hash.clone());
             status.certificates = Some(count(*certificates));
             status.targets = Some(count(*targets));
             status.targets_in_sync = Some(count(*in_sync));
-            if in_sync >= targets {
+            if let Some(message) = conflict {
+                ("False", super::conflict::TARGET_CONFLICT, message.clone())
+            } else if in_sync >= targets {
                 let message = match targets {
                     0 => "No namespace is selected".to_owned(),
                     1 => "The selected namespace holds the current bundle".to_owned(),
@@ -124,6 +131,7 @@ mod tests {
             certificates: 2,
             targets,
             in_sync,
+            conflict: None,
         }
     }
 
@@ -167,6 +175,24 @@ mod tests {
         assert!(c.message.contains("private key"));
         assert_eq!(c.last_transition_time, at(10));
         assert_eq!(c.observed_generation, Some(2));
+    }
+
+    #[test]
+    fn a_conflict_is_not_ready_and_says_who_writes() {
+        let outcome = Outcome::Built {
+            hash: "ab".into(),
+            certificates: 1,
+            targets: 1,
+            in_sync: 1,
+            conflict: Some("Not writing key k of ConfigMap/t in 1 namespace(s)".into()),
+        };
+        let s = desired(None, &outcome, Some(1), &at(0));
+        let c = ready(&s);
+        assert_eq!(
+            (c.status.as_str(), c.reason.as_str()),
+            ("False", super::super::conflict::TARGET_CONFLICT)
+        );
+        assert!(c.message.starts_with("Not writing key k"));
     }
 
     #[test]
