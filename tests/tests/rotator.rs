@@ -355,6 +355,25 @@ async fn wait_recorded(env: &Env, reason: &str, workload: &str, count: u64) {
     }
 }
 
+/// The value of the sample `series` (name and labels, as exposed) on the
+/// rotator's `/metrics`.
+async fn metric(rotator: &RunningBinary, series: &str) -> Option<f64> {
+    let (metrics, _) = rotator.serving_addresses(WAIT).await.ok()?;
+    let out = tokio::process::Command::new("curl")
+        .args([
+            "-sS",
+            "--max-time",
+            "10",
+            &format!("http://{metrics}/metrics"),
+        ])
+        .output()
+        .await
+        .expect("curl is required");
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .find_map(|l| l.strip_prefix(series)?.trim().parse().ok())
+}
+
 #[tokio::test]
 async fn three_changes_in_one_window_roll_once() {
     // A window far longer than the three writes take, so the test does not
@@ -562,4 +581,18 @@ async fn daemon_sets_and_reloader_reload_lists_roll() {
     assert_eq!(rolls.0, 2, "{rolls:?}");
     let ds_rolls = recorded(&env, "RolloutTriggered", "DaemonSet/node-exporter").await;
     assert_eq!(ds_rolls.0, 1, "{ds_rolls:?}");
+
+    // Sources watched: token and extra (Deployment), ca (StatefulSet), tls
+    // (DaemonSet); one fewer once the DaemonSet is gone.
+    let watched = r#"capstan_rotator_sources_watched{controller="restart"}"#;
+    assert_eq!(metric(&env.rotator, watched).await, Some(4.0));
+    Api::<DaemonSet>::namespaced(env.client.clone(), "apps")
+        .delete("node-exporter", &Default::default())
+        .await
+        .unwrap();
+    await_condition("the DaemonSet's source forgotten", WAIT, POLL, || async {
+        (metric(&env.rotator, watched).await == Some(3.0)).then_some(())
+    })
+    .await
+    .unwrap();
 }

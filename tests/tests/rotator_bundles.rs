@@ -985,6 +985,25 @@ spec:
     assert!(bundle["status"].is_null(), "no status in dry run: {bundle}");
 }
 
+/// The value of the sample `series` (name and labels, as exposed) on the
+/// rotator's `/metrics`.
+async fn metric(rotator: &RunningBinary, series: &str) -> Option<f64> {
+    let (metrics, _) = rotator.serving_addresses(WAIT).await.ok()?;
+    let out = tokio::process::Command::new("curl")
+        .args([
+            "-sS",
+            "--max-time",
+            "10",
+            &format!("http://{metrics}/metrics"),
+        ])
+        .output()
+        .await
+        .expect("curl is required");
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .find_map(|l| l.strip_prefix(series)?.trim().parse().ok())
+}
+
 /// The Ready condition's message of a `CABundle` status.
 fn ready_message(status: &Value) -> String {
     status["conditions"]
@@ -1134,6 +1153,29 @@ metadata:
     );
     let cm = env.config_map("apps", "annotated-trust").await.unwrap();
     assert!(!data(&cm, BUNDLE_KEY).unwrap().contains(other.trim()));
+    // Sources: root-ca and other-ca for the bundles, root-ca for injection.
+    for (controller, n) in [("bundle", 2.0), ("inject", 1.0)] {
+        let series = format!("capstan_rotator_sources_watched{{controller=\"{controller}\"}}");
+        await_condition(&series, WAIT, POLL, || async {
+            (metric(&env.rotator, &series).await == Some(n)).then_some(())
+        })
+        .await
+        .unwrap_or_else(|e| panic!("{e}\n{}", env.logs()));
+    }
+
+    // The first bundle goes: the second takes its namespaces over.
+    env.kubectl(&["delete", "cabundle", "first"]).await;
+    env.wait_config_map(
+        "second's bundle in team-a",
+        "team-a",
+        "shared-trust",
+        |cm| data(cm, BUNDLE_KEY).is_some_and(|b| b.contains(other.trim())),
+    )
+    .await;
+    env.wait_bundle("second", "Synced", |s| {
+        ready(s) == ("True".into(), "Synced".into())
+    })
+    .await;
 }
 
 #[tokio::test]

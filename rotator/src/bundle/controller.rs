@@ -103,6 +103,7 @@ pub async fn run(ctx: Arc<Context>, config: Config, shutdown: CancellationToken)
     });
     controller
         .reconcile_all_on(namespace_changes)
+        .reconcile_all_on(spec_changes(&client, &wc))
         .reconcile_on(secrets)
         .reconcile_on(config_maps)
         .reconcile_all_on(ctx.leadership.gained())
@@ -115,6 +116,38 @@ pub async fn run(ctx: Arc<Context>, config: Config, shutdown: CancellationToken)
             std::future::ready(())
         })
         .await;
+}
+
+/// A tick whenever a `CABundle` is created, deleted or changes its spec
+/// (generation): which bundle owns a contested key, and which ConfigMaps
+/// are targets, depend on every bundle, so all are re-run. Status writes do
+/// not tick.
+fn spec_changes(
+    client: &kube::Client,
+    wc: &watcher::Config,
+) -> impl futures::Stream<Item = ()> + Send + 'static {
+    let mut generations: std::collections::HashMap<String, Option<i64>> =
+        std::collections::HashMap::new();
+    watcher(Api::<CABundle>::all(client.clone()), wc.clone())
+        .default_backoff()
+        .filter_map(move |event| {
+            let tick = match event {
+                Ok(watcher::Event::InitApply(b)) => {
+                    generations.insert(b.name_any(), b.metadata.generation);
+                    false
+                }
+                Ok(watcher::Event::Apply(b)) => {
+                    let generation = b.metadata.generation;
+                    generations.insert(b.name_any(), generation) != Some(generation)
+                }
+                Ok(watcher::Event::Delete(b)) => {
+                    generations.remove(&b.name_any());
+                    true
+                }
+                _ => false,
+            };
+            std::future::ready(tick.then_some(()))
+        })
 }
 
 /// The bundles to re-run on metadata changes of `K` objects.
