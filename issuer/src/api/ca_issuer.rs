@@ -40,7 +40,7 @@ use serde::{Deserialize, Serialize};
         type_ = "string",
         json_path = ".status.conditions[?(@.type==\"Ready\")].reason"
     ),
-    printcolumn(name = "CA Expiry", type_ = "date", json_path = ".status.ca.notAfter"),
+    printcolumn(name = "CA Expiry", type_ = "string", json_path = ".status.ca.notAfter"),
     printcolumn(
         name = "Status",
         type_ = "string",
@@ -85,7 +85,7 @@ pub struct CAIssuerSpec {
         type_ = "string",
         json_path = ".status.conditions[?(@.type==\"Ready\")].reason"
     ),
-    printcolumn(name = "CA Expiry", type_ = "date", json_path = ".status.ca.notAfter"),
+    printcolumn(name = "CA Expiry", type_ = "string", json_path = ".status.ca.notAfter"),
     printcolumn(
         name = "Status",
         type_ = "string",
@@ -155,7 +155,7 @@ pub struct SelfManagedCa {
     /// Subject common name of the root CA. Default: the issuer's name.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub common_name: Option<String>,
-    /// Key algorithm of the root CA.
+    /// Key algorithm of the root CA (default `ECDSAP256`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub key_algorithm: Option<KeyAlgorithm>,
     /// Lifetime of each root CA. Default `17520h` (2 years).
