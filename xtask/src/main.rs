@@ -73,8 +73,20 @@ fn ci(root: &Path) -> Result<()> {
         ],
     )?;
     run(root, "cargo", &["test", "--workspace"])?;
+    match std::env::var_os(REAL_CLUSTER_VAR) {
+        Some(v) if !v.is_empty() => {
+            eprintln!("==> the real-cluster e2e ran against the cluster {REAL_CLUSTER_VAR} names")
+        }
+        _ => eprintln!(
+            "==> {REAL_CLUSTER_VAR} is not set: the real-cluster e2e run was skipped \
+             (its story ran on the embedded test API server); see docs/e2e-real-cluster.md"
+        ),
+    }
     Ok(())
 }
+
+/// The variable naming a real cluster's kubeconfig for the e2e suite.
+const REAL_CLUSTER_VAR: &str = "CAPSTAN_E2E_KUBECONFIG";
 
 /// Runs one step in `root`, echoing it first, and fails when it fails.
 fn run(root: &Path, program: &str, args: &[&str]) -> Result<()> {
