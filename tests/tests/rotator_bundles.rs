@@ -12,6 +12,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::process::Command;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use base64::Engine;
@@ -36,6 +37,8 @@ struct Env {
     rotator: RunningBinary,
     issuer: Option<RunningBinary>,
     dir: tempfile::TempDir,
+    /// What the rotator sent, when it talks through [`recording_proxy`].
+    proxied: Option<Arc<Mutex<Vec<Seen>>>>,
 }
 
 /// A server with capstan's CRDs (and cert-manager's when `with_issuer`),
@@ -46,7 +49,17 @@ async fn start(with_issuer: bool) -> Env {
 
 /// [`start`] with extra rotator arguments.
 async fn start_with(with_issuer: bool, extra: &[&str]) -> Env {
+    start_env(with_issuer, extra, None).await
+}
+
+/// [`start_with`], the rotator talking to `rotator_url` (a proxy) instead
+/// of the server's own URL when given.
+async fn start_env(with_issuer: bool, extra: &[&str], proxy: Option<Proxy>) -> Env {
     let server = TestApiServer::start().await.unwrap();
+    let proxy = match proxy {
+        Some(Proxy::Recording) => Some(recording_proxy(&server).await),
+        None => None,
+    };
     let client = server.client().await.unwrap();
     let kubectl = Kubectl::for_server(&server).unwrap();
     if with_issuer {
@@ -71,7 +84,11 @@ async fn start_with(with_issuer: bool, extra: &[&str]) -> Env {
             .add_token(&token, UserInfo::new(user, &["system:masters"]))
             .unwrap();
         let path = dir.path().join(format!("{name}.kubeconfig"));
-        kubeconfig::write(&path, server.url(), server.ca_pem(), &token).unwrap();
+        let url = match &proxy {
+            Some((url, _)) if name == "capstan-rotator" => url.clone(),
+            _ => server.url().to_owned(),
+        };
+        kubeconfig::write(&path, &url, server.ca_pem(), &token).unwrap();
         path
     };
     let rotator_config = binary("capstan-rotator", ROTATOR_USER);
@@ -123,7 +140,96 @@ async fn start_with(with_issuer: bool, extra: &[&str]) -> Env {
         rotator,
         issuer,
         dir,
+        proxied: proxy.map(|(_, seen)| seen),
     }
+}
+
+/// What stands between the rotator and the server.
+enum Proxy {
+    /// [`recording_proxy`].
+    Recording,
+}
+
+/// One request as the recording proxy saw it.
+#[derive(Debug, Clone)]
+struct Seen {
+    method: String,
+    uri: String,
+    accept: String,
+}
+
+type BoxError = Box<dyn std::error::Error + Send + Sync>;
+
+/// Sends `req` to `upstream` over a new TLS connection.
+async fn forward(
+    tls: Arc<rustls::ClientConfig>,
+    upstream: std::net::SocketAddr,
+    req: http::Request<hyper::body::Incoming>,
+) -> Result<http::Response<hyper::body::Incoming>, BoxError> {
+    let tcp = tokio::net::TcpStream::connect(upstream).await?;
+    let name = rustls::pki_types::ServerName::IpAddress(upstream.ip().into());
+    let stream = tokio_rustls::TlsConnector::from(tls)
+        .connect(name, tcp)
+        .await?;
+    let (mut sender, conn) =
+        hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(stream)).await?;
+    tokio::spawn(conn);
+    Ok(sender.send_request(req).await?)
+}
+
+/// A plain-HTTP proxy in front of `server` recording every request's
+/// method, URI and `Accept` header (what the server's request log does not
+/// keep), forwarding each over its own TLS connection. Returns its URL.
+async fn recording_proxy(server: &TestApiServer) -> (String, Arc<Mutex<Vec<Seen>>>) {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    let mut roots = rustls::RootCertStore::empty();
+    for block in pem::parse_many(server.ca_pem()).unwrap() {
+        roots
+            .add(rustls::pki_types::CertificateDer::from(
+                block.contents().to_vec(),
+            ))
+            .unwrap();
+    }
+    let tls = Arc::new(
+        rustls::ClientConfig::builder()
+            .with_root_certificates(roots)
+            .with_no_client_auth(),
+    );
+    let upstream = server.addr();
+    let seen: Arc<Mutex<Vec<Seen>>> = Arc::default();
+    let log = seen.clone();
+    tokio::spawn(async move {
+        while let Ok((tcp, _)) = listener.accept().await {
+            let (tls, log) = (tls.clone(), log.clone());
+            tokio::spawn(async move {
+                let service =
+                    hyper::service::service_fn(move |req: http::Request<hyper::body::Incoming>| {
+                        let (tls, log) = (tls.clone(), log.clone());
+                        async move {
+                            let accept = req
+                                .headers()
+                                .get(http::header::ACCEPT)
+                                .and_then(|v| v.to_str().ok())
+                                .unwrap_or_default()
+                                .to_owned();
+                            log.lock().unwrap().push(Seen {
+                                method: req.method().to_string(),
+                                uri: req.uri().to_string(),
+                                accept,
+                            });
+                            forward(tls, upstream, req)
+                                .await
+                                .map_err(std::io::Error::other)
+                        }
+                    });
+                let _ = hyper::server::conn::http1::Builder::new()
+                    .serve_connection(hyper_util::rt::TokioIo::new(tcp), service)
+                    .await;
+            });
+        }
+    });
+    (url, seen)
 }
 
 impl Env {
@@ -1284,8 +1390,8 @@ data:
 }
 
 #[tokio::test]
-async fn unrelated_secrets_are_never_read_by_name_or_per_namespace() {
-    let env = start(false).await;
+async fn unrelated_secrets_are_only_ever_asked_for_as_metadata() {
+    let env = start_env(false, &[], Some(Proxy::Recording)).await;
     env.ca("root");
     env.secret("certs", "root-ca", &[("ca.crt", "root.crt")])
         .await;
@@ -1301,6 +1407,17 @@ async fn unrelated_secrets_are_never_read_by_name_or_per_namespace() {
         ])
         .await;
     }
+    // A source for injection, and one for a restart (a workload's Secret).
+    env.kubectl(&[
+        "create",
+        "secret",
+        "generic",
+        "app-tls",
+        "-n",
+        "apps",
+        "--from-literal=tls.crt=v1",
+    ])
+    .await;
     env.apply(
         "apiVersion: v1
 kind: ConfigMap
@@ -1309,6 +1426,24 @@ metadata:
   namespace: apps
   annotations:
     capstan.dev/inject-ca-from: certs/root-ca
+---
+apiVersion: apps/v1
+kind: Deployment
+metadata:
+  name: web
+  namespace: apps
+  annotations:
+    capstan.dev/restart-on-change: \"true\"
+spec:
+  replicas: 1
+  selector:
+    matchLabels: {app: web}
+  template:
+    metadata:
+      labels: {app: web}
+    spec:
+      containers: [{name: web, image: web}]
+      volumes: [{name: tls, secret: {secretName: app-tls}}]
 ",
     )
     .await;
@@ -1316,8 +1451,8 @@ metadata:
         data(cm, BUNDLE_KEY).is_some()
     })
     .await;
-    // Change an unrelated Secret; the source changes after it, so once the
-    // ConfigMap follows the source, the unrelated change was seen too.
+    // Change an unrelated Secret, then the source: once the ConfigMap
+    // follows the source, the unrelated change has been seen as well.
     env.kubectl(&[
         "patch",
         "secret",
@@ -1329,31 +1464,51 @@ metadata:
         r#"{"stringData":{"password":"changed"}}"#,
     ])
     .await;
-    env.ca("root2");
+    let root2 = env.ca("root2");
     env.kubectl(&["delete", "secret", "root-ca", "-n", "certs"])
         .await;
     env.secret("certs", "root-ca", &[("ca.crt", "root2.crt")])
         .await;
-    let root2 = env.read("root2.crt");
     env.wait_config_map("the new CA", "apps", "trust", |cm| {
         data(cm, BUNDLE_KEY).is_some_and(|b| b.contains(root2.trim()))
     })
     .await;
-    let secret_calls: Vec<String> = env
+    let seen = env.proxied.as_ref().unwrap().lock().unwrap().clone();
+    let secrets: Vec<&Seen> = seen.iter().filter(|r| r.uri.contains("/secrets")).collect();
+    let metadata = |r: &Seen| r.accept.contains("as=PartialObjectMetadata");
+    // Secrets as a collection: metadata only, cluster-wide.
+    let collection: Vec<&&Seen> = secrets
+        .iter()
+        .filter(|r| r.uri.starts_with("/api/v1/secrets"))
+        .collect();
+    assert!(!collection.is_empty(), "{seen:#?}");
+    for r in &collection {
+        assert!(metadata(r), "a list or watch with data: {r:?}");
+    }
+    // Secrets with their data: only the sources, by name.
+    for r in secrets.iter().filter(|r| !metadata(r)) {
+        let path = r.uri.split('?').next().unwrap_or_default();
+        assert!(
+            r.method == "GET"
+                && (path == "/api/v1/namespaces/certs/secrets/root-ca"
+                    || path == "/api/v1/namespaces/apps/secrets/app-tls"),
+            "the rotator read {r:?}"
+        );
+    }
+    assert!(
+        secrets
+            .iter()
+            .any(|r| r.uri.contains("/secrets/root-ca") && !metadata(r)),
+        "the source itself is read: {secrets:#?}"
+    );
+    // The server's own log agrees that nothing else was asked for by name.
+    let named: Vec<String> = env
         .server
         .request_log()
         .into_iter()
-        .filter(|r| r.user == ROTATOR_USER && r.resource == "secrets")
-        .map(|r| format!("{} {} {}", r.verb, r.path, r.name))
+        .filter(|r| r.user == ROTATOR_USER && r.resource == "secrets" && !r.name.is_empty())
+        .map(|r| format!("{} {}/{}", r.verb, r.namespace, r.name))
+        .filter(|r| !r.ends_with("certs/root-ca") && !r.ends_with("apps/app-tls"))
         .collect();
-    assert!(!secret_calls.is_empty());
-    for call in &secret_calls {
-        let by_name = call.starts_with("get ");
-        let cluster_wide =
-            call.starts_with("list /api/v1/secrets") || call.starts_with("watch /api/v1/secrets");
-        assert!(
-            (by_name && call.ends_with(" root-ca")) || cluster_wide,
-            "the rotator asked for {call}; all: {secret_calls:#?}"
-        );
-    }
+    assert_eq!(named, Vec::<String>::new());
 }
