@@ -717,6 +717,15 @@ enum Converged {
     No(String),
 }
 
+/// Whether a binary's logs show a fatal error (anyhow's `Error:` from
+/// main, or a panic).
+fn fatal(logs: &[String]) -> bool {
+    logs.iter().any(|l| {
+        let l = capstan_tests::harness::strip_ansi(l);
+        l.starts_with("Error:") || l.contains("panicked at")
+    })
+}
+
 /// Why a binary exited, from its last log lines: the `Error:` line and its
 /// first cause, or a panic message.
 fn exit_reason(logs: &[String]) -> String {
@@ -845,12 +854,22 @@ impl Supervised {
         true
     }
 
-    /// SIGKILL, then a new instance.
+    /// SIGKILL, then a new instance. An instance that had already logged a
+    /// fatal error (it was exiting when killed) is recorded as an exit too.
     async fn kill_and_restart(&mut self) {
         self.revive();
         self.bin.sigkill().await.unwrap();
         self.log.kills += 1;
-        self.launcher.save(self.c, self.instance, &self.bin);
+        let file = self.launcher.save(self.c, self.instance, &self.bin);
+        if fatal(&self.bin.logs()) {
+            self.log.exited.push(format!(
+                "{}-{} was exiting on its own when killed: {} (log {})",
+                self.c.name(),
+                self.instance,
+                exit_reason(&self.bin.logs()),
+                file.display()
+            ));
+        }
         self.restart();
     }
 
@@ -1727,6 +1746,17 @@ fn ca_secret_problems(
     (failures, publish, switch)
 }
 
+/// The first resourceVersion at which the CA Secret signed with `fingerprint`
+/// (held it in `tls.crt`).
+fn first_signing_rv(history: &[&Ev], fingerprint: &str) -> Option<u64> {
+    history.iter().find_map(|e| match &e.snap {
+        Snap::CaSecret {
+            signing: Some(s), ..
+        } if !e.deleted && capstan_pki::fingerprint(s) == fingerprint => Some(e.rv),
+        _ => None,
+    })
+}
+
 /// The published bundle of `secret` just before resourceVersion `rv`.
 fn bundle_before<'a>(history: &[&'a Ev], rv: u64) -> Option<&'a BTreeSet<String>> {
     history
@@ -1992,7 +2022,9 @@ fn analyse(a: &Analysis<'_>) -> Vec<Verdict> {
 
     // 6. No leaf signed by a CA missing from the published bundle then.
     let mut failures = Vec::new();
+    let mut early = Vec::new();
     let mut checked = 0;
+    let mut by_new_ca = 0;
     for (key, s) in &requests {
         let Snap::Request { issuer, .. } = s else {
             continue;
@@ -2027,11 +2059,25 @@ fn analyse(a: &Analysis<'_>) -> Vec<Verdict> {
                 "{key}: no CA Secret of {issuer} existed when the certificate was written (rv {issued_rv})"
             )),
         }
+        match first_signing_rv(&secret, signer) {
+            Some(rv) if rv < issued_rv => {}
+            _ => early.push(format!(
+                "{key}: signed by {signer} before {issuer}'s Secret made it the signing CA (the propagationDelay was not waited out)"
+            )),
+        }
+        if signer != a.original_ca && *issuer == issuer_id("ClusterCAIssuer", "", ROTATED) {
+            by_new_ca += 1;
+        }
     }
     verdicts.push(verdict(
         "no leaf signed by a CA missing from the published bundle",
         format!("{checked} leaves checked against the bundle at their signing"),
         failures,
+    ));
+    verdicts.push(verdict(
+        "no leaf signed by a new CA before it became the signing CA",
+        format!("{by_new_ca} leaves of {ROTATED} signed by its new CA, all after the switch"),
+        early,
     ));
 
     // 7. The rotation reached every target ConfigMap.
@@ -2120,8 +2166,10 @@ fn analyse(a: &Analysis<'_>) -> Vec<Verdict> {
         failures,
     ));
 
-    // 9. Kills happened; every checked restart converged; nothing exited on its own.
+    // 9. Kills happened and every checked restart converged; 10. nothing
+    // exited on its own.
     let mut failures = Vec::new();
+    let mut exits = Vec::new();
     let mut detail = Vec::new();
     let mut kills = 0;
     for (name, log) in a.crash_logs {
@@ -2135,7 +2183,7 @@ fn analyse(a: &Analysis<'_>) -> Vec<Verdict> {
             log.killed_early
         ));
         failures.extend(log.not_converged.iter().cloned());
-        failures.extend(log.exited.iter().cloned());
+        exits.extend(log.exited.iter().cloned());
     }
     if kills < a.min_kills {
         failures.push(format!("only {kills} kills, {} wanted", a.min_kills));
@@ -2144,6 +2192,14 @@ fn analyse(a: &Analysis<'_>) -> Vec<Verdict> {
         "after each SIGKILL and restart the state converges",
         detail.join("; "),
         failures,
+    ));
+    verdicts.push(verdict(
+        "no binary exits on its own (every exit is a SIGKILL)",
+        format!(
+            "{} unexpected exits, each restarted as a kubelet would",
+            exits.len()
+        ),
+        exits,
     ));
     verdicts
 }
@@ -2325,6 +2381,26 @@ fn the_bundle_at_signing_is_the_one_just_before() {
 }
 
 #[test]
+fn a_ca_signs_only_from_when_its_secret_switched_to_it() {
+    let with_signing = |rv, der: &[u8]| {
+        let mut e = ev(rv, ca_secret("k", None, &[]));
+        if let Snap::CaSecret { signing, .. } = &mut e.snap {
+            *signing = Some(der.to_vec());
+        }
+        e
+    };
+    let (old, new) = (b"old CA".as_slice(), b"new CA".as_slice());
+    let history = [&with_signing(10, old), &with_signing(30, new)];
+    let new_fp = capstan_pki::fingerprint(new);
+    assert_eq!(first_signing_rv(&history, &new_fp), Some(30));
+    assert_eq!(
+        first_signing_rv(&history, &capstan_pki::fingerprint(old)),
+        Some(10)
+    );
+    assert_eq!(first_signing_rv(&history, "unknown"), None);
+}
+
+#[test]
 fn the_report_ends_with_the_counts_of_invariants() {
     let verdicts = [
         verdict("a", "fine".into(), vec![]),
@@ -2356,6 +2432,8 @@ fn an_exit_reason_names_the_error_and_its_cause() {
         exit_reason(&logs),
         "Error: starting leader election / 0: Kube error: ApiError: Conflict"
     );
+    assert!(fatal(&logs));
+    assert!(!fatal(&logs[..1]));
 }
 
 /// A client authenticating as `user` (a `system:masters` member).
