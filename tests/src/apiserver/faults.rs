@@ -22,6 +22,8 @@ pub struct Faults {
     /// Share of requests (0.0–1.0) answered with an error instead of served.
     pub error_rate: f64,
     /// Codes picked from at random for injected errors (500, 429, 409).
+    /// 409 is only given to writes, as kube-apiserver answers Conflict and
+    /// AlreadyExists only to them; reads pick among the other codes.
     pub error_codes: Vec<u16>,
     /// `Retry-After` seconds sent with 429s.
     pub retry_after_seconds: u64,
@@ -56,6 +58,20 @@ impl Default for Faults {
             exempt_users: Vec::new(),
         }
     }
+}
+
+/// The request an error may be injected into.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Target<'a> {
+    /// API group.
+    pub group: &'a str,
+    /// Resource (plural).
+    pub resource: &'a str,
+    /// Object name (empty for collections).
+    pub name: &'a str,
+    /// Whether the verb writes (create, update, patch, delete,
+    /// deletecollection).
+    pub write: bool,
 }
 
 /// When a watch is cut, if ever.
@@ -98,19 +114,30 @@ impl Faults {
         &self,
         user: &str,
         discovery: bool,
-        target: (&str, &str, &str),
+        target: Target<'_>,
         dice: f64,
         pick: u64,
     ) -> Option<ApiError> {
-        let (group, resource, name) = target;
+        let Target {
+            group,
+            resource,
+            name,
+            write,
+        } = target;
+        let codes: Vec<u16> = self
+            .error_codes
+            .iter()
+            .copied()
+            .filter(|c| write || *c != 409)
+            .collect();
         if self.error_rate <= 0.0
             || !self.applies(user, discovery)
-            || self.error_codes.is_empty()
+            || codes.is_empty()
             || dice >= self.error_rate
         {
             return None;
         }
-        let code = self.error_codes[(pick % self.error_codes.len() as u64) as usize];
+        let code = codes[(pick % codes.len() as u64) as usize];
         Some(match code {
             429 => {
                 let mut e = ApiError::with_details(
@@ -181,17 +208,10 @@ impl FaultsHandle {
     }
 
     /// An injected error for this request of `user`, if the dice say so.
-    pub fn roll(
-        &self,
-        user: &str,
-        discovery: bool,
-        group: &str,
-        resource: &str,
-        name: &str,
-    ) -> Option<ApiError> {
+    pub fn roll(&self, user: &str, discovery: bool, target: Target<'_>) -> Option<ApiError> {
         let dice = (random_u64() % 1_000_000) as f64 / 1_000_000.0;
         self.get()
-            .error_for(user, discovery, (group, resource, name), dice, random_u64())
+            .error_for(user, discovery, target, dice, random_u64())
     }
 
     /// When a watch opened by `user` now is cut.
@@ -216,7 +236,12 @@ mod tests {
         }
     }
 
-    const TARGET: (&str, &str, &str) = ("cert-manager.io", "certificaterequests", "a");
+    const TARGET: Target<'static> = Target {
+        group: "cert-manager.io",
+        resource: "certificaterequests",
+        name: "a",
+        write: true,
+    };
 
     #[test]
     fn exempt_users_get_no_faults_at_all() {
@@ -261,13 +286,19 @@ mod tests {
     fn discovery_is_spared_unless_included() {
         let mut f = faults();
         assert_eq!(f.latency_for("issuer", true, 3), None);
-        assert!(f.error_for("issuer", true, ("", "", ""), 0.0, 0).is_none());
+        assert!(
+            f.error_for("issuer", true, Target::default(), 0.0, 0)
+                .is_none()
+        );
         f.include_discovery = true;
         assert_eq!(
             f.latency_for("issuer", true, 3),
             Some(Duration::from_millis(23))
         );
-        assert!(f.error_for("issuer", true, ("", "", ""), 0.0, 0).is_some());
+        assert!(
+            f.error_for("issuer", true, Target::default(), 0.0, 0)
+                .is_some()
+        );
     }
 
     #[test]
@@ -288,6 +319,35 @@ mod tests {
             throttled
                 .headers
                 .contains(&("Retry-After".to_owned(), "1".to_owned()))
+        );
+    }
+
+    #[test]
+    fn reads_never_get_a_conflict() {
+        let read = Target {
+            write: false,
+            ..TARGET
+        };
+        let f = faults();
+        let codes: Vec<u16> = (0..6)
+            .filter_map(|pick| f.error_for("issuer", false, read, 0.0, pick))
+            .map(|e| e.code)
+            .collect();
+        assert_eq!(codes, vec![500, 429, 500, 429, 500, 429]);
+        let only_conflicts = Faults {
+            error_codes: vec![409],
+            ..faults()
+        };
+        assert!(
+            only_conflicts
+                .error_for("issuer", false, read, 0.0, 0)
+                .is_none()
+        );
+        assert_eq!(
+            only_conflicts
+                .error_for("issuer", false, TARGET, 0.0, 0)
+                .map(|e| e.code),
+            Some(409)
         );
     }
 

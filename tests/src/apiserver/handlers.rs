@@ -13,6 +13,7 @@ use serde_json::{Value, json};
 
 use super::admission::{self, FieldValidation, Op};
 use super::auth::{Attributes, UserInfo};
+use super::faults::Target;
 use super::patch::{self, PatchError};
 use super::request::{self, Output, Query, ResourcePath, Route};
 use super::request_log::RequestRecord;
@@ -159,7 +160,11 @@ async fn serve(
             ) {
                 return Err(status::forbidden_path(&user.username, &verb, path));
             }
-            if let Some(e) = state.faults.roll(&user.username, true, "", "", "") {
+            let target = Target {
+                write: !matches!(*method, Method::GET | Method::HEAD),
+                ..Target::default()
+            };
+            if let Some(e) = state.faults.roll(&user.username, true, target) {
                 return Err(e);
             }
             return discovery::serve(state, &other, method, headers);
@@ -213,13 +218,13 @@ async fn serve(
     if !allowed || (verb == "create" && rp.name.is_some()) {
         return Err(status::method_not_allowed());
     }
-    if let Some(e) = state.faults.roll(
-        &user.username,
-        false,
-        &rp.rt.group,
-        &rp.rt.plural,
-        rp.name.as_deref().unwrap_or(""),
-    ) {
+    let target = Target {
+        group: &rp.rt.group,
+        resource: &rp.rt.plural,
+        name: rp.name.as_deref().unwrap_or(""),
+        write: !matches!(verb, "get" | "list" | "watch"),
+    };
+    if let Some(e) = state.faults.roll(&user.username, false, target) {
         return Err(e);
     }
     let output = request::negotiate(headers.get(header::ACCEPT).and_then(|v| v.to_str().ok()));
