@@ -2,6 +2,9 @@
 //! Workloads are rolled (their pod template gets a new
 //! `capstan.dev/config-hash`) when the content of a Secret or ConfigMap they
 //! use changes, once per debounce window, and `kubectl get events` tells it.
+//! Failed reads and patches (injected by the server) delay a rollout but
+//! never lose it; a rollout that does not finish in time is reported; Reloader's
+//! name lists and DaemonSets work as Deployments and StatefulSets do.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::time::Duration;

@@ -9,6 +9,12 @@
 //!   ConfigMap while they overlap, and leaves of both verify against it.
 //! * A `CABundle` creates, updates and deletes its ConfigMaps as namespaces
 //!   are selected and unselected, and counts them in its status.
+//! * Two writers of one ConfigMap key do not fight: the older `CABundle` (or
+//!   the ConfigMap's own injection annotation) keeps it, the other reports
+//!   `TargetConflict`; a source that is a bundle's output is refused.
+//! * Secrets other than sources are only ever listed and watched as
+//!   metadata (seen through a recording proxy, since the server's request
+//!   log does not keep the `Accept` header).
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::process::Command;
