@@ -1791,6 +1791,41 @@ fn analyse(a: &Analysis<'_>) -> Vec<Verdict> {
         a.record.problems.clone(),
     ));
 
+    // The faults reached the binaries, and only them.
+    let mut failures = Vec::new();
+    let mut detail = Vec::new();
+    for user in [ISSUER_USER, ROTATOR_USER, "admin"] {
+        let count = |pred: &dyn Fn(&capstan_tests::apiserver::RequestRecord) -> bool| {
+            a.request_log
+                .iter()
+                .filter(|r| r.user == user && pred(r))
+                .count()
+        };
+        let total = count(&|_| true);
+        let e500 = count(&|r| r.code == 500);
+        let e429 = count(&|r| r.code == 429);
+        let e409 = count(&|r| r.code == 409);
+        let watches = count(&|r| r.verb == "watch");
+        let name = user.rsplit(':').next().unwrap_or(user);
+        detail.push(format!(
+            "{name}: {total} requests, {e500}x500 {e429}x429 {e409}x409, {watches} watches"
+        ));
+        if user == "admin" {
+            if e500 + e429 > 0 {
+                failures.push(format!("the exempt admin got {e500} 500s and {e429} 429s"));
+            }
+        } else if e500 == 0 || e429 == 0 || watches < 20 {
+            failures.push(format!(
+                "{name} was hardly disturbed: {e500} 500s, {e429} 429s, {watches} watches"
+            ));
+        }
+    }
+    verdicts.push(verdict(
+        "the faults reach the binaries and spare the test's own client",
+        detail.join("; "),
+        failures,
+    ));
+
     // 1. Every request Ready=True.
     let mut failures = Vec::new();
     if requests.len() != a.requests {
