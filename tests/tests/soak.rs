@@ -1,24 +1,31 @@
 //! The fault soak with crash safety (issue 8): the real `capstan-issuer` and
 //! `capstan-rotator` against a test API server that answers 5% of their
-//! requests with 500/429/409, adds latency with jitter and cuts their watches
-//! every few seconds, while both are SIGKILLed at random points and
-//! restarted, 50 times in all.
+//! requests with 500/429/409 (409 to writes only), adds 5-25 ms of latency
+//! and cuts their watches 3 s after each opens, while both are SIGKILLed at
+//! random points and restarted, 50 times in all. A binary that exits on its
+//! own is restarted as a kubelet would, and reported.
 //!
 //! Meanwhile 2,000 approved CertificateRequests are spread over 10 issuers
 //! (self-managed ClusterCAIssuers and CAIssuers with user CA Secrets), and
 //! one ClusterCAIssuer is rotated with `capstan.dev/rotate` while 20
 //! ConfigMaps in 5 namespaces inject its bundle into 10 opted-in Deployments.
+//! Its `overlap` outlasts the soak, so its bundle changes once (the new CA
+//! published) and each Deployment must roll exactly once.
 //!
 //! The test's own client (user `admin`) is exempt from the faults. It records
 //! every change of the objects involved with one uncut watch per kind, and
 //! checks the invariants over that history (ordered by resourceVersion,
 //! which the test API server keeps global), the final state and the request
-//! log. It prints one line per invariant and `soak: N passed, M failed`.
+//! log. It prints one line per invariant, problems marked `BUG?` under it,
+//! and `soak: N passed, M failed`.
 //!
-//! `CAPSTAN_SOAK_SEED` replays a run's random choices (kill points, targets,
-//! samples); `CAPSTAN_SOAK_REQUESTS` and `CAPSTAN_SOAK_KILLS` change the size
-//! for local runs (defaults: the issue's 2,000 and 50). Logs of every binary
-//! instance are kept in a directory printed at the start.
+//! `CAPSTAN_SOAK_SEED` replays the run's random choices (kill delays, which
+//! restarts are killed again before converging, the openssl sample); the
+//! interleaving with the binaries still depends on timing.
+//! `CAPSTAN_SOAK_REQUESTS` and `CAPSTAN_SOAK_KILLS` change the size for local
+//! runs (defaults: the issue's 2,000 and 50). The logs of every binary
+//! instance go to a directory printed at the start, removed when the soak
+//! passes.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
