@@ -1288,6 +1288,13 @@ metadata:
         ready(s) == ("True".into(), "Synced".into())
     })
     .await;
+    // Only other-ca is read by a bundle now.
+    let series = r#"capstan_rotator_sources_watched{controller="bundle"}"#;
+    await_condition(series, WAIT, POLL, || async {
+        (metric(&env.rotator, series).await == Some(1.0)).then_some(())
+    })
+    .await
+    .unwrap_or_else(|e| panic!("{e}\n{}", env.logs()));
 }
 
 #[tokio::test]

@@ -103,7 +103,7 @@ pub async fn run(ctx: Arc<Context>, config: Config, shutdown: CancellationToken)
     });
     controller
         .reconcile_all_on(namespace_changes)
-        .reconcile_all_on(spec_changes(&client, &wc))
+        .reconcile_all_on(spec_changes(&client, &wc, ctx.metrics.clone()))
         .reconcile_on(secrets)
         .reconcile_on(config_maps)
         .reconcile_all_on(ctx.leadership.gained())
@@ -121,31 +121,43 @@ pub async fn run(ctx: Arc<Context>, config: Config, shutdown: CancellationToken)
 /// A tick whenever a `CABundle` is created, deleted or changes its spec
 /// (generation): which bundle owns a contested key, and which ConfigMaps
 /// are targets, depend on every bundle, so all are re-run. Status writes do
-/// not tick.
+/// not tick. Also keeps the `bundle` count of sources watched current,
+/// down to zero when the last bundle goes.
 fn spec_changes(
     client: &kube::Client,
     wc: &watcher::Config,
+    metrics: crate::metrics::Metrics,
 ) -> impl futures::Stream<Item = ()> + Send + 'static {
-    let mut generations: std::collections::HashMap<String, Option<i64>> =
-        std::collections::HashMap::new();
+    let mut specs: std::collections::HashMap<String, CABundle> = std::collections::HashMap::new();
     watcher(Api::<CABundle>::all(client.clone()), wc.clone())
         .default_backoff()
         .filter_map(move |event| {
             let tick = match event {
+                Ok(watcher::Event::Init) => {
+                    specs.clear();
+                    false
+                }
                 Ok(watcher::Event::InitApply(b)) => {
-                    generations.insert(b.name_any(), b.metadata.generation);
+                    specs.insert(b.name_any(), b);
                     false
                 }
                 Ok(watcher::Event::Apply(b)) => {
                     let generation = b.metadata.generation;
-                    generations.insert(b.name_any(), generation) != Some(generation)
+                    specs
+                        .insert(b.name_any(), b)
+                        .is_none_or(|old| old.metadata.generation != generation)
                 }
                 Ok(watcher::Event::Delete(b)) => {
-                    generations.remove(&b.name_any());
+                    specs.remove(&b.name_any());
                     true
                 }
-                _ => false,
+                Ok(watcher::Event::InitDone) | Err(_) => false,
             };
+            let sources = select::object_sources(specs.values());
+            metrics
+                .sources_watched
+                .with_label_values(&["bundle"])
+                .set(i64::try_from(sources).unwrap_or(i64::MAX));
             std::future::ready(tick.then_some(()))
         })
 }
@@ -178,14 +190,6 @@ where
 
 async fn reconcile(bundle: Arc<CABundle>, state: Arc<Bundles>) -> Result<Action> {
     let name = bundle.name_any();
-    let all = state.bundles.state();
-    let sources = select::object_sources(all.iter().map(AsRef::as_ref));
-    state
-        .ctx
-        .metrics
-        .sources_watched
-        .with_label_values(&["bundle"])
-        .set(i64::try_from(sources).unwrap_or(i64::MAX));
     let (outcome, write_error) = state.sync(&bundle).await?;
     if let Outcome::Built {
         targets, in_sync, ..
