@@ -9,18 +9,15 @@ use tokio_util::sync::CancellationToken;
 
 use crate::lease::{self, Leadership, LeaseConfig};
 
-/// Parses a duration flag written like `15s`, `5m`, `2h` (Go's syntax).
+/// Parses a duration flag written like `15s`, `5m`, `2h`: Go's syntax, as
+/// cert-manager's flags and config take it, parsed by
+/// [`capstan_pki::parse_duration`] so flags, config files and resource
+/// fields all accept the same text.
 ///
 /// # Errors
-/// When the text is not a positive duration.
+/// When the text is not a positive duration of at most Go's maximum.
 pub fn parse_duration(text: &str) -> Result<Duration, String> {
-    let parsed: k8s_openapi::jiff::SignedDuration = text.trim().parse().map_err(|_| {
-        format!("{text:?} is not a duration (write it like \"15s\", \"5m\" or \"2h\")")
-    })?;
-    if parsed.is_negative() || parsed.is_zero() {
-        return Err(format!("{text:?} must be longer than zero"));
-    }
-    Duration::try_from(parsed).map_err(|_| format!("{text:?} is out of range"))
+    capstan_pki::parse_duration(text).map_err(|e| e.to_string())
 }
 
 /// Starts logging, builds the multi-threaded runtime and runs `serve` on
@@ -182,6 +179,11 @@ mod tests {
                 .contains("soon")
         );
         assert!(parse_duration("0s").is_err());
+        assert_eq!(parse_duration("1h30m"), Ok(Duration::from_secs(5400)));
+        assert!(
+            parse_duration("100000000h").is_err(),
+            "past Go's maximum duration"
+        );
     }
 
     #[test]

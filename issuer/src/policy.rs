@@ -144,6 +144,12 @@ fn resolve_self_managed(
     }
     let ca_duration = optional_duration("spec.selfManaged.duration", spec.duration.as_deref())?
         .unwrap_or(DEFAULT_CA_DURATION);
+    if ca_duration > capstan_pki::ca::MAX_CA_LIFETIME {
+        return Err(SpecError(format!(
+            "spec.selfManaged.duration must be at most {}h (100 years)",
+            capstan_pki::ca::MAX_CA_LIFETIME.as_secs() / 3600
+        )));
+    }
     let rotate_before = match (&spec.rotate_before, spec.rotation_fraction) {
         (Some(text), _) => parse_duration("spec.selfManaged.rotateBefore", text)?,
         (None, fraction) => {
@@ -284,6 +290,16 @@ mod tests {
             ..managed(|_| {})
         };
         assert!(resolve("i", &spec).is_err());
+    }
+
+    #[test]
+    fn a_ca_lifetime_past_a_century_is_an_invalid_spec() {
+        let spec = managed(|m| m.duration = Some("900000h".into()));
+        let e = resolve("i", &spec).expect_err("too long").0;
+        assert!(
+            e.contains("spec.selfManaged.duration") && e.contains("100 years"),
+            "{e}"
+        );
     }
 
     #[test]

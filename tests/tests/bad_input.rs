@@ -393,10 +393,17 @@ async fn every_bad_input_is_reported_and_blocks_nothing() {
             expect: Expect::Failed(&["spec.duration"]),
         },
         Case {
+            name: "long-duration",
+            csr: env.csr("long-duration", &P256, GOOD_SANS),
+            extra_spec: "  duration: 2000h\n",
+            expect: Expect::IssuedCapped,
+        },
+        Case {
             name: "absurd-duration",
             csr: env.csr("absurd-duration", &P256, GOOD_SANS),
+            // Past what Go's time.Duration (and so cert-manager) can hold.
             extra_spec: "  duration: 100000000h\n",
-            expect: Expect::IssuedCapped,
+            expect: Expect::Failed(&["spec.duration", "longer than the maximum"]),
         },
         Case {
             name: "dns-outside",
@@ -593,7 +600,21 @@ async fn every_bad_input_is_reported_and_blocks_nothing() {
         let (_, cr_reason, cr_message) = ready(&cr).unwrap();
         assert_eq!(cr_reason, "Pending", "for-{name}: {cr}");
         assert!(cr["status"].get("failureTime").is_none(), "{cr}");
-        let events = env.events_for(name).await;
+        // The issuer's own Warning Event says why, where kubectl shows it.
+        let events = await_condition(
+            &format!("a {reason} Event on {name}"),
+            WAIT,
+            POLL,
+            || async {
+                let events = env.events_for(name).await;
+                events
+                    .iter()
+                    .any(|(t, r, m)| t == "Warning" && r == reason && m == &message)
+                    .then_some(events)
+            },
+        )
+        .await
+        .unwrap_or_else(|e| panic!("{e}\n{}", env.logs()));
         println!("issuer {name}: {reason}: {message}; request: {cr_message}; events: {events:?}");
         checked += 1;
     }
@@ -612,7 +633,9 @@ async fn every_bad_input_is_reported_and_blocks_nothing() {
         .await;
     let (_, reason, message) = ready(&absurd).unwrap();
     assert!(
-        message.contains("100000000h") && message.contains("longer than"),
+        reason == "InvalidSpec"
+            && message.contains("100000000h")
+            && message.contains("longer than"),
         "absurd-lifetime: {reason}: {message}"
     );
     assert!(

@@ -40,7 +40,11 @@ use serde::{Deserialize, Serialize};
         type_ = "string",
         json_path = ".status.conditions[?(@.type==\"Ready\")].reason"
     ),
-    printcolumn(name = "CA Expiry", type_ = "string", json_path = ".status.ca.notAfter"),
+    printcolumn(
+        name = "CA Expiry",
+        type_ = "string",
+        json_path = ".status.ca.notAfter"
+    ),
     printcolumn(
         name = "Status",
         type_ = "string",
@@ -85,7 +89,11 @@ pub struct CAIssuerSpec {
         type_ = "string",
         json_path = ".status.conditions[?(@.type==\"Ready\")].reason"
     ),
-    printcolumn(name = "CA Expiry", type_ = "string", json_path = ".status.ca.notAfter"),
+    printcolumn(
+        name = "CA Expiry",
+        type_ = "string",
+        json_path = ".status.ca.notAfter"
+    ),
     printcolumn(
         name = "Status",
         type_ = "string",

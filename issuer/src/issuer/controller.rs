@@ -9,6 +9,7 @@ use std::collections::HashSet;
 use std::sync::Arc;
 use std::time::Duration;
 
+use capstan_common::backoff::WatchBackoff;
 use capstan_common::events::{self, Record};
 use futures::{StreamExt, TryStreamExt};
 use k8s_openapi::api::core::v1::Secret;
@@ -320,6 +321,13 @@ async fn write_status<K: IssuerObject>(issuer: &K, health: &Health, ctx: &Contex
         return Ok(());
     }
     let previous = issuer.issuer_status();
+    if let Some((reason, message)) = issuer_status::not_ready_event(previous, health) {
+        let record = Record::warning(reason, message.to_owned());
+        tracing::warn!(issuer = %issuer.key(), reason, "{message}");
+        if let Err(e) = ctx.recorder.publish(&issuer.object_ref(&()), &record).await {
+            tracing::warn!(issuer = %issuer.key(), error = %e, "could not record event");
+        }
+    }
     let desired = issuer_status::desired(
         previous,
         health,
@@ -364,11 +372,12 @@ pub async fn run<K>(
     let forget_ctx = ctx.clone();
     let forget_store = store.clone();
     let issuers = watcher(api, watcher::Config::default().any_semantic())
-        .default_backoff()
+        .backoff(WatchBackoff::default())
         .reflect(writer)
         .inspect_ok(move |event| forget_deleted::<K>(event, &forget_store, &forget_ctx))
         .touched_objects();
-    let controller = Controller::for_stream(issuers, store.clone());
+    let controller =
+        Controller::for_stream(issuers, store.clone()).trigger_backoff(WatchBackoff::default());
     let cluster_ns = ctx.cluster_resource_namespace.clone();
     let secrets = watcher(
         Api::<PartialObjectMeta<Secret>>::all(ctx.client.clone()),

@@ -89,6 +89,23 @@ pub fn differs(previous: Option<&IssuerStatus>, desired: &IssuerStatus) -> bool 
     previous != Some(desired)
 }
 
+/// The Warning Event to record when an issuer becomes not ready, or not
+/// ready for another reason: (reason, message). `None` when it is ready or
+/// was already not ready for the same reason, so a broken issuer that is
+/// re-checked every minute does not repeat itself.
+#[must_use]
+pub fn not_ready_event<'a>(
+    previous: Option<&IssuerStatus>,
+    health: &'a Health,
+) -> Option<(&'static str, &'a str)> {
+    let Health::NotReady { reason, message } = health else {
+        return None;
+    };
+    let old = previous.and_then(|p| p.conditions.iter().find(|c| c.type_ == conditions::READY));
+    let same = old.is_some_and(|c| c.status == conditions::FALSE && c.reason == *reason);
+    (!same).then_some((*reason, message.as_str()))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -142,5 +159,30 @@ mod tests {
             "False stays False"
         );
         assert!(differs(Some(&second), &third));
+    }
+
+    #[test]
+    fn a_not_ready_event_once_per_reason() {
+        let broken = Health::NotReady {
+            reason: "SecretNotFound",
+            message: "secret x not found".into(),
+        };
+        assert_eq!(not_ready_event(None, &ready()), None);
+        assert_eq!(
+            not_ready_event(None, &broken),
+            Some(("SecretNotFound", "secret x not found"))
+        );
+        let ok = desired(None, &ready(), Some(1), &at(10));
+        assert!(not_ready_event(Some(&ok), &broken).is_some(), "Ready → not");
+        let already = desired(Some(&ok), &broken, Some(1), &at(20));
+        assert_eq!(not_ready_event(Some(&already), &broken), None, "no repeat");
+        let other = Health::NotReady {
+            reason: "InvalidKeyPair",
+            message: "mismatch".into(),
+        };
+        assert_eq!(
+            not_ready_event(Some(&already), &other),
+            Some(("InvalidKeyPair", "mismatch"))
+        );
     }
 }
