@@ -3,6 +3,7 @@
 //! Nothing here knows about certificates or bundles; it is what every
 //! long-running capstan process needs around its controllers:
 //!
+//! * [`backoff`] — how fast watches reconnect after the API server failed;
 //! * [`cli`] — flags both binaries share: cluster access, leader election,
 //!   replica identity;
 //! * [`telemetry`] — structured logs (text or JSON) through `tracing-subscriber`;
@@ -16,6 +17,7 @@
 //! * [`shutdown`] — one cancellation token, fired by SIGTERM or SIGINT, shared by
 //!   controllers and servers so the process drains and exits cleanly.
 
+pub mod backoff;
 pub mod cli;
 pub mod config;
 pub mod crd;

@@ -6,6 +6,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use capstan_common::backoff::WatchBackoff;
 use capstan_common::events::Record;
 use futures::StreamExt;
 use k8s_openapi::ByteString;
@@ -161,6 +162,7 @@ pub async fn run(
 ) {
     let api: Api<CertificateSigningRequest> = Api::all(ctx.client.clone());
     Controller::new(api, watcher::Config::default().any_semantic())
+        .trigger_backoff(WatchBackoff::default())
         .with_config(controller::Config::default().concurrency(ctx.concurrent_workers))
         .reconcile_all_on(WatchStream::new(ctx.signers.subscribe()).map(|_| ()))
         .reconcile_all_on(ctx.leadership.gained())

@@ -9,6 +9,7 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use capstan_common::backoff::WatchBackoff;
 use capstan_common::events::Record;
 use futures::StreamExt;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
@@ -199,7 +200,8 @@ pub async fn run(
 ) {
     let api: Api<CertificateRequest> = Api::all(ctx.client.clone());
     let gained = ctx.leadership.gained();
-    let controller = Controller::new(api, watcher::Config::default().any_semantic());
+    let controller = Controller::new(api, watcher::Config::default().any_semantic())
+        .trigger_backoff(WatchBackoff::default());
     let pending = tokio::spawn(report_pending(controller.store(), ctx.clone()));
     controller
         .with_config(controller::Config::default().concurrency(ctx.concurrent_workers))

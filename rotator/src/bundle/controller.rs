@@ -27,6 +27,7 @@
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
+use capstan_common::backoff::WatchBackoff;
 use capstan_common::events::{Record, created_message, object_phrase, updated_message};
 use futures::{StreamExt, stream};
 use k8s_openapi::api::core::v1::{ConfigMap, Namespace, Secret};
@@ -72,6 +73,7 @@ pub async fn run(ctx: Arc<Context>, config: Config, shutdown: CancellationToken)
     let client = ctx.client.clone();
     let wc = watcher::Config::default().any_semantic();
     let controller = Controller::new(Api::<CABundle>::all(client.clone()), wc.clone())
+        .trigger_backoff(WatchBackoff::default())
         // Writing N targets echoes N ConfigMap events back: the debounce
         // folds them into one more reconcile instead of N.
         .with_config(
@@ -86,7 +88,7 @@ pub async fn run(ctx: Arc<Context>, config: Config, shutdown: CancellationToken)
         Api::<PartialObjectMeta<Namespace>>::all(client.clone()),
         wc.clone(),
     )
-    .default_backoff()
+    .backoff(WatchBackoff::default())
     .modify(slim)
     .reflect(writer)
     .touched_objects()
@@ -130,7 +132,7 @@ fn spec_changes(
 ) -> impl futures::Stream<Item = ()> + Send + 'static {
     let mut specs: std::collections::HashMap<String, CABundle> = std::collections::HashMap::new();
     watcher(Api::<CABundle>::all(client.clone()), wc.clone())
-        .default_backoff()
+        .backoff(WatchBackoff::default())
         .filter_map(move |event| {
             let tick = match event {
                 Ok(watcher::Event::Init) => {
@@ -178,7 +180,7 @@ where
         + 'static,
 {
     watcher(Api::<PartialObjectMeta<K>>::all(client.clone()), wc.clone())
-        .default_backoff()
+        .backoff(WatchBackoff::default())
         .touched_objects()
         .filter_map(|o| std::future::ready(o.ok()))
         .flat_map(move |o| {

@@ -15,6 +15,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::{Arc, Mutex, MutexGuard};
 
+use capstan_common::backoff::WatchBackoff;
 use capstan_common::events::{Record, object_phrase, updated_message};
 use futures::{StreamExt, stream};
 use k8s_openapi::api::core::v1::{ConfigMap, Secret};
@@ -112,7 +113,7 @@ pub async fn run(ctx: Arc<Context>, config: Config, shutdown: CancellationToken)
         Api::<PartialObjectMeta<ConfigMap>>::all(client.clone()),
         wc.clone(),
     )
-    .default_backoff()
+    .backoff(WatchBackoff::default())
     .modify(slim)
     .inspect(move |event| {
         if let Ok(watcher::Event::Delete(cm)) = event {
@@ -128,7 +129,7 @@ pub async fn run(ctx: Arc<Context>, config: Config, shutdown: CancellationToken)
         Api::<PartialObjectMeta<Secret>>::all(client.clone()),
         wc.clone(),
     )
-    .default_backoff()
+    .backoff(WatchBackoff::default())
     .touched_objects()
     .filter_map(|s| std::future::ready(s.ok()))
     .flat_map(move |s| {
@@ -140,6 +141,7 @@ pub async fn run(ctx: Arc<Context>, config: Config, shutdown: CancellationToken)
     });
 
     let controller = Controller::for_stream(config_maps, reader)
+        .trigger_backoff(WatchBackoff::default())
         .with_config(ControllerConfig::default().concurrency(4))
         .reconcile_on(secrets)
         .reconcile_on(issuers(
@@ -178,7 +180,7 @@ fn issuers(
     let index = injector.clone();
     let api = Api::<DynamicObject>::all_with(injector.ctx.client.clone(), &resource);
     watcher(api, wc.clone())
-        .default_backoff()
+        .backoff(WatchBackoff::default())
         .touched_objects()
         .filter_map(|o| std::future::ready(o.ok()))
         .flat_map(move |issuer| {

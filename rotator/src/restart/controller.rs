@@ -18,6 +18,7 @@ use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use capstan_common::backoff::WatchBackoff;
 use capstan_common::events::Record;
 use futures::StreamExt;
 use futures::stream::{BoxStream, SelectAll};
@@ -116,7 +117,7 @@ impl Restarter {
                 Api::<PartialObjectMeta<Secret>>::all(client.clone()),
                 config.clone(),
             )
-            .default_backoff()
+            .backoff(WatchBackoff::default())
             .filter_map(|e| std::future::ready(e.ok().map(Input::SecretMeta)))
             .boxed(),
         );
@@ -125,7 +126,7 @@ impl Restarter {
                 Api::<PartialObjectMeta<ConfigMap>>::all(client.clone()),
                 config,
             )
-            .default_backoff()
+            .backoff(WatchBackoff::default())
             .filter_map(|e| std::future::ready(e.ok().map(Input::ConfigMapMeta)))
             .boxed(),
         );
@@ -652,7 +653,7 @@ where
         + 'static,
 {
     watcher(Api::<K>::all(client.clone()), config.clone())
-        .default_backoff()
+        .backoff(WatchBackoff::default())
         .filter_map(move |event| {
             std::future::ready(event.ok().map(|e| {
                 Input::Workload(Box::new(match e {
