@@ -117,9 +117,24 @@ impl LeaderArgs {
             duration: self.lease_duration,
             grace: self.renew_grace,
         };
-        let (leadership, task) = lease::campaign(client, &config)
-            .await
-            .context("starting leader election")?;
+        // A transient API error at start must not crash the process (a
+        // CrashLoopBackOff on every API server hiccup): retry until it works
+        // or the process is told to stop.
+        let mut retry = crate::backoff::WatchBackoff::default();
+        let (leadership, task) = loop {
+            match lease::campaign(client.clone(), &config).await {
+                Ok(started) => break started,
+                Err(e) if lease::is_transient(&e) => {
+                    let wait = retry.next().unwrap_or(crate::backoff::MAX_RETRY);
+                    tracing::warn!(error = %e, retry_in = ?wait, "could not start leader election; retrying");
+                    tokio::select! {
+                        () = shutdown.cancelled() => anyhow::bail!("stopped before leader election started"),
+                        () = tokio::time::sleep(wait) => {}
+                    }
+                }
+                Err(e) => return Err(anyhow::Error::new(e).context("starting leader election")),
+            }
+        };
         let ended = shutdown.clone();
         tokio::spawn(async move {
             match task.await {

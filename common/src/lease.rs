@@ -80,6 +80,22 @@ impl Leadership {
     }
 }
 
+/// Whether starting the campaign failed for a reason that may pass: the API
+/// server answered 5xx, 429 or 409, could not be reached, or another replica
+/// created the Lease at the same moment. Anything else (no permission, a
+/// malformed Lease) will not fix itself.
+#[must_use]
+pub fn is_transient(error: &LeaseManagerError) -> bool {
+    match error {
+        LeaseManagerError::KubeError(kube::Error::Api(status)) => {
+            status.code >= 500 || status.code == 429 || status.code == 409
+        }
+        LeaseManagerError::KubeError(kube::Error::HyperError(_) | kube::Error::Service(_))
+        | LeaseManagerError::LeaseAlreadyExists(_) => true,
+        _ => false,
+    }
+}
+
 /// Starts campaigning for the lease. The task runs until every
 /// [`Leadership`] clone is dropped, then releases the lease; the process
 /// should exit if it ends while still wanted.
@@ -116,4 +132,31 @@ pub async fn campaign(
         }
     });
     Ok((Leadership { rx, _fixed: None }, task))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn api(code: u16) -> LeaseManagerError {
+        LeaseManagerError::KubeError(kube::Error::Api(Box::new(
+            kube::core::Status::failure("x", "y").with_code(code),
+        )))
+    }
+
+    #[test]
+    fn server_hiccups_are_retried_and_refusals_are_not() {
+        for code in [500, 503, 429, 409] {
+            assert!(is_transient(&api(code)), "{code}");
+        }
+        for code in [401, 403, 404, 422] {
+            assert!(!is_transient(&api(code)), "{code}");
+        }
+        assert!(is_transient(&LeaseManagerError::LeaseAlreadyExists(
+            "l".into()
+        )));
+        assert!(!is_transient(&LeaseManagerError::InconsistentState(
+            "bug".into()
+        )));
+    }
 }
