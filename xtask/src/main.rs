@@ -2,8 +2,10 @@
 //!
 //! * `ci` — exactly what CI runs (`.ci/run` calls it): installs the real tools
 //!   the end-to-end tests drive (`scripts/install-tools`), then checks
-//!   formatting, lints with warnings denied, and runs every test of the
-//!   workspace. Run it before you push; a green `cargo xtask ci` is a green CI.
+//!   formatting, lints with warnings denied, runs every test of the
+//!   workspace, and fuzzes each cargo-fuzz target for a few seconds
+//!   (`scripts/fuzz`). Run it before you push; a green `cargo xtask ci` is a
+//!   green CI.
 //! * `crds` — writes `crds/*.yaml` from the Rust API types. The crates' tests
 //!   fail when the committed files differ from what this would write.
 //! * `chart-files` — copies `crds/*.yaml` and the monitoring mixin's rule
@@ -73,6 +75,9 @@ fn ci(root: &Path) -> Result<()> {
         ],
     )?;
     run(root, "cargo", &["test", "--workspace"])?;
+    // A short fuzz of every cargo-fuzz target (CSRs, bundles, CA key pairs,
+    // durations); fuzz/README.md describes the long run.
+    run(root, "scripts/fuzz", &[FUZZ_SECONDS])?;
     match std::env::var_os(REAL_CLUSTER_VAR) {
         Some(v) if !v.is_empty() => {
             eprintln!("==> the real-cluster e2e ran against the cluster {REAL_CLUSTER_VAR} names")
@@ -84,6 +89,9 @@ fn ci(root: &Path) -> Result<()> {
     }
     Ok(())
 }
+
+/// Seconds each fuzz target runs in CI.
+const FUZZ_SECONDS: &str = "5";
 
 /// The variable naming a real cluster's kubeconfig for the e2e suite.
 const REAL_CLUSTER_VAR: &str = "CAPSTAN_E2E_KUBECONFIG";
