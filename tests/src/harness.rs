@@ -399,6 +399,28 @@ impl RunningBinary {
         Ok((field("metrics")?, field("health")?))
     }
 
+    /// The `/metrics` text of a running capstan binary, fetched with curl
+    /// over plain HTTP or (unverified) TLS; `None` when it serves none or
+    /// demands credentials.
+    pub async fn metrics_text(&self) -> Option<String> {
+        let (metrics, _) = self.serving_addresses(Duration::from_secs(1)).await.ok()?;
+        for url in [
+            format!("http://{metrics}/metrics"),
+            format!("https://{metrics}/metrics"),
+        ] {
+            let out = Command::new("curl")
+                .args(["-sk", "--max-time", "10", &url])
+                .output()
+                .await
+                .ok()?;
+            let body = String::from_utf8_lossy(&out.stdout).into_owned();
+            if body.contains("# HELP") {
+                return Some(body);
+            }
+        }
+        None
+    }
+
     /// Whether the process is still running.
     pub fn is_running(&mut self) -> bool {
         matches!(self.child.try_wait(), Ok(None))

@@ -20,6 +20,7 @@ use capstan_tests::apiserver::{TestApiServer, kubeconfig};
 use capstan_tests::harness::{
     Kubectl, RunningBinary, await_condition, shared_dir, workspace_binary, workspace_root,
 };
+use capstan_tests::hygiene;
 use serde_json::Value;
 
 /// Generous: after an outage longer than a few seconds, kube-runtime's
@@ -402,6 +403,13 @@ async fn both_controllers_recover_from_an_api_server_restart_without_restarting(
     }
     let logs = controllers.logs();
     assert!(!logs.contains("panicked"), "{logs}");
+    let keys = hygiene::keys_in_dir(&tools.dir);
+    hygiene::assert_no_key_leaks(
+        &tools.kubectl,
+        &[&controllers.issuer, &controllers.rotator],
+        &keys,
+    )
+    .await;
     drop(server);
     println!("{checked} outages survived by the same issuer and rotator processes");
 }

@@ -15,6 +15,7 @@ use capstan_tests::apiserver::{TestApiServer, kubeconfig};
 use capstan_tests::harness::{
     Kubectl, RunningBinary, await_condition, shared_dir, workspace_binary, workspace_root,
 };
+use capstan_tests::hygiene;
 use serde_json::Value;
 
 const WAIT: Duration = Duration::from_secs(60);
@@ -218,6 +219,14 @@ impl Env {
             .unwrap();
     }
 
+    /// Fails on any private key (the cluster's CA keys, the keys this test
+    /// made for its CSRs) outside Secrets: objects, issuer logs, metrics.
+    async fn assert_no_key_leaks(&self) {
+        let keys = hygiene::keys_in_dir(self.dir.path());
+        let scanned = hygiene::assert_no_key_leaks(&self.kubectl, &[&self.issuer], &keys).await;
+        println!("key scan: {scanned:?}");
+    }
+
     /// Waits for an Event with `reason` on CertificateRequest `name`.
     async fn event_for(&self, name: &str, reason: &str) -> Value {
         let selector = format!("involvedObject.name={name},reason={reason}");
@@ -401,6 +410,7 @@ async fn self_managed_issuer_signs_approved_requests_for_every_key_algorithm() {
             events.contains("Issued") && events.contains("certificaterequest/metrics"),
             "{events}"
         );
+        env.assert_no_key_leaks().await;
         drop(env);
     }
 }
@@ -691,6 +701,7 @@ async fn every_row_of_the_request_contract() {
     ] {
         assert!(events.contains(needle), "missing {needle}:\n{events}");
     }
+    env.assert_no_key_leaks().await;
 }
 
 /// The value of the sample of `name` whose labels include `labels`, from a
@@ -830,6 +841,7 @@ spec:
     ] {
         assert!(events.contains(reason), "missing {reason}:\n{events}");
     }
+    env.assert_no_key_leaks().await;
 }
 
 /// The CA source a user provides: missing, then a key that does not match,
@@ -913,6 +925,7 @@ async fn user_ca_secret_problems_are_reported_then_it_signs() {
     let leaf = env.write("app.pem", &decode(&cr["status"]["certificate"]));
     let (ok, out) = env.openssl(&["verify", "-CAfile", &format!("{dir}/ca.crt"), &leaf]);
     assert!(ok, "{out}");
+    env.assert_no_key_leaks().await;
 }
 
 /// Kubernetes CertificateSigningRequests addressed to the issuer's signer
@@ -978,6 +991,7 @@ async fn kubernetes_csrs_are_signed_when_approved_and_fail_when_denied() {
         other["status"].get("certificate").is_none(),
         "another signer's CSR was signed: {other}"
     );
+    env.assert_no_key_leaks().await;
 }
 
 /// Two replicas at once: one holds the lease and every request gets exactly
@@ -1038,6 +1052,7 @@ async fn two_replicas_sign_every_request_exactly_once() {
             .chain(env.issuer.logs().iter())
             .any(|l| l.contains("leadership changed"))
     );
+    env.assert_no_key_leaks().await;
 }
 
 /// SHA-256 fingerprint of the first certificate in a PEM file, as capstan
@@ -1155,6 +1170,7 @@ spec:
     let leaf = env.write("after.pem", &decode(&cr["status"]["certificate"]));
     let (ok, out) = env.openssl(&["verify", "-CAfile", &bundle, &leaf]);
     assert!(ok, "{out}");
+    env.assert_no_key_leaks().await;
 }
 
 /// One observed version of a self-managed CA Secret.
@@ -1400,4 +1416,5 @@ spec:
         history.len(),
         last.bundle.len()
     );
+    env.assert_no_key_leaks().await;
 }

@@ -24,6 +24,7 @@ use capstan_tests::apiserver::TestApiServer;
 use capstan_tests::harness::{
     Kubectl, RunningBinary, await_condition, workspace_binary, workspace_root,
 };
+use capstan_tests::hygiene;
 use serde_json::Value;
 
 /// The environment variable naming a real cluster's kubeconfig.
@@ -517,6 +518,11 @@ async fn issue_inject_rotate_and_roll_on_the_target_cluster() {
         Some(rolled.as_str()),
         "one rollout for one change"
     );
+
+    // No private key outside Secrets (on a real cluster this scans every
+    // namespace the kubeconfig may read).
+    let keys = hygiene::keys_in_dir(story.dir.path());
+    hygiene::assert_no_key_leaks(&story.kubectl, &[&issuer, &rotator], &keys).await;
 
     // Leave the cluster as it was found.
     story

@@ -23,6 +23,7 @@ use capstan_tests::apiserver::{TestApiServer, kubeconfig};
 use capstan_tests::harness::{
     Kubectl, RunningBinary, await_condition, shared_dir, workspace_binary, workspace_root,
 };
+use capstan_tests::hygiene;
 use k8s_openapi::ByteString;
 use k8s_openapi::api::apps::v1::{Deployment, StatefulSet};
 use k8s_openapi::api::core::v1::{ConfigMap, Secret};
@@ -204,6 +205,13 @@ async fn monitor(client: kube::Client, first: String, stop: Arc<AtomicBool>) -> 
 }
 
 impl Story {
+    /// Fails on any private key (the Secrets' and those this test made)
+    /// outside Secrets: objects, the binaries' logs, their metrics.
+    async fn assert_no_key_leaks(&self) {
+        let keys = hygiene::keys_in_dir(self.dir.path());
+        hygiene::assert_no_key_leaks(&self.kubectl, &[&self.rotator, &self.issuer], &keys).await;
+    }
+
     async fn start() -> Self {
         let server = TestApiServer::builder()
             .rollout_delay(Duration::from_secs(1))
@@ -787,4 +795,5 @@ metadata:
     let rotated = position("CARotated", Some("ClusterCAIssuer/monitoring-ca"), 0);
     assert!(started.0 < rotated.0, "{table}");
     println!("{table}");
+    story.assert_no_key_leaks().await;
 }

@@ -14,6 +14,7 @@ use capstan_tests::apiserver::{TestApiServer, kubeconfig};
 use capstan_tests::harness::{
     Kubectl, RunningBinary, await_condition, strip_ansi, workspace_binary,
 };
+use capstan_tests::hygiene;
 use k8s_openapi::api::apps::v1::{DaemonSet, Deployment, StatefulSet};
 use k8s_openapi::api::core::v1::{ConfigMap, Event, Namespace, Secret};
 use kube::api::{Api, Patch, PatchParams, PostParams};
@@ -100,6 +101,13 @@ async fn start_with(rollout_delay: Duration, debounce: &str, extra: &[&str]) -> 
 }
 
 impl Env {
+    /// Fails on any private key (the Secrets' and those this test made)
+    /// outside Secrets: objects, the binaries' logs, their metrics.
+    async fn assert_no_key_leaks(&self) {
+        let keys = hygiene::keys_in_dir(self._dir.path());
+        hygiene::assert_no_key_leaks(&self.kubectl, &[&self.rotator], &keys).await;
+    }
+
     async fn create_sources(&self) {
         let secrets: Api<Secret> = Api::namespaced(self.client.clone(), "apps");
         let cms: Api<ConfigMap> = Api::namespaced(self.client.clone(), "apps");
@@ -276,6 +284,7 @@ async fn changed_content_rolls_opted_in_workloads_once_per_window() {
         tls_rolls, 1,
         "a label change must not roll anything:\n{events}"
     );
+    env.assert_no_key_leaks().await;
 }
 
 #[tokio::test]
@@ -309,6 +318,7 @@ async fn dry_run_changes_nothing_and_says_what_it_would_do() {
         "dry run writes nothing, not even a baseline"
     );
     assert_eq!(d.metadata.generation, Some(1));
+    env.assert_no_key_leaks().await;
 }
 
 /// How many times `reason` was recorded on `workload` (`Kind/name`),
@@ -409,6 +419,7 @@ async fn three_changes_in_one_window_roll_once() {
     );
     let rolls = recorded(&env, "RolloutTriggered", "Deployment/web").await;
     assert_eq!(rolls.0, 1, "{rolls:?}");
+    env.assert_no_key_leaks().await;
 }
 
 #[tokio::test]
@@ -486,6 +497,7 @@ async fn failed_reads_and_patches_are_retried_and_roll_once() {
         env.deployment().await.metadata.generation,
         rolled.metadata.generation
     );
+    env.assert_no_key_leaks().await;
 }
 
 #[tokio::test]
@@ -509,6 +521,7 @@ async fn a_rollout_that_does_not_complete_in_time_is_reported() {
         .await;
     assert!(events.contains("RolloutTimedOut"), "{events}");
     assert!(!events.contains("RolloutCompleted"), "{events}");
+    env.assert_no_key_leaks().await;
 }
 
 #[tokio::test]
@@ -598,4 +611,5 @@ async fn daemon_sets_and_reloader_reload_lists_roll() {
     })
     .await
     .unwrap();
+    env.assert_no_key_leaks().await;
 }

@@ -27,6 +27,7 @@ use capstan_tests::apiserver::{TestApiServer, kubeconfig};
 use capstan_tests::harness::{
     Kubectl, RunningBinary, await_condition, shared_dir, workspace_binary, workspace_root,
 };
+use capstan_tests::hygiene;
 use k8s_openapi::api::core::v1::ConfigMap;
 use kube::api::Api;
 use serde_json::Value;
@@ -239,6 +240,15 @@ async fn recording_proxy(server: &TestApiServer) -> (String, Arc<Mutex<Vec<Seen>
 }
 
 impl Env {
+    /// Fails on any private key (the Secrets' and those this test made)
+    /// outside Secrets: objects, the binaries' logs, their metrics.
+    async fn assert_no_key_leaks(&self) {
+        let mut binaries = vec![&self.rotator];
+        binaries.extend(self.issuer.as_ref());
+        let keys = hygiene::keys_in_dir(self.dir.path());
+        hygiene::assert_no_key_leaks(&self.kubectl, &binaries, &keys).await;
+    }
+
     fn logs(&self) -> String {
         let issuer = self
             .issuer
@@ -647,6 +657,7 @@ metadata:
     let next_leaf = env.leaf("next-leaf", "next");
     let (ok, out) = env.verifies(&next_leaf, data(&two, BUNDLE_KEY).unwrap());
     assert!(ok, "{out}");
+    env.assert_no_key_leaks().await;
 }
 
 #[tokio::test]
@@ -710,6 +721,7 @@ metadata:
     // Still nothing leaked.
     let leaky = env.config_map("apps", "leaky").await.unwrap();
     assert_eq!(data(&leaky, BUNDLE_KEY), None);
+    env.assert_no_key_leaks().await;
 }
 
 /// The issuer signs a CertificateRequest (approved as cert-manager's
@@ -855,6 +867,7 @@ metadata:
         "Updated ConfigMap/monitoring-ca -n apps because it changed",
     )
     .await;
+    env.assert_no_key_leaks().await;
 }
 
 #[tokio::test]
@@ -1044,6 +1057,7 @@ spec:
     .await
     .unwrap_or_else(|e| panic!("{e}\n{}", env.logs()));
     assert!(env.config_map("team-b", "corp-trust").await.is_some());
+    env.assert_no_key_leaks().await;
 }
 
 #[tokio::test]
@@ -1095,6 +1109,7 @@ spec:
     assert_eq!(env.rotator_config_map_writes(), Vec::<String>::new());
     let bundle = env.get_json(&["cabundle", "corp"]).await.unwrap();
     assert!(bundle["status"].is_null(), "no status in dry run: {bundle}");
+    env.assert_no_key_leaks().await;
 }
 
 /// The value of the sample `series` (name and labels, as exposed) on the
@@ -1295,6 +1310,7 @@ metadata:
     })
     .await
     .unwrap_or_else(|e| panic!("{e}\n{}", env.logs()));
+    env.assert_no_key_leaks().await;
 }
 
 #[tokio::test]
@@ -1400,6 +1416,7 @@ data:
     assert!(env.config_map("team-a", "reader-trust").await.is_none());
     let own = env.config_map("team-a", "ouroboros-trust").await.unwrap();
     assert_eq!(data(&own, BUNDLE_KEY), None);
+    env.assert_no_key_leaks().await;
 }
 
 #[tokio::test]
@@ -1524,4 +1541,5 @@ spec:
         .filter(|r| !r.ends_with("certs/root-ca") && !r.ends_with("apps/app-tls"))
         .collect();
     assert_eq!(named, Vec::<String>::new());
+    env.assert_no_key_leaks().await;
 }

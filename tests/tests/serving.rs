@@ -17,6 +17,7 @@ use capstan_tests::apiserver::{TestApiServer, kubeconfig};
 use capstan_tests::harness::{
     Kubectl, RunningBinary, await_condition, shared_dir, workspace_binary, workspace_root,
 };
+use capstan_tests::hygiene;
 use tokio::process::Command;
 
 const WAIT: Duration = Duration::from_secs(60);
@@ -74,6 +75,13 @@ impl Cluster {
 
     fn path(&self, name: &str) -> PathBuf {
         self.dir.path().join(name)
+    }
+
+    /// Fails on any private key (the serving keys this test made, the
+    /// Secrets' keys) in objects, the binaries' logs or their metrics.
+    async fn assert_no_key_leaks(&self, binaries: &[&RunningBinary]) {
+        let keys = hygiene::keys_in_dir(self.dir.path());
+        hygiene::assert_no_key_leaks(&self.kubectl, binaries, &keys).await;
     }
 }
 
@@ -265,6 +273,7 @@ async fn both_binaries_serve_plain_metrics_and_health_by_default() {
         .await
         .unwrap();
     }
+    c.assert_no_key_leaks(&[&issuer, &rotator]).await;
 }
 
 /// A directory laid out like a mounted Secret: `tls.crt` and `tls.key` are
@@ -395,6 +404,7 @@ async fn static_tls_files_rotate_without_a_failed_scrape() {
         .await
         .unwrap();
     assert_eq!(served_serial(metrics, &[]).await.as_deref(), Some("2002"));
+    c.assert_no_key_leaks(&[&rotator]).await;
 }
 
 /// The `ca.crt` of Secret `name` in `default`, written to `path`.
@@ -502,6 +512,7 @@ async fn dynamic_tls_shares_one_ca_secret_and_follows_its_rotation() {
         let (ok, _, _) = scrape(*metrics, ca.clone()).await;
         assert!(!ok, "the old CA no longer verifies the served certificate");
     }
+    c.assert_no_key_leaks(&[&replicas[0], &replicas[1]]).await;
 }
 
 #[tokio::test]
@@ -561,6 +572,7 @@ async fn tls_profiles_limit_versions_and_refuse_old_at_start() {
         let logs = refused.logs().join("\n");
         assert!(logs.contains(expected), "{logs}");
     }
+    c.assert_no_key_leaks(&[&modern, &intermediate]).await;
 }
 
 #[tokio::test]
@@ -664,6 +676,7 @@ async fn token_review_answers_401_403_and_200_and_health_stays_open() {
         .filter(|r| r.resource == "tokenreviews")
         .count();
     assert!(again <= reviews + 1, "cached: {reviews} then {again}");
+    c.assert_no_key_leaks(&[&rotator]).await;
 }
 
 #[tokio::test]
@@ -726,6 +739,7 @@ async fn mtls_accepts_client_certificates_from_the_ca_only() {
         !ok && code != "200",
         "refused with a foreign certificate: {code} {body}"
     );
+    c.assert_no_key_leaks(&[&rotator]).await;
 }
 
 #[tokio::test]
@@ -804,6 +818,7 @@ async fn the_config_file_sets_tls_and_yields_to_environment_and_flags() {
         logs.contains("restartDebouncer") && logs.contains("bad.yaml"),
         "{logs}"
     );
+    c.assert_no_key_leaks(&[&rotator]).await;
 }
 
 /// `GET /metrics` through `openssl s_client <extra>` (a real TLS client
@@ -913,6 +928,7 @@ async fn dynamic_tls_on_the_issuer_from_the_config_file_renews_before_expiry() {
     );
     let again = openssl_get(metrics, &verify).await;
     assert!(again.contains("HTTP/1.1 200"), "{again}");
+    c.assert_no_key_leaks(&[&issuer]).await;
 }
 
 #[tokio::test]
@@ -996,4 +1012,5 @@ async fn token_review_and_mtls_together_accept_either_credential() {
     )
     .await;
     assert!(!ok && code != "200", "{code} {body}");
+    c.assert_no_key_leaks(&[&rotator]).await;
 }

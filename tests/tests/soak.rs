@@ -39,8 +39,9 @@ use base64::Engine as _;
 use capstan_tests::apiserver::auth::UserInfo;
 use capstan_tests::apiserver::{Faults, TestApiServer, kubeconfig};
 use capstan_tests::harness::{
-    RunningBinary, await_condition, shared_dir, workspace_binary, workspace_root,
+    Kubectl, RunningBinary, await_condition, shared_dir, workspace_binary, workspace_root,
 };
+use capstan_tests::hygiene;
 use futures::{StreamExt as _, TryStreamExt as _};
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::coordination::v1::Lease;
@@ -1543,6 +1544,16 @@ async fn fault_soak_with_crashes_issues_everything_exactly_once() {
         "the soak found problems (seed {seed}; logs in {})",
         dir.display()
     );
+    // Every log line of every instance, and every object, free of keys.
+    let logs: String = std::fs::read_dir(&dir)
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter_map(|e| std::fs::read_to_string(e.path()).ok())
+        .collect();
+    let kubectl = Kubectl::for_server(&server).unwrap();
+    let scanned = hygiene::assert_no_key_leaks_in(&kubectl, logs, &[]).await;
+    println!("soak: no private key outside Secrets ({scanned:?})");
     let _ = std::fs::remove_dir_all(&dir);
 }
 
