@@ -123,6 +123,15 @@ pub fn resolve(issuer_name: &str, spec: &IssuerSpec) -> Result<IssuerPolicy, Spe
         )));
     }
     let constraints = spec.name_constraints.clone().unwrap_or_default();
+    if let Some(bad) = constraints
+        .permitted_ip_ranges
+        .iter()
+        .find(|r| capstan_pki::parse_cidr(r).is_none())
+    {
+        return Err(SpecError(format!(
+            "spec.nameConstraints.permittedIpRanges: {bad:?} is not an IP range in CIDR notation (e.g. 10.0.0.0/8)"
+        )));
+    }
     Ok(IssuerPolicy {
         source,
         max_duration,
@@ -300,6 +309,19 @@ mod tests {
             e.contains("spec.selfManaged.duration") && e.contains("100 years"),
             "{e}"
         );
+    }
+
+    #[test]
+    fn a_malformed_ip_range_is_an_invalid_spec() {
+        let spec = IssuerSpec {
+            name_constraints: Some(crate::api::ca_issuer::NameConstraints {
+                permitted_ip_ranges: vec!["10.0.0.0/8".into(), "10.0.0.0/33".into()],
+                ..Default::default()
+            }),
+            ..managed(|_| {})
+        };
+        let e = resolve("i", &spec).expect_err("bad range").0;
+        assert!(e.contains("10.0.0.0/33") && e.contains("CIDR"), "{e}");
     }
 
     #[test]

@@ -42,7 +42,7 @@ pub use duration::{MAX_DURATION, parse_duration};
 pub use error::{Error, Result};
 pub use secret_key::SecretKeyPem;
 pub use serving::ServingCert;
-pub use sign::{LeafPolicy, LeafRequest, SignedLeaf, Truncation, is_known_usage};
+pub use sign::{LeafPolicy, LeafRequest, SignedLeaf, Truncation, is_known_usage, parse_cidr};
 
 /// Largest PEM or DER input accepted anywhere (CSRs, certificates, bundles,
 /// private keys).

@@ -138,7 +138,10 @@ pub struct SignedLeaf {
     pub truncated: Option<Truncation>,
 }
 
-fn ipv_net(cidr: &str) -> Option<(IpAddr, u8)> {
+/// Parses an IP range in CIDR notation (`10.0.0.0/8`, `fd00::/8`) into its
+/// address and prefix length; `None` when it is not one.
+#[must_use]
+pub fn parse_cidr(cidr: &str) -> Option<(IpAddr, u8)> {
     let (addr, len) = cidr.split_once('/')?;
     let addr: IpAddr = addr.trim().parse().ok()?;
     let len: u8 = len.trim().parse().ok()?;
@@ -204,7 +207,7 @@ impl LeafPolicy {
             let nets: Vec<(IpAddr, u8)> = self
                 .permitted_ip_ranges
                 .iter()
-                .filter_map(|c| ipv_net(c))
+                .filter_map(|c| parse_cidr(c))
                 .collect();
             if let Some(bad) = csr
                 .ip_addresses
@@ -347,15 +350,15 @@ mod tests {
 
     #[test]
     fn ip_ranges() {
-        let net = ipv_net("10.0.0.0/8").expect("cidr");
+        let net = parse_cidr("10.0.0.0/8").expect("cidr");
         assert!(in_net("10.1.2.3".parse().expect("ip"), net));
         assert!(!in_net("11.0.0.1".parse().expect("ip"), net));
         assert!(!in_net("::1".parse().expect("ip"), net));
         assert!(in_net(
             "fd00::1".parse().expect("ip"),
-            ipv_net("fd00::/8").expect("cidr")
+            parse_cidr("fd00::/8").expect("cidr")
         ));
-        assert_eq!(ipv_net("10.0.0.0/33"), None);
+        assert_eq!(parse_cidr("10.0.0.0/33"), None);
     }
 
     #[test]
