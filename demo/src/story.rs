@@ -400,7 +400,9 @@ async fn tell(client: &kube::Client, ports: &Ports) -> anyhow::Result<()> {
         format!("http://127.0.0.1:{}/metrics", ports.rotator_metrics),
     );
 
-    heading("2. A self-managed ClusterCAIssuer (CA lifetime: 1h, rotated on demand)");
+    heading(
+        "2. A self-managed ClusterCAIssuer (CA lifetime: 15m; rotated on demand now, on its own after 10m)",
+    );
     let issuers = Api::<DynamicObject>::all_with(
         client.clone(),
         &resource("capstan.dev", "ClusterCAIssuer", "clustercaissuers"),
@@ -412,8 +414,8 @@ async fn tell(client: &kube::Client, ports: &Ports) -> anyhow::Result<()> {
                 "apiVersion": "capstan.dev/v1alpha1", "kind": "ClusterCAIssuer",
                 "metadata": {"name": "monitoring-ca"},
                 "spec": {"maxDuration": "10m", "selfManaged": {
-                    "secretName": "monitoring-ca", "duration": "1h",
-                    "rotateBefore": "20m", "propagationDelay": "5s"}}
+                    "secretName": "monitoring-ca", "duration": "15m",
+                    "rotateBefore": "5m", "propagationDelay": "5s"}}
             }))?,
         )
         .await?;
