@@ -1,10 +1,12 @@
 //! How fast watches reconnect after the API server failed them.
 //!
 //! kube-runtime's default (client-go's) doubles from 0.8 s to 30 s with
-//! jitter, so after a 20 s API server outage a controller can sit idle for
-//! up to a minute before it sees new work. capstan's watches are few and
+//! jitter, so after a 20 s API server outage a controller could sit idle for
+//! up to a minute before it saw new work. capstan's watches are few and
 //! cheap, so they retry sooner: doubling from 0.5 s, capped at 5 s, back to
-//! the start once a watch delivers again.
+//! the start whenever the watch yields again (the watcher yields before each
+//! new list, so a server that keeps failing is retried about every 0.5 s,
+//! as with kube's default).
 
 use std::time::Duration;
 

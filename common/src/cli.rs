@@ -128,7 +128,10 @@ impl LeaderArgs {
                     let wait = retry.next().unwrap_or(crate::backoff::MAX_RETRY);
                     tracing::warn!(error = %e, retry_in = ?wait, "could not start leader election; retrying");
                     tokio::select! {
-                        () = shutdown.cancelled() => anyhow::bail!("stopped before leader election started"),
+                        () = shutdown.cancelled() => {
+                            tracing::info!("stopping before leader election started");
+                            return Ok(Leadership::never());
+                        }
                         () = tokio::time::sleep(wait) => {}
                     }
                 }

@@ -48,6 +48,17 @@ impl Leadership {
         }
     }
 
+    /// Never leader: for a process told to stop before it could campaign,
+    /// so it drains and exits like any other.
+    #[must_use]
+    pub fn never() -> Self {
+        let (tx, rx) = watch::channel(false);
+        Self {
+            rx,
+            _fixed: Some(Arc::new(tx)),
+        }
+    }
+
     /// Whether this replica is the leader now.
     #[must_use]
     pub fn is_leader(&self) -> bool {
@@ -81,16 +92,21 @@ impl Leadership {
 }
 
 /// Whether starting the campaign failed for a reason that may pass: the API
-/// server answered 5xx, 429 or 409, could not be reached, or another replica
-/// created the Lease at the same moment. Anything else (no permission, a
-/// malformed Lease) will not fix itself.
+/// server answered 5xx, 429 or 409 (another replica created the Lease at the
+/// same moment), could not be reached, or cut the response short. Anything
+/// else (no permission, a malformed Lease) will not fix itself.
 #[must_use]
 pub fn is_transient(error: &LeaseManagerError) -> bool {
     match error {
         LeaseManagerError::KubeError(kube::Error::Api(status)) => {
             status.code >= 500 || status.code == 429 || status.code == 409
         }
-        LeaseManagerError::KubeError(kube::Error::HyperError(_) | kube::Error::Service(_))
+        LeaseManagerError::KubeError(
+            kube::Error::HyperError(_)
+            | kube::Error::Service(_)
+            | kube::Error::ReadEvents(_)
+            | kube::Error::SerdeError(_),
+        )
         | LeaseManagerError::LeaseAlreadyExists(_) => true,
         _ => false,
     }

@@ -1,7 +1,7 @@
 //! What every reconciler of the issuer shares.
 
-use std::collections::HashMap;
-use std::sync::{Arc, RwLock};
+use std::collections::{HashMap, HashSet};
+use std::sync::{Arc, Mutex, RwLock};
 
 use capstan_common::events::Recorder;
 use capstan_common::lease::Leadership;
@@ -49,9 +49,15 @@ impl std::fmt::Display for IssuerKey {
 /// The CAs that are loaded and ready to sign, per issuer. The issuer
 /// controller fills it; the request controllers read it. Every change bumps a
 /// generation so the request controllers re-check waiting requests.
+///
+/// Deleted issuers are remembered by UID, so a reconcile that was already
+/// running when its issuer was deleted cannot install the CA (or its
+/// metrics) again afterwards: [`Signers::update`] and [`Signers::forget`]
+/// take the same lock.
 #[derive(Clone)]
 pub struct Signers {
     ready: Arc<RwLock<HashMap<IssuerKey, Arc<ReadyCa>>>>,
+    deleted: Arc<Mutex<HashSet<String>>>,
     changed: watch::Sender<u64>,
 }
 
@@ -59,6 +65,7 @@ impl Default for Signers {
     fn default() -> Self {
         Self {
             ready: Arc::default(),
+            deleted: Arc::default(),
             changed: watch::channel(0).0,
         }
     }
@@ -71,28 +78,6 @@ impl Signers {
         self.ready.read().ok()?.get(key).cloned()
     }
 
-    /// Installs (or replaces) the ready CA of `key`; a no-op when the same CA
-    /// and policy are already installed.
-    pub fn set(&self, key: IssuerKey, ca: ReadyCa) {
-        let Ok(mut ready) = self.ready.write() else {
-            return;
-        };
-        if ready.get(&key).is_some_and(|old| **old == ca) {
-            return;
-        }
-        ready.insert(key, Arc::new(ca));
-        drop(ready);
-        self.changed.send_modify(|g| *g += 1);
-    }
-
-    /// Removes the CA of `key` (the issuer is gone or not ready).
-    pub fn remove(&self, key: &IssuerKey) {
-        let removed = self.ready.write().ok().and_then(|mut r| r.remove(key));
-        if removed.is_some() {
-            self.changed.send_modify(|g| *g += 1);
-        }
-    }
-
     /// The issuers whose CA is loaded.
     #[must_use]
     pub fn keys(&self) -> Vec<IssuerKey> {
@@ -100,6 +85,71 @@ impl Signers {
             .read()
             .map(|r| r.keys().cloned().collect())
             .unwrap_or_default()
+    }
+
+    /// Installs (`Some`, a no-op when the same CA and policy are installed)
+    /// or removes (`None`) the CA of `key` for the issuer object with `uid`,
+    /// then runs `also` (its metrics) — unless that issuer was deleted in the
+    /// meantime. Returns whether it is still live.
+    pub fn update(
+        &self,
+        key: &IssuerKey,
+        uid: &str,
+        ca: Option<ReadyCa>,
+        also: impl FnOnce(),
+    ) -> bool {
+        let Ok(deleted) = self.deleted.lock() else {
+            return false;
+        };
+        if deleted.contains(uid) {
+            return false;
+        }
+        let changed = match ca {
+            Some(ca) => self.install(key.clone(), ca),
+            None => self.uninstall(key),
+        };
+        also();
+        drop(deleted);
+        if changed {
+            self.changed.send_modify(|g| *g += 1);
+        }
+        true
+    }
+
+    /// Forgets a deleted issuer: drops its CA, runs `also` (drops its
+    /// metrics), and remembers `uid` so no reconcile brings them back.
+    pub fn forget(&self, key: &IssuerKey, uid: Option<&str>, also: impl FnOnce()) {
+        let Ok(mut deleted) = self.deleted.lock() else {
+            return;
+        };
+        if let Some(uid) = uid {
+            deleted.insert(uid.to_owned());
+        }
+        let changed = self.uninstall(key);
+        also();
+        drop(deleted);
+        if changed {
+            self.changed.send_modify(|g| *g += 1);
+        }
+    }
+
+    fn install(&self, key: IssuerKey, ca: ReadyCa) -> bool {
+        let Ok(mut ready) = self.ready.write() else {
+            return false;
+        };
+        if ready.get(&key).is_some_and(|old| **old == ca) {
+            return false;
+        }
+        ready.insert(key, Arc::new(ca));
+        true
+    }
+
+    fn uninstall(&self, key: &IssuerKey) -> bool {
+        self.ready
+            .write()
+            .ok()
+            .and_then(|mut r| r.remove(key))
+            .is_some()
     }
 
     /// A receiver that changes whenever a CA is installed or removed.
@@ -125,4 +175,68 @@ pub struct Context {
     pub cluster_resource_namespace: String,
     /// Reconciles run at once per controller.
     pub concurrent_workers: u16,
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::expect_used)]
+    use super::*;
+    use crate::api::ca_issuer::{CaSecretSource, IssuerSpec};
+    use crate::request::plan::IssuerKind;
+    use crate::signing::CaMaterial;
+
+    fn ready_ca() -> ReadyCa {
+        let now = k8s_openapi::jiff::Timestamp::now();
+        let ca = capstan_pki::generate_ca(
+            &capstan_pki::CaSpec {
+                common_name: "test".into(),
+                organization: None,
+                algorithm: capstan_pki::KeyAlgorithm::EcdsaP256,
+                lifetime: std::time::Duration::from_secs(3600),
+            },
+            time::OffsetDateTime::now_utc(),
+        )
+        .expect("CA");
+        let spec = IssuerSpec {
+            ca: Some(CaSecretSource {
+                secret_name: "ca".into(),
+            }),
+            ..IssuerSpec::default()
+        };
+        let policy = crate::policy::resolve("ca", &spec).expect("policy");
+        let material = CaMaterial {
+            cert_pem: ca.cert_pem.into_bytes(),
+            key_pem: ca.key.expose().as_bytes().to_vec(),
+            chain_pem: None,
+        };
+        ReadyCa::load(&material, &policy, now).expect("ready")
+    }
+
+    fn key() -> IssuerKey {
+        IssuerKey {
+            kind: IssuerKind::ClusterCaIssuer,
+            namespace: None,
+            name: "ca".into(),
+        }
+    }
+
+    #[test]
+    fn a_deleted_issuer_cannot_be_installed_again_by_a_late_reconcile() {
+        let signers = Signers::default();
+        let changes = signers.subscribe();
+        let mut metrics_set = 0;
+        assert!(signers.update(&key(), "uid-1", Some(ready_ca()), || metrics_set += 1));
+        assert!(signers.get(&key()).is_some());
+        assert!(changes.has_changed().expect("open"));
+        let mut metrics_dropped = false;
+        signers.forget(&key(), Some("uid-1"), || metrics_dropped = true);
+        assert!(metrics_dropped && signers.get(&key()).is_none());
+        // The reconcile that was running when the issuer was deleted.
+        assert!(!signers.update(&key(), "uid-1", Some(ready_ca()), || metrics_set += 1));
+        assert!(signers.get(&key()).is_none(), "stays gone");
+        assert_eq!(metrics_set, 1, "and its metrics stay gone");
+        // An issuer re-created with the same name is a new object.
+        assert!(signers.update(&key(), "uid-2", Some(ready_ca()), || {}));
+        assert!(signers.get(&key()).is_some());
+    }
 }

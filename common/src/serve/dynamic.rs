@@ -251,6 +251,20 @@ async fn ensure_ca(
     }
 }
 
+/// How long to sleep before looking again: until renewal is due (at least
+/// a second, so a renewal that failed is retried soon, not after the time
+/// it is overdue by), and never longer than [`RECHECK`].
+fn next_check(renew_at: Option<OffsetDateTime>, now: OffsetDateTime) -> Duration {
+    let Some(at) = renew_at else {
+        return RECHECK;
+    };
+    let until = at - now;
+    if until.is_negative() {
+        return Duration::from_secs(1);
+    }
+    until.unsigned_abs().clamp(Duration::from_secs(1), RECHECK)
+}
+
 /// Keeps `slot` serving a certificate signed by the CA in the configured
 /// Secret until `shutdown`. Errors are logged and retried; they never end
 /// the loop.
@@ -274,11 +288,7 @@ pub async fn run(
     let mut latest: Option<Secret> = None;
     let mut synced = false;
     loop {
-        let wake = serving
-            .renew_at
-            .map(|at| (at - OffsetDateTime::now_utc()).unsigned_abs())
-            .unwrap_or(RECHECK)
-            .min(RECHECK);
+        let wake = next_check(serving.renew_at, OffsetDateTime::now_utc());
         let mut check = false;
         tokio::select! {
             () = shutdown.cancelled() => return,
@@ -331,6 +341,18 @@ mod tests {
     fn with_rv(mut s: Secret) -> Secret {
         s.metadata.resource_version = Some("7".into());
         s
+    }
+
+    #[test]
+    fn an_overdue_renewal_is_retried_within_a_second() {
+        let now = OffsetDateTime::now_utc();
+        assert_eq!(next_check(None, now), RECHECK);
+        let overdue = now - time::Duration::seconds(50);
+        assert_eq!(next_check(Some(overdue), now), Duration::from_secs(1));
+        let soon = now + time::Duration::seconds(7);
+        assert_eq!(next_check(Some(soon), now), Duration::from_secs(7));
+        let later = now + time::Duration::hours(5);
+        assert_eq!(next_check(Some(later), now), RECHECK);
     }
 
     #[test]

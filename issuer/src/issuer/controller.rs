@@ -5,8 +5,8 @@
 //! metadata only, mapped to the issuers that use it), and by the clock: at
 //! the next rotation step and before the CA expires.
 
-use std::collections::HashSet;
-use std::sync::Arc;
+use std::collections::{HashMap, HashSet};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use capstan_common::backoff::WatchBackoff;
@@ -100,7 +100,7 @@ impl IssuerObject for ClusterCAIssuer {
 async fn reconcile<K: IssuerObject>(issuer: Arc<K>, ctx: Arc<Context>) -> Result<Action> {
     let key = issuer.key();
     let now = Timestamp::now();
-    let (health, recheck) = match evaluate(&*issuer, &key, &ctx, now).await {
+    let (health, recheck, ca) = match evaluate(&*issuer, &key, &ctx, now).await {
         Ok(found) => found,
         Err(Error::CaSecret { secret, problem }) => (
             Health::NotReady {
@@ -108,6 +108,7 @@ async fn reconcile<K: IssuerObject>(issuer: Arc<K>, ctx: Arc<Context>) -> Result
                 message: format!("CA Secret {secret}: {problem}"),
             },
             Some(NOT_READY_RECHECK),
+            None,
         ),
         Err(Error::Spec(e)) => (
             Health::NotReady {
@@ -115,11 +116,13 @@ async fn reconcile<K: IssuerObject>(issuer: Arc<K>, ctx: Arc<Context>) -> Result
                 message: e.to_string(),
             },
             None,
+            None,
         ),
         Err(other) => return Err(other),
     };
     let labels = key.labels();
-    match &health {
+    let uid = issuer.uid().unwrap_or_default();
+    let live = ctx.signers.update(&key, &uid, ca, || match &health {
         Health::Ready {
             ca, bundle_size, ..
         } => {
@@ -133,10 +136,11 @@ async fn reconcile<K: IssuerObject>(issuer: Arc<K>, ctx: Arc<Context>) -> Result
                 .with_label_values(&labels)
                 .set(i64::from(*bundle_size));
         }
-        Health::NotReady { .. } => {
-            ctx.signers.remove(&key);
-            ctx.metrics.ready.with_label_values(&labels).set(0);
-        }
+        Health::NotReady { .. } => ctx.metrics.ready.with_label_values(&labels).set(0),
+    });
+    if !live {
+        // Deleted while this reconcile ran: nothing left to report on.
+        return Ok(Action::await_change());
     }
     write_status(&*issuer, &health, &ctx).await?;
     Ok(match recheck {
@@ -152,7 +156,7 @@ async fn evaluate<K: IssuerObject>(
     key: &IssuerKey,
     ctx: &Context,
     now: Timestamp,
-) -> Result<(Health, Option<Duration>)> {
+) -> Result<(Health, Option<Duration>, Option<ReadyCa>)> {
     let policy = policy::resolve(&key.name, issuer.issuer_spec())?;
     let namespace = issuer.secret_namespace(&ctx.cluster_resource_namespace);
     let (material, bundle_size, last_rotation, step_at) = match &policy.source {
@@ -164,6 +168,7 @@ async fn evaluate<K: IssuerObject>(
                         message: format!("CA Secret {namespace}/{secret_name} does not exist"),
                     },
                     None,
+                    None,
                 ));
             };
             let Some(material) = ca_secret::material(&secret) else {
@@ -174,6 +179,7 @@ async fn evaluate<K: IssuerObject>(
                             "CA Secret {namespace}/{secret_name} must hold tls.crt and tls.key"
                         ),
                     },
+                    None,
                     None,
                 ));
             };
@@ -207,6 +213,7 @@ async fn evaluate<K: IssuerObject>(
                         ),
                     },
                     Some(Duration::from_secs(5)),
+                    None,
                 ));
             };
             if let Some(change) = &outcome.change {
@@ -231,12 +238,12 @@ async fn evaluate<K: IssuerObject>(
             return Ok((
                 Health::NotReady { reason, message },
                 Some(NOT_READY_RECHECK),
+                None,
             ));
         }
     };
     let summary = ca.summary();
     let expires_in = until(now, ca.not_after());
-    ctx.signers.set(key.clone(), ca);
     let recheck = [Some(expires_in), step_at].into_iter().flatten().min();
     Ok((
         Health::Ready {
@@ -245,6 +252,7 @@ async fn evaluate<K: IssuerObject>(
             last_rotation_time: last_rotation.map(Time),
         },
         recheck,
+        Some(ca),
     ))
 }
 
@@ -371,10 +379,10 @@ pub async fn run<K>(
     // are handled here: a deleted issuer's CA stops signing at once.
     let forget_ctx = ctx.clone();
     let forget_store = store.clone();
+    let before = Snapshot::default();
     let issuers = watcher(api, watcher::Config::default().any_semantic())
-        .backoff(WatchBackoff::default())
         .reflect(writer)
-        .inspect_ok(move |event| forget_deleted::<K>(event, &forget_store, &forget_ctx))
+        .inspect_ok(move |event| forget_deleted::<K>(event, &forget_store, &before, &forget_ctx))
         .touched_objects();
     let controller =
         Controller::for_stream(issuers, store.clone()).trigger_backoff(WatchBackoff::default());
@@ -404,26 +412,47 @@ pub async fn run<K>(
         .await;
 }
 
+/// Issuers (key → UID) as the store held them when a relist began.
+type Snapshot = Mutex<HashMap<IssuerKey, Option<String>>>;
+
 /// Drops the loaded CA and the metrics of issuers that are gone: one deleted
 /// (a `Delete` event), or missing from a fresh list (deleted while the watch
-/// was down). `store` already reflects `event`.
-fn forget_deleted<K: IssuerObject>(event: &watcher::Event<K>, store: &Store<K>, ctx: &Context) {
-    let gone: Vec<IssuerKey> = match event {
-        watcher::Event::Delete(issuer) => vec![issuer.key()],
+/// was down: known before the relist, absent after it). `store` already
+/// reflects `event`; `before` keeps what it held when the relist began.
+fn forget_deleted<K: IssuerObject>(
+    event: &watcher::Event<K>,
+    store: &Store<K>,
+    before: &Snapshot,
+    ctx: &Context,
+) {
+    let gone: Vec<(IssuerKey, Option<String>)> = match event {
+        watcher::Event::Delete(issuer) => vec![(issuer.key(), issuer.uid())],
+        watcher::Event::Init => {
+            if let Ok(mut before) = before.lock() {
+                *before = store.state().iter().map(|i| (i.key(), i.uid())).collect();
+            }
+            Vec::new()
+        }
         watcher::Event::InitDone => {
             let present: HashSet<IssuerKey> = store.state().iter().map(|i| i.key()).collect();
-            ctx.signers
-                .keys()
+            let mut known = before
+                .lock()
+                .map(|mut b| std::mem::take(&mut *b))
+                .unwrap_or_default();
+            for key in ctx.signers.keys().into_iter().filter(|k| k.kind == K::KIND) {
+                known.entry(key).or_insert(None);
+            }
+            known
                 .into_iter()
-                .filter(|k| k.kind == K::KIND && !present.contains(k))
+                .filter(|(key, _)| !present.contains(key))
                 .collect()
         }
         _ => Vec::new(),
     };
-    for key in gone {
+    for (key, uid) in gone {
         tracing::info!(issuer = %key, "issuer deleted; its CA no longer signs");
-        ctx.signers.remove(&key);
-        ctx.metrics.forget_issuer(&key);
+        ctx.signers
+            .forget(&key, uid.as_deref(), || ctx.metrics.forget_issuer(&key));
     }
 }
 

@@ -215,9 +215,9 @@ pub async fn run(
 }
 
 /// Keeps `capstan_issuer_requests_pending` (the work waiting per issuer)
-/// up to date from the controller's cache. An issuer whose count drops to
-/// zero reports zero once, then is no longer carried, so a deleted issuer's
-/// series (removed by the issuer controller) does not come back.
+/// up to date from the controller's cache. A series exists while requests
+/// wait for that issuer (also for an issuer that is gone: they wait for it)
+/// and is removed when none do.
 async fn report_pending(store: Store<CertificateRequest>, ctx: Arc<Context>) {
     let mut tick = tokio::time::interval(PENDING_REFRESH);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -227,12 +227,15 @@ async fn report_pending(store: Store<CertificateRequest>, ctx: Arc<Context>) {
         let requests = store.state();
         let counts = plan::pending_by_issuer(requests.iter().map(|r| &**r), waiting.drain(..));
         for (key, count) in counts {
-            ctx.metrics
-                .pending
-                .with_label_values(&key.labels())
-                .set(count);
             if count > 0 {
+                ctx.metrics
+                    .pending
+                    .with_label_values(&key.labels())
+                    .set(count);
                 waiting.push(key);
+            } else {
+                // Absent already when the issuer was forgotten; fine.
+                let _ = ctx.metrics.pending.remove_label_values(&key.labels());
             }
         }
     }
