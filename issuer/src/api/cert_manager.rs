@@ -66,12 +66,14 @@ pub struct CertificateRequestStatus {
     /// Conditions: `Approved`, `Denied`, `Ready`, `InvalidRequest`.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub conditions: Vec<CertificateRequestCondition>,
-    /// The signed certificate (leaf first, then intermediates), PEM.
+    /// The signed certificate (leaf first, then intermediates): PEM, kept
+    /// base64-encoded as on the wire. The issuer never reads it back, so
+    /// the watch does not decode it for every event.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub certificate: Option<ByteString>,
-    /// The issuing root CA, PEM.
+    pub certificate: Option<String>,
+    /// The issuing root CA: PEM, base64-encoded as on the wire.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub ca: Option<ByteString>,
+    pub ca: Option<String>,
     /// When the request failed; drives cert-manager's retry backoff.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub failure_time: Option<Time>,

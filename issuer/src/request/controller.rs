@@ -149,11 +149,17 @@ async fn write_outcome(
     };
     let namespace = request.namespace().unwrap_or_default();
     let name = request.name_any();
-    let api: Api<CertificateRequest> = Api::namespaced(ctx.client.clone(), &namespace);
-    match api
-        .patch_status(&name, &PatchParams::default(), &Patch::Merge(&patch))
-        .await
-    {
+    // The patched request comes back in the response; nothing reads it (the
+    // watch delivers it anyway), so it is taken as text, not decoded.
+    let write = kube::core::Request::new(CertificateRequest::url_path(&(), Some(&namespace)))
+        .patch_subresource(
+            "status",
+            &name,
+            &PatchParams::default(),
+            &Patch::Merge(&patch),
+        )
+        .map_err(|e| Error::kube("building the status patch", kube::Error::BuildRequest(e)))?;
+    match ctx.client.request_text(write).await {
         Ok(_) => {}
         Err(kube::Error::Api(status)) if status.code == 409 => {
             return Err(Error::Conflict(format!(
