@@ -1,5 +1,6 @@
 //! capstan's test Kubernetes API server and end-to-end test harness.
 
 pub mod apiserver;
+pub mod cluster;
 pub mod harness;
 pub mod hygiene;

@@ -11,15 +11,15 @@
 //! (past it), each followed by new work.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-use std::process::Command;
 use std::time::Duration;
 
 use base64::Engine;
-use capstan_tests::apiserver::auth::UserInfo;
-use capstan_tests::apiserver::{TestApiServer, kubeconfig};
-use capstan_tests::harness::{
-    Kubectl, RunningBinary, await_condition, shared_dir, workspace_binary, workspace_root,
+use capstan_tests::apiserver::TestApiServer;
+use capstan_tests::cluster::{
+    MASTERS, p256_ca, p256_csr, request_condition_args, request_condition_patch, start_component,
+    start_issuer, user_kubeconfig,
 };
+use capstan_tests::harness::{Kubectl, RunningBinary, await_condition};
 use capstan_tests::hygiene;
 use serde_json::Value;
 
@@ -49,42 +49,15 @@ impl Controllers {
 }
 
 fn start_controllers(server: &TestApiServer, dir: &std::path::Path) -> Controllers {
-    let config = |name: &str, user: &str| {
-        let token = format!("{name}-token");
-        server
-            .add_token(&token, UserInfo::new(user, &["system:masters"]))
-            .unwrap();
-        let path = dir.join(format!("{name}.kubeconfig"));
-        kubeconfig::write(&path, server.url(), server.ca_pem(), &token).unwrap();
-        path
-    };
-    let issuer_config = config("issuer", ISSUER_USER);
-    let rotator_config = config("rotator", ROTATOR_USER);
-    let issuer = RunningBinary::start(
-        &workspace_binary("capstan-issuer").unwrap(),
-        &[
-            "--kubeconfig",
-            issuer_config.to_str().unwrap(),
-            "--cluster-resource-namespace",
-            "certs",
-            "--leader-election-namespace",
-            "default",
-        ],
-        &[
-            ("POD_NAMESPACE", "default"),
-            ("POD_NAME", "issuer-0"),
-            ("RUST_LOG", "info"),
-        ],
-    )
-    .unwrap();
-    let rotator = RunningBinary::start(
-        &workspace_binary("capstan-rotator").unwrap(),
-        &[
-            "--kubeconfig",
-            rotator_config.to_str().unwrap(),
-            "--leader-election-namespace",
-            "default",
-        ],
+    let issuer_config = user_kubeconfig(server, dir, "issuer", ISSUER_USER, MASTERS).unwrap();
+    let issuer = start_issuer(&issuer_config, "certs", "issuer-0").unwrap();
+    let rotator = start_component(
+        server,
+        "capstan-rotator",
+        "rotator",
+        ROTATOR_USER,
+        dir,
+        &["--leader-election-namespace", "default"],
         &[
             ("POD_NAMESPACE", "default"),
             ("POD_NAME", "rotator-0"),
@@ -104,11 +77,7 @@ struct Tools {
 
 impl Tools {
     async fn stdin(&self, verb: &str, yaml: &str) {
-        let out = self
-            .kubectl
-            .run_with_stdin(&[verb, "-f", "-"], Some(yaml))
-            .await
-            .unwrap();
+        let out = self.kubectl.stdin(verb, yaml).await;
         assert!(
             out.success(),
             "kubectl {verb}: {}{}",
@@ -118,75 +87,22 @@ impl Tools {
     }
 
     async fn get_json(&self, args: &[&str]) -> Option<Value> {
-        let mut full = vec!["get"];
-        full.extend_from_slice(args);
-        full.extend_from_slice(&["-o", "json"]);
-        let out = self.kubectl.run(&full).await.ok()?;
-        if !out.success() {
-            return None;
-        }
-        serde_json::from_str(&out.stdout).ok()
-    }
-
-    fn openssl(&self, args: &[&str]) {
-        let out = Command::new("openssl")
-            .args(args)
-            .current_dir(&self.dir)
-            .output()
-            .expect("openssl is required: run scripts/install-tools");
-        assert!(
-            out.status.success(),
-            "openssl {args:?}: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-    }
-
-    fn read(&self, file: &str) -> String {
-        std::fs::read_to_string(self.dir.join(file)).unwrap()
+        self.kubectl.get_json(args).await
     }
 
     /// A self-signed P-256 CA; its certificate PEM.
     fn ca(&self, name: &str) -> String {
-        self.openssl(&[
-            "req",
-            "-x509",
-            "-newkey",
-            "ec",
-            "-pkeyopt",
-            "ec_paramgen_curve:P-256",
-            "-nodes",
-            "-keyout",
-            &format!("{name}.key"),
-            "-out",
-            &format!("{name}.crt"),
-            "-subj",
-            &format!("/CN={name}"),
-            "-days",
-            "30",
-        ]);
-        self.read(&format!("{name}.crt"))
+        p256_ca(&self.dir, name)
     }
 
     /// A P-256 CSR for `name`, base64 for `spec.request`.
     fn csr(&self, name: &str) -> String {
-        self.openssl(&[
-            "req",
-            "-new",
-            "-newkey",
-            "ec",
-            "-pkeyopt",
-            "ec_paramgen_curve:P-256",
-            "-nodes",
-            "-keyout",
-            &format!("{name}.key"),
-            "-subj",
+        p256_csr(
+            &self.dir,
+            name,
             &format!("/CN={name}"),
-            "-addext",
-            &format!("subjectAltName=DNS:{name}.example"),
-            "-out",
-            &format!("{name}.csr"),
-        ]);
-        base64::engine::general_purpose::STANDARD.encode(self.read(&format!("{name}.csr")))
+            Some(&format!("DNS:{name}.example")),
+        )
     }
 
     /// Creates and approves a request to the ClusterCAIssuer `monitoring-ca`.
@@ -199,22 +115,12 @@ impl Tools {
             ),
         )
         .await;
-        let patch = r#"{"status":{"conditions":[{"type":"Approved","status":"True","reason":"cert-manager.io","message":"set by test","lastTransitionTime":"2026-01-01T00:00:00Z"}]}}"#;
+        let patch = request_condition_patch("Approved", "set by test");
         // The approval goes through while the controllers may still be
         // reconnecting: retry it until the server takes it.
         await_condition("the approval", WAIT, POLL, || async {
             self.kubectl
-                .run(&[
-                    "patch",
-                    "certificaterequest",
-                    name,
-                    "-n",
-                    "apps",
-                    "--subresource=status",
-                    "--type=merge",
-                    "-p",
-                    patch,
-                ])
+                .run(&request_condition_args("apps", name, &patch))
                 .await
                 .ok()
                 .filter(|o| o.success())
@@ -295,16 +201,7 @@ async fn both_controllers_recover_from_an_api_server_restart_without_restarting(
         kubectl: Kubectl::for_server(&server).unwrap(),
         dir: work.path().to_path_buf(),
     };
-    for crds in [
-        shared_dir().join("cert-manager-crds"),
-        workspace_root().join("crds"),
-    ] {
-        tools
-            .kubectl
-            .run_ok(&["apply", "-f", crds.to_str().unwrap()])
-            .await
-            .unwrap();
-    }
+    tools.kubectl.apply_crds(true).await.unwrap();
     for ns in ["certs", "apps"] {
         tools
             .kubectl

@@ -10,15 +10,12 @@
 //! kubectl.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-use std::process::Command;
 use std::time::Duration;
 
 use base64::Engine;
-use capstan_tests::apiserver::auth::UserInfo;
-use capstan_tests::apiserver::{TestApiServer, kubeconfig};
-use capstan_tests::harness::{
-    Kubectl, RunningBinary, await_condition, shared_dir, workspace_binary, workspace_root,
-};
+use capstan_tests::apiserver::TestApiServer;
+use capstan_tests::cluster::{MASTERS, openssl_ok, start_issuer, user_kubeconfig};
+use capstan_tests::harness::{Kubectl, RunningBinary, await_condition};
 use capstan_tests::hygiene;
 use serde_json::Value;
 
@@ -37,41 +34,10 @@ struct Env {
 async fn start() -> Env {
     let server = TestApiServer::start().await.unwrap();
     let kubectl = Kubectl::for_server(&server).unwrap();
-    for crds in [
-        shared_dir().join("cert-manager-crds"),
-        workspace_root().join("crds"),
-    ] {
-        kubectl
-            .run_ok(&["apply", "-f", crds.to_str().unwrap()])
-            .await
-            .unwrap();
-    }
+    kubectl.apply_crds(true).await.unwrap();
     let dir = tempfile::tempdir().unwrap();
-    server
-        .add_token(
-            "issuer-token",
-            UserInfo::new(ISSUER_USER, &["system:masters"]),
-        )
-        .unwrap();
-    let config = dir.path().join("issuer.kubeconfig");
-    kubeconfig::write(&config, server.url(), server.ca_pem(), "issuer-token").unwrap();
-    let issuer = RunningBinary::start(
-        &workspace_binary("capstan-issuer").unwrap(),
-        &[
-            "--kubeconfig",
-            config.to_str().unwrap(),
-            "--cluster-resource-namespace",
-            NS,
-            "--leader-election-namespace",
-            NS,
-        ],
-        &[
-            ("POD_NAMESPACE", NS),
-            ("POD_NAME", "issuer-0"),
-            ("RUST_LOG", "info"),
-        ],
-    )
-    .unwrap();
+    let config = user_kubeconfig(&server, dir.path(), "issuer", ISSUER_USER, MASTERS).unwrap();
+    let issuer = start_issuer(&config, NS, "issuer-0").unwrap();
     Env {
         _server: server,
         kubectl,
@@ -93,11 +59,7 @@ impl Env {
     }
 
     async fn kubectl_stdin(&self, verb: &str, yaml: &str) {
-        let out = self
-            .kubectl
-            .run_with_stdin(&[verb, "-f", "-"], Some(yaml))
-            .await
-            .unwrap();
+        let out = self.kubectl.stdin(verb, yaml).await;
         assert!(
             out.success(),
             "kubectl {verb} failed: {}{}",
@@ -107,14 +69,7 @@ impl Env {
     }
 
     async fn get_json(&self, args: &[&str]) -> Option<Value> {
-        let mut full = vec!["get"];
-        full.extend_from_slice(args);
-        full.extend_from_slice(&["-o", "json"]);
-        let out = self.kubectl.run(&full).await.ok()?;
-        if !out.success() {
-            return None;
-        }
-        serde_json::from_str(&out.stdout).ok()
+        self.kubectl.get_json(args).await
     }
 
     /// Waits until the object's `Ready` condition has `status`; returns the
@@ -162,18 +117,7 @@ impl Env {
     }
 
     fn openssl(&self, args: &[&str]) -> String {
-        let out = Command::new("openssl")
-            .args(args)
-            .current_dir(self.dir.path())
-            .output()
-            .expect("openssl is required: run scripts/install-tools");
-        let text = format!(
-            "{}{}",
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        );
-        assert!(out.status.success(), "openssl {args:?}: {text}");
-        text
+        openssl_ok(self.dir.path(), args)
     }
 
     fn read(&self, file: &str) -> Vec<u8> {
@@ -226,21 +170,7 @@ impl Env {
 
     /// Approves a request as cert-manager's approver does.
     async fn approve(&self, name: &str) {
-        let patch = r#"{"status":{"conditions":[{"type":"Approved","status":"True","reason":"cert-manager.io","message":"set by test","lastTransitionTime":"2026-01-01T00:00:00Z"}]}}"#;
-        self.kubectl
-            .run_ok(&[
-                "patch",
-                "certificaterequest",
-                name,
-                "-n",
-                NS,
-                "--subresource=status",
-                "--type=merge",
-                "-p",
-                patch,
-            ])
-            .await
-            .unwrap();
+        self.kubectl.approve_request(NS, name).await.unwrap();
     }
 
     /// A `kubernetes.io/tls` Secret with raw `tls.crt` and `tls.key` bytes.

@@ -1763,12 +1763,8 @@ async fn dynamic_ca_is_injected(kubectl: &Kubectl, docs: &[Value], component: &s
     .unwrap();
     let bundle = find(docs, "ConfigMap", "capstan-rotator-metrics-ca").unwrap();
     let applied = kubectl
-        .run_with_stdin(
-            &["apply", "-f", "-"],
-            Some(&serde_yaml::to_string(bundle).unwrap()),
-        )
-        .await
-        .unwrap();
+        .stdin("apply", &serde_yaml::to_string(bundle).unwrap())
+        .await;
     assert!(applied.success(), "{}", applied.stderr);
     let injected = await_condition("the injected serving CA", WAIT, POLL, || async {
         let out = kubectl

@@ -10,11 +10,11 @@ use std::process::Command;
 use std::time::Duration;
 
 use base64::Engine;
-use capstan_tests::apiserver::auth::UserInfo;
-use capstan_tests::apiserver::{TestApiServer, kubeconfig};
-use capstan_tests::harness::{
-    Kubectl, RunningBinary, await_condition, shared_dir, workspace_binary, workspace_root,
+use capstan_tests::apiserver::TestApiServer;
+use capstan_tests::cluster::{
+    self, MASTERS, condition, decode_b64, metric_value, openssl_in, user_kubeconfig,
 };
+use capstan_tests::harness::{Kubectl, RunningBinary, await_condition};
 use capstan_tests::hygiene;
 use serde_json::Value;
 
@@ -32,31 +32,10 @@ struct Env {
 async fn start() -> Env {
     let server = TestApiServer::start().await.unwrap();
     let kubectl = Kubectl::for_server(&server).unwrap();
-    let crds = shared_dir().join("cert-manager-crds");
-    kubectl
-        .run_ok(&["apply", "-f", crds.to_str().unwrap()])
-        .await
-        .unwrap();
-    let ours = workspace_root().join("crds");
-    kubectl
-        .run_ok(&["apply", "-f", ours.to_str().unwrap()])
-        .await
-        .unwrap();
+    kubectl.apply_crds(true).await.unwrap();
     let dir = tempfile::tempdir().unwrap();
-    server
-        .add_token(
-            "capstan-issuer-token",
-            UserInfo::new(ISSUER_USER, &["system:masters"]),
-        )
-        .unwrap();
-    let issuer_kubeconfig = dir.path().join("issuer.kubeconfig");
-    kubeconfig::write(
-        &issuer_kubeconfig,
-        server.url(),
-        server.ca_pem(),
-        "capstan-issuer-token",
-    )
-    .unwrap();
+    let issuer_kubeconfig =
+        user_kubeconfig(&server, dir.path(), "issuer", ISSUER_USER, MASTERS).unwrap();
     let issuer = start_issuer(&issuer_kubeconfig, "issuer-0");
     Env {
         _server: server,
@@ -72,58 +51,24 @@ const ISSUER_USER: &str = "system:serviceaccount:default:capstan-issuer";
 
 /// Starts one issuer replica.
 fn start_issuer(kubeconfig: &std::path::Path, pod: &str) -> RunningBinary {
-    RunningBinary::start(
-        &workspace_binary("capstan-issuer").unwrap(),
-        &[
-            "--kubeconfig",
-            kubeconfig.to_str().unwrap(),
-            "--cluster-resource-namespace",
-            "default",
-            "--leader-election-namespace",
-            "default",
-        ],
-        &[
-            ("POD_NAMESPACE", "default"),
-            ("POD_NAME", pod),
-            ("RUST_LOG", "info"),
-        ],
-    )
-    .unwrap()
+    cluster::start_issuer(kubeconfig, "default", pod).unwrap()
 }
 
 impl Env {
     async fn apply(&self, yaml: &str) {
-        let out = self
-            .kubectl
-            .run_with_stdin(&["apply", "-f", "-"], Some(yaml))
-            .await
-            .unwrap();
-        assert!(out.success(), "kubectl apply failed: {out:?}\n{yaml}");
+        self.kubectl.apply(yaml).await;
     }
 
     async fn get_json(&self, args: &[&str]) -> Option<Value> {
-        let mut full = vec!["get"];
-        full.extend_from_slice(args);
-        full.extend_from_slice(&["-o", "json"]);
-        let out = self.kubectl.run(&full).await.ok()?;
-        if !out.success() {
-            return None;
-        }
-        serde_json::from_str(&out.stdout).ok()
+        self.kubectl.get_json(args).await
     }
 
     /// Waits for condition `type_` of an object to reach `status`; returns the object.
     async fn wait_condition(&self, args: &[&str], type_: &str, status: &str) -> Value {
-        let what = format!("{args:?} {type_}={status}");
-        let found = await_condition(&what, WAIT, POLL, || async {
-            let obj = self.get_json(args).await?;
-            let ok = obj["status"]["conditions"]
-                .as_array()?
-                .iter()
-                .any(|c| c["type"] == type_ && c["status"] == status);
-            ok.then_some(obj)
-        })
-        .await;
+        let found = self
+            .kubectl
+            .wait_condition(args, type_, status, WAIT, POLL)
+            .await;
         match found {
             Ok(obj) => obj,
             Err(e) => panic!("{e}\nissuer logs:\n{}", self.issuer.logs().join("\n")),
@@ -131,19 +76,7 @@ impl Env {
     }
 
     fn openssl(&self, args: &[&str]) -> (bool, String) {
-        let out = Command::new("openssl")
-            .args(args)
-            .current_dir(self.dir.path())
-            .output()
-            .expect("openssl is required: run scripts/install-tools");
-        (
-            out.status.success(),
-            format!(
-                "{}{}",
-                String::from_utf8_lossy(&out.stdout),
-                String::from_utf8_lossy(&out.stderr)
-            ),
-        )
+        openssl_in(self.dir.path(), args)
     }
 
     /// An openssl-made CSR for `key_args` (genpkey arguments), base64 for `spec.request`.
@@ -180,21 +113,8 @@ impl Env {
 
     /// Approves a request as cert-manager's approver does.
     async fn approve(&self, name: &str, type_: &str) {
-        let patch = format!(
-            r#"{{"status":{{"conditions":[{{"type":"{type_}","status":"True","reason":"cert-manager.io","message":"set by test","lastTransitionTime":"2026-01-01T00:00:00Z"}}]}}}}"#
-        );
         self.kubectl
-            .run_ok(&[
-                "patch",
-                "certificaterequest",
-                name,
-                "-n",
-                "default",
-                "--subresource=status",
-                "--type=merge",
-                "-p",
-                &patch,
-            ])
+            .set_request_condition("default", name, type_, "set by test")
             .await
             .unwrap();
     }
@@ -261,15 +181,6 @@ impl Env {
         std::fs::write(&path, content).unwrap();
         path.to_str().unwrap().to_owned()
     }
-}
-
-fn decode(b64: &Value) -> String {
-    String::from_utf8(
-        base64::engine::general_purpose::STANDARD
-            .decode(b64.as_str().unwrap())
-            .unwrap(),
-    )
-    .unwrap()
 }
 
 const SELF_MANAGED: &str = "apiVersion: capstan.dev/v1alpha1
@@ -345,17 +256,11 @@ async fn self_managed_issuer_signs_approved_requests_for_every_key_algorithm() {
                 "True",
             )
             .await;
-        let ready = cr["status"]["conditions"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .find(|c| c["type"] == "Ready")
-            .unwrap()
-            .clone();
+        let ready = condition(&cr, "Ready").unwrap().clone();
         assert_eq!(ready["reason"], "Issued");
 
-        let leaf = env.write("leaf.pem", &decode(&cr["status"]["certificate"]));
-        let ca = env.write("ca.pem", &decode(&cr["status"]["ca"]));
+        let leaf = env.write("leaf.pem", &decode_b64(&cr["status"]["certificate"]));
+        let ca = env.write("ca.pem", &decode_b64(&cr["status"]["ca"]));
         let (ok, out) = env.openssl(&["verify", "-CAfile", &ca, &leaf]);
         assert!(ok && out.contains(": OK"), "{alg}: {out}");
         let (_, text) = env.openssl(&["x509", "-in", &leaf, "-noout", "-text"]);
@@ -400,7 +305,7 @@ async fn self_managed_issuer_signs_approved_requests_for_every_key_algorithm() {
             .get_json(&["secret", "monitoring-ca", "-n", "default"])
             .await
             .unwrap();
-        assert!(decode(&secret["data"]["ca-bundle.crt"]).contains("BEGIN CERTIFICATE"));
+        assert!(decode_b64(&secret["data"]["ca-bundle.crt"]).contains("BEGIN CERTIFICATE"));
         let events = env
             .kubectl
             .run_ok(&["get", "events", "-n", "default"])
@@ -458,13 +363,7 @@ async fn every_row_of_the_request_contract() {
             "False",
         )
         .await;
-    let ready = failed["status"]["conditions"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|c| c["type"] == "Ready")
-        .unwrap()
-        .clone();
+    let ready = condition(&failed, "Ready").unwrap().clone();
     assert_eq!(ready["reason"], "Failed", "{failed}");
     assert!(
         ready["message"].as_str().unwrap().contains("CSR"),
@@ -481,13 +380,7 @@ async fn every_row_of_the_request_contract() {
             "False",
         )
         .await;
-    let ready = pending["status"]["conditions"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|c| c["type"] == "Ready")
-        .unwrap()
-        .clone();
+    let ready = condition(&pending, "Ready").unwrap().clone();
     assert_eq!(ready["reason"], "Pending", "{pending}");
     assert!(pending["status"].get("failureTime").is_none());
     env.event_for("later", "Pending").await;
@@ -512,13 +405,7 @@ async fn every_row_of_the_request_contract() {
             "False",
         )
         .await;
-    let ready = orphan["status"]["conditions"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|c| c["type"] == "Ready")
-        .unwrap()
-        .clone();
+    let ready = condition(&orphan, "Ready").unwrap().clone();
     assert_eq!(ready["reason"], "Pending", "{orphan}");
     assert!(
         ready["message"].as_str().unwrap().contains("not found"),
@@ -542,13 +429,7 @@ async fn every_row_of_the_request_contract() {
             "False",
         )
         .await;
-    let msg = outside["status"]["conditions"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|c| c["type"] == "Ready")
-        .unwrap()["message"]
-        .clone();
+    let msg = condition(&outside, "Ready").unwrap()["message"].clone();
     assert!(msg.as_str().unwrap().contains("good.example"), "{outside}");
 
     // A duration over the cap: issued, shortened, and the Event says so.
@@ -562,7 +443,7 @@ async fn every_row_of_the_request_contract() {
             "True",
         )
         .await;
-    let leaf = env.write("long.pem", &decode(&long["status"]["certificate"]));
+    let leaf = env.write("long.pem", &decode_b64(&long["status"]["certificate"]));
     let (_, end) = env.openssl(&[
         "x509",
         "-in",
@@ -607,8 +488,8 @@ async fn every_row_of_the_request_contract() {
             "True",
         )
         .await;
-    let leaf = env.write("past-ca.pem", &decode(&past["status"]["certificate"]));
-    let ca = env.write("past-ca-ca.pem", &decode(&past["status"]["ca"]));
+    let leaf = env.write("past-ca.pem", &decode_b64(&past["status"]["certificate"]));
+    let ca = env.write("past-ca-ca.pem", &decode_b64(&past["status"]["ca"]));
     let (_, leaf_end) = env.openssl(&["x509", "-in", &leaf, "-noout", "-enddate"]);
     let (_, ca_end) = env.openssl(&["x509", "-in", &ca, "-noout", "-enddate"]);
     assert_eq!(leaf_end, ca_end, "the leaf must end with its CA");
@@ -655,30 +536,34 @@ async fn every_row_of_the_request_contract() {
     ];
     let body = await_condition("the pending gauge", WAIT, POLL, || async {
         let body = scrape().await;
-        (metric(&body, "capstan_issuer_requests_pending", &deleted) == Some(1.0)).then_some(body)
+        (metric_value(&body, "capstan_issuer_requests_pending", &deleted) == Some(1.0))
+            .then_some(body)
     })
     .await
     .unwrap();
     assert_eq!(
-        metric(&body, "capstan_issuer_requests_signed_total", &cluster),
+        metric_value(&body, "capstan_issuer_requests_signed_total", &cluster),
         Some(1.0),
         "{body}"
     );
     let mut failed = cluster.to_vec();
     failed.push(("reason", "Failed"));
     assert_eq!(
-        metric(&body, "capstan_issuer_requests_failed_total", &failed),
+        metric_value(&body, "capstan_issuer_requests_failed_total", &failed),
         Some(1.0)
     );
     failed.pop();
     failed.push(("reason", "Denied"));
     assert_eq!(
-        metric(&body, "capstan_issuer_requests_failed_total", &failed),
+        metric_value(&body, "capstan_issuer_requests_failed_total", &failed),
         Some(1.0)
     );
-    assert_eq!(metric(&body, "capstan_issuer_ready", &cluster), Some(1.0));
     assert_eq!(
-        metric(&body, "capstan_issuer_ready", &deleted),
+        metric_value(&body, "capstan_issuer_ready", &cluster),
+        Some(1.0)
+    );
+    assert_eq!(
+        metric_value(&body, "capstan_issuer_ready", &deleted),
         None,
         "a deleted issuer's series must go: {body}"
     );
@@ -704,23 +589,8 @@ async fn every_row_of_the_request_contract() {
     env.assert_no_key_leaks().await;
 }
 
-/// The value of the sample of `name` whose labels include `labels`, from a
-/// Prometheus text exposition.
-fn metric(body: &str, name: &str, labels: &[(&str, &str)]) -> Option<f64> {
-    body.lines()
-        .filter(|l| l.starts_with(&format!("{name}{{")))
-        .find(|l| {
-            labels
-                .iter()
-                .all(|(k, v)| l.contains(&format!("{k}=\"{v}\"")))
-        })
-        .and_then(|l| l.rsplit(' ').next()?.parse().ok())
-}
-
 fn ready_reason(obj: &Value) -> String {
-    obj["status"]["conditions"]
-        .as_array()
-        .and_then(|cs| cs.iter().find(|c| c["type"] == "Ready"))
+    condition(obj, "Ready")
         .and_then(|c| c["reason"].as_str())
         .unwrap_or_default()
         .to_owned()
@@ -815,11 +685,11 @@ spec:
         .get_json(&["secret", "monitoring-ca", "-n", "default"])
         .await
         .unwrap();
-    let bundle = env.write("bundle.pem", &decode(&secret["data"]["ca-bundle.crt"]));
+    let bundle = env.write("bundle.pem", &decode_b64(&secret["data"]["ca-bundle.crt"]));
     for (name, cr) in [("during", &during), ("after", &after)] {
         let leaf = env.write(
             &format!("{name}.pem"),
-            &decode(&cr["status"]["certificate"]),
+            &decode_b64(&cr["status"]["certificate"]),
         );
         let (ok, out) = env.openssl(&["verify", "-CAfile", &bundle, &leaf]);
         assert!(ok, "{name} does not verify against the bundle: {out}");
@@ -922,7 +792,7 @@ async fn user_ca_secret_problems_are_reported_then_it_signs() {
             "True",
         )
         .await;
-    let leaf = env.write("app.pem", &decode(&cr["status"]["certificate"]));
+    let leaf = env.write("app.pem", &decode_b64(&cr["status"]["certificate"]));
     let (ok, out) = env.openssl(&["verify", "-CAfile", &format!("{dir}/ca.crt"), &leaf]);
     assert!(ok, "{out}");
     env.assert_no_key_leaks().await;
@@ -967,12 +837,12 @@ async fn kubernetes_csrs_are_signed_when_approved_and_fail_when_denied() {
     })
     .await
     .unwrap();
-    let leaf = env.write("ne.pem", &decode(&signed["status"]["certificate"]));
+    let leaf = env.write("ne.pem", &decode_b64(&signed["status"]["certificate"]));
     let secret = env
         .get_json(&["secret", "monitoring-ca", "-n", "default"])
         .await
         .unwrap();
-    let ca = env.write("ca.pem", &decode(&secret["data"]["ca.crt"]));
+    let ca = env.write("ca.pem", &decode_b64(&secret["data"]["ca.crt"]));
     let (ok, out) = env.openssl(&["verify", "-CAfile", &ca, &leaf]);
     assert!(ok, "{out}");
     let denied = await_condition("the denied CSR's Failed condition", WAIT, POLL, || async {
@@ -1023,7 +893,7 @@ async fn two_replicas_sign_every_request_exactly_once() {
                 "True",
             )
             .await;
-        let leaf = env.write("twin.pem", &decode(&cr["status"]["certificate"]));
+        let leaf = env.write("twin.pem", &decode_b64(&cr["status"]["certificate"]));
         let (_, serial) = env.openssl(&["x509", "-in", &leaf, "-noout", "-serial"]);
         assert!(
             serials.insert(serial.clone()),
@@ -1119,7 +989,7 @@ spec:
     })
     .await
     .unwrap();
-    let next_file = env.write("next.pem", &decode(&secret["data"]["next.crt"]));
+    let next_file = env.write("next.pem", &decode_b64(&secret["data"]["next.crt"]));
     let next = fingerprint(&env, &next_file);
     assert_ne!(next, first);
 
@@ -1143,9 +1013,9 @@ spec:
         .get_json(&["secret", "monitoring-ca", "-n", "default"])
         .await
         .unwrap();
-    let bundle = env.write("bundle.pem", &decode(&secret["data"]["ca-bundle.crt"]));
+    let bundle = env.write("bundle.pem", &decode_b64(&secret["data"]["ca-bundle.crt"]));
     assert_eq!(
-        decode(&secret["data"]["ca-bundle.crt"])
+        decode_b64(&secret["data"]["ca-bundle.crt"])
             .matches("BEGIN CERTIFICATE")
             .count(),
         2,
@@ -1167,7 +1037,7 @@ spec:
             "True",
         )
         .await;
-    let leaf = env.write("after.pem", &decode(&cr["status"]["certificate"]));
+    let leaf = env.write("after.pem", &decode_b64(&cr["status"]["certificate"]));
     let (ok, out) = env.openssl(&["verify", "-CAfile", &bundle, &leaf]);
     assert!(ok, "{out}");
     env.assert_no_key_leaks().await;
@@ -1336,10 +1206,10 @@ spec:
                 "True",
             )
             .await;
-        let leaf_pem = decode(&cr["status"]["certificate"]);
+        let leaf_pem = decode_b64(&cr["status"]["certificate"]);
         let der = pem::parse(&leaf_pem).unwrap();
         let summary = capstan_pki::summarize(der.contents()).unwrap();
-        let ca = pem_fingerprints(decode(&cr["status"]["ca"]).as_bytes())[0].clone();
+        let ca = pem_fingerprints(decode_b64(&cr["status"]["ca"]).as_bytes())[0].clone();
         leaves.push((name.clone(), leaf_pem, summary, ca));
     }
     recorder.abort();
@@ -1391,7 +1261,7 @@ spec:
     let last = history.last().unwrap();
     let bundle = env.write(
         "final-bundle.pem",
-        &decode(
+        &decode_b64(
             &env.get_json(&["secret", "monitoring-ca", "-n", "default"])
                 .await
                 .unwrap()["data"]["ca-bundle.crt"],

@@ -18,11 +18,11 @@ use std::collections::BTreeSet;
 use std::time::Duration;
 
 use base64::Engine as _;
-use capstan_tests::apiserver::auth::UserInfo;
-use capstan_tests::apiserver::{TestApiServer, kubeconfig};
-use capstan_tests::harness::{
-    Kubectl, RunningBinary, await_condition, helm_path, workspace_binary, workspace_root,
+use capstan_tests::apiserver::TestApiServer;
+use capstan_tests::cluster::{
+    request_condition_args, request_condition_patch, start_binary, user_kubeconfig,
 };
+use capstan_tests::harness::{Kubectl, RunningBinary, await_condition, helm_path, workspace_root};
 use capstan_tests::hygiene::assert_no_key_leaks;
 use serde_json::Value;
 
@@ -62,11 +62,7 @@ struct Env {
 
 impl Env {
     async fn apply(&self, yaml: &str) {
-        let out = self
-            .admin
-            .run_with_stdin(&["apply", "-f", "-"], Some(yaml))
-            .await
-            .unwrap();
+        let out = self.admin.stdin("apply", yaml).await;
         assert!(out.success(), "kubectl apply:\n{}\n{yaml}", out.stderr);
     }
 
@@ -80,23 +76,10 @@ impl Env {
     }
 
     async fn condition(&self, args: &[&str], type_: &str, status: &str) -> Value {
-        await_condition(
-            &format!("{args:?} {type_}={status}"),
-            WAIT,
-            POLL,
-            || async {
-                let mut get = vec!["get"];
-                get.extend_from_slice(args);
-                let obj = self.json(&get).await?;
-                obj["status"]["conditions"]
-                    .as_array()?
-                    .iter()
-                    .any(|c| c["type"] == type_ && c["status"] == status)
-                    .then_some(obj)
-            },
-        )
-        .await
-        .unwrap_or_else(|e| panic!("{e}\nrefused so far: {:#?}", self.refused()))
+        self.admin
+            .wait_condition(args, type_, status, WAIT, POLL)
+            .await
+            .unwrap_or_else(|e| panic!("{e}\nrefused so far: {:#?}", self.refused()))
     }
 
     /// Calls of the components the API server refused.
@@ -128,27 +111,16 @@ impl Env {
     }
 
     fn start(&self, binary: &str, user: &str, args: &[&str]) -> RunningBinary {
-        let token = format!("{binary}-token");
-        self.server
-            .add_token(
-                &token,
-                UserInfo::new(
-                    user,
-                    &[
-                        "system:serviceaccounts",
-                        "system:serviceaccounts:capstan",
-                        "system:authenticated",
-                    ],
-                ),
-            )
-            .unwrap();
-        let path = self.dir.path().join(format!("{binary}.kubeconfig"));
-        kubeconfig::write(&path, self.server.url(), self.server.ca_pem(), &token).unwrap();
-        let mut all = vec!["--kubeconfig", path.to_str().unwrap()];
-        all.extend_from_slice(args);
-        RunningBinary::start(
-            &workspace_binary(binary).unwrap(),
-            &all,
+        let groups = [
+            "system:serviceaccounts",
+            "system:serviceaccounts:capstan",
+            "system:authenticated",
+        ];
+        let path = user_kubeconfig(&self.server, self.dir.path(), binary, user, &groups).unwrap();
+        start_binary(
+            binary,
+            &path,
+            args,
             &[
                 ("POD_NAMESPACE", "capstan"),
                 ("POD_NAME", binary),
@@ -327,13 +299,10 @@ async fn the_chart_grants_exactly_what_the_code_uses_and_no_key_leaks() {
             b64(&csr)
         ))
         .await;
+        let approve = request_condition_patch("Approved", "approved");
         let out = env
             .admin
-            .run(&[
-                "patch", "certificaterequest", name, "-n", "monitoring", "--subresource=status",
-                "--type=merge", "-p",
-                r#"{"status":{"conditions":[{"type":"Approved","status":"True","reason":"cert-manager.io","message":"approved","lastTransitionTime":"2026-01-01T00:00:00Z"}]}}"#,
-            ])
+            .run(&request_condition_args("monitoring", name, &approve))
             .await
             .unwrap();
         assert!(out.success(), "{}", out.stderr);

@@ -16,14 +16,11 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::path::{Path, PathBuf};
-use std::process::Command;
 use std::time::Duration;
 
-use base64::Engine as _;
 use capstan_tests::apiserver::TestApiServer;
-use capstan_tests::harness::{
-    Kubectl, RunningBinary, await_condition, workspace_binary, workspace_root,
-};
+use capstan_tests::cluster::{decode_b64, openssl_ok, p256_csr, start_binary};
+use capstan_tests::harness::{Kubectl, RunningBinary, await_condition, workspace_root};
 use capstan_tests::hygiene;
 use serde_json::Value;
 
@@ -77,40 +74,19 @@ struct Story {
 
 impl Story {
     async fn apply(&self, yaml: &str) {
-        let out = self
-            .kubectl
-            .run_with_stdin(&["apply", "-f", "-"], Some(yaml))
-            .await
-            .unwrap();
+        let out = self.kubectl.stdin("apply", yaml).await;
         assert!(out.success(), "kubectl apply:\n{}\n{yaml}", out.stderr);
     }
 
     async fn json(&self, args: &[&str]) -> Option<Value> {
-        let mut all = vec!["get"];
-        all.extend_from_slice(args);
-        all.extend(["-o", "json"]);
-        let out = self.kubectl.run(&all).await.ok()?;
-        out.success()
-            .then(|| serde_json::from_str(&out.stdout).ok())
-            .flatten()
+        self.kubectl.get_json(args).await
     }
 
     async fn condition(&self, args: &[&str], type_: &str, status: &str) -> Value {
-        await_condition(
-            &format!("{args:?} {type_}={status}"),
-            WAIT,
-            POLL,
-            || async {
-                let obj = self.json(args).await?;
-                obj["status"]["conditions"]
-                    .as_array()?
-                    .iter()
-                    .any(|c| c["type"] == type_ && c["status"] == status)
-                    .then_some(obj)
-            },
-        )
-        .await
-        .unwrap()
+        self.kubectl
+            .wait_condition(args, type_, status, WAIT, POLL)
+            .await
+            .unwrap()
     }
 
     async fn event(&self, reason: &str, object: &str) -> Value {
@@ -141,18 +117,7 @@ impl Story {
     }
 
     fn openssl(&self, args: &[&str]) -> String {
-        let out = Command::new("openssl")
-            .args(args)
-            .current_dir(self.dir.path())
-            .output()
-            .expect("openssl is required: run scripts/install-tools");
-        let text = format!(
-            "{}{}",
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        );
-        assert!(out.status.success(), "openssl {args:?}: {text}");
-        text
+        openssl_ok(self.dir.path(), args)
     }
 
     fn write(&self, name: &str, content: &str) -> PathBuf {
@@ -165,45 +130,25 @@ impl Story {
     /// it as cert-manager's approver does, and returns (leaf, ca) PEM once
     /// it is Ready.
     async fn issue(&self, name: &str, dns: &str) -> (String, String) {
-        let key = format!("{name}.key");
-        self.openssl(&[
-            "req",
-            "-new",
-            "-newkey",
-            "ec",
-            "-pkeyopt",
-            "ec_paramgen_curve:P-256",
-            "-nodes",
-            "-keyout",
-            &key,
-            "-subj",
+        let csr = p256_csr(
+            self.dir.path(),
+            name,
             &format!("/CN={dns}"),
-            "-addext",
-            &format!("subjectAltName=DNS:{dns}"),
-            "-out",
-            &format!("{name}.csr"),
-        ]);
-        let csr = base64::engine::general_purpose::STANDARD
-            .encode(std::fs::read(self.path(&format!("{name}.csr"))).unwrap());
+            Some(&format!("DNS:{dns}")),
+        );
         self.apply(&format!(
             "apiVersion: cert-manager.io/v1\nkind: CertificateRequest\nmetadata:\n  name: {name}\n  namespace: {ns}\nspec:\n  request: {csr}\n  duration: 2h\n  usages: [digital signature, key encipherment, server auth]\n  issuerRef:\n    group: capstan.dev\n    kind: ClusterCAIssuer\n    name: {issuer}\n",
             ns = self.namespace,
             issuer = self.issuer
         ))
         .await;
-        let approve = r#"{"status":{"conditions":[{"type":"Approved","status":"True","reason":"cert-manager.io","message":"approved by the e2e suite","lastTransitionTime":"2026-01-01T00:00:00Z"}]}}"#;
         self.kubectl
-            .run_ok(&[
-                "patch",
-                "certificaterequest",
-                name,
-                "-n",
+            .set_request_condition(
                 &self.namespace,
-                "--subresource=status",
-                "--type=merge",
-                "-p",
-                approve,
-            ])
+                name,
+                "Approved",
+                "approved by the e2e suite",
+            )
             .await
             .unwrap();
         let cr = self
@@ -214,8 +159,8 @@ impl Story {
             )
             .await;
         (
-            decode(&cr["status"]["certificate"]),
-            decode(&cr["status"]["ca"]),
+            decode_b64(&cr["status"]["certificate"]),
+            decode_b64(&cr["status"]["ca"]),
         )
     }
 
@@ -260,27 +205,17 @@ impl Story {
     }
 }
 
-fn decode(b64: &Value) -> String {
-    String::from_utf8(
-        base64::engine::general_purpose::STANDARD
-            .decode(b64.as_str().unwrap())
-            .unwrap(),
-    )
-    .unwrap()
-}
-
 fn start(binary: &str, kubeconfig: &Path, namespace: &str, extra: &[&str]) -> RunningBinary {
     let mut args = vec![
-        "--kubeconfig",
-        kubeconfig.to_str().unwrap(),
         "--cluster-resource-namespace",
         namespace,
         "--leader-election-namespace",
         namespace,
     ];
     args.extend_from_slice(extra);
-    RunningBinary::start(
-        &workspace_binary(binary).unwrap(),
+    start_binary(
+        binary,
+        kubeconfig,
         &args,
         &[
             ("POD_NAMESPACE", namespace),

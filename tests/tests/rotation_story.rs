@@ -12,17 +12,15 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::collections::BTreeMap;
-use std::process::Command;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
-use base64::Engine;
-use capstan_tests::apiserver::auth::UserInfo;
-use capstan_tests::apiserver::{TestApiServer, kubeconfig};
-use capstan_tests::harness::{
-    Kubectl, RunningBinary, await_condition, shared_dir, workspace_binary, workspace_root,
+use capstan_tests::apiserver::TestApiServer;
+use capstan_tests::cluster::{
+    MASTERS, decode_b64, openssl_in, p256_csr, start_binary, start_issuer, user_kubeconfig,
 };
+use capstan_tests::harness::{Kubectl, RunningBinary, await_condition};
 use capstan_tests::hygiene;
 use k8s_openapi::ByteString;
 use k8s_openapi::api::apps::v1::{Deployment, StatefulSet};
@@ -73,15 +71,6 @@ fn certificate_requests(client: &kube::Client, ns: &str) -> Api<DynamicObject> {
 
 fn certificates(pem: &str) -> usize {
     pem.matches("-----BEGIN CERTIFICATE-----").count()
-}
-
-fn decode(b64: &Value) -> String {
-    String::from_utf8(
-        base64::engine::general_purpose::STANDARD
-            .decode(b64.as_str().unwrap())
-            .unwrap(),
-    )
-    .unwrap()
 }
 
 /// The signing CA's fingerprint, once the issuer reports one.
@@ -220,15 +209,7 @@ impl Story {
             .unwrap();
         let client = server.client().await.unwrap();
         let kubectl = Kubectl::for_server(&server).unwrap();
-        for crds in [
-            shared_dir().join("cert-manager-crds"),
-            workspace_root().join("crds"),
-        ] {
-            kubectl
-                .run_ok(&["apply", "-f", crds.to_str().unwrap()])
-                .await
-                .unwrap();
-        }
+        kubectl.apply_crds(true).await.unwrap();
         for ns in TEAMS.iter().copied().chain(["certs", OUTSIDE]) {
             kubectl.run_ok(&["create", "namespace", ns]).await.unwrap();
         }
@@ -240,22 +221,15 @@ impl Story {
         }
         let dir = tempfile::tempdir().unwrap();
         let config = |name: &str| {
-            let token = format!("{name}-token");
             let user = format!("system:serviceaccount:default:{name}");
-            server
-                .add_token(&token, UserInfo::new(&user, &["system:masters"]))
-                .unwrap();
-            let path = dir.path().join(format!("{name}.kubeconfig"));
-            kubeconfig::write(&path, server.url(), server.ca_pem(), &token).unwrap();
-            path
+            user_kubeconfig(&server, dir.path(), name, &user, MASTERS).unwrap()
         };
         let rotator_config = config("capstan-rotator");
         let issuer_config = config("capstan-issuer");
-        let rotator = RunningBinary::start(
-            &workspace_binary("capstan-rotator").unwrap(),
+        let rotator = start_binary(
+            "capstan-rotator",
+            &rotator_config,
             &[
-                "--kubeconfig",
-                rotator_config.to_str().unwrap(),
                 "--leader-election-namespace",
                 "default",
                 "--cluster-resource-namespace",
@@ -272,23 +246,7 @@ impl Story {
             ],
         )
         .unwrap();
-        let issuer = RunningBinary::start(
-            &workspace_binary("capstan-issuer").unwrap(),
-            &[
-                "--kubeconfig",
-                issuer_config.to_str().unwrap(),
-                "--cluster-resource-namespace",
-                "certs",
-                "--leader-election-namespace",
-                "default",
-            ],
-            &[
-                ("POD_NAMESPACE", "default"),
-                ("POD_NAME", "issuer-0"),
-                ("RUST_LOG", "info"),
-            ],
-        )
-        .unwrap();
+        let issuer = start_issuer(&issuer_config, "certs", "issuer-0").unwrap();
         Self {
             _server: server,
             client,
@@ -308,12 +266,7 @@ impl Story {
     }
 
     async fn apply(&self, yaml: &str) {
-        let out = self
-            .kubectl
-            .run_with_stdin(&["apply", "-f", "-"], Some(yaml))
-            .await
-            .unwrap();
-        assert!(out.success(), "kubectl apply failed: {out:?}\n{yaml}");
+        self.kubectl.apply(yaml).await;
     }
 
     async fn wait<T, Fut>(&self, what: &str, check: impl FnMut() -> Fut) -> T
@@ -327,19 +280,7 @@ impl Story {
     }
 
     fn openssl(&self, args: &[&str]) -> (bool, String) {
-        let out = Command::new("openssl")
-            .args(args)
-            .current_dir(self.dir.path())
-            .output()
-            .expect("openssl is required");
-        (
-            out.status.success(),
-            format!(
-                "{}{}",
-                String::from_utf8_lossy(&out.stdout),
-                String::from_utf8_lossy(&out.stderr)
-            ),
-        )
+        openssl_in(self.dir.path(), args)
     }
 
     fn write(&self, file: &str, content: &str) -> String {
@@ -359,24 +300,7 @@ impl Story {
     /// condition, then the `kubernetes.io/tls` Secret `metrics-tls` from the
     /// issued chain. Returns the leaf's file.
     async fn issue(&self, name: &str) -> String {
-        let (ok, out) = self.openssl(&[
-            "req",
-            "-new",
-            "-newkey",
-            "ec",
-            "-pkeyopt",
-            "ec_paramgen_curve:P-256",
-            "-nodes",
-            "-keyout",
-            &format!("{name}.key"),
-            "-out",
-            &format!("{name}.csr"),
-            "-subj",
-            "/CN=metrics-app.team-a.svc",
-        ]);
-        assert!(ok, "{out}");
-        let csr = base64::engine::general_purpose::STANDARD
-            .encode(std::fs::read(self.dir.path().join(format!("{name}.csr"))).unwrap());
+        let csr = p256_csr(self.dir.path(), name, "/CN=metrics-app.team-a.svc", None);
         self.apply(&format!(
             "apiVersion: cert-manager.io/v1
 kind: CertificateRequest
@@ -396,19 +320,13 @@ spec:
 "
         ))
         .await;
-        let approve = r#"{"status":{"conditions":[{"type":"Approved","status":"True","reason":"cert-manager.io","message":"Certificate request has been approved by cert-manager.io","lastTransitionTime":"2026-01-01T00:00:00Z"}]}}"#;
         self.kubectl
-            .run_ok(&[
-                "patch",
-                "certificaterequest",
-                name,
-                "-n",
+            .set_request_condition(
                 "team-a",
-                "--subresource=status",
-                "--type=merge",
-                "-p",
-                approve,
-            ])
+                name,
+                "Approved",
+                "Certificate request has been approved by cert-manager.io",
+            )
             .await
             .unwrap();
         let api = certificate_requests(&self.client, "team-a");
@@ -418,8 +336,8 @@ spec:
                 cr.data["status"]["certificate"].is_string().then_some(cr)
             })
             .await;
-        let chain = decode(&issued.data["status"]["certificate"]);
-        let ca = decode(&issued.data["status"]["ca"]);
+        let chain = decode_b64(&issued.data["status"]["certificate"]);
+        let ca = decode_b64(&issued.data["status"]["ca"]);
         let key = std::fs::read(self.dir.path().join(format!("{name}.key"))).unwrap();
         let secret = Secret {
             metadata: kube::api::ObjectMeta {

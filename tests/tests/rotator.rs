@@ -9,11 +9,9 @@
 
 use std::time::Duration;
 
-use capstan_tests::apiserver::auth::UserInfo;
-use capstan_tests::apiserver::{TestApiServer, kubeconfig};
-use capstan_tests::harness::{
-    Kubectl, RunningBinary, await_condition, strip_ansi, workspace_binary,
-};
+use capstan_tests::apiserver::TestApiServer;
+use capstan_tests::cluster::{scraped_series, start_component};
+use capstan_tests::harness::{Kubectl, RunningBinary, await_condition, strip_ansi};
 use capstan_tests::hygiene;
 use k8s_openapi::api::apps::v1::{DaemonSet, Deployment, StatefulSet};
 use k8s_openapi::api::core::v1::{ConfigMap, Event, Namespace, Secret};
@@ -47,34 +45,19 @@ async fn start_with(rollout_delay: Duration, debounce: &str, extra: &[&str]) -> 
     let client = server.client().await.unwrap();
     let kubectl = Kubectl::for_server(&server).unwrap();
     let dir = tempfile::tempdir().unwrap();
-    server
-        .add_token(
-            "capstan-rotator-token",
-            UserInfo::new(
-                "system:serviceaccount:default:capstan-rotator",
-                &["system:masters"],
-            ),
-        )
-        .unwrap();
-    let config = dir.path().join("rotator.kubeconfig");
-    kubeconfig::write(
-        &config,
-        server.url(),
-        server.ca_pem(),
-        "capstan-rotator-token",
-    )
-    .unwrap();
     let mut args = vec![
-        "--kubeconfig",
-        config.to_str().unwrap(),
         "--leader-election-namespace",
         "default",
         "--restart-debounce",
         debounce,
     ];
     args.extend_from_slice(extra);
-    let rotator = RunningBinary::start(
-        &workspace_binary("capstan-rotator").unwrap(),
+    let rotator = start_component(
+        &server,
+        "capstan-rotator",
+        "rotator",
+        "system:serviceaccount:default:capstan-rotator",
+        dir.path(),
         &args,
         &[
             ("POD_NAMESPACE", "default"),
@@ -371,20 +354,7 @@ async fn wait_recorded(env: &Env, reason: &str, workload: &str, count: u64) {
 /// The value of the sample `series` (name and labels, as exposed) on the
 /// rotator's `/metrics`.
 async fn metric(rotator: &RunningBinary, series: &str) -> Option<f64> {
-    let (metrics, _) = rotator.serving_addresses(WAIT).await.ok()?;
-    let out = tokio::process::Command::new("curl")
-        .args([
-            "-sS",
-            "--max-time",
-            "10",
-            &format!("http://{metrics}/metrics"),
-        ])
-        .output()
-        .await
-        .expect("curl is required");
-    String::from_utf8_lossy(&out.stdout)
-        .lines()
-        .find_map(|l| l.strip_prefix(series)?.trim().parse().ok())
+    scraped_series(rotator, series, WAIT).await
 }
 
 #[tokio::test]

@@ -22,11 +22,12 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use base64::Engine;
-use capstan_tests::apiserver::auth::UserInfo;
-use capstan_tests::apiserver::{TestApiServer, kubeconfig};
-use capstan_tests::harness::{
-    Kubectl, RunningBinary, await_condition, shared_dir, workspace_binary, workspace_root,
+use capstan_tests::apiserver::TestApiServer;
+use capstan_tests::cluster::{
+    MASTERS, decode_b64, openssl_ok, p256_ca, p256_csr, scraped_series, start_binary, start_issuer,
+    user_kubeconfig_at,
 };
+use capstan_tests::harness::{Kubectl, RunningBinary, await_condition};
 use capstan_tests::hygiene;
 use k8s_openapi::api::core::v1::ConfigMap;
 use kube::api::Api;
@@ -69,45 +70,24 @@ async fn start_env(with_issuer: bool, extra: &[&str], proxy: Option<Proxy>) -> E
     };
     let client = server.client().await.unwrap();
     let kubectl = Kubectl::for_server(&server).unwrap();
-    if with_issuer {
-        let crds = shared_dir().join("cert-manager-crds");
-        kubectl
-            .run_ok(&["apply", "-f", crds.to_str().unwrap()])
-            .await
-            .unwrap();
-    }
-    let ours = workspace_root().join("crds");
-    kubectl
-        .run_ok(&["apply", "-f", ours.to_str().unwrap()])
-        .await
-        .unwrap();
+    kubectl.apply_crds(with_issuer).await.unwrap();
     for ns in ["certs", "apps"] {
         kubectl.run_ok(&["create", "namespace", ns]).await.unwrap();
     }
     let dir = tempfile::tempdir().unwrap();
     let binary = |name: &str, user: &str| {
-        let token = format!("{name}-token");
-        server
-            .add_token(&token, UserInfo::new(user, &["system:masters"]))
-            .unwrap();
-        let path = dir.path().join(format!("{name}.kubeconfig"));
         let url = match &proxy {
             Some((url, _)) if name == "capstan-rotator" => url.clone(),
             _ => server.url().to_owned(),
         };
-        kubeconfig::write(&path, &url, server.ca_pem(), &token).unwrap();
-        path
+        user_kubeconfig_at(&server, &url, dir.path(), name, user, MASTERS).unwrap()
     };
     let rotator_config = binary("capstan-rotator", ROTATOR_USER);
-    let mut args = vec![
-        "--kubeconfig",
-        rotator_config.to_str().unwrap(),
-        "--leader-election-namespace",
-        "default",
-    ];
+    let mut args = vec!["--leader-election-namespace", "default"];
     args.extend_from_slice(extra);
-    let rotator = RunningBinary::start(
-        &workspace_binary("capstan-rotator").unwrap(),
+    let rotator = start_binary(
+        "capstan-rotator",
+        &rotator_config,
         &args,
         &[
             ("POD_NAMESPACE", "default"),
@@ -122,23 +102,7 @@ async fn start_env(with_issuer: bool, extra: &[&str], proxy: Option<Proxy>) -> E
             "capstan-issuer",
             "system:serviceaccount:default:capstan-issuer",
         );
-        RunningBinary::start(
-            &workspace_binary("capstan-issuer").unwrap(),
-            &[
-                "--kubeconfig",
-                config.to_str().unwrap(),
-                "--cluster-resource-namespace",
-                "certs",
-                "--leader-election-namespace",
-                "default",
-            ],
-            &[
-                ("POD_NAMESPACE", "default"),
-                ("POD_NAME", "issuer-0"),
-                ("RUST_LOG", "info"),
-            ],
-        )
-        .unwrap()
+        start_issuer(&config, "certs", "issuer-0").unwrap()
     });
     Env {
         server,
@@ -262,12 +226,7 @@ impl Env {
     }
 
     async fn apply(&self, yaml: &str) {
-        let out = self
-            .kubectl
-            .run_with_stdin(&["apply", "-f", "-"], Some(yaml))
-            .await
-            .unwrap();
-        assert!(out.success(), "kubectl apply failed: {out:?}\n{yaml}");
+        self.kubectl.apply(yaml).await;
     }
 
     async fn kubectl(&self, args: &[&str]) -> String {
@@ -275,14 +234,7 @@ impl Env {
     }
 
     async fn get_json(&self, args: &[&str]) -> Option<Value> {
-        let mut full = vec!["get"];
-        full.extend_from_slice(args);
-        full.extend_from_slice(&["-o", "json"]);
-        let out = self.kubectl.run(&full).await.ok()?;
-        if !out.success() {
-            return None;
-        }
-        serde_json::from_str(&out.stdout).ok()
+        self.kubectl.get_json(args).await
     }
 
     async fn config_map(&self, ns: &str, name: &str) -> Option<ConfigMap> {
@@ -349,18 +301,7 @@ impl Env {
     }
 
     fn openssl(&self, args: &[&str]) -> String {
-        let out = Command::new("openssl")
-            .args(args)
-            .current_dir(self.dir.path())
-            .output()
-            .expect("openssl is required");
-        let text = format!(
-            "{}{}",
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        );
-        assert!(out.status.success(), "openssl {args:?}: {text}");
-        text
+        openssl_ok(self.dir.path(), args)
     }
 
     fn path(&self, file: &str) -> String {
@@ -378,24 +319,7 @@ impl Env {
 
     /// A self-signed CA: `<name>.crt`, `<name>.key`.
     fn ca(&self, name: &str) -> String {
-        self.openssl(&[
-            "req",
-            "-x509",
-            "-newkey",
-            "ec",
-            "-pkeyopt",
-            "ec_paramgen_curve:P-256",
-            "-nodes",
-            "-keyout",
-            &format!("{name}.key"),
-            "-out",
-            &format!("{name}.crt"),
-            "-subj",
-            &format!("/CN={name}"),
-            "-days",
-            "30",
-        ]);
-        self.read(&format!("{name}.crt"))
+        p256_ca(self.dir.path(), name)
     }
 
     /// A leaf `<name>.crt` signed by CA `<ca>`.
@@ -505,15 +429,6 @@ fn data<'a>(cm: &'a ConfigMap, key: &str) -> Option<&'a str> {
 
 fn certificates(pem: &str) -> usize {
     pem.matches("-----BEGIN CERTIFICATE-----").count()
-}
-
-fn decode(b64: &Value) -> String {
-    String::from_utf8(
-        base64::engine::general_purpose::STANDARD
-            .decode(b64.as_str().unwrap())
-            .unwrap(),
-    )
-    .unwrap()
 }
 
 fn sha256_hex(text: &str) -> String {
@@ -727,40 +642,12 @@ metadata:
 /// The issuer signs a CertificateRequest (approved as cert-manager's
 /// approver does) and returns the leaf PEM.
 async fn issue(env: &Env, name: &str) -> String {
-    env.openssl(&[
-        "req",
-        "-new",
-        "-newkey",
-        "ec",
-        "-pkeyopt",
-        "ec_paramgen_curve:P-256",
-        "-nodes",
-        "-keyout",
-        &format!("{name}.key"),
-        "-out",
-        &format!("{name}.csr"),
-        "-subj",
-        &format!("/CN={name}"),
-    ]);
-    let csr = base64::engine::general_purpose::STANDARD
-        .encode(std::fs::read(env.dir.path().join(format!("{name}.csr"))).unwrap());
+    let csr = p256_csr(env.dir.path(), name, &format!("/CN={name}"), None);
     env.apply(&format!(
         "apiVersion: cert-manager.io/v1\nkind: CertificateRequest\nmetadata:\n  name: {name}\n  namespace: apps\nspec:\n  request: {csr}\n  issuerRef:\n    group: capstan.dev\n    kind: ClusterCAIssuer\n    name: monitoring-ca\n"
     ))
     .await;
-    let approve = r#"{"status":{"conditions":[{"type":"Approved","status":"True","reason":"cert-manager.io","message":"set by test","lastTransitionTime":"2026-01-01T00:00:00Z"}]}}"#;
-    env.kubectl(&[
-        "patch",
-        "certificaterequest",
-        name,
-        "-n",
-        "apps",
-        "--subresource=status",
-        "--type=merge",
-        "-p",
-        approve,
-    ])
-    .await;
+    env.kubectl.approve_request("apps", name).await.unwrap();
     let cr = await_condition("the leaf", WAIT, POLL, || async {
         let cr = env
             .get_json(&["certificaterequest", name, "-n", "apps"])
@@ -771,7 +658,7 @@ async fn issue(env: &Env, name: &str) -> String {
     .unwrap_or_else(|e| panic!("{e}\n{}", env.logs()));
     env.write(
         &format!("{name}.crt"),
-        &decode(&cr["status"]["certificate"]),
+        &decode_b64(&cr["status"]["certificate"]),
     )
 }
 
@@ -857,7 +744,7 @@ metadata:
         .get_json(&["secret", "monitoring-ca", "-n", "certs"])
         .await
         .unwrap();
-    let published = decode(&secret["data"]["ca-bundle.crt"]);
+    let published = decode_b64(&secret["data"]["ca-bundle.crt"]);
     assert_eq!(certificates(&published), 2);
     for block in published.split_inclusive("-----END CERTIFICATE-----\n") {
         assert!(bundle.contains(block.trim()), "missing {block}");
@@ -1115,20 +1002,7 @@ spec:
 /// The value of the sample `series` (name and labels, as exposed) on the
 /// rotator's `/metrics`.
 async fn metric(rotator: &RunningBinary, series: &str) -> Option<f64> {
-    let (metrics, _) = rotator.serving_addresses(WAIT).await.ok()?;
-    let out = tokio::process::Command::new("curl")
-        .args([
-            "-sS",
-            "--max-time",
-            "10",
-            &format!("http://{metrics}/metrics"),
-        ])
-        .output()
-        .await
-        .expect("curl is required");
-    String::from_utf8_lossy(&out.stdout)
-        .lines()
-        .find_map(|l| l.strip_prefix(series)?.trim().parse().ok())
+    scraped_series(rotator, series, WAIT).await
 }
 
 /// The Ready condition's message of a `CABundle` status.

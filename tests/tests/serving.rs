@@ -12,11 +12,10 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::Duration;
 
 use base64::Engine as _;
+use capstan_tests::apiserver::TestApiServer;
 use capstan_tests::apiserver::auth::UserInfo;
-use capstan_tests::apiserver::{TestApiServer, kubeconfig};
-use capstan_tests::harness::{
-    Kubectl, RunningBinary, await_condition, shared_dir, workspace_binary, workspace_root,
-};
+use capstan_tests::cluster::{MASTERS, start_binary, user_kubeconfig};
+use capstan_tests::harness::{Kubectl, RunningBinary, await_condition};
 use capstan_tests::hygiene;
 use tokio::process::Command;
 
@@ -35,14 +34,14 @@ async fn cluster() -> Cluster {
     let server = TestApiServer::start().await.unwrap();
     let kubectl = Kubectl::for_server(&server).unwrap();
     let dir = tempfile::tempdir().unwrap();
-    server
-        .add_token(
-            "capstan-token",
-            UserInfo::new("system:serviceaccount:default:capstan", &["system:masters"]),
-        )
-        .unwrap();
-    let path = dir.path().join("capstan.kubeconfig");
-    kubeconfig::write(&path, server.url(), server.ca_pem(), "capstan-token").unwrap();
+    let path = user_kubeconfig(
+        &server,
+        dir.path(),
+        "capstan",
+        "system:serviceaccount:default:capstan",
+        MASTERS,
+    )
+    .unwrap();
     Cluster {
         server,
         kubectl,
@@ -54,15 +53,11 @@ async fn cluster() -> Cluster {
 impl Cluster {
     /// Starts `binary` (capstan-rotator unless said otherwise) as pod `pod`.
     fn start(&self, binary: &str, pod: &str, extra: &[&str]) -> RunningBinary {
-        let mut args = vec![
-            "--kubeconfig",
-            self.kubeconfig.to_str().unwrap(),
-            "--leader-election-namespace",
-            "default",
-        ];
+        let mut args = vec!["--leader-election-namespace", "default"];
         args.extend_from_slice(extra);
-        RunningBinary::start(
-            &workspace_binary(binary).unwrap(),
+        start_binary(
+            binary,
+            &self.kubeconfig,
             &args,
             &[
                 ("POD_NAMESPACE", "default"),
@@ -229,15 +224,7 @@ async fn handshake(addr: SocketAddr, extra: &[&str]) -> bool {
 #[tokio::test]
 async fn both_binaries_serve_plain_metrics_and_health_by_default() {
     let c = cluster().await;
-    for dir in [
-        shared_dir().join("cert-manager-crds"),
-        workspace_root().join("crds"),
-    ] {
-        c.kubectl
-            .run_ok(&["apply", "-f", dir.to_str().unwrap()])
-            .await
-            .unwrap();
-    }
+    c.kubectl.apply_crds(true).await.unwrap();
     c.kubectl
         .run_with_stdin(
             &["apply", "-f", "-"],
@@ -846,15 +833,7 @@ async fn openssl_get(addr: SocketAddr, extra: &[&str]) -> String {
 #[tokio::test]
 async fn dynamic_tls_on_the_issuer_from_the_config_file_renews_before_expiry() {
     let c = cluster().await;
-    for dir in [
-        shared_dir().join("cert-manager-crds"),
-        workspace_root().join("crds"),
-    ] {
-        c.kubectl
-            .run_ok(&["apply", "-f", dir.to_str().unwrap()])
-            .await
-            .unwrap();
-    }
+    c.kubectl.apply_crds(true).await.unwrap();
     let config = c.path("issuer.yaml");
     std::fs::write(
         &config,

@@ -36,8 +36,8 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use base64::Engine as _;
-use capstan_tests::apiserver::auth::UserInfo;
-use capstan_tests::apiserver::{Faults, TestApiServer, kubeconfig};
+use capstan_tests::apiserver::{Faults, TestApiServer};
+use capstan_tests::cluster::{MASTERS, user_kubeconfig};
 use capstan_tests::harness::{
     Kubectl, RunningBinary, await_condition, shared_dir, workspace_binary, workspace_root,
 };
@@ -1317,12 +1317,7 @@ async fn fault_soak_with_crashes_issues_everything_exactly_once() {
     // The binaries, each with its own token (and so its own faults).
     let mut kubeconfigs = HashMap::new();
     for (c, user) in [("issuer", ISSUER_USER), ("rotator", ROTATOR_USER)] {
-        let token = format!("capstan-{c}-token");
-        server
-            .add_token(&token, UserInfo::new(user, &["system:masters"]))
-            .unwrap();
-        let path = dir.join(format!("{c}.kubeconfig"));
-        kubeconfig::write(&path, server.url(), server.ca_pem(), &token).unwrap();
+        let path = user_kubeconfig(&server, &dir, c, user, MASTERS).unwrap();
         kubeconfigs.insert(c, path);
     }
     let launcher = Arc::new(Launcher {
@@ -2491,12 +2486,7 @@ fn an_exit_reason_names_the_error_and_its_cause() {
 
 /// A client authenticating as `user` (a `system:masters` member).
 async fn client_as(server: &TestApiServer, dir: &Path, user: &str) -> kube::Client {
-    let token = format!("{user}-token");
-    server
-        .add_token(&token, UserInfo::new(user, &["system:masters"]))
-        .unwrap();
-    let path = dir.join(format!("{user}.kubeconfig"));
-    kubeconfig::write(&path, server.url(), server.ca_pem(), &token).unwrap();
+    let path = user_kubeconfig(server, dir, user, user, MASTERS).unwrap();
     let config = kube::Config::from_custom_kubeconfig(
         kube::config::Kubeconfig::read_from(&path).unwrap(),
         &kube::config::KubeConfigOptions::default(),
