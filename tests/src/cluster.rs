@@ -364,3 +364,33 @@ pub fn p256_csr(dir: &Path, name: &str, subject: &str, san: Option<&str>) -> Str
     let der = std::fs::read(dir.join(&csr)).unwrap_or_else(|e| panic!("reading {csr}: {e}"));
     base64::engine::general_purpose::STANDARD.encode(der)
 }
+
+/// Creates capstan's CRDs (and cert-manager's when `cert_manager`) through a
+/// kube client: the benchmarks' and the soak's counterpart of
+/// [`Kubectl::apply_crds`], without a kubectl per file.
+///
+/// # Errors
+/// When a file cannot be read or parsed, or the API server refuses a CRD.
+pub async fn create_crds(client: &kube::Client, cert_manager: bool) -> anyhow::Result<()> {
+    use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
+    let api: kube::Api<CustomResourceDefinition> = kube::Api::all(client.clone());
+    let mut dirs = Vec::new();
+    if cert_manager {
+        dirs.push(shared_dir().join("cert-manager-crds"));
+    }
+    dirs.push(workspace_root().join("crds"));
+    for dir in dirs {
+        for entry in
+            std::fs::read_dir(&dir).with_context(|| format!("reading {}", dir.display()))?
+        {
+            let path = entry?.path();
+            if path.extension().is_some_and(|e| e == "yaml") {
+                let crd: CustomResourceDefinition =
+                    serde_yaml::from_str(&std::fs::read_to_string(&path)?)
+                        .with_context(|| format!("parsing {}", path.display()))?;
+                api.create(&kube::api::PostParams::default(), &crd).await?;
+            }
+        }
+    }
+    Ok(())
+}

@@ -37,16 +37,13 @@ use std::time::{Duration, Instant};
 
 use base64::Engine as _;
 use capstan_tests::apiserver::{Faults, TestApiServer};
-use capstan_tests::cluster::{MASTERS, user_kubeconfig};
-use capstan_tests::harness::{
-    Kubectl, RunningBinary, await_condition, shared_dir, workspace_binary, workspace_root,
-};
+use capstan_tests::cluster::{MASTERS, create_crds, user_kubeconfig};
+use capstan_tests::harness::{Kubectl, RunningBinary, await_condition, workspace_binary};
 use capstan_tests::hygiene;
 use futures::{StreamExt as _, TryStreamExt as _};
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::coordination::v1::Lease;
 use k8s_openapi::api::core::v1::{ConfigMap, Secret};
-use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
 use kube::api::{Api, DynamicObject, Patch, PatchParams, PostParams, WatchEvent, WatchParams};
 use kube::core::{ApiResource, GroupVersionKind};
 use serde_json::{Value, json};
@@ -522,23 +519,6 @@ fn cr_resource() -> ApiResource {
         "CertificateRequest",
         "certificaterequests",
     )
-}
-
-async fn install_crds(client: &kube::Client) {
-    let api: Api<CustomResourceDefinition> = Api::all(client.clone());
-    for dir in [
-        shared_dir().join("cert-manager-crds"),
-        workspace_root().join("crds"),
-    ] {
-        for entry in std::fs::read_dir(&dir).unwrap() {
-            let path = entry.unwrap().path();
-            if path.extension().is_some_and(|e| e == "yaml") {
-                let crd: CustomResourceDefinition =
-                    serde_yaml::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
-                api.create(&PostParams::default(), &crd).await.unwrap();
-            }
-        }
-    }
 }
 
 /// Which binary.
@@ -1274,7 +1254,7 @@ async fn fault_soak_with_crashes_issues_everything_exactly_once() {
         .await
         .unwrap();
     let client = server.client().await.unwrap();
-    install_crds(&client).await;
+    create_crds(&client, true).await.unwrap();
     let dir = tempfile::Builder::new()
         .prefix(&format!("capstan-soak-{seed}-"))
         .tempdir()

@@ -14,14 +14,12 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use anyhow::{Context, bail};
+use anyhow::bail;
 use capstan_tests::apiserver::auth::UserInfo;
 use capstan_tests::apiserver::{TestApiServer, kubeconfig};
-use capstan_tests::harness::{
-    RunningBinary, await_condition, shared_dir, workspace_binary, workspace_root,
-};
+use capstan_tests::cluster::create_crds;
+use capstan_tests::harness::{RunningBinary, await_condition, workspace_binary};
 use futures::{StreamExt, TryStreamExt, stream};
-use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
 use kube::api::{Api, DynamicObject, Patch, PatchParams, PostParams};
 use kube::core::{ApiResource, GroupVersionKind};
 use kube::runtime::{WatchStreamExt, watcher};
@@ -32,28 +30,6 @@ fn cr_resource() -> ApiResource {
         &GroupVersionKind::gvk("cert-manager.io", "v1", "CertificateRequest"),
         "certificaterequests",
     )
-}
-
-async fn install_crds(client: &kube::Client) -> anyhow::Result<()> {
-    let api: Api<CustomResourceDefinition> = Api::all(client.clone());
-    let dirs = [
-        shared_dir().join("cert-manager-crds"),
-        workspace_root().join("crds"),
-    ];
-    for dir in dirs {
-        for entry in
-            std::fs::read_dir(&dir).with_context(|| format!("reading {}", dir.display()))?
-        {
-            let path = entry?.path();
-            if path.extension().is_some_and(|e| e == "yaml") {
-                let crd: CustomResourceDefinition =
-                    serde_yaml::from_str(&std::fs::read_to_string(&path)?)
-                        .with_context(|| format!("parsing {}", path.display()))?;
-                api.create(&PostParams::default(), &crd).await?;
-            }
-        }
-    }
-    Ok(())
 }
 
 /// Whole signing path per leaf (parse + verify + sign + PEM), one core.
@@ -118,7 +94,7 @@ async fn main() -> anyhow::Result<()> {
         .unwrap_or(1000);
     let server = TestApiServer::start().await?;
     let client = server.client().await?;
-    install_crds(&client).await?;
+    create_crds(&client, true).await?;
 
     let dir = tempfile::tempdir()?;
     server.add_token(

@@ -21,10 +21,10 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, bail};
 use capstan_tests::apiserver::auth::UserInfo;
 use capstan_tests::apiserver::{TestApiServer, kubeconfig};
-use capstan_tests::harness::{RunningBinary, await_condition, workspace_binary, workspace_root};
+use capstan_tests::cluster::create_crds;
+use capstan_tests::harness::{RunningBinary, await_condition, workspace_binary};
 use futures::{StreamExt, TryStreamExt, stream};
 use k8s_openapi::api::core::v1::{ConfigMap, Namespace, Secret};
-use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
 use kube::api::{Api, Patch, PatchParams, PostParams};
 use kube::runtime::{WatchStreamExt, watcher};
 use serde_json::json;
@@ -41,21 +41,6 @@ const ROTATOR_USER: &str = "system:serviceaccount:default:capstan-rotator";
 const KEY: &str = "ca-bundle.crt";
 /// Label of the targets, so the benchmark watches only them.
 const TARGET_LABEL: &str = "bench/target";
-
-async fn install_crds(client: &kube::Client) -> anyhow::Result<()> {
-    let api: Api<CustomResourceDefinition> = Api::all(client.clone());
-    let dir = workspace_root().join("crds");
-    for entry in std::fs::read_dir(&dir).with_context(|| format!("reading {}", dir.display()))? {
-        let path = entry?.path();
-        if path.extension().is_some_and(|e| e == "yaml") {
-            let crd: CustomResourceDefinition =
-                serde_yaml::from_str(&std::fs::read_to_string(&path)?)
-                    .with_context(|| format!("parsing {}", path.display()))?;
-            api.create(&PostParams::default(), &crd).await?;
-        }
-    }
-    Ok(())
-}
 
 /// A self-signed CA certificate, PEM.
 fn ca_pem(name: &str) -> anyhow::Result<String> {
@@ -111,7 +96,7 @@ async fn main() -> anyhow::Result<()> {
     let _ = rustls::crypto::ring::default_provider().install_default();
     let server = TestApiServer::start().await?;
     let client = server.client().await?;
-    install_crds(&client).await?;
+    create_crds(&client, false).await?;
 
     let setup = Instant::now();
     let namespaces: Api<Namespace> = Api::all(client.clone());
