@@ -20,17 +20,33 @@ pub fn parse_duration(text: &str) -> Result<Duration, String> {
     capstan_pki::parse_duration(text).map_err(|e| e.to_string())
 }
 
-/// Starts logging, builds the multi-threaded runtime and runs `serve` on
-/// it: the common start of both binaries.
+/// Which tokio runtime a binary runs on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Runtime {
+    /// Everything on the calling thread (blocking work still goes to
+    /// `spawn_blocking`'s pool). For work that is short CPU bursts between
+    /// API calls, as signing is: handing tasks between worker threads costs
+    /// more CPU (futex wake-ups, context switches) than the work itself.
+    CurrentThread,
+    /// A worker thread per core.
+    MultiThread,
+}
+
+/// Starts logging, builds the runtime and runs `serve` on it: the common
+/// start of both binaries.
 ///
 /// # Errors
 /// When logging or the runtime cannot start, or `serve` fails.
-pub fn run<F>(log: &crate::telemetry::LogArgs, serve: F) -> anyhow::Result<()>
+pub fn run<F>(log: &crate::telemetry::LogArgs, runtime: Runtime, serve: F) -> anyhow::Result<()>
 where
     F: std::future::Future<Output = anyhow::Result<()>>,
 {
     crate::telemetry::init(log).map_err(anyhow::Error::msg)?;
-    tokio::runtime::Builder::new_multi_thread()
+    let mut builder = match runtime {
+        Runtime::CurrentThread => tokio::runtime::Builder::new_current_thread(),
+        Runtime::MultiThread => tokio::runtime::Builder::new_multi_thread(),
+    };
+    builder
         .enable_all()
         .build()
         .context("starting the async runtime")?

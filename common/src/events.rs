@@ -160,10 +160,21 @@ pub enum Write {
     },
 }
 
+/// At most this many distinct recent events are remembered for
+/// aggregation (client-go's event cache holds 4096); past it the least
+/// recently seen is forgotten, so a flood of distinct events costs bounded
+/// memory.
+const MAX_REMEMBERED: usize = 4096;
+
+/// How often expired entries are swept out: once per observe would cost
+/// a pass over every remembered event for every event written.
+const SWEEP_INTERVAL: Duration = Duration::from_secs(1);
+
 /// The aggregation state: which events were written recently.
 #[derive(Debug, Default)]
 pub struct Correlator {
     seen: HashMap<Key, Seen>,
+    swept: Option<Timestamp>,
 }
 
 impl Correlator {
@@ -177,7 +188,7 @@ impl Correlator {
     ) -> Write {
         let window =
             k8s_openapi::jiff::SignedDuration::try_from(AGGREGATION_WINDOW).unwrap_or_default();
-        self.seen.retain(|_, s| s.last + window > now);
+        self.sweep(now, window);
         let key = Key {
             kind: regarding.kind.clone(),
             namespace: regarding.namespace.clone(),
@@ -187,7 +198,9 @@ impl Correlator {
             reason: record.reason.clone(),
             message: record.message.clone(),
         };
-        if let Some(seen) = self.seen.get_mut(&key) {
+        if let Some(seen) = self.seen.get_mut(&key)
+            && seen.last + window > now
+        {
             seen.count = seen.count.saturating_add(1);
             seen.last = now;
             return Write::Bump {
@@ -195,6 +208,16 @@ impl Correlator {
                 count: seen.count,
                 first: seen.first,
             };
+        }
+        if self.seen.len() >= MAX_REMEMBERED
+            && !self.seen.contains_key(&key)
+            && let Some(oldest) = self
+                .seen
+                .iter()
+                .min_by_key(|(_, s)| s.last)
+                .map(|(k, _)| k.clone())
+        {
+            self.seen.remove(&oldest);
         }
         let base = regarding.name.as_deref().unwrap_or("capstan");
         let name = format!("{base}.{:x}", now.as_nanosecond());
@@ -208,6 +231,22 @@ impl Correlator {
             },
         );
         Write::Create { name }
+    }
+
+    /// Forgets the events last seen a whole `window` before `now`, at most
+    /// once per [`SWEEP_INTERVAL`]; `observe` checks the window of the one
+    /// it looks up itself, so a late sweep never aggregates a stale event.
+    fn sweep(&mut self, now: Timestamp, window: k8s_openapi::jiff::SignedDuration) {
+        let interval =
+            k8s_openapi::jiff::SignedDuration::try_from(SWEEP_INTERVAL).unwrap_or_default();
+        if self
+            .swept
+            .is_some_and(|at| at + interval > now && now >= at)
+        {
+            return;
+        }
+        self.swept = Some(now);
+        self.seen.retain(|_, s| s.last + window > now);
     }
 }
 
@@ -368,6 +407,54 @@ mod tests {
         // After the window a repeat starts a new Event.
         assert!(matches!(
             c.observe(&deployment(), &first, t(5 + 601)),
+            Write::Create { .. }
+        ));
+    }
+
+    #[test]
+    fn a_repeat_after_the_window_is_new_even_between_sweeps() {
+        let mut c = Correlator::default();
+        let record = Record::normal("Issued", "Certificate fetched from issuer successfully");
+        let other = Record::normal("Issued", "something else");
+        assert!(matches!(
+            c.observe(&deployment(), &record, t(0)),
+            Write::Create { .. }
+        ));
+        // A sweep happens here, just before the first record expires...
+        assert!(matches!(
+            c.observe(&deployment(), &other, t(599)),
+            Write::Create { .. }
+        ));
+        // ...so the next observe, within a sweep interval, finds it expired itself.
+        let late = t(600) + k8s_openapi::jiff::SignedDuration::from_millis(500);
+        assert!(matches!(
+            c.observe(&deployment(), &record, late),
+            Write::Create { .. }
+        ));
+    }
+
+    #[test]
+    fn the_least_recently_seen_event_is_forgotten_past_the_limit() {
+        let mut c = Correlator::default();
+        let record = |i: usize| Record::normal("Issued", format!("request {i}"));
+        for i in 0..MAX_REMEMBERED {
+            let at = t(0)
+                + k8s_openapi::jiff::SignedDuration::from_millis(i64::try_from(i).unwrap_or(0));
+            c.observe(&deployment(), &record(i), at);
+        }
+        // Event 1 is seen again, so event 0 is now the least recently seen.
+        assert!(matches!(
+            c.observe(&deployment(), &record(1), t(50)),
+            Write::Bump { .. }
+        ));
+        c.observe(&deployment(), &record(MAX_REMEMBERED), t(50));
+        assert_eq!(c.seen.len(), MAX_REMEMBERED);
+        assert!(matches!(
+            c.observe(&deployment(), &record(1), t(51)),
+            Write::Bump { .. }
+        ));
+        assert!(matches!(
+            c.observe(&deployment(), &record(0), t(51)),
             Write::Create { .. }
         ));
     }

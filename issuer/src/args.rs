@@ -68,8 +68,10 @@ impl Args {
     /// # Errors
     /// When the client, leader election or telemetry cannot start.
     pub fn run(self) -> anyhow::Result<()> {
+        // One thread: the issuer's work is signing between API calls, and
+        // waking other worker threads for it cost more CPU than signing.
         let log = self.log.clone();
-        cli::run(&log, async move {
+        cli::run(&log, cli::Runtime::CurrentThread, async move {
             let shutdown = shutdown::on_signal().context("installing signal handlers")?;
             self.serve_until(shutdown).await
         })

@@ -85,7 +85,7 @@ impl Args {
     /// When the client, leader election or telemetry cannot start.
     pub fn run(self) -> anyhow::Result<()> {
         let log = self.log.clone();
-        cli::run(&log, async move {
+        cli::run(&log, cli::Runtime::MultiThread, async move {
             let shutdown = shutdown::on_signal().context("installing signal handlers")?;
             self.serve_until(shutdown).await
         })

@@ -29,9 +29,17 @@ pub const INITIAL_EVENTS_END: &str = "k8s.io/initial-events-end";
 /// (kube-apiserver's `--min-request-timeout`).
 const DEFAULT_TIMEOUT: Duration = Duration::from_secs(1800);
 
+/// One watch event line, `{"type":...,"object":...}`, with `type` first as
+/// kube-apiserver writes it (clients that read the tag first can decode the
+/// object without buffering it).
 fn frame(kind: &str, object: &Value) -> Bytes {
-    let mut b = serde_json::to_vec(&json!({"type": kind, "object": object})).unwrap_or_default();
-    b.push(b'\n');
+    let mut b = Vec::with_capacity(256);
+    b.extend_from_slice(b"{\"type\":");
+    // Neither write can fail: both are plain JSON values into a Vec.
+    let _ = serde_json::to_writer(&mut b, kind);
+    b.extend_from_slice(b",\"object\":");
+    let _ = serde_json::to_writer(&mut b, object);
+    b.extend_from_slice(b"}\n");
     Bytes::from(b)
 }
 
@@ -210,4 +218,22 @@ pub fn serve(
     let mut resp = response::bytes(200, Vec::new(), &[]);
     *resp.body_mut() = Body::from_stream(rx);
     Ok(resp)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_frame_is_one_json_line_with_the_type_first() {
+        let line = frame("ADDED", &json!({"metadata": {"name": "a\"b"}}));
+        let text = std::str::from_utf8(&line).expect("utf-8");
+        assert!(
+            text.starts_with("{\"type\":\"ADDED\",\"object\":"),
+            "{text}"
+        );
+        assert!(text.ends_with("}\n") && !text[..text.len() - 1].contains('\n'));
+        let parsed: Value = serde_json::from_str(text).expect("valid JSON");
+        assert_eq!(parsed["object"]["metadata"]["name"], "a\"b");
+    }
 }
