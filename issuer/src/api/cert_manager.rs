@@ -7,25 +7,62 @@
 //! Schema: <https://cert-manager.io/docs/reference/api-docs/#cert-manager.io/v1.CertificateRequest>
 //! and `shared/cert-manager-crds/cert-manager.io_certificaterequests.yaml`.
 
+use std::borrow::Cow;
+
 use k8s_openapi::ByteString;
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
-use kube::CustomResource;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, Time};
 use serde::{Deserialize, Serialize};
 
-use super::conditions;
+use super::{conditions, metadata};
+
+/// A cert-manager `CertificateRequest`, as the issuer reads it.
+///
+/// Written out rather than derived with `CustomResource` so that its
+/// metadata is decoded without `managedFields` (see [`metadata`]): the
+/// issuer watches every request in the cluster and never reads them.
+#[derive(Deserialize, Clone, Debug, PartialEq, Default)]
+pub struct CertificateRequest {
+    /// Object metadata, without `managedFields`.
+    #[serde(deserialize_with = "metadata::without_managed_fields")]
+    pub metadata: ObjectMeta,
+    /// What is requested.
+    pub spec: CertificateRequestSpec,
+    /// What happened to the request.
+    #[serde(default)]
+    pub status: Option<CertificateRequestStatus>,
+}
+
+impl kube::Resource for CertificateRequest {
+    type DynamicType = ();
+    type Scope = k8s_openapi::NamespaceResourceScope;
+
+    fn kind((): &()) -> Cow<'_, str> {
+        "CertificateRequest".into()
+    }
+
+    fn group((): &()) -> Cow<'_, str> {
+        "cert-manager.io".into()
+    }
+
+    fn version((): &()) -> Cow<'_, str> {
+        "v1".into()
+    }
+
+    fn plural((): &()) -> Cow<'_, str> {
+        "certificaterequests".into()
+    }
+
+    fn meta(&self) -> &ObjectMeta {
+        &self.metadata
+    }
+
+    fn meta_mut(&mut self) -> &mut ObjectMeta {
+        &mut self.metadata
+    }
+}
 
 /// `spec` of a cert-manager `CertificateRequest`.
-#[derive(CustomResource, Deserialize, Serialize, Clone, Debug, PartialEq, Default)]
-#[kube(
-    group = "cert-manager.io",
-    version = "v1",
-    kind = "CertificateRequest",
-    namespaced,
-    status = "CertificateRequestStatus",
-    schema = "disabled",
-    derive = "PartialEq",
-    derive = "Default"
-)]
+#[derive(Deserialize, Serialize, Clone, Debug, PartialEq, Default)]
 #[serde(rename_all = "camelCase")]
 pub struct CertificateRequestSpec {
     /// The PEM-encoded CSR (base64 on the wire: the field has `format: byte`).

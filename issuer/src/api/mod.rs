@@ -4,11 +4,13 @@
 //!   (`capstan.dev/v1alpha1`), generated into `crds/` by `capstan-issuer crds`;
 //! * [`cert_manager`] — the minimal subset of cert-manager's
 //!   `CertificateRequest` (`cert-manager.io/v1`) the issuer needs;
-//! * [`conditions`] — condition types and reasons, as constants.
+//! * [`conditions`] — condition types and reasons, as constants;
+//! * [`metadata`] — object metadata decoded without `managedFields`.
 
 pub mod ca_issuer;
 pub mod cert_manager;
 pub mod conditions;
+pub mod metadata;
 
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
 use kube::CustomResourceExt;

@@ -19,6 +19,7 @@ use capstan_tests::apiserver::auth::UserInfo;
 use capstan_tests::apiserver::{TestApiServer, kubeconfig};
 use capstan_tests::cluster::create_crds;
 use capstan_tests::harness::{RunningBinary, await_condition, workspace_binary};
+use capstan_tests::procfs;
 use futures::{StreamExt, TryStreamExt, stream};
 use kube::api::{Api, DynamicObject, Patch, PatchParams, PostParams};
 use kube::core::{ApiResource, GroupVersionKind};
@@ -67,21 +68,6 @@ fn pure_signing_cost(csr: &str) -> anyhow::Result<Duration> {
         std::hint::black_box(signing.sign(&parsed, &LeafRequest::default(), &policy, now)?);
     }
     Ok(start.elapsed() / rounds)
-}
-
-/// User + system CPU seconds of a process, from /proc.
-fn cpu_seconds(pid: u32) -> anyhow::Result<f64> {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat"))?;
-    let fields: Vec<&str> = stat
-        .rsplit(')')
-        .next()
-        .unwrap_or_default()
-        .split_whitespace()
-        .collect();
-    let ticks: u64 = fields.get(11).and_then(|f| f.parse().ok()).unwrap_or(0)
-        + fields.get(12).and_then(|f| f.parse().ok()).unwrap_or(0);
-    // USER_HZ is 100 on Linux.
-    Ok(ticks as f64 / 100.0)
 }
 
 #[tokio::main]
@@ -180,7 +166,7 @@ async fn main() -> anyhow::Result<()> {
             }),
     );
 
-    let cpu_before = cpu_seconds(issuer_pid)?;
+    let cpu_before = procfs::cpu_time(issuer_pid)?;
     let started = Instant::now();
     let request_b64 =
         base64::Engine::encode(&base64::engine::general_purpose::STANDARD, csr.as_bytes());
@@ -214,7 +200,7 @@ async fn main() -> anyhow::Result<()> {
     )
     .await?;
     let elapsed = started.elapsed();
-    let cpu = cpu_seconds(issuer_pid)? - cpu_before;
+    let cpu = procfs::cpu_time(issuer_pid)?.since(&cpu_before);
     watch.abort();
 
     let created = created.lock().map(|c| c.clone()).unwrap_or_default();
@@ -239,13 +225,20 @@ async fn main() -> anyhow::Result<()> {
         pct(0.50).as_millis(),
         pct(0.99).as_millis()
     );
-    let per_request = Duration::from_secs_f64(cpu / count as f64);
+    let per_request = Duration::from_secs_f64(cpu.total() / count as f64);
+    let micros = |seconds: f64| seconds * 1e6 / count as f64;
     println!(
-        "issuer CPU {:.2} s total, {} µs per request; pure signing {} µs per leaf; ratio {:.1}x",
-        cpu,
+        "issuer CPU {:.2} s total, {} µs per request (user {:.0}, system {:.0}); pure signing {} µs per leaf; ratio {:.1}x",
+        cpu.total(),
         per_request.as_micros(),
+        micros(cpu.user),
+        micros(cpu.system),
         pure.as_micros(),
         per_request.as_secs_f64() / pure.as_secs_f64()
+    );
+    println!(
+        "issuer peak RSS (VmHWM) {:.1} MiB",
+        procfs::status_kib(issuer_pid, "VmHWM:")? as f64 / 1024.0
     );
     let mut calls: std::collections::BTreeMap<String, usize> = Default::default();
     for r in server.request_log() {

@@ -23,6 +23,7 @@ use capstan_tests::apiserver::auth::UserInfo;
 use capstan_tests::apiserver::{TestApiServer, kubeconfig};
 use capstan_tests::cluster::create_crds;
 use capstan_tests::harness::{RunningBinary, await_condition, workspace_binary};
+use capstan_tests::procfs;
 use futures::{StreamExt, TryStreamExt, stream};
 use k8s_openapi::api::core::v1::{ConfigMap, Namespace, Secret};
 use kube::api::{Api, Patch, PatchParams, PostParams};
@@ -51,22 +52,6 @@ fn ca_pem(name: &str) -> anyhow::Result<String> {
         .push(rcgen::DnType::CommonName, name);
     params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
     Ok(params.self_signed(&key)?.pem())
-}
-
-/// A field of `/proc/<pid>/status`, in KiB.
-fn status_kib(pid: u32, field: &str) -> anyhow::Result<u64> {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status"))?;
-    status
-        .lines()
-        .find_map(|l| {
-            l.strip_prefix(field)?
-                .trim()
-                .strip_suffix("kB")?
-                .trim()
-                .parse()
-                .ok()
-        })
-        .with_context(|| format!("no {field} in /proc/{pid}/status"))
 }
 
 fn certificates(pem: &str) -> usize {
@@ -264,8 +249,8 @@ async fn main() -> anyhow::Result<()> {
         })
         .unwrap_or_default();
     let propagation = last.map(|t| t.saturating_duration_since(changed));
-    let peak = status_kib(pid, "VmHWM:")? as f64 / 1024.0;
-    let now_rss = status_kib(pid, "VmRSS:")? as f64 / 1024.0;
+    let peak = procfs::status_kib(pid, "VmHWM:")? as f64 / 1024.0;
+    let now_rss = procfs::status_kib(pid, "VmRSS:")? as f64 / 1024.0;
     watch.abort();
 
     println!(
