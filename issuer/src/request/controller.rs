@@ -11,13 +11,13 @@ use std::time::{Duration, Instant};
 
 use capstan_common::backoff::WatchBackoff;
 use capstan_common::events::Record;
-use futures::StreamExt;
+use futures::{StreamExt, TryStreamExt};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use k8s_openapi::jiff::Timestamp;
 use kube::api::{Api, Patch, PatchParams};
 use kube::runtime::controller::{self, Action, Controller};
-use kube::runtime::reflector::Store;
-use kube::runtime::watcher;
+use kube::runtime::reflector::{self, Store};
+use kube::runtime::{WatchStreamExt, watcher};
 use kube::{Resource, ResourceExt};
 use tokio_stream::wrappers::WatchStream;
 
@@ -206,8 +206,16 @@ pub async fn run(
 ) {
     let api: Api<CertificateRequest> = Api::all(ctx.client.clone());
     let gained = ctx.leadership.gained();
-    let controller = Controller::new(api, watcher::Config::default().any_semantic())
-        .trigger_backoff(WatchBackoff::default());
+    let (store, writer) = reflector::store();
+    // Every request is cached (the pending gauge counts them), but only the
+    // ones the plan could act on wake the reconciler: the rest would be
+    // ignored anyway, and they are most of the watch events.
+    let requests = watcher(api, watcher::Config::default().any_semantic())
+        .reflect(writer)
+        .applied_objects()
+        .try_filter(|request| std::future::ready(plan::may_need_work(request)));
+    let controller =
+        Controller::for_stream(requests, store).trigger_backoff(WatchBackoff::default());
     let pending = tokio::spawn(report_pending(controller.store(), ctx.clone()));
     controller
         .with_config(controller::Config::default().concurrency(ctx.concurrent_workers))

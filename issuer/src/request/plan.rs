@@ -153,6 +153,20 @@ pub fn plan(request: &CertificateRequest, issuer: &IssuerState) -> RequestDecisi
     }
 }
 
+/// Whether [`plan`] could do anything with `request`: it is ours, not
+/// finished, and denied or approved. Every `Ignore` is decided before the
+/// issuer's state is looked at, so a request for which this is false is
+/// ignored whatever state its issuer is in, and need not wake the
+/// reconciler at all (most watch events are of such requests: a new one
+/// before approval, and each one's own final status write).
+#[must_use]
+pub fn may_need_work(request: &CertificateRequest) -> bool {
+    !matches!(
+        plan(request, &IssuerState::Ready),
+        RequestDecision::Ignore(_)
+    )
+}
+
 /// Whether a request has reached a final state.
 ///
 /// Final: `Ready=True` (issued), `Ready=False` with reason `Failed` or
@@ -176,6 +190,55 @@ pub fn is_finished(request: &CertificateRequest) -> bool {
 mod tests {
     use super::*;
     use crate::fixtures::RequestFixture;
+
+    #[test]
+    fn only_requests_the_plan_could_act_on_need_work_whatever_the_issuer_state() {
+        let requests = [
+            (CertificateRequest::test(), false),
+            (CertificateRequest::test().approved(), true),
+            (CertificateRequest::test().denied(), true),
+            (
+                CertificateRequest::test()
+                    .approved()
+                    .issuer("cert-manager.io", "Issuer", "ca"),
+                false,
+            ),
+            (
+                CertificateRequest::test()
+                    .approved()
+                    .ready("True", "Issued"),
+                false,
+            ),
+            (
+                CertificateRequest::test()
+                    .approved()
+                    .ready("False", "Failed"),
+                false,
+            ),
+            (
+                CertificateRequest::test()
+                    .approved()
+                    .ready("False", "Pending"),
+                true,
+            ),
+            (
+                CertificateRequest::test().approved().invalid_request(),
+                false,
+            ),
+        ];
+        let states = [
+            IssuerState::Missing,
+            IssuerState::NotReady("SecretNotFound".into()),
+            IssuerState::Ready,
+        ];
+        for (request, needs_work) in requests {
+            assert_eq!(may_need_work(&request), needs_work, "{request:?}");
+            for state in &states {
+                let ignored = matches!(plan(&request, state), RequestDecision::Ignore(_));
+                assert_eq!(ignored, !needs_work, "{request:?} with {state:?}");
+            }
+        }
+    }
 
     #[test]
     fn other_issuers_are_never_touched() {
