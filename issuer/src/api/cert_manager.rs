@@ -96,21 +96,16 @@ pub struct IssuerRef {
     pub group: Option<String>,
 }
 
-/// `status` of a cert-manager `CertificateRequest`.
+/// `status` of a cert-manager `CertificateRequest`, as far as the issuer
+/// reads it. `certificate` and `ca` are written (by the status patch) but
+/// never read back, so the watch skips them instead of copying kilobytes of
+/// base64 out of every event.
 #[derive(Deserialize, Serialize, Clone, Debug, PartialEq, Default)]
 #[serde(rename_all = "camelCase")]
 pub struct CertificateRequestStatus {
     /// Conditions: `Approved`, `Denied`, `Ready`, `InvalidRequest`.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub conditions: Vec<CertificateRequestCondition>,
-    /// The signed certificate (leaf first, then intermediates): PEM, kept
-    /// base64-encoded as on the wire. The issuer never reads it back, so
-    /// the watch does not decode it for every event.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub certificate: Option<String>,
-    /// The issuing root CA: PEM, base64-encoded as on the wire.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub ca: Option<String>,
     /// When the request failed; drives cert-manager's retry backoff.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub failure_time: Option<Time>,
