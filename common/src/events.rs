@@ -14,7 +14,7 @@
 //! another, as client-go's event correlator does; a different message is a
 //! different event (kube-runtime's `Recorder` would fold it into the first).
 
-use std::collections::HashMap;
+use std::num::NonZeroUsize;
 use std::sync::Mutex;
 use std::time::Duration;
 
@@ -23,6 +23,7 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, Time};
 use k8s_openapi::jiff::Timestamp;
 use kube::Resource as _;
 use kube::api::{Patch, PatchParams, PostParams};
+use lru::LruCache;
 
 /// Repeats inside this window are counted on one Event.
 pub const AGGREGATION_WINDOW: Duration = Duration::from_secs(10 * 60);
@@ -161,20 +162,23 @@ pub enum Write {
 }
 
 /// At most this many distinct recent events are remembered for
-/// aggregation (client-go's event cache holds 4096); past it the least
-/// recently seen is forgotten, so a flood of distinct events costs bounded
-/// memory.
-const MAX_REMEMBERED: usize = 4096;
-
-/// How often expired entries are swept out: once per observe would cost
-/// a pass over every remembered event for every event written.
-const SWEEP_INTERVAL: Duration = Duration::from_secs(1);
+/// aggregation, as in client-go's event cache; past it the least recently
+/// seen is forgotten, so a flood of distinct events costs bounded memory
+/// and constant time per event.
+const MAX_REMEMBERED: NonZeroUsize = NonZeroUsize::new(4096).expect("4096 is not zero");
 
 /// The aggregation state: which events were written recently.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct Correlator {
-    seen: HashMap<Key, Seen>,
-    swept: Option<Timestamp>,
+    seen: LruCache<Key, Seen>,
+}
+
+impl Default for Correlator {
+    fn default() -> Self {
+        Self {
+            seen: LruCache::new(MAX_REMEMBERED),
+        }
+    }
 }
 
 impl Correlator {
@@ -188,7 +192,6 @@ impl Correlator {
     ) -> Write {
         let window =
             k8s_openapi::jiff::SignedDuration::try_from(AGGREGATION_WINDOW).unwrap_or_default();
-        self.sweep(now, window);
         let key = Key {
             kind: regarding.kind.clone(),
             namespace: regarding.namespace.clone(),
@@ -198,6 +201,8 @@ impl Correlator {
             reason: record.reason.clone(),
             message: record.message.clone(),
         };
+        // An entry last seen a whole window ago is stale: the repeat starts
+        // a new Event (and replaces the entry below).
         if let Some(seen) = self.seen.get_mut(&key)
             && seen.last + window > now
         {
@@ -209,19 +214,9 @@ impl Correlator {
                 first: seen.first,
             };
         }
-        if self.seen.len() >= MAX_REMEMBERED
-            && !self.seen.contains_key(&key)
-            && let Some(oldest) = self
-                .seen
-                .iter()
-                .min_by_key(|(_, s)| s.last)
-                .map(|(k, _)| k.clone())
-        {
-            self.seen.remove(&oldest);
-        }
         let base = regarding.name.as_deref().unwrap_or("capstan");
         let name = format!("{base}.{:x}", now.as_nanosecond());
-        self.seen.insert(
+        self.seen.put(
             key,
             Seen {
                 name: name.clone(),
@@ -231,22 +226,6 @@ impl Correlator {
             },
         );
         Write::Create { name }
-    }
-
-    /// Forgets the events last seen a whole `window` before `now`, at most
-    /// once per [`SWEEP_INTERVAL`]; `observe` checks the window of the one
-    /// it looks up itself, so a late sweep never aggregates a stale event.
-    fn sweep(&mut self, now: Timestamp, window: k8s_openapi::jiff::SignedDuration) {
-        let interval =
-            k8s_openapi::jiff::SignedDuration::try_from(SWEEP_INTERVAL).unwrap_or_default();
-        if self
-            .swept
-            .is_some_and(|at| at + interval > now && now >= at)
-        {
-            return;
-        }
-        self.swept = Some(now);
-        self.seen.retain(|_, s| s.last + window > now);
     }
 }
 
@@ -412,49 +391,53 @@ mod tests {
     }
 
     #[test]
-    fn a_repeat_after_the_window_is_new_even_between_sweeps() {
+    fn a_repeat_a_whole_window_later_is_a_new_event() {
         let mut c = Correlator::default();
         let record = Record::normal("Issued", "Certificate fetched from issuer successfully");
-        let other = Record::normal("Issued", "something else");
         assert!(matches!(
             c.observe(&deployment(), &record, t(0)),
             Write::Create { .. }
         ));
-        // A sweep happens here, just before the first record expires...
+        let just_inside = t(600) - k8s_openapi::jiff::SignedDuration::from_millis(1);
         assert!(matches!(
-            c.observe(&deployment(), &other, t(599)),
-            Write::Create { .. }
+            c.observe(&deployment(), &record, just_inside),
+            Write::Bump { count: 2, .. }
         ));
-        // ...so the next observe, within a sweep interval, finds it expired itself.
-        let late = t(600) + k8s_openapi::jiff::SignedDuration::from_millis(500);
-        assert!(matches!(
-            c.observe(&deployment(), &record, late),
-            Write::Create { .. }
-        ));
+        // The window counts from the last time it was seen.
+        let Write::Create { .. } = c.observe(&deployment(), &record, just_inside + window()) else {
+            panic!("a repeat a whole window after the last one is a new Event")
+        };
+    }
+
+    fn window() -> k8s_openapi::jiff::SignedDuration {
+        k8s_openapi::jiff::SignedDuration::try_from(AGGREGATION_WINDOW).expect("fits")
     }
 
     #[test]
     fn the_least_recently_seen_event_is_forgotten_past_the_limit() {
         let mut c = Correlator::default();
         let record = |i: usize| Record::normal("Issued", format!("request {i}"));
-        for i in 0..MAX_REMEMBERED {
-            let at = t(0)
-                + k8s_openapi::jiff::SignedDuration::from_millis(i64::try_from(i).unwrap_or(0));
-            c.observe(&deployment(), &record(i), at);
+        let at = |ms: usize| {
+            t(0) + k8s_openapi::jiff::SignedDuration::from_millis(i64::try_from(ms).unwrap_or(0))
+        };
+        for i in 0..MAX_REMEMBERED.get() {
+            c.observe(&deployment(), &record(i), at(i));
         }
-        // Event 1 is seen again, so event 0 is now the least recently seen.
+        // Event 0 was first in but is now the most recently seen, so event 1
+        // is the one forgotten when one more arrives.
+        let last = MAX_REMEMBERED.get();
         assert!(matches!(
-            c.observe(&deployment(), &record(1), t(50)),
+            c.observe(&deployment(), &record(0), at(last)),
             Write::Bump { .. }
         ));
-        c.observe(&deployment(), &record(MAX_REMEMBERED), t(50));
-        assert_eq!(c.seen.len(), MAX_REMEMBERED);
+        c.observe(&deployment(), &record(last), at(last + 1));
+        assert_eq!(c.seen.len(), MAX_REMEMBERED.get());
         assert!(matches!(
-            c.observe(&deployment(), &record(1), t(51)),
+            c.observe(&deployment(), &record(0), at(last + 2)),
             Write::Bump { .. }
         ));
         assert!(matches!(
-            c.observe(&deployment(), &record(0), t(51)),
+            c.observe(&deployment(), &record(1), at(last + 3)),
             Write::Create { .. }
         ));
     }
