@@ -52,6 +52,10 @@ impl<'de, D: Deserializer<'de>> Deserializer<'de> for SkipManagedFields<D> {
         self.0.deserialize_struct(name, fields, Filtered(visitor))
     }
 
+    fn is_human_readable(&self) -> bool {
+        self.0.is_human_readable()
+    }
+
     serde::forward_to_deserialize_any! {
         bool i8 i16 i32 i64 i128 u8 u16 u32 u64 u128 f32 f64 char str string
         bytes byte_buf option unit unit_struct newtype_struct seq tuple
