@@ -252,14 +252,9 @@ pub fn metric_value(body: &str, name: &str, labels: &[(&str, &str)]) -> Option<f
         .and_then(|l| l.rsplit(' ').next()?.parse().ok())
 }
 
-/// The value of the sample `series` (name and labels, exactly as exposed)
-/// on `binary`'s plain-HTTP `/metrics`, waiting up to `timeout` for it to
-/// say where it serves; `None` when it does not say or has no such sample.
-pub async fn scraped_series(
-    binary: &RunningBinary,
-    series: &str,
-    timeout: Duration,
-) -> Option<f64> {
+/// `binary`'s plain-HTTP `/metrics` exposition, waiting up to `timeout` for
+/// it to say where it serves; `None` when it does not say.
+pub async fn scrape_metrics(binary: &RunningBinary, timeout: Duration) -> Option<String> {
     let (metrics, _) = binary.serving_addresses(timeout).await.ok()?;
     let out = tokio::process::Command::new("curl")
         .args([
@@ -271,7 +266,19 @@ pub async fn scraped_series(
         .output()
         .await
         .expect("curl is required");
-    String::from_utf8_lossy(&out.stdout)
+    Some(String::from_utf8_lossy(&out.stdout).into_owned())
+}
+
+/// The value of the sample `series` (name and labels, exactly as exposed)
+/// in [`scrape_metrics`]; `None` when the binary does not say where it
+/// serves or has no such sample.
+pub async fn scraped_series(
+    binary: &RunningBinary,
+    series: &str,
+    timeout: Duration,
+) -> Option<f64> {
+    scrape_metrics(binary, timeout)
+        .await?
         .lines()
         .find_map(|l| l.strip_prefix(series)?.trim().parse().ok())
 }

@@ -6,13 +6,12 @@
 //! through the status subresource.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-use std::process::Command;
 use std::time::Duration;
 
 use base64::Engine;
 use capstan_tests::apiserver::TestApiServer;
 use capstan_tests::cluster::{
-    self, MASTERS, condition, decode_b64, metric_value, openssl_in, user_kubeconfig,
+    self, MASTERS, condition, decode_b64, metric_value, openssl_in, scrape_metrics, user_kubeconfig,
 };
 use capstan_tests::harness::{Kubectl, RunningBinary, await_condition};
 use capstan_tests::hygiene;
@@ -512,19 +511,6 @@ async fn every_row_of_the_request_contract() {
     }
     // The metrics count what happened, per issuer and reason; the deleted
     // issuer's gauges are gone, and the request waiting for it is pending.
-    let (metrics, _) = env.issuer.serving_addresses(WAIT).await.unwrap();
-    let scrape = || async move {
-        let out = Command::new("curl")
-            .args([
-                "-sS",
-                "--max-time",
-                "10",
-                &format!("http://{metrics}/metrics"),
-            ])
-            .output()
-            .unwrap();
-        String::from_utf8(out.stdout).unwrap()
-    };
     let cluster = [
         ("issuer_kind", "ClusterCAIssuer"),
         ("issuer_name", "monitoring-ca"),
@@ -535,7 +521,7 @@ async fn every_row_of_the_request_contract() {
         ("issuer_name", "monitoring-ca"),
     ];
     let body = await_condition("the pending gauge", WAIT, POLL, || async {
-        let body = scrape().await;
+        let body = scrape_metrics(&env.issuer, WAIT).await?;
         (metric_value(&body, "capstan_issuer_requests_pending", &deleted) == Some(1.0))
             .then_some(body)
     })
