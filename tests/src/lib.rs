@@ -2,6 +2,7 @@
 
 pub mod apiserver;
 pub mod cluster;
+pub mod controlplane;
 pub mod harness;
 pub mod hygiene;
 pub mod procfs;

@@ -14,6 +14,11 @@
 //!   fails when the chart's copies are stale.
 //! * `docs` — writes the reference pages under `docs/reference/` (CRD
 //!   fields, flags and config keys, metrics) from the code.
+//! * `control-plane build|up|down` — builds the real control plane the
+//!   end-to-end suites run against (etcd, kube-apiserver,
+//!   kube-controller-manager, kube-scheduler, kwok) from their Go modules
+//!   into a cache (`tests/controlplane/build`); `up [--kubeconfig PATH]`
+//!   starts one on 127.0.0.1 and writes an admin kubeconfig, `down` stops it.
 //! * `check-generated` — renders all of the above again and fails, naming
 //!   the command to run, when a committed file differs; this crate's test
 //!   `every_generated_file_is_current` does the same in
@@ -39,9 +44,13 @@ fn main() -> Result<()> {
         "chart-files" => write(&workspace_root()?, Set::ChartFiles),
         "docs" => write(&workspace_root()?, Set::Docs),
         "check-generated" => check_generated(&workspace_root()?),
+        "control-plane" => control_plane(
+            &workspace_root()?,
+            &std::env::args().skip(2).collect::<Vec<_>>(),
+        ),
         "" | "help" | "--help" | "-h" => {
             println!(
-                "usage: cargo xtask <command>\n\ncommands:\n  ci     install test tools, check fmt and clippy, run all tests\n  crds   regenerate crds/*.yaml from the Rust types\n  chart-files   copy crds/ and the mixin's rules into charts/capstan/files\n  docs   regenerate docs/reference/*.md from the code\n  check-generated   fail when crds/, the chart's files or docs/reference are stale"
+                "usage: cargo xtask <command>\n\ncommands:\n  ci     install test tools, check fmt and clippy, run all tests\n  crds   regenerate crds/*.yaml from the Rust types\n  chart-files   copy crds/ and the mixin's rules into charts/capstan/files\n  docs   regenerate docs/reference/*.md from the code\n  check-generated   fail when crds/, the chart's files or docs/reference are stale\n  control-plane build   build etcd, kube-apiserver, kube-controller-manager, kube-scheduler and kwok into the cache\n  control-plane up [--kubeconfig PATH] [--no-workloads]   start a real control plane (Ctrl-C stops it)\n  control-plane down [--kubeconfig PATH]   stop the one `up` started"
             );
             Ok(())
         }
@@ -74,6 +83,9 @@ fn ci(root: &Path) -> Result<()> {
             "warnings",
         ],
     )?;
+    // The real control plane every end-to-end suite runs against, built
+    // from the Go module proxy (cached: a warm machine rebuilds nothing).
+    run(root, CONTROL_PLANE_BUILD, &[])?;
     run(root, "cargo", &["test", "--workspace"])?;
     // A short fuzz of every cargo-fuzz target (CSRs, bundles, CA key pairs,
     // durations); fuzz/README.md describes the long run.
@@ -88,6 +100,35 @@ fn ci(root: &Path) -> Result<()> {
         ),
     }
     Ok(())
+}
+
+/// The script that builds the control plane into its cache.
+const CONTROL_PLANE_BUILD: &str = "tests/controlplane/build";
+
+/// `cargo xtask control-plane build|up|down [...]`.
+fn control_plane(root: &Path, args: &[String]) -> Result<()> {
+    let rest: Vec<&str> = args.iter().skip(1).map(String::as_str).collect();
+    match args.first().map(String::as_str) {
+        Some("build") => run(root, CONTROL_PLANE_BUILD, &rest),
+        Some(verb @ ("up" | "down")) => {
+            if verb == "up" {
+                run(root, CONTROL_PLANE_BUILD, &[])?;
+            }
+            let mut all = vec![
+                "run",
+                "--quiet",
+                "-p",
+                "capstan-tests",
+                "--bin",
+                "capstan-control-plane",
+                "--",
+                verb,
+            ];
+            all.extend(rest);
+            run(root, "cargo", &all)
+        }
+        _ => bail!("usage: cargo xtask control-plane build|up|down [--kubeconfig PATH]"),
+    }
 }
 
 /// Seconds each fuzz target runs in CI.
