@@ -16,12 +16,94 @@ use serde_json::Value;
 
 use crate::apiserver::auth::UserInfo;
 use crate::apiserver::{TestApiServer, kubeconfig};
+use crate::controlplane::ControlPlane;
 use crate::harness::{
     Kubectl, Output, RunningBinary, await_condition, shared_dir, workspace_binary, workspace_root,
 };
 
 /// The groups of a component that may do anything (`system:masters`).
 pub const MASTERS: &[&str] = &["system:masters"];
+
+/// What the suites need of an API server, whether the real control plane
+/// ([`ControlPlane`]) or the embedded test API server ([`TestApiServer`]):
+/// where it is, the admin's kubeconfig and client, and kubeconfigs for
+/// other users.
+pub trait Cluster: Sync {
+    /// The API server's URL.
+    fn url(&self) -> String;
+    /// The admin kubeconfig.
+    fn kubeconfig_path(&self) -> &Path;
+    /// The CA that signed the API server's serving certificate.
+    fn ca_pem(&self) -> &str;
+    /// Writes `<dir>/<name>.kubeconfig` for `user` in `groups`, pointing at
+    /// `url` (the server's own, or a proxy in front of it).
+    fn user_kubeconfig_at(
+        &self,
+        url: &str,
+        dir: &Path,
+        name: &str,
+        user: &str,
+        groups: &[&str],
+    ) -> anyhow::Result<PathBuf>;
+    /// An admin kube client.
+    fn client(&self) -> impl std::future::Future<Output = anyhow::Result<kube::Client>> + Send;
+}
+
+impl Cluster for TestApiServer {
+    fn url(&self) -> String {
+        TestApiServer::url(self).to_owned()
+    }
+    fn kubeconfig_path(&self) -> &Path {
+        TestApiServer::kubeconfig_path(self)
+    }
+    fn ca_pem(&self) -> &str {
+        TestApiServer::ca_pem(self)
+    }
+    /// Gives `user` its own bearer token `<name>-token`, so the request log
+    /// tells a component's calls from the test's.
+    fn user_kubeconfig_at(
+        &self,
+        url: &str,
+        dir: &Path,
+        name: &str,
+        user: &str,
+        groups: &[&str],
+    ) -> anyhow::Result<PathBuf> {
+        let token = format!("{name}-token");
+        self.add_token(&token, UserInfo::new(user, groups))?;
+        let path = dir.join(format!("{name}.kubeconfig"));
+        kubeconfig::write(&path, url, self.ca_pem(), &token)?;
+        Ok(path)
+    }
+    async fn client(&self) -> anyhow::Result<kube::Client> {
+        TestApiServer::client(self).await
+    }
+}
+
+impl Cluster for ControlPlane {
+    fn url(&self) -> String {
+        ControlPlane::url(self)
+    }
+    fn kubeconfig_path(&self) -> &Path {
+        ControlPlane::kubeconfig_path(self)
+    }
+    fn ca_pem(&self) -> &str {
+        ControlPlane::ca_pem(self)
+    }
+    fn user_kubeconfig_at(
+        &self,
+        url: &str,
+        dir: &Path,
+        name: &str,
+        user: &str,
+        groups: &[&str],
+    ) -> anyhow::Result<PathBuf> {
+        ControlPlane::user_kubeconfig_at(self, url, dir, name, user, groups)
+    }
+    async fn client(&self) -> anyhow::Result<kube::Client> {
+        ControlPlane::client(self).await
+    }
+}
 
 impl Kubectl {
     /// Applies cert-manager's CRDs (the shared fixtures' copy) when
@@ -139,34 +221,28 @@ pub fn request_condition_args<'a>(ns: &'a str, name: &'a str, patch: &'a str) ->
     ]
 }
 
-/// Gives `user` (member of `groups`) its own bearer token `<name>-token` and
-/// writes `<dir>/<name>.kubeconfig` for it, pointing at `url` (the server's
-/// own URL, or a proxy in front of it); returns the kubeconfig's path. With
-/// its own token, the request log tells a component's calls from the test's.
+/// [`Cluster::user_kubeconfig_at`]: a kubeconfig for `user` in `groups`
+/// at `url`; returns its path.
 pub fn user_kubeconfig_at(
-    server: &TestApiServer,
+    server: &impl Cluster,
     url: &str,
     dir: &Path,
     name: &str,
     user: &str,
     groups: &[&str],
 ) -> anyhow::Result<PathBuf> {
-    let token = format!("{name}-token");
-    server.add_token(&token, UserInfo::new(user, groups))?;
-    let path = dir.join(format!("{name}.kubeconfig"));
-    kubeconfig::write(&path, url, server.ca_pem(), &token)?;
-    Ok(path)
+    server.user_kubeconfig_at(url, dir, name, user, groups)
 }
 
 /// [`user_kubeconfig_at`] the server's own URL.
 pub fn user_kubeconfig(
-    server: &TestApiServer,
+    server: &impl Cluster,
     dir: &Path,
     name: &str,
     user: &str,
     groups: &[&str],
 ) -> anyhow::Result<PathBuf> {
-    user_kubeconfig_at(server, server.url(), dir, name, user, groups)
+    server.user_kubeconfig_at(&server.url(), dir, name, user, groups)
 }
 
 /// Starts workspace binary `binary` with `--kubeconfig <kubeconfig>`, then
@@ -215,7 +291,7 @@ pub fn start_issuer(
 /// with its own token and kubeconfig `<dir>/<name>.kubeconfig` (see
 /// [`user_kubeconfig`]), then `args` and `envs` as [`start_binary`].
 pub fn start_component(
-    server: &TestApiServer,
+    server: &impl Cluster,
     binary: &str,
     name: &str,
     user: &str,

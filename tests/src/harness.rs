@@ -11,8 +11,6 @@ use anyhow::{Context as _, bail};
 use tokio::io::{AsyncBufReadExt as _, BufReader};
 use tokio::process::{Child, Command};
 
-use crate::apiserver::TestApiServer;
-
 /// The workspace root (the parent of this crate).
 pub fn workspace_root() -> PathBuf {
     let here = Path::new(env!("CARGO_MANIFEST_DIR"));
@@ -93,8 +91,8 @@ impl Kubectl {
         })
     }
 
-    /// kubectl for a running test server.
-    pub fn for_server(server: &TestApiServer) -> anyhow::Result<Self> {
+    /// kubectl as the admin of a running API server.
+    pub fn for_server(server: &impl crate::cluster::Cluster) -> anyhow::Result<Self> {
         Self::new(server.kubeconfig_path())
     }
 

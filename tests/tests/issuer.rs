@@ -1,7 +1,7 @@
-//! End to end: the real `capstan-issuer` against the test API server, driven
+//! End to end: the real `capstan-issuer` against a real control plane, driven
 //! with the real kubectl, checked with the real openssl.
 //!
-//! Each test starts its own API server and issuer. Requests are approved the
+//! Each test starts its own control plane and issuer. Requests are approved the
 //! way cert-manager's approver does it: an `Approved` condition written
 //! through the status subresource.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
@@ -9,10 +9,10 @@
 use std::time::Duration;
 
 use base64::Engine;
-use capstan_tests::apiserver::TestApiServer;
 use capstan_tests::cluster::{
     self, MASTERS, condition, decode_b64, metric_value, openssl_in, scrape_metrics, user_kubeconfig,
 };
+use capstan_tests::controlplane::ControlPlane;
 use capstan_tests::harness::{Kubectl, RunningBinary, await_condition};
 use capstan_tests::hygiene;
 use serde_json::Value;
@@ -22,14 +22,18 @@ const POLL: Duration = Duration::from_millis(100);
 
 struct Env {
     /// Kept alive for the test's duration; dropping it stops the server.
-    _server: TestApiServer,
+    _server: ControlPlane,
     kubectl: Kubectl,
     issuer: RunningBinary,
     dir: tempfile::TempDir,
 }
 
 async fn start() -> Env {
-    let server = TestApiServer::start().await.unwrap();
+    let server = ControlPlane::builder()
+        .workloads(false)
+        .start()
+        .await
+        .unwrap();
     let kubectl = Kubectl::for_server(&server).unwrap();
     kubectl.apply_crds(true).await.unwrap();
     let dir = tempfile::tempdir().unwrap();

@@ -7,6 +7,8 @@ use std::path::Path;
 use anyhow::Context as _;
 use serde::Deserialize;
 
+use crate::apiserver::RequestRecord;
+
 /// One audited request (`audit.k8s.io/v1` Event, the fields the suites use).
 #[derive(Debug, Clone, Deserialize)]
 #[serde(rename_all = "camelCase")]
@@ -30,6 +32,9 @@ pub struct Event {
     /// The user agent.
     #[serde(default)]
     pub user_agent: String,
+    /// When kube-apiserver received it (RFC 3339, microseconds).
+    #[serde(default)]
+    pub request_received_timestamp: String,
 }
 
 /// The user of an audited request.
@@ -81,6 +86,31 @@ impl Event {
     /// The answer's status code (0 when none was recorded).
     pub fn code(&self) -> u16 {
         self.response_status.as_ref().map_or(0, |s| s.code)
+    }
+}
+
+impl From<&Event> for RequestRecord {
+    /// The audited request in the shape of the test API server's request
+    /// log, so a suite reads either the same way.
+    fn from(e: &Event) -> Self {
+        let o = e.object_ref.clone().unwrap_or_default();
+        Self {
+            time: e.request_received_timestamp.clone(),
+            user: e.effective_user().username.clone(),
+            verb: e.verb.clone(),
+            group: o.api_group,
+            resource: o.resource,
+            subresource: o.subresource,
+            namespace: o.namespace,
+            name: o.name,
+            path: e
+                .request_uri
+                .split('?')
+                .next()
+                .unwrap_or_default()
+                .to_owned(),
+            code: e.code(),
+        }
     }
 }
 

@@ -21,6 +21,7 @@ pub mod audit;
 pub mod flags;
 pub mod pki;
 pub mod process;
+pub mod proxy;
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -476,6 +477,18 @@ current-context: capstan-test
     /// Every request kube-apiserver has audited so far.
     pub fn audit_events(&self) -> anyhow::Result<Vec<audit::Event>> {
         audit::read(&self.layout.file("audit.log"))
+    }
+
+    /// Every request kube-apiserver has audited so far, in the shape of the
+    /// test API server's request log (the impersonated user as the user).
+    /// The audit log is written as each request completes, so a suite that
+    /// counts requests it just made polls for them.
+    pub fn request_log(&self) -> Vec<crate::apiserver::RequestRecord> {
+        self.audit_events()
+            .unwrap_or_default()
+            .iter()
+            .map(Into::into)
+            .collect()
     }
 
     /// The process of component `name` (`etcd`, `kube-apiserver`,
