@@ -328,17 +328,69 @@ fn builtin_defaults(b: Builtin, obj: &mut Value) {
                 for (k, v) in [
                     ("revisionHistoryLimit", json!(10)),
                     ("progressDeadlineSeconds", json!(600)),
+                    (
+                        "strategy",
+                        json!({"type": "RollingUpdate", "rollingUpdate": {"maxUnavailable": "25%", "maxSurge": "25%"}}),
+                    ),
                 ] {
-                    if obj["spec"].get(k).is_none() {
+                    if obj["spec"]
+                        .get(k)
+                        .is_none_or(|s| s.as_object().is_some_and(|o| o.is_empty()))
+                    {
                         obj["spec"][k] = v;
                     }
                 }
             }
+            pod_template_defaults(obj);
         }
+        Builtin::DaemonSet => pod_template_defaults(obj),
         Builtin::Event if obj.get("type").is_none() => {
             obj["type"] = json!("Normal");
         }
         _ => {}
+    }
+}
+
+/// The defaults kube-apiserver fills into a workload's pod template
+/// (`SetDefaults_PodSpec`, `SetDefaults_Container`): restart and DNS
+/// policy, scheduler, grace period, and per container the termination
+/// message settings and an image pull policy of `Always` for an untagged or
+/// `:latest` image, else `IfNotPresent`.
+fn pod_template_defaults(obj: &mut Value) {
+    let Some(spec) = obj
+        .pointer_mut("/spec/template/spec")
+        .and_then(Value::as_object_mut)
+    else {
+        return;
+    };
+    for (k, v) in [
+        ("restartPolicy", json!("Always")),
+        ("terminationGracePeriodSeconds", json!(30)),
+        ("dnsPolicy", json!("ClusterFirst")),
+        ("securityContext", json!({})),
+        ("schedulerName", json!("default-scheduler")),
+    ] {
+        spec.entry(k).or_insert(v);
+    }
+    for list in ["containers", "initContainers"] {
+        let Some(containers) = spec.get_mut(list).and_then(Value::as_array_mut) else {
+            continue;
+        };
+        for c in containers.iter_mut().filter_map(Value::as_object_mut) {
+            let image = c.get("image").and_then(Value::as_str).unwrap_or_default();
+            let last = image.rsplit('/').next().unwrap_or_default();
+            let tag = last.split_once(':').map(|(_, t)| t);
+            let pull = if image.contains('@') || tag.is_some_and(|t| t != "latest") {
+                "IfNotPresent"
+            } else {
+                "Always"
+            };
+            c.entry("imagePullPolicy").or_insert(json!(pull));
+            c.entry("terminationMessagePath")
+                .or_insert(json!("/dev/termination-log"));
+            c.entry("terminationMessagePolicy").or_insert(json!("File"));
+            c.entry("resources").or_insert(json!({}));
+        }
     }
 }
 

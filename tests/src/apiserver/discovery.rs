@@ -193,6 +193,9 @@ pub fn serve(
             };
             openapi_document(&reg, &g, &v, path)
         }
+        Route::NotFound { resource, .. } if resource.is_empty() => {
+            return Err(status::page_not_found());
+        }
         Route::Resource(_) | Route::NotFound { .. } => return Err(status::path_not_found()),
     };
     Ok(response::json(200, &body, &[]))

@@ -394,6 +394,204 @@ fn body(kind: &str, raw: &[u8]) -> Result<Value, String> {
     Ok(Value::Object(out))
 }
 
+/// How one protobuf field maps to JSON, for the schema-driven decoder.
+#[derive(Clone, Copy)]
+enum Ty {
+    /// A string; empty is left out (Go's `omitempty`).
+    Str,
+    /// An integer; zero is left out.
+    Int,
+    /// An integer behind a pointer in Go: present means set, zero included.
+    OptInt,
+    /// A boolean; false is left out.
+    Bool,
+    /// A nested message.
+    Msg(&'static Schema),
+    /// `ObjectMeta`.
+    Meta,
+    /// A repeated string.
+    Strs,
+    /// A repeated message.
+    Msgs(&'static Schema),
+    /// `map<string, string>`.
+    StrMap,
+    /// `map<string, Quantity>` (resource amounts; a Quantity is its string).
+    Quantities,
+    /// `IntOrString`.
+    IntOrString,
+    /// Read and left out.
+    Ignored,
+}
+
+/// A message's known fields: number, JSON name, type.
+type Schema = [(u64, &'static str, Ty)];
+
+const DEPLOYMENT: &Schema = &[
+    (1, "metadata", Ty::Meta),
+    (2, "spec", Ty::Msg(DEPLOYMENT_SPEC)),
+    // Clients send an empty status; the server resets it on create.
+    (3, "status", Ty::Ignored),
+];
+const DEPLOYMENT_SPEC: &Schema = &[
+    (1, "replicas", Ty::OptInt),
+    (2, "selector", Ty::Msg(LABEL_SELECTOR)),
+    (3, "template", Ty::Msg(POD_TEMPLATE)),
+    (4, "strategy", Ty::Msg(STRATEGY)),
+    (5, "minReadySeconds", Ty::Int),
+    (6, "revisionHistoryLimit", Ty::OptInt),
+    (7, "paused", Ty::Bool),
+    (9, "progressDeadlineSeconds", Ty::OptInt),
+];
+const LABEL_SELECTOR: &Schema = &[
+    (1, "matchLabels", Ty::StrMap),
+    (2, "matchExpressions", Ty::Msgs(SELECTOR_REQUIREMENT)),
+];
+const SELECTOR_REQUIREMENT: &Schema = &[
+    (1, "key", Ty::Str),
+    (2, "operator", Ty::Str),
+    (3, "values", Ty::Strs),
+];
+const STRATEGY: &Schema = &[
+    (1, "type", Ty::Str),
+    (2, "rollingUpdate", Ty::Msg(ROLLING_UPDATE)),
+];
+const ROLLING_UPDATE: &Schema = &[
+    (1, "maxUnavailable", Ty::IntOrString),
+    (2, "maxSurge", Ty::IntOrString),
+];
+const POD_TEMPLATE: &Schema = &[(1, "metadata", Ty::Meta), (2, "spec", Ty::Msg(POD_SPEC))];
+const POD_SPEC: &Schema = &[
+    (2, "containers", Ty::Msgs(CONTAINER)),
+    (20, "initContainers", Ty::Msgs(CONTAINER)),
+    (3, "restartPolicy", Ty::Str),
+    (4, "terminationGracePeriodSeconds", Ty::OptInt),
+    (6, "dnsPolicy", Ty::Str),
+    (7, "nodeSelector", Ty::StrMap),
+    (8, "serviceAccountName", Ty::Str),
+    (9, "serviceAccount", Ty::Str),
+    (10, "nodeName", Ty::Str),
+    (16, "hostname", Ty::Str),
+    (17, "subdomain", Ty::Str),
+    (19, "schedulerName", Ty::Str),
+    (24, "priorityClassName", Ty::Str),
+];
+const CONTAINER: &Schema = &[
+    (1, "name", Ty::Str),
+    (2, "image", Ty::Str),
+    (3, "command", Ty::Strs),
+    (4, "args", Ty::Strs),
+    (5, "workingDir", Ty::Str),
+    (6, "ports", Ty::Msgs(CONTAINER_PORT)),
+    (7, "env", Ty::Msgs(ENV_VAR)),
+    (8, "resources", Ty::Msg(RESOURCES)),
+    (13, "terminationMessagePath", Ty::Str),
+    (20, "terminationMessagePolicy", Ty::Str),
+    (14, "imagePullPolicy", Ty::Str),
+    (16, "stdin", Ty::Bool),
+    (17, "stdinOnce", Ty::Bool),
+    (18, "tty", Ty::Bool),
+];
+const CONTAINER_PORT: &Schema = &[
+    (1, "name", Ty::Str),
+    (2, "hostPort", Ty::Int),
+    (3, "containerPort", Ty::Int),
+    (4, "protocol", Ty::Str),
+    (5, "hostIP", Ty::Str),
+];
+const ENV_VAR: &Schema = &[(1, "name", Ty::Str), (2, "value", Ty::Str)];
+const RESOURCES: &Schema = &[
+    (1, "limits", Ty::Quantities),
+    (2, "requests", Ty::Quantities),
+];
+
+/// Decodes message `b` of type `what` by `schema`. A field the schema does
+/// not know is refused rather than dropped, so nothing a client sent is
+/// silently lost; such clients can send JSON.
+fn message(b: &[u8], schema: &'static Schema, what: &str) -> Result<Value, String> {
+    let mut r = Reader::new(b);
+    let mut o = Map::new();
+    while let Some((n, f)) = r.next()? {
+        let Some((_, name, ty)) = schema.iter().find(|(num, ..)| *num == n) else {
+            let empty =
+                matches!(f, Field::Varint(0)) || matches!(f, Field::Bytes(x) if x.is_empty());
+            if empty {
+                continue;
+            }
+            return Err(format!(
+                "protobuf field {n} of {what} is not supported by this test server; send JSON"
+            ));
+        };
+        let key = (*name).to_owned();
+        match (*ty, f) {
+            (Ty::Str, Field::Bytes(x)) if !x.is_empty() => {
+                o.insert(key, json!(string(x)?));
+            }
+            (Ty::Str, Field::Bytes(_)) => {}
+            (Ty::Int, Field::Varint(0)) | (Ty::Bool, Field::Varint(0)) => {}
+            (Ty::Int | Ty::OptInt, Field::Varint(v)) => {
+                o.insert(key, json!(v as i64));
+            }
+            (Ty::Bool, Field::Varint(_)) => {
+                o.insert(key, json!(true));
+            }
+            (Ty::Msg(inner), Field::Bytes(x)) => {
+                o.insert(key, message(x, inner, name)?);
+            }
+            (Ty::Meta, Field::Bytes(x)) => {
+                o.insert(key, object_meta(x)?);
+            }
+            (Ty::Strs, Field::Bytes(x)) => push(&mut o, key, json!(string(x)?)),
+            (Ty::Msgs(inner), Field::Bytes(x)) => push(&mut o, key, message(x, inner, name)?),
+            (Ty::StrMap, Field::Bytes(x)) => {
+                let (k, v) = map_entry(x)?;
+                entry(&mut o, key, k, json!(string(&v)?));
+            }
+            (Ty::Quantities, Field::Bytes(x)) => {
+                let (k, v) = map_entry(x)?;
+                // A Quantity message is its string form, field 1.
+                let q = message(&v, &[(1, "string", Ty::Str)], "Quantity")?;
+                entry(&mut o, key, k, q["string"].clone());
+            }
+            (Ty::Ignored, _) => {}
+            (Ty::IntOrString, Field::Bytes(x)) => {
+                let v = message(
+                    x,
+                    &[
+                        (1, "type", Ty::Int),
+                        (2, "intVal", Ty::Int),
+                        (3, "strVal", Ty::Str),
+                    ],
+                    "IntOrString",
+                )?;
+                let value = if v["type"].as_i64() == Some(1) {
+                    v["strVal"].clone()
+                } else {
+                    json!(v["intVal"].as_i64().unwrap_or(0))
+                };
+                o.insert(key, value);
+            }
+            _ => {
+                return Err(format!(
+                    "protobuf field {n} of {what} has the wrong wire type"
+                ));
+            }
+        }
+    }
+    Ok(Value::Object(o))
+}
+
+fn push(o: &mut Map<String, Value>, key: String, v: Value) {
+    if let Value::Array(items) = o.entry(key).or_insert_with(|| json!([])) {
+        items.push(v);
+    }
+}
+
+fn entry(o: &mut Map<String, Value>, key: String, k: String, v: Value) {
+    if let Value::Object(m) = o.entry(key).or_insert_with(|| json!({})) {
+        m.insert(k, v);
+    }
+}
+
 /// Decodes protobuf-encoded `DeleteOptions` (typed clients such as helm's
 /// Secret storage driver send them with DELETE).
 pub fn decode_delete_options(bytes: &[u8]) -> Result<Value, String> {
@@ -463,6 +661,12 @@ pub fn decode(bytes: &[u8]) -> Result<Value, String> {
             _ => {}
         }
     }
+    if (api_version.as_str(), kind.as_str()) == ("apps/v1", "Deployment") {
+        let mut obj = message(raw, DEPLOYMENT, "Deployment")?;
+        obj["apiVersion"] = json!(api_version);
+        obj["kind"] = json!(kind);
+        return Ok(obj);
+    }
     let supported = matches!(
         (api_version.as_str(), kind.as_str()),
         ("v1", "Secret" | "ConfigMap" | "Namespace")
@@ -513,5 +717,65 @@ mod tests {
             json!({"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "s", "namespace": "default", "labels": {"a": "b"}}, "data": {"k": "dg=="}, "type": "Opaque"})
         );
         assert!(decode(b"{}").is_err());
+    }
+
+    fn varint(num: u64, v: u8) -> Vec<u8> {
+        vec![(num << 3) as u8, v]
+    }
+
+    fn deployment(spec: &[u8]) -> Vec<u8> {
+        let tm = [field(1, b"apps/v1"), field(2, b"Deployment")].concat();
+        let body = [
+            field(1, &field(1, b"d1")),
+            field(2, spec),
+            field(3, &varint(1, 0)),
+        ]
+        .concat();
+        [MAGIC.to_vec(), field(1, &tm), field(2, &body)].concat()
+    }
+
+    #[test]
+    fn decodes_a_deployment_as_kubectl_create_deployment_sends_it() {
+        let labels = field(1, &[field(1, b"app"), field(2, b"d1")].concat());
+        let container = [field(1, b"nginx"), field(2, b"nginx"), field(8, b"")].concat();
+        let template = [
+            field(1, &field(11, &[field(1, b"app"), field(2, b"d1")].concat())),
+            field(2, &field(2, &container)),
+        ]
+        .concat();
+        let spec = [
+            varint(1, 0),
+            field(2, &labels),
+            field(3, &template),
+            field(4, b""),
+            varint(5, 0),
+        ]
+        .concat();
+        let v = decode(&deployment(&spec)).unwrap();
+        assert_eq!(
+            v,
+            json!({
+                "apiVersion": "apps/v1", "kind": "Deployment",
+                "metadata": {"name": "d1"},
+                "spec": {
+                    "replicas": 0,
+                    "selector": {"matchLabels": {"app": "d1"}},
+                    "template": {
+                        "metadata": {"labels": {"app": "d1"}},
+                        "spec": {"containers": [{"name": "nginx", "image": "nginx", "resources": {}}]}
+                    },
+                    "strategy": {}
+                }
+            })
+        );
+    }
+
+    #[test]
+    fn a_deployment_field_it_does_not_know_is_refused_not_dropped() {
+        let err = decode(&deployment(&field(10, b"x"))).unwrap_err();
+        assert!(
+            err.contains("field 10") && err.contains("send JSON"),
+            "{err}"
+        );
     }
 }

@@ -32,9 +32,22 @@ pub fn bytes(code: u16, body: Vec<u8>, warnings: &[String]) -> Response<Body> {
     r
 }
 
+/// A plain-text response, as Go's HTTP mux answers unknown paths.
+pub fn plain(code: u16, text: &str) -> Response<Body> {
+    let mut r = bytes(code, text.as_bytes().to_vec(), &[]);
+    r.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("text/plain; charset=utf-8"),
+    );
+    r
+}
+
 /// A `Status` error response.
 pub fn error(e: &ApiError) -> Response<Body> {
-    let mut r = json(e.code, &e.body, &[]);
+    let mut r = match &e.body {
+        serde_json::Value::String(text) => plain(e.code, text),
+        body => json(e.code, body, &[]),
+    };
     for (k, v) in &e.headers {
         if let (Ok(k), Ok(v)) = (
             http::HeaderName::from_bytes(k.as_bytes()),

@@ -144,7 +144,72 @@ pub fn schedule(state: &Arc<ServerState>, rt: &ResourceType, obj: &Value) {
             );
             Ok(Write::Put(new))
         });
+        if kind == Builtin::Deployment
+            && let Some(cur) = st.store.get(&gr, &key)
+        {
+            record_scaling_event(&st, &cur);
+        }
     });
+}
+
+/// Records the Event the deployment controller writes when it creates a
+/// Deployment's new ReplicaSet: `ScalingReplicaSet`, "Scaled up replica set
+/// <name>-<hash> from 0 to <replicas>", so `kubectl get events` tells a
+/// rollout's story as on a cluster.
+fn record_scaling_event(state: &Arc<ServerState>, deployment: &Value) {
+    let reg = state.registry();
+    let Some(rt) = reg.find("", "v1", "events") else {
+        return;
+    };
+    let meta = &deployment["metadata"];
+    let (ns, name) = (
+        meta["namespace"].as_str().unwrap_or_default(),
+        meta["name"].as_str().unwrap_or_default(),
+    );
+    let replicas = deployment
+        .pointer("/spec/replicas")
+        .and_then(Value::as_i64)
+        .unwrap_or(1);
+    let now = now_rfc3339();
+    let event_name = format!("{name}.{:016x}", super::store::random_u64());
+    let event = json!({
+        "apiVersion": "v1",
+        "kind": "Event",
+        "metadata": {"name": event_name, "namespace": ns},
+        "involvedObject": {
+            "apiVersion": "apps/v1",
+            "kind": "Deployment",
+            "namespace": ns,
+            "name": name,
+            "uid": meta["uid"],
+            "resourceVersion": meta["resourceVersion"],
+        },
+        "reason": "ScalingReplicaSet",
+        "message": format!("Scaled up replica set {name}-{} from 0 to {replicas}", template_hash(deployment)),
+        "source": {"component": "deployment-controller"},
+        "reportingComponent": "deployment-controller",
+        "firstTimestamp": now,
+        "lastTimestamp": now,
+        "count": 1,
+        "type": "Normal",
+    });
+    let Ok((event, _)) = super::admission::prepare(
+        &rt,
+        super::admission::Op::Create,
+        None,
+        None,
+        event,
+        super::admission::FieldValidation::Ignore,
+        Some("kube-controller-manager"),
+    ) else {
+        return;
+    };
+    let gr = (rt.storage_group.clone(), rt.storage_resource.clone());
+    let _ = state
+        .store
+        .write(&gr, &(ns.to_owned(), event_name), false, |_| {
+            Ok(Write::Put(event))
+        });
 }
 
 /// Schedules rollouts for workloads loaded from a data dir.

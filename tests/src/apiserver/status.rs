@@ -118,6 +118,16 @@ pub fn path_not_found() -> ApiError {
     )
 }
 
+/// 404 for a path outside every served group and version: kube-apiserver's
+/// HTTP mux answers these in plain text, not with a `Status`.
+pub fn page_not_found() -> ApiError {
+    ApiError {
+        code: 404,
+        body: Value::String("404 page not found\n".into()),
+        headers: Vec::new(),
+    }
+}
+
 /// 409 `secrets "x" already exists`.
 pub fn already_exists(group: &str, resource: &str, name: &str) -> ApiError {
     ApiError::with_details(

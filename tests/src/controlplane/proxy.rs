@@ -376,8 +376,13 @@ pub fn target(path: &str) -> Option<ResourceTarget> {
 
 /// Whether a request is a watch (`?watch=true|1` or a `/watch/` path).
 pub fn is_watch(path: &str, query: Option<&str>) -> bool {
-    path.split('/').nth(3) == Some("watch")
-        || path.starts_with("/api/v1/watch/")
+    let segments: Vec<&str> = path.trim_matches('/').split('/').collect();
+    let watch_path = match segments.first() {
+        Some(&"api") => segments.get(2) == Some(&"watch"),
+        Some(&"apis") => segments.get(3) == Some(&"watch"),
+        _ => false,
+    };
+    watch_path
         || query.is_some_and(|q| {
             q.split('&')
                 .any(|kv| kv == "watch=true" || kv == "watch=1" || kv == "watch")
