@@ -2,19 +2,25 @@
 //! `kubernetes-validate`: lint, render for each mode, validate, and check
 //! that each value changes what it must; the values schema refuses what the
 //! binaries refuse and knows the keys they accept; the config rendered for
-//! each mode starts the real binaries; and a real `helm install` (with the
-//! default issuer, whose CRD comes in the same release) into the test API
-//! server.
+//! each mode starts the real binaries, with the chart's ServiceAccounts and
+//! RBAC, on a real control plane; and a real `helm install`, upgrade and
+//! uninstall (with the default issuer, whose CRD comes in the same release)
+//! into a real control plane, the issuer running as the chart's
+//! ServiceAccount.
+//!
+//! The tests that install or run binaries each start their own control
+//! plane (etcd, kube-apiserver, kube-controller-manager, and for `helm
+//! --wait` the scheduler and kwok, so the chart's Deployments get Ready
+//! pods): a release makes cluster-scoped objects (CRDs, ClusterRoles).
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use capstan_tests::apiserver::TestApiServer;
+use capstan_tests::controlplane::ControlPlane;
 use capstan_tests::harness::{
-    Kubectl, RunningBinary, await_condition, helm_path, shared_dir, workspace_binary,
-    workspace_root,
+    Kubectl, RunningBinary, await_condition, helm_path, workspace_binary, workspace_root,
 };
 use serde::Deserialize as _;
 use serde_yaml::Value;
@@ -1348,6 +1354,25 @@ fn the_schema_knows_exactly_the_config_keys_the_binaries_accept() {
     }
 }
 
+/// A kubeconfig `<dir>/<sa>.kubeconfig` with a token of ServiceAccount
+/// `ns/sa`, which the chart must have made.
+async fn service_account_kubeconfig(
+    server: &ControlPlane,
+    dir: &Path,
+    ns: &str,
+    sa: &str,
+) -> PathBuf {
+    let kubectl = Kubectl::for_server(server).unwrap();
+    kubectl
+        .run_ok(&["get", "serviceaccount", sa, "-n", ns])
+        .await
+        .unwrap_or_else(|e| panic!("the chart's ServiceAccount: {e:#}"));
+    let token = server.service_account_token(ns, sa, &[]).await.unwrap();
+    server
+        .token_kubeconfig_at(&server.url(), dir, sa, &token)
+        .unwrap()
+}
+
 /// Runs a command and returns (success, output).
 async fn run(program: &Path, args: &[&str]) -> (bool, String) {
     let out = tokio::process::Command::new(program)
@@ -1363,11 +1388,8 @@ async fn run(program: &Path, args: &[&str]) -> (bool, String) {
 
 #[tokio::test]
 async fn helm_installs_the_chart_and_the_default_issuer_into_the_api_server() {
-    let server = TestApiServer::builder()
-        .rollout_delay(Duration::from_millis(200))
-        .start()
-        .await
-        .unwrap();
+    // With workloads: `helm --wait` waits for the Deployments' pods.
+    let server = ControlPlane::start().await.unwrap();
     let kubectl = Kubectl::for_server(&server).unwrap();
     let chart = chart();
     let helm = helm_path().unwrap();
@@ -1426,13 +1448,17 @@ async fn helm_installs_the_chart_and_the_default_issuer_into_the_api_server() {
     let dir = tempfile::tempdir().unwrap();
     let config_file = dir.path().join("config.yaml");
     std::fs::write(&config_file, config).unwrap();
+    // As the pod would: with a token of the release's ServiceAccount, so
+    // the chart's RBAC is what kube-apiserver judges.
+    let issuer_kubeconfig =
+        service_account_kubeconfig(&server, dir.path(), "capstan", "capstan-issuer").await;
     let binary = RunningBinary::start(
         &workspace_binary("capstan-issuer").unwrap(),
         &[
             "--config",
             config_file.to_str().unwrap(),
             "--kubeconfig",
-            &kubeconfig,
+            issuer_kubeconfig.to_str().unwrap(),
         ],
         &[
             ("POD_NAMESPACE", "capstan"),
@@ -1582,20 +1608,30 @@ struct Mode {
 
 #[tokio::test]
 async fn the_binaries_start_with_the_config_rendered_for_every_mode() {
-    let server = TestApiServer::start().await.unwrap();
+    // Its own control plane: the binaries act cluster-wide and the chart
+    // makes cluster-scoped RBAC. No pod needs to run (the binaries run
+    // here), so no workloads.
+    let server = ControlPlane::builder()
+        .workloads(false)
+        .start()
+        .await
+        .unwrap();
     let kubectl = Kubectl::for_server(&server).unwrap();
     kubectl
         .run_ok(&["create", "namespace", "capstan"])
         .await
         .unwrap();
-    let mut manifests = vec![workspace_root().join("crds")];
-    manifests.push(shared_dir().join("cert-manager-crds"));
-    for dir in manifests {
-        kubectl
-            .run_ok(&["apply", "-f", dir.to_str().unwrap()])
-            .await
-            .unwrap();
-    }
+    kubectl.apply_crds(true).await.unwrap();
+    kubectl
+        .run_ok(&[
+            "wait",
+            "--for=condition=Established",
+            "--timeout=60s",
+            "crd",
+            "--all",
+        ])
+        .await
+        .unwrap();
     let dir = tempfile::tempdir().unwrap();
     let (cert, key, client_ca) = tls_files(dir.path(), "capstan-issuer.capstan.svc");
     let files = |component: &str| {
@@ -1679,23 +1715,65 @@ async fn the_binaries_start_with_the_config_rendered_for_every_mode() {
             mtls: true,
         },
     ];
+    let mut previous: Option<String> = None;
     for mode in &modes {
         let sets: Vec<&str> = mode.sets.iter().map(String::as_str).collect();
         let docs = render(&sets);
+        // The mode's objects, for real: kube-apiserver validates them, and
+        // the binaries run as the mode's ServiceAccounts with only its RBAC
+        // (the previous mode's objects are deleted first, so no permission
+        // is left over from it).
+        if let Some(yaml) = previous.take() {
+            let out = kubectl
+                .run_with_stdin(&["delete", "--ignore-not-found", "-f", "-"], Some(&yaml))
+                .await
+                .unwrap();
+            assert!(
+                out.success(),
+                "deleting the previous mode's objects: {out:?}"
+            );
+        }
+        let yaml = objects_yaml(&docs);
+        let out = kubectl
+            .run_with_stdin(&["apply", "--validate=strict", "-f", "-"], Some(&yaml))
+            .await
+            .unwrap();
+        assert!(
+            out.success(),
+            "{}: kube-apiserver refuses the chart's objects: {out:?}",
+            mode.name
+        );
+        previous = Some(yaml);
         for component in ["issuer", "rotator"] {
             let file = dir.path().join(format!("{component}.yaml"));
             std::fs::write(&file, config_text(&docs, component)).unwrap();
+            let sa = format!("capstan-{component}");
+            let config = service_account_kubeconfig(&server, dir.path(), "capstan", &sa).await;
+            // A Lease left by the previous mode's (killed) binary would keep
+            // this one waiting for it to expire.
+            kubectl
+                .run_ok(&[
+                    "delete",
+                    "lease",
+                    &sa,
+                    "-n",
+                    "capstan",
+                    "--ignore-not-found",
+                ])
+                .await
+                .unwrap();
+            let pod = format!("{component}-drift");
             let binary = RunningBinary::start(
-                &workspace_binary(&format!("capstan-{component}")).unwrap(),
+                &workspace_binary(&sa).unwrap(),
                 &[
                     "--config",
                     file.to_str().unwrap(),
                     "--kubeconfig",
-                    server.kubeconfig_path().to_str().unwrap(),
+                    config.to_str().unwrap(),
                 ],
                 &[
                     ("POD_NAMESPACE", "capstan"),
-                    ("POD_NAME", &format!("{component}-drift")),
+                    ("POD_NAME", &pod),
                     ("RUST_LOG", "info"),
                     ("RUST_BACKTRACE", "0"),
                 ],
@@ -1706,6 +1784,25 @@ async fn the_binaries_start_with_the_config_rendered_for_every_mode() {
                 .serving_addresses(WAIT)
                 .await
                 .unwrap_or_else(|e| panic!("{what} did not start serving: {e:#}"));
+            // The chart's leader-election Role lets it take its Lease.
+            let identity = format!("{pod}-{}", binary.pid());
+            await_condition(&format!("{what} holding its Lease"), WAIT, POLL, || async {
+                let holder = kubectl
+                    .run_ok(&[
+                        "get",
+                        "lease",
+                        &sa,
+                        "-n",
+                        "capstan",
+                        "-o",
+                        "jsonpath={.spec.holderIdentity}",
+                    ])
+                    .await
+                    .ok()?;
+                (holder == identity).then_some(())
+            })
+            .await
+            .unwrap_or_else(|e| panic!("{e:#}\n{}", binary.logs().join("\n")));
             let line = binary
                 .logs()
                 .into_iter()
@@ -1728,6 +1825,22 @@ async fn the_binaries_start_with_the_config_rendered_for_every_mode() {
             binary.kill().await.unwrap();
         }
     }
+}
+
+/// The rendered objects but the CRDs (applied once, from `crds/`, which
+/// the chart's copies equal) and the Prometheus Operator's (whose CRDs the
+/// control plane does not have), as one YAML stream.
+fn objects_yaml(docs: &[Value]) -> String {
+    docs.iter()
+        .filter(|d| {
+            d["kind"] != "CustomResourceDefinition"
+                && !d["apiVersion"]
+                    .as_str()
+                    .unwrap_or_default()
+                    .starts_with("monitoring.coreos.com/")
+        })
+        .map(|d| format!("---\n{}", serde_yaml::to_string(d).unwrap()))
+        .collect()
 }
 
 /// With dynamic TLS the binary keeps its serving CA in the Secret the chart

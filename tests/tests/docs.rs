@@ -6,8 +6,10 @@
 //! which xtask's test keeps equal to the registries) or a recording rule of
 //! the mixin, every `capstan.dev/...` annotation or label it mentions is
 //! one the code uses, every Event reason and log line it quotes is one the
-//! code writes, and every manifest it shows is accepted by an API server
-//! with capstan's and cert-manager's CRDs (strict field validation).
+//! code writes, and every manifest it shows is accepted by a real
+//! kube-apiserver (a control plane the test starts) with capstan's and
+//! cert-manager's CRDs: `kubectl apply --dry-run=server`, strict field
+//! validation.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::collections::BTreeSet;
@@ -597,13 +599,13 @@ fn manifests(markdown: &str) -> Vec<serde_yaml::Value> {
     docs
 }
 
-/// API groups whose CRDs the test API server is not given (the Prometheus
+/// API groups whose CRDs the control plane is not given (the Prometheus
 /// Operator's); their manifests are not validated here.
 const UNAVAILABLE_GROUPS: &[&str] = &["monitoring.coreos.com/"];
 
 #[tokio::test]
 async fn every_manifest_in_the_docs_is_accepted_by_the_api_server() {
-    use capstan_tests::apiserver::TestApiServer;
+    use capstan_tests::controlplane::ControlPlane;
     use capstan_tests::harness::Kubectl;
 
     let root = workspace_root();
@@ -619,7 +621,13 @@ async fn every_manifest_in_the_docs_is_accepted_by_the_api_server() {
     }
     assert!(found.len() > 15, "found only {} manifests", found.len());
 
-    let server = TestApiServer::start().await.unwrap();
+    // Its own control plane: the docs' CRDs and namespaces are
+    // cluster-wide. A dry run needs no pods, so no workloads.
+    let server = ControlPlane::builder()
+        .workloads(false)
+        .start()
+        .await
+        .unwrap();
     let kubectl = Kubectl::for_server(&server).unwrap();
     for dir in ["tests/fixtures/cert-manager-crds", "crds"] {
         let dir = root.join(dir);
@@ -628,6 +636,17 @@ async fn every_manifest_in_the_docs_is_accepted_by_the_api_server() {
             .await
             .unwrap();
     }
+    // kube-apiserver serves a CRD's kind only once it is Established.
+    kubectl
+        .run_ok(&[
+            "wait",
+            "--for=condition=Established",
+            "--timeout=60s",
+            "crd",
+            "--all",
+        ])
+        .await
+        .unwrap();
     let namespaces: BTreeSet<&str> = found
         .iter()
         .filter_map(|(_, doc)| doc["metadata"]["namespace"].as_str())

@@ -1,17 +1,22 @@
 //! Leader election with kube-lease-manager (what capstan's replicas use)
-//! against the test API server: its mutual exclusion rests on server-side
-//! apply conflicts and strategic merge patches behaving as in Kubernetes.
+//! against a real control plane's kube-apiserver: its mutual exclusion rests
+//! on server-side apply conflicts and strategic merge patches of
+//! `coordination.k8s.io/v1` Leases.
 #![allow(clippy::unwrap_used)]
 
 use std::time::Duration;
 
-use capstan_tests::apiserver::TestApiServer;
+use capstan_tests::controlplane::ControlPlane;
 use capstan_tests::harness::await_condition;
 use kube_lease_manager::LeaseManagerBuilder;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn one_leader_at_a_time_and_handover_on_release() {
-    let s = TestApiServer::start().await.unwrap();
+    let s = ControlPlane::builder()
+        .workloads(false)
+        .start()
+        .await
+        .unwrap();
     let manager = |identity: &'static str| {
         let client = s.client();
         async move {

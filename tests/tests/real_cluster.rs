@@ -1,6 +1,8 @@
 //! The end-to-end story on a real cluster (kind, k3d, ...) when
-//! `CAPSTAN_E2E_KUBECONFIG` names its kubeconfig; on the embedded test API
-//! server otherwise, saying that the real-cluster run was skipped.
+//! `CAPSTAN_E2E_KUBECONFIG` names its kubeconfig; otherwise on a real
+//! control plane the suite starts itself (etcd, kube-apiserver,
+//! kube-controller-manager, kube-scheduler and kwok with a fake node, so the
+//! Deployment's pods become Ready and its rollouts complete).
 //!
 //! Only what every Kubernetes API server offers is used: the real
 //! `capstan-issuer` and `capstan-rotator` binaries run on this machine with
@@ -18,8 +20,8 @@
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use capstan_tests::apiserver::TestApiServer;
 use capstan_tests::cluster::{decode_b64, openssl_ok, p256_csr, start_binary};
+use capstan_tests::controlplane::ControlPlane;
 use capstan_tests::harness::{Kubectl, RunningBinary, await_condition, workspace_root};
 use capstan_tests::hygiene;
 use serde_json::Value;
@@ -30,12 +32,12 @@ const KUBECONFIG_VAR: &str = "CAPSTAN_E2E_KUBECONFIG";
 const WAIT: Duration = Duration::from_secs(180);
 const POLL: Duration = Duration::from_millis(500);
 
-/// Where the suite runs: a real cluster, or a test API server it started.
+/// Where the suite runs: a real cluster, or a control plane it started.
 struct Target {
     kubeconfig: PathBuf,
     real: bool,
     /// Kept alive for the run when no real cluster was given.
-    _server: Option<TestApiServer>,
+    _server: Option<ControlPlane>,
 }
 
 async fn target() -> Target {
@@ -50,10 +52,11 @@ async fn target() -> Target {
         }
         _ => {
             println!(
-                "{KUBECONFIG_VAR} is not set: the real-cluster run is skipped; \
-                 running the same story against the embedded test API server"
+                "{KUBECONFIG_VAR} is not set: running the same story against a \
+                 control plane of its own (etcd, kube-apiserver, controller-manager, \
+                 scheduler, kwok)"
             );
-            let server = TestApiServer::start().await.unwrap();
+            let server = ControlPlane::start().await.unwrap();
             Target {
                 kubeconfig: server.kubeconfig_path().to_path_buf(),
                 real: false,

@@ -95,8 +95,8 @@ fn ci(root: &Path) -> Result<()> {
             eprintln!("==> the real-cluster e2e ran against the cluster {REAL_CLUSTER_VAR} names")
         }
         _ => eprintln!(
-            "==> {REAL_CLUSTER_VAR} is not set: the real-cluster e2e run was skipped \
-             (its story ran on the embedded test API server); see docs/e2e-real-cluster.md"
+            "==> {REAL_CLUSTER_VAR} is not set: the real_cluster story ran on a control plane \
+             of its own, not on an outside cluster; see docs/e2e-real-cluster.md"
         ),
     }
     Ok(())
