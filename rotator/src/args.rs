@@ -102,6 +102,9 @@ impl Args {
         let client = self.kube.client().await?;
         let identity = cli::identity("capstan-rotator");
         let registry = serve::registry();
+        // Registered before /metrics is served, so that every scrape (also
+        // one while leader election cannot start yet) has every family.
+        let metrics = Metrics::register(&registry)?;
         let health = Health::default();
         let started = Arc::new(AtomicBool::new(false));
         let seen = started.clone();
@@ -121,7 +124,7 @@ impl Args {
         let ctx = Arc::new(Context {
             client: client.clone(),
             recorder: Recorder::new(client, "capstan-rotator", identity.clone()),
-            metrics: Metrics::register(&registry)?,
+            metrics,
             leadership,
             dry_run: self.dry_run,
         });

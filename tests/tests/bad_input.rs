@@ -1,5 +1,6 @@
-//! End to end: the bad-input matrix against one real `capstan-issuer` on the
-//! test API server. Every bad request is created beside a good one, so the
+//! End to end: the bad-input matrix against one real `capstan-issuer` on a
+//! real control plane (etcd, kube-apiserver, kube-controller-manager) of
+//! its own. Every bad request is created beside a good one, so the
 //! run shows both that each bad input ends where the user looks (the
 //! request's `Ready=False/Failed` with a `failureTime`, a message naming the
 //! problem and a `Failed` Event; or the issuer's `Ready=False` with the right
@@ -13,8 +14,8 @@
 use std::time::Duration;
 
 use base64::Engine;
-use capstan_tests::apiserver::TestApiServer;
 use capstan_tests::cluster::{MASTERS, openssl_ok, start_issuer, user_kubeconfig};
+use capstan_tests::controlplane::ControlPlane;
 use capstan_tests::harness::{Kubectl, RunningBinary, await_condition};
 use capstan_tests::hygiene;
 use serde_json::Value;
@@ -25,14 +26,20 @@ const NS: &str = "default";
 const ISSUER_USER: &str = "system:serviceaccount:default:capstan-issuer";
 
 struct Env {
-    _server: TestApiServer,
+    /// Kept alive for the test's duration; dropping it stops it.
+    _server: ControlPlane,
     kubectl: Kubectl,
     issuer: RunningBinary,
     dir: tempfile::TempDir,
 }
 
 async fn start() -> Env {
-    let server = TestApiServer::start().await.unwrap();
+    // No workloads: the issuer needs no scheduler or node.
+    let server = ControlPlane::builder()
+        .workloads(false)
+        .start()
+        .await
+        .unwrap();
     let kubectl = Kubectl::for_server(&server).unwrap();
     kubectl.apply_crds(true).await.unwrap();
     let dir = tempfile::tempdir().unwrap();

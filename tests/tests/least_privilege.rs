@@ -1,15 +1,28 @@
-//! The chart's RBAC is exactly what the code uses, and nothing leaks a
-//! private key.
+//! The chart's RBAC is exactly what the code uses, judged by a real
+//! kube-apiserver, and nothing leaks a private key.
 //!
-//! The issuer and rotator run as their chart ServiceAccounts (no
-//! system:masters) with the chart's rendered roles enforced by the test API
-//! server, through a scenario that exercises every feature: self-managed and
-//! user-provided CAs, CertificateRequests, a Kubernetes CSR, a CA rotation,
-//! bundle injection (including a refused private-key source), a `CABundle`
-//! that creates and deletes targets, and a restart. Then:
+//! A real control plane of its own (etcd, kube-apiserver with RBAC,
+//! kube-controller-manager, kube-scheduler and kwok, so the rolled
+//! Deployment's pods become Ready) gets the chart's ServiceAccounts,
+//! ClusterRoles, Roles and bindings, rendered by `helm template`. The issuer
+//! and rotator run out of cluster with the chart's config files and their
+//! ServiceAccounts' tokens from the TokenRequest API (as `kubectl create
+//! token` gets them), so kube-apiserver's RBAC authorizer and its
+//! CertificateSigning admission judge every call, through a scenario that
+//! exercises every feature: self-managed and user-provided CAs,
+//! CertificateRequests, Kubernetes CSRs for both signer kinds, a CA
+//! rotation, bundle injection (including a refused private-key source), a
+//! `CABundle` that creates and deletes targets, and a restart. Then, from
+//! kube-apiserver's audit log:
 //! * no call was refused (the roles grant all the code needs);
 //! * every granted verb on every resource was used (the roles grant
 //!   nothing more), except the few listed with their reason;
+//! * the `sign` grant on `certificates.k8s.io` signers covers exactly the
+//!   signer names whose CSRs the issuer signed (CertificateSigning
+//!   admission checks it on every write of `status.certificate`), and the
+//!   approver's `approve` grant on `cert-manager.io` signers lets
+//!   cert-manager approve exactly capstan's requests, asked with the
+//!   SubjectAccessReviews cert-manager's webhook makes;
 //! * no ConfigMap, Event, status, log line or metric holds private-key
 //!   material, neither PEM headers nor any line of the CA keys.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
@@ -18,12 +31,15 @@ use std::collections::BTreeSet;
 use std::time::Duration;
 
 use base64::Engine as _;
-use capstan_tests::apiserver::TestApiServer;
-use capstan_tests::cluster::{
-    request_condition_args, request_condition_patch, start_binary, user_kubeconfig,
-};
+use capstan_tests::cluster::{request_condition_args, request_condition_patch, start_binary};
+use capstan_tests::controlplane::ControlPlane;
 use capstan_tests::harness::{Kubectl, RunningBinary, await_condition, helm_path, workspace_root};
 use capstan_tests::hygiene::assert_no_key_leaks;
+use k8s_openapi::api::authorization::v1::{
+    ResourceAttributes, SubjectAccessReview, SubjectAccessReviewSpec,
+};
+use k8s_openapi::api::certificates::v1::CertificateSigningRequest;
+use kube::api::{Api, PostParams};
 use serde_json::Value;
 
 const WAIT: Duration = Duration::from_secs(90);
@@ -54,8 +70,21 @@ const UNUSED_ON_PURPOSE: &[(&str, &str, &str, &str)] = &[
     ),
 ];
 
+/// cert-manager's controller, whose approver the chart lets approve
+/// capstan's requests.
+const CERT_MANAGER: &str = "system:serviceaccount:cert-manager:cert-manager";
+
+/// The kinds of the chart's RBAC: all this suite applies of it.
+const RBAC_KINDS: &[&str] = &[
+    "ServiceAccount",
+    "ClusterRole",
+    "ClusterRoleBinding",
+    "Role",
+    "RoleBinding",
+];
+
 struct Env {
-    server: TestApiServer,
+    cp: ControlPlane,
     admin: Kubectl,
     dir: tempfile::TempDir,
 }
@@ -82,9 +111,9 @@ impl Env {
             .unwrap_or_else(|e| panic!("{e}\nrefused so far: {:#?}", self.refused()))
     }
 
-    /// Calls of the components the API server refused.
+    /// Calls of the components kube-apiserver refused (RBAC or admission).
     fn refused(&self) -> Vec<String> {
-        self.server
+        self.cp
             .request_log()
             .iter()
             .filter(|r| (r.user == ISSUER || r.user == ROTATOR) && r.code == 403)
@@ -107,20 +136,36 @@ impl Env {
                 .then_some(())
         })
         .await
-        .unwrap();
+        .unwrap_or_else(|e| panic!("{e}\nrefused so far: {:#?}", self.refused()));
     }
 
-    fn start(&self, binary: &str, user: &str, args: &[&str]) -> RunningBinary {
-        let groups = [
-            "system:serviceaccounts",
-            "system:serviceaccounts:capstan",
-            "system:authenticated",
-        ];
-        let path = user_kubeconfig(&self.server, self.dir.path(), binary, user, &groups).unwrap();
+    /// Starts `binary` out of cluster as ServiceAccount `capstan/<binary>`
+    /// with a token from the TokenRequest API and the chart's config file
+    /// for `component`, then `args`.
+    async fn start(
+        &self,
+        chart: &str,
+        binary: &str,
+        component: &str,
+        args: &[&str],
+    ) -> RunningBinary {
+        let token = self
+            .cp
+            .service_account_token("capstan", binary, &[])
+            .await
+            .unwrap();
+        let path = self
+            .cp
+            .token_kubeconfig_at(&self.cp.url(), self.dir.path(), binary, &token)
+            .unwrap();
+        let config = self.dir.path().join(format!("{component}-config.yaml"));
+        std::fs::write(&config, chart_config(chart, component)).unwrap();
+        let mut all = vec!["--config", config.to_str().unwrap()];
+        all.extend_from_slice(args);
         start_binary(
             binary,
             &path,
-            args,
+            &all,
             &[
                 ("POD_NAMESPACE", "capstan"),
                 ("POD_NAME", binary),
@@ -131,6 +176,37 @@ impl Env {
             ],
         )
         .unwrap()
+    }
+
+    /// Whether kube-apiserver's authorizer lets `user` (a ServiceAccount, in
+    /// its groups) `verb` the `group/signers` named `name`, asked as a
+    /// SubjectAccessReview, as cert-manager's webhook and kube-apiserver's
+    /// certificate admission ask it.
+    async fn may_on_signer(&self, user: &str, verb: &str, group: &str, name: &str) -> bool {
+        let namespace = user.split(':').nth(2).unwrap();
+        let review = SubjectAccessReview {
+            spec: SubjectAccessReviewSpec {
+                user: Some(user.to_owned()),
+                groups: Some(vec![
+                    "system:serviceaccounts".to_owned(),
+                    format!("system:serviceaccounts:{namespace}"),
+                    "system:authenticated".to_owned(),
+                ]),
+                resource_attributes: Some(ResourceAttributes {
+                    group: Some(group.to_owned()),
+                    resource: Some("signers".to_owned()),
+                    verb: Some(verb.to_owned()),
+                    name: Some(name.to_owned()),
+                    version: Some("*".to_owned()),
+                    ..Default::default()
+                }),
+                ..Default::default()
+            },
+            ..Default::default()
+        };
+        let api: Api<SubjectAccessReview> = Api::all(self.cp.client().await.unwrap());
+        let answer = api.create(&PostParams::default(), &review).await.unwrap();
+        answer.status.is_some_and(|s| s.allowed)
     }
 }
 
@@ -150,14 +226,41 @@ fn rendered_chart() -> String {
     String::from_utf8(out.stdout).unwrap()
 }
 
-/// (verb, group, resource[/subresource]) granted to a ServiceAccount by the
-/// chart's ClusterRoles and Roles bound to it.
-fn granted(chart: &str, service_account: &str) -> BTreeSet<(String, String, String)> {
+/// The chart's documents.
+fn documents(chart: &str) -> Vec<serde_yaml::Value> {
     use serde::Deserialize as _;
-    let docs: Vec<serde_yaml::Value> = serde_yaml::Deserializer::from_str(chart)
+    serde_yaml::Deserializer::from_str(chart)
         .map(|d| serde_yaml::Value::deserialize(d).unwrap())
         .filter(|v| !v.is_null())
+        .collect()
+}
+
+/// The chart's ServiceAccounts, roles and bindings, as one YAML stream.
+fn rbac_manifests(chart: &str) -> String {
+    let docs: Vec<String> = documents(chart)
+        .into_iter()
+        .filter(|d| d["kind"].as_str().is_some_and(|k| RBAC_KINDS.contains(&k)))
+        .map(|d| serde_yaml::to_string(&d).unwrap())
         .collect();
+    assert!(docs.len() >= 8, "the chart's RBAC: {docs:#?}");
+    docs.join("---\n")
+}
+
+/// The `config.yaml` of the chart's ConfigMap for `component`, which its
+/// Deployment mounts and passes as `--config`.
+fn chart_config(chart: &str, component: &str) -> String {
+    let name = format!("capstan-{component}-config");
+    documents(chart)
+        .into_iter()
+        .find(|d| d["kind"] == "ConfigMap" && d["metadata"]["name"].as_str() == Some(&name))
+        .and_then(|d| d["data"]["config.yaml"].as_str().map(str::to_owned))
+        .unwrap_or_else(|| panic!("the chart has no ConfigMap {name}"))
+}
+
+/// The rules of the chart's ClusterRoles and Roles bound to ServiceAccount
+/// `service_account`.
+fn bound_rules(chart: &str, service_account: &str) -> Vec<serde_yaml::Value> {
+    let docs = documents(chart);
     let bound: BTreeSet<String> = docs
         .iter()
         .filter(|d| {
@@ -173,23 +276,32 @@ fn granted(chart: &str, service_account: &str) -> BTreeSet<(String, String, Stri
         })
         .map(|d| d["roleRef"]["name"].as_str().unwrap().to_owned())
         .collect();
+    docs.iter()
+        .filter(|d| {
+            matches!(d["kind"].as_str(), Some("ClusterRole" | "Role"))
+                && bound.contains(d["metadata"]["name"].as_str().unwrap())
+        })
+        .flat_map(|role| role["rules"].as_sequence().unwrap().clone())
+        .collect()
+}
+
+/// The strings of list `key` of an RBAC rule.
+fn rule_list(rule: &serde_yaml::Value, key: &str) -> Vec<String> {
+    rule[key]
+        .as_sequence()
+        .map(|s| s.iter().map(|v| v.as_str().unwrap().to_owned()).collect())
+        .unwrap_or_default()
+}
+
+/// (verb, group, resource[/subresource]) granted to a ServiceAccount by the
+/// chart's ClusterRoles and Roles bound to it.
+fn granted(chart: &str, service_account: &str) -> BTreeSet<(String, String, String)> {
     let mut out = BTreeSet::new();
-    for role in docs.iter().filter(|d| {
-        matches!(d["kind"].as_str(), Some("ClusterRole" | "Role"))
-            && bound.contains(d["metadata"]["name"].as_str().unwrap())
-    }) {
-        for rule in role["rules"].as_sequence().unwrap() {
-            let list = |k: &str| -> Vec<String> {
-                rule[k]
-                    .as_sequence()
-                    .map(|s| s.iter().map(|v| v.as_str().unwrap().to_owned()).collect())
-                    .unwrap_or_default()
-            };
-            for group in list("apiGroups") {
-                for resource in list("resources") {
-                    for verb in list("verbs") {
-                        out.insert((verb, group.clone(), resource.clone()));
-                    }
+    for rule in bound_rules(chart, service_account) {
+        for group in rule_list(&rule, "apiGroups") {
+            for resource in rule_list(&rule, "resources") {
+                for verb in rule_list(&rule, "verbs") {
+                    out.insert((verb, group.clone(), resource.clone()));
                 }
             }
         }
@@ -197,10 +309,40 @@ fn granted(chart: &str, service_account: &str) -> BTreeSet<(String, String, Stri
     out
 }
 
-/// (verb, group, resource[/subresource]) a user called, from the request log.
-fn used(server: &TestApiServer, user: &str) -> BTreeSet<(String, String, String)> {
-    server
-        .request_log()
+/// The resourceNames the chart grants `verb` on `group/signers` with to
+/// ServiceAccount `service_account` (signers are only ever granted by name).
+fn granted_signers(chart: &str, service_account: &str, verb: &str, group: &str) -> Vec<String> {
+    let mut names = Vec::new();
+    for rule in bound_rules(chart, service_account) {
+        if rule_list(&rule, "apiGroups").iter().any(|g| g == group)
+            && rule_list(&rule, "resources").iter().any(|r| r == "signers")
+            && rule_list(&rule, "verbs").iter().any(|v| v == verb)
+        {
+            let named = rule_list(&rule, "resourceNames");
+            assert!(
+                !named.is_empty(),
+                "{verb} on every {group} signer: {rule:?}"
+            );
+            names.extend(named);
+        }
+    }
+    names
+}
+
+/// Whether RBAC resourceName `granted` covers `signer` the way
+/// kube-apiserver's certificate admission and cert-manager's webhook look
+/// it up: the name itself, or its domain's `<domain>/*`.
+fn covers(granted: &str, signer: &str) -> bool {
+    granted == signer
+        || granted
+            .strip_suffix("/*")
+            .is_some_and(|domain| signer.split_once('/').is_some_and(|(d, _)| d == domain))
+}
+
+/// (verb, group, resource[/subresource]) a user called, from kube-apiserver's
+/// audit log.
+fn used(cp: &ControlPlane, user: &str) -> BTreeSet<(String, String, String)> {
+    cp.request_log()
         .into_iter()
         .filter(|r| r.user == user && !r.resource.is_empty())
         .map(|r| {
@@ -244,33 +386,30 @@ fn csr_pem() -> (String, String) {
 
 #[tokio::test]
 async fn the_chart_grants_exactly_what_the_code_uses_and_no_key_leaks() {
-    let server = TestApiServer::builder()
-        .rollout_delay(Duration::from_millis(300))
-        .start()
-        .await
-        .unwrap();
-    let admin = Kubectl::for_server(&server).unwrap();
+    // With workloads: the rolled Deployment's pods must become Ready for
+    // its RolloutCompleted.
+    let cp = ControlPlane::start().await.unwrap();
+    let admin = Kubectl::for_server(&cp).unwrap();
     let env = Env {
-        server,
+        cp,
         admin,
         dir: tempfile::tempdir().unwrap(),
     };
-    for dir in [
-        workspace_root().join("tests/fixtures/cert-manager-crds"),
-        workspace_root().join("crds"),
-    ] {
-        env.admin
-            .run_ok(&["apply", "-f", dir.to_str().unwrap()])
-            .await
-            .unwrap();
-    }
+    env.admin.apply_crds(true).await.unwrap();
     env.apply("apiVersion: v1\nkind: Namespace\nmetadata:\n  name: capstan\n---\napiVersion: v1\nkind: Namespace\nmetadata:\n  name: monitoring\n")
         .await;
     let chart = rendered_chart();
-    env.apply(&chart).await;
+    env.apply(&rbac_manifests(&chart)).await;
 
-    let issuer = env.start("capstan-issuer", ISSUER, &[]);
-    let rotator = env.start("capstan-rotator", ROTATOR, &["--restart-debounce=1s"]);
+    let issuer = env.start(&chart, "capstan-issuer", "issuer", &[]).await;
+    let rotator = env
+        .start(
+            &chart,
+            "capstan-rotator",
+            "rotator",
+            &["--restart-debounce=1s"],
+        )
+        .await;
 
     // Issuers: self-managed (cluster) and user-provided (namespaced).
     env.apply("apiVersion: capstan.dev/v1alpha1\nkind: ClusterCAIssuer\nmetadata:\n  name: monitoring-ca\nspec:\n  maxDuration: 1h\n  selfManaged:\n    secretName: monitoring-ca\n    duration: 2h\n    rotateBefore: 30m\n    propagationDelay: 2s\n").await;
@@ -286,8 +425,11 @@ async fn the_chart_grants_exactly_what_the_code_uses_and_no_key_leaks() {
     env.condition(&["caissuer", "team", "-n", "monitoring"], "Ready", "True")
         .await;
 
-    // CertificateRequests for both, approved as cert-manager's approver does.
+    // CertificateRequests for both, approved as cert-manager's approver
+    // does (the test stands in for it; cert-manager's webhook would check
+    // the approver's `approve` grant, asked below as it asks).
     let mut leaf_keys = Vec::new();
+    let mut approvals = Vec::new();
     for (name, kind, issuer_name) in [
         ("app-cluster", "ClusterCAIssuer", "monitoring-ca"),
         ("app-team", "CAIssuer", "team"),
@@ -312,26 +454,46 @@ async fn the_chart_grants_exactly_what_the_code_uses_and_no_key_leaks() {
             "True",
         )
         .await;
+        // cert-manager's signer names for the request's issuer: the
+        // resource's domain wildcard and the issuer itself.
+        let domain = match kind {
+            "ClusterCAIssuer" => "clustercaissuers.capstan.dev",
+            _ => "caissuers.capstan.dev",
+        };
+        let exact = match kind {
+            "ClusterCAIssuer" => format!("{domain}/{issuer_name}"),
+            _ => format!("{domain}/monitoring.{issuer_name}"),
+        };
+        approvals.push((name, [format!("{domain}/*"), exact]));
     }
 
-    // A Kubernetes CSR for the cluster issuer's signer.
-    let (csr, key) = csr_pem();
-    leaf_keys.push(key);
-    env.apply(&format!(
-        "apiVersion: certificates.k8s.io/v1\nkind: CertificateSigningRequest\nmetadata:\n  name: app-csr\nspec:\n  request: {}\n  signerName: clustercaissuers.capstan.dev/monitoring-ca\n  usages: [digital signature, server auth]\n",
-        b64(&csr)
-    ))
-    .await;
-    env.admin
-        .run_ok(&["certificate", "approve", "app-csr"])
+    // Kubernetes CSRs for both signer kinds, approved by the admin:
+    // kube-apiserver's CertificateSigning admission lets the issuer write
+    // status.certificate only with `sign` on the signer name.
+    let mut csr_names = Vec::new();
+    for (name, signer) in [
+        ("app-csr", "clustercaissuers.capstan.dev/monitoring-ca"),
+        ("app-team-csr", "caissuers.capstan.dev/monitoring.team"),
+    ] {
+        let (csr, key) = csr_pem();
+        leaf_keys.push(key);
+        env.apply(&format!(
+            "apiVersion: certificates.k8s.io/v1\nkind: CertificateSigningRequest\nmetadata:\n  name: {name}\nspec:\n  request: {}\n  signerName: {signer}\n  usages: [digital signature, server auth]\n",
+            b64(&csr)
+        ))
+        .await;
+        env.admin
+            .run_ok(&["certificate", "approve", name])
+            .await
+            .unwrap();
+        await_condition(&format!("{name}'s certificate"), WAIT, POLL, || async {
+            let csr = env.json(&["get", "csr", name]).await?;
+            csr["status"]["certificate"].as_str().map(|_| ())
+        })
         .await
-        .unwrap();
-    await_condition("the CSR's certificate", WAIT, POLL, || async {
-        let csr = env.json(&["get", "csr", "app-csr"]).await?;
-        csr["status"]["certificate"].as_str().map(|_| ())
-    })
-    .await
-    .unwrap();
+        .unwrap_or_else(|e| panic!("{e}\nrefused so far: {:#?}", env.refused()));
+        csr_names.push(name);
+    }
 
     // Bundles: an injected ConfigMap, a refused private-key source, and a
     // CABundle whose selected namespace comes and goes.
@@ -389,27 +551,30 @@ async fn the_chart_grants_exactly_what_the_code_uses_and_no_key_leaks() {
     env.event("default", "CARotated").await;
     env.event("monitoring", "ConfigMapUpdated").await;
 
-    // 1. Nothing was refused.
+    // 1. Nothing was refused, by RBAC or by admission.
     let refused = env.refused();
     assert!(refused.is_empty(), "the chart's RBAC refused: {refused:#?}");
 
-    // 2. Everything granted was used.
+    // 2. Everything granted was used, as the audit log tells.
     let mut overgranted = Vec::new();
     for (user, service_account) in [(ISSUER, "capstan-issuer"), (ROTATOR, "capstan-rotator")] {
         let granted = granted(&chart, service_account);
-        let used = used(&env.server, user);
+        let used = used(&env.cp, user);
         println!("{service_account}: granted {granted:?}\n  used {used:?}");
         let unused: Vec<_> = granted
             .iter()
             .filter(|g| !used.contains(g))
             .filter(|(verb, group, resource)| {
-                // The approver and signer grants are checked by other
-                // components (cert-manager, kube-controller-manager).
-                let signer = resource == "signers" && group == "certificates.k8s.io";
+                // The issuer's `sign` is used by admission, not by a call
+                // of its own: judged in 3.
+                let signing = verb == "sign"
+                    && resource == "signers"
+                    && group == "certificates.k8s.io"
+                    && user == ISSUER;
                 let exempt = UNUSED_ON_PURPOSE.iter().any(|(v, g, r, _)| {
                     v == verb && (*g == "*" || g == group) && (*r == "*" || r == resource)
                 });
-                !signer && !exempt
+                !signing && !exempt
             })
             .collect();
         overgranted.extend(
@@ -423,7 +588,115 @@ async fn the_chart_grants_exactly_what_the_code_uses_and_no_key_leaks() {
         "granted more than used: {overgranted:#?}"
     );
 
-    // 3. No private key anywhere but Secrets: the CA keys the Secrets hold,
+    // 3. The issuer's `sign` names: each covers a signer whose CSR the
+    // issuer wrote a certificate to (with a 2xx, so admission allowed it),
+    // and every such signer is covered.
+    let csrs: Api<CertificateSigningRequest> = Api::all(env.cp.client().await.unwrap());
+    let written: BTreeSet<String> = env
+        .cp
+        .request_log()
+        .into_iter()
+        .filter(|r| {
+            r.user == ISSUER
+                && r.resource == "certificatesigningrequests"
+                && r.subresource == "status"
+                && matches!(r.verb.as_str(), "patch" | "update")
+                && (200..300).contains(&r.code)
+        })
+        .map(|r| r.name)
+        .collect();
+    let mut signed = BTreeSet::new();
+    for name in &csr_names {
+        assert!(
+            written.contains(*name),
+            "the issuer wrote {name}'s status: {written:?}"
+        );
+        let csr = csrs.get(name).await.unwrap();
+        assert!(csr.status.and_then(|s| s.certificate).is_some(), "{name}");
+        signed.insert(csr.spec.signer_name);
+    }
+    let sign = granted_signers(&chart, "capstan-issuer", "sign", "certificates.k8s.io");
+    println!("capstan-issuer: sign {sign:?}, signed for {signed:?}");
+    for name in &sign {
+        assert!(
+            signed.iter().any(|s| covers(name, s)),
+            "sign granted on {name}, which no signed CSR needed ({signed:?})"
+        );
+    }
+    for signer in &signed {
+        assert!(
+            sign.iter().any(|g| covers(g, signer)),
+            "{signer} signed without a grant"
+        );
+        // The real authorizer agrees, and nothing wider is granted.
+        assert!(
+            env.may_on_signer(ISSUER, "sign", "certificates.k8s.io", signer)
+                .await
+                || env
+                    .may_on_signer(
+                        ISSUER,
+                        "sign",
+                        "certificates.k8s.io",
+                        &format!("{}/*", signer.split_once('/').unwrap().0),
+                    )
+                    .await
+        );
+    }
+    for (verb, foreign) in [
+        ("sign", "kubernetes.io/kube-apiserver-client"),
+        ("sign", "issuers.cert-manager.io/*"),
+        ("approve", "clustercaissuers.capstan.dev/*"),
+    ] {
+        assert!(
+            !env.may_on_signer(ISSUER, verb, "certificates.k8s.io", foreign)
+                .await,
+            "the issuer may {verb} {foreign}"
+        );
+    }
+
+    // 4. The approver's `approve` names: cert-manager's webhook lets
+    // cert-manager approve a request when a SubjectAccessReview allows
+    // `approve` on cert-manager.io signers for any of the request's signer
+    // names. Each of capstan's requests passes, each granted name is needed
+    // by one, and nothing else is granted.
+    let approve = granted_signers(&chart, "cert-manager", "approve", "cert-manager.io");
+    println!("cert-manager: approve {approve:?}");
+    for (request, names) in &approvals {
+        let mut allowed = false;
+        for name in names {
+            allowed |= env
+                .may_on_signer(CERT_MANAGER, "approve", "cert-manager.io", name)
+                .await;
+        }
+        assert!(allowed, "cert-manager may not approve {request}: {names:?}");
+    }
+    for name in &approve {
+        assert!(
+            approvals.iter().any(|(_, names)| names.contains(name)),
+            "approve granted on {name}, which no request needed"
+        );
+    }
+    assert_eq!(
+        granted(&chart, "cert-manager"),
+        BTreeSet::from([(
+            "approve".to_owned(),
+            "cert-manager.io".to_owned(),
+            "signers".to_owned()
+        )]),
+        "cert-manager is granted only approval"
+    );
+    for foreign in [
+        "issuers.cert-manager.io/*",
+        "clusterissuers.cert-manager.io/*",
+    ] {
+        assert!(
+            !env.may_on_signer(CERT_MANAGER, "approve", "cert-manager.io", foreign)
+                .await,
+            "cert-manager may approve {foreign} through capstan's chart"
+        );
+    }
+
+    // 5. No private key anywhere but Secrets: the CA keys the Secrets hold,
     // the user CA's key and the leaf keys this test made.
     for binary in [&issuer, &rotator] {
         assert!(binary.metrics_text().await.is_some(), "metrics are scanned");
@@ -431,7 +704,7 @@ async fn the_chart_grants_exactly_what_the_code_uses_and_no_key_leaks() {
     let mut keys: Vec<String> = vec![team_key];
     keys.extend(leaf_keys);
     let scanned = assert_no_key_leaks(&env.admin, &[&issuer, &rotator], &keys).await;
-    assert!(scanned.keys >= 6, "the CA keys and ours: {scanned:?}");
+    assert!(scanned.keys >= 7, "the CA keys and ours: {scanned:?}");
     println!(
         "scanned {} bytes of ConfigMaps, Events, statuses, logs and metrics for {} private keys",
         scanned.bytes, scanned.keys

@@ -2,7 +2,16 @@
 //! checked with curl and openssl as a scraper would see them: plain HTTP,
 //! static TLS files swapped the way a mounted Secret is, dynamic TLS from a
 //! CA Secret, TLS security profiles, TokenReview/SubjectAccessReview scrape
-//! auth, mTLS, and the config file.
+//! auth, mTLS, the config file, and `/metrics` while kube-apiserver is down
+//! (killed, then started again).
+//!
+//! Each test runs its binaries against a real control plane of its own
+//! (etcd, kube-apiserver with RBAC, kube-controller-manager; no workloads).
+//! Scrape authentication is judged by kube-apiserver itself: scrapers'
+//! bearer tokens are real ServiceAccount tokens from the TokenRequest API,
+//! the binaries ask the real TokenReview and SubjectAccessReview APIs, and
+//! the permission to scrape is real RBAC (a ClusterRole granting `get` on
+//! non-resource URL `/metrics`, bound to the scraping ServiceAccount).
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::net::SocketAddr;
@@ -12,9 +21,8 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::Duration;
 
 use base64::Engine as _;
-use capstan_tests::apiserver::TestApiServer;
-use capstan_tests::apiserver::auth::UserInfo;
 use capstan_tests::cluster::{MASTERS, start_binary, user_kubeconfig};
+use capstan_tests::controlplane::ControlPlane;
 use capstan_tests::harness::{Kubectl, RunningBinary, await_condition};
 use capstan_tests::hygiene;
 use tokio::process::Command;
@@ -22,28 +30,35 @@ use tokio::process::Command;
 const WAIT: Duration = Duration::from_secs(60);
 const POLL: Duration = Duration::from_millis(100);
 
-/// A test API server and a kubeconfig for the binaries.
+/// The user the binaries run as (a `system:masters` member, by
+/// impersonation), so the audit log tells their calls from the test's.
+const CAPSTAN_USER: &str = "system:serviceaccount:default:capstan";
+
+/// The ServiceAccount Prometheus scrapes with, and what lets it: `get` on
+/// non-resource URL `/metrics`, as the chart's metrics-reader ClusterRole
+/// grants.
+const SCRAPER_RBAC: &str = "apiVersion: v1\nkind: Namespace\nmetadata:\n  name: monitoring\n---\napiVersion: rbac.authorization.k8s.io/v1\nkind: ClusterRole\nmetadata:\n  name: capstan-metrics-reader\nrules:\n- nonResourceURLs: [\"/metrics\"]\n  verbs: [\"get\"]\n---\napiVersion: rbac.authorization.k8s.io/v1\nkind: ClusterRoleBinding\nmetadata:\n  name: prometheus-capstan-metrics-reader\nroleRef:\n  apiGroup: rbac.authorization.k8s.io\n  kind: ClusterRole\n  name: capstan-metrics-reader\nsubjects:\n- kind: ServiceAccount\n  name: prometheus\n  namespace: monitoring\n";
+
+/// A real control plane of the test's own and a kubeconfig for the
+/// binaries.
 struct Cluster {
-    server: TestApiServer,
+    cp: ControlPlane,
     kubectl: Kubectl,
     kubeconfig: PathBuf,
     dir: tempfile::TempDir,
 }
 
 async fn cluster() -> Cluster {
-    let server = TestApiServer::start().await.unwrap();
-    let kubectl = Kubectl::for_server(&server).unwrap();
+    let cp = ControlPlane::builder()
+        .workloads(false)
+        .start()
+        .await
+        .unwrap();
+    let kubectl = Kubectl::for_server(&cp).unwrap();
     let dir = tempfile::tempdir().unwrap();
-    let path = user_kubeconfig(
-        &server,
-        dir.path(),
-        "capstan",
-        "system:serviceaccount:default:capstan",
-        MASTERS,
-    )
-    .unwrap();
+    let path = user_kubeconfig(&cp, dir.path(), "capstan", CAPSTAN_USER, MASTERS).unwrap();
     Cluster {
-        server,
+        cp,
         kubectl,
         kubeconfig: path,
         dir,
@@ -70,6 +85,45 @@ impl Cluster {
 
     fn path(&self, name: &str) -> PathBuf {
         self.dir.path().join(name)
+    }
+
+    /// A token of ServiceAccount `monitoring/prometheus`, which may scrape
+    /// `/metrics` ([`SCRAPER_RBAC`]), from the TokenRequest API.
+    async fn scraper_token(&self) -> String {
+        let out = self
+            .kubectl
+            .run_with_stdin(&["apply", "-f", "-"], Some(SCRAPER_RBAC))
+            .await
+            .unwrap();
+        assert!(out.success(), "{}", out.stderr);
+        self.cp
+            .service_account_token("monitoring", "prometheus", &[])
+            .await
+            .unwrap()
+    }
+
+    /// How many `resource` objects (`tokenreviews`, ...) the binaries have
+    /// created, once every request that finished before this call is in
+    /// kube-apiserver's audit log: a GET of a missing ConfigMap with a
+    /// fresh name is made and awaited in the log first.
+    async fn created_by_capstan(&self, resource: &str) -> usize {
+        static BARRIERS: AtomicUsize = AtomicUsize::new(0);
+        let name = format!("audit-barrier-{}", BARRIERS.fetch_add(1, Ordering::SeqCst));
+        let configmaps: kube::Api<k8s_openapi::api::core::v1::ConfigMap> =
+            kube::Api::namespaced(self.cp.client().await.unwrap(), "default");
+        assert!(configmaps.get_opt(&name).await.unwrap().is_none());
+        await_condition("the audit log to catch up", WAIT, POLL, || async {
+            let log = self.cp.request_log();
+            log.iter().any(|r| r.name == name).then(|| {
+                log.iter()
+                    .filter(|r| {
+                        r.user == CAPSTAN_USER && r.resource == resource && r.verb == "create"
+                    })
+                    .count()
+            })
+        })
+        .await
+        .unwrap()
     }
 
     /// Fails on any private key (the serving keys this test made, the
@@ -261,6 +315,44 @@ async fn both_binaries_serve_plain_metrics_and_health_by_default() {
         .unwrap();
     }
     c.assert_no_key_leaks(&[&issuer, &rotator]).await;
+}
+
+/// With kube-apiserver down at start, the rotator retries leader election;
+/// meanwhile its `/metrics` already has the rotator's own families (a
+/// scrape must never see a process without them), and once kube-apiserver
+/// is back the rotator comes up.
+#[tokio::test]
+async fn metrics_have_their_families_while_the_api_server_is_down() {
+    let mut c = cluster().await;
+    c.kubectl.apply_crds(true).await.unwrap();
+    c.cp.kill_apiserver();
+    let rotator = c.start("capstan-rotator", "rotator-0", &[]);
+    let (metrics, health) = rotator.serving_addresses(WAIT).await.unwrap();
+    rotator
+        .wait_for_log(WAIT, |l| {
+            l.contains("could not start leader election; retrying")
+        })
+        .await
+        .unwrap();
+    let (ok, code, body) = curl(&format!("http://{metrics}/metrics"), &[]).await;
+    assert!(ok && code == "200", "{code} {body}");
+    assert!(
+        body.contains("capstan_rotator_rollouts_waiting"),
+        "the rotator's families are missing while it waits: {body}"
+    );
+    c.cp.start_apiserver().await.unwrap();
+    await_condition(
+        "/readyz 200 once kube-apiserver is back",
+        WAIT,
+        POLL,
+        || async {
+            let (ok, code, body) = curl(&format!("http://{health}/readyz"), &[]).await;
+            (ok && code == "200" && body.contains("[+]controllers ok")).then_some(())
+        },
+    )
+    .await
+    .unwrap_or_else(|e| panic!("{e}\n{}", rotator.logs().join("\n")));
+    c.assert_no_key_leaks(&[&rotator]).await;
 }
 
 /// A directory laid out like a mounted Secret: `tls.crt` and `tls.key` are
@@ -565,25 +657,13 @@ async fn tls_profiles_limit_versions_and_refuse_old_at_start() {
 #[tokio::test]
 async fn token_review_answers_401_403_and_200_and_health_stays_open() {
     let c = cluster().await;
-    c.server
-        .add_token(
-            "prometheus-token",
-            UserInfo::new("system:serviceaccount:monitoring:prometheus", &[]),
-        )
-        .unwrap();
-    c.server
-        .add_token(
-            "stranger-token",
-            UserInfo::new("system:serviceaccount:default:stranger", &[]),
-        )
-        .unwrap();
-    let rbac = "apiVersion: rbac.authorization.k8s.io/v1\nkind: ClusterRole\nmetadata:\n  name: capstan-metrics-reader\nrules:\n- nonResourceURLs: [\"/metrics\"]\n  verbs: [\"get\"]\n---\napiVersion: rbac.authorization.k8s.io/v1\nkind: ClusterRoleBinding\nmetadata:\n  name: prometheus-capstan-metrics-reader\nroleRef:\n  apiGroup: rbac.authorization.k8s.io\n  kind: ClusterRole\n  name: capstan-metrics-reader\nsubjects:\n- kind: ServiceAccount\n  name: prometheus\n  namespace: monitoring\n";
-    let out = c
-        .kubectl
-        .run_with_stdin(&["apply", "-f", "-"], Some(rbac))
-        .await
-        .unwrap();
-    assert!(out.success(), "{}", out.stderr);
+    // Real ServiceAccount tokens: one whose account may get /metrics, one
+    // whose account may not.
+    let prometheus = c.scraper_token().await;
+    let stranger =
+        c.cp.service_account_token("default", "stranger", &[])
+            .await
+            .unwrap();
     let dir = c.dir.path();
     make_ca(dir, "ca").await;
     let leaf = make_leaf(dir, "ca", "leaf", "0x20", "serverAuth").await;
@@ -602,19 +682,20 @@ async fn token_review_answers_401_403_and_200_and_health_stays_open() {
     let url = format!("https://127.0.0.1:{}/metrics", metrics.port());
     let ca = dir.join("ca.crt");
     let ca = ca.to_str().unwrap();
-    for (header, expected) in [
-        (None, "401"),
-        (Some("Authorization: Bearer not-a-token"), "401"),
-        (Some("Authorization: Bearer stranger-token"), "403"),
-        (Some("Authorization: Bearer prometheus-token"), "200"),
+    let bearer = |token: &str| format!("Authorization: Bearer {token}");
+    for (who, header, expected) in [
+        ("no token", None, "401"),
+        ("a junk token", Some(bearer("not-a-token")), "401"),
+        ("stranger", Some(bearer(&stranger)), "403"),
+        ("prometheus", Some(bearer(&prometheus)), "200"),
     ] {
         let mut args = vec!["--cacert", ca];
-        if let Some(h) = header {
+        if let Some(h) = &header {
             args.extend(["-H", h]);
         }
         let (ok, code, body) = curl(&url, &args).await;
         assert!(ok, "{body}");
-        assert_eq!(code, expected, "{header:?}: {body}");
+        assert_eq!(code, expected, "{who}: {body}");
         if expected == "200" {
             assert!(body.contains("capstan_rotator_"), "{body}");
         } else {
@@ -632,37 +713,26 @@ async fn token_review_answers_401_403_and_200_and_health_stays_open() {
         .await
         .unwrap();
     }
-    // The reviews went to the API server, cached: not one pair per scrape.
-    let reviews = c
-        .server
-        .request_log()
-        .into_iter()
-        .filter(|r| r.resource == "tokenreviews")
-        .count();
-    assert!(
-        (1..=3).contains(&reviews),
-        "{reviews} TokenReviews for 3 token scrapes"
-    );
+    // The reviews went to kube-apiserver: one TokenReview per token, and a
+    // SubjectAccessReview per token that authenticated.
+    let reviews = c.created_by_capstan("tokenreviews").await;
+    let access = c.created_by_capstan("subjectaccessreviews").await;
+    assert_eq!(reviews, 3, "TokenReviews for 3 tokens");
+    assert_eq!(access, 2, "SubjectAccessReviews for 2 authenticated tokens");
+    // Cached: not one pair per scrape (at most one more pair, should the
+    // cache's lifetime end in between).
+    let header = bearer(&prometheus);
     for _ in 0..3 {
-        let (_, code, _) = curl(
-            &url,
-            &[
-                "--cacert",
-                ca,
-                "-H",
-                "Authorization: Bearer prometheus-token",
-            ],
-        )
-        .await;
+        let (_, code, _) = curl(&url, &["--cacert", ca, "-H", &header]).await;
         assert_eq!(code, "200");
     }
-    let again = c
-        .server
-        .request_log()
-        .into_iter()
-        .filter(|r| r.resource == "tokenreviews")
-        .count();
+    let again = c.created_by_capstan("tokenreviews").await;
+    let access_again = c.created_by_capstan("subjectaccessreviews").await;
     assert!(again <= reviews + 1, "cached: {reviews} then {again}");
+    assert!(
+        access_again <= access + 1,
+        "cached: {access} then {access_again}"
+    );
     c.assert_no_key_leaks(&[&rotator]).await;
 }
 
@@ -913,12 +983,7 @@ async fn dynamic_tls_on_the_issuer_from_the_config_file_renews_before_expiry() {
 #[tokio::test]
 async fn token_review_and_mtls_together_accept_either_credential() {
     let c = cluster().await;
-    c.server
-        .add_token(
-            "prometheus-token",
-            UserInfo::new("system:masters-reader", &["system:masters"]),
-        )
-        .unwrap();
+    let prometheus = c.scraper_token().await;
     let dir = c.dir.path();
     make_ca(dir, "ca").await;
     make_ca(dir, "other").await;
@@ -963,16 +1028,8 @@ async fn token_review_and_mtls_together_accept_either_credential() {
     );
     // So is an allowed token, without a certificate.
     let url = format!("https://127.0.0.1:{}/metrics", metrics.port());
-    let (ok, code, body) = curl(
-        &url,
-        &[
-            "--cacert",
-            ca,
-            "-H",
-            "Authorization: Bearer prometheus-token",
-        ],
-    )
-    .await;
+    let header = format!("Authorization: Bearer {prometheus}");
+    let (ok, code, body) = curl(&url, &["--cacert", ca, "-H", &header]).await;
     assert!(ok && code == "200", "{code} {body}");
     // Neither: 401, as kube-rbac-proxy answers.
     let (ok, code, body) = curl(&url, &["--cacert", ca]).await;
