@@ -1,5 +1,7 @@
 //! The headline story end to end: the real `capstan-issuer` and
-//! `capstan-rotator` on the test API server, checked with the real kubectl
+//! `capstan-rotator` on a real control plane (etcd, kube-apiserver,
+//! kube-controller-manager, kube-scheduler, and kwok, whose fake node makes
+//! pods Ready, so rollouts really complete), checked with the real kubectl
 //! and openssl.
 //!
 //! A self-managed `ClusterCAIssuer` rotates its CA. Its bundle reaches every
@@ -16,10 +18,10 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
-use capstan_tests::apiserver::TestApiServer;
 use capstan_tests::cluster::{
     MASTERS, decode_b64, openssl_in, p256_csr, start_binary, start_issuer, user_kubeconfig,
 };
+use capstan_tests::controlplane::ControlPlane;
 use capstan_tests::harness::{Kubectl, RunningBinary, await_condition};
 use capstan_tests::hygiene;
 use k8s_openapi::ByteString;
@@ -44,12 +46,13 @@ const INJECTED: &str = "monitoring-ca";
 const TRUST: &str = "trust-bundle";
 
 struct Story {
-    _server: TestApiServer,
-    client: kube::Client,
-    kubectl: Kubectl,
     rotator: RunningBinary,
     issuer: RunningBinary,
+    client: kube::Client,
+    kubectl: Kubectl,
     dir: tempfile::TempDir,
+    /// Declared last so it is dropped last, after the binaries.
+    _server: ControlPlane,
 }
 
 fn issuers(client: &kube::Client) -> Api<DynamicObject> {
@@ -202,11 +205,7 @@ impl Story {
     }
 
     async fn start() -> Self {
-        let server = TestApiServer::builder()
-            .rollout_delay(Duration::from_secs(1))
-            .start()
-            .await
-            .unwrap();
+        let server = ControlPlane::start().await.unwrap();
         let client = server.client().await.unwrap();
         let kubectl = Kubectl::for_server(&server).unwrap();
         kubectl.apply_crds(true).await.unwrap();
@@ -248,12 +247,12 @@ impl Story {
         .unwrap();
         let issuer = start_issuer(&issuer_config, "certs", "issuer-0").unwrap();
         Self {
-            _server: server,
-            client,
-            kubectl,
             rotator,
             issuer,
+            client,
+            kubectl,
             dir,
+            _server: server,
         }
     }
 

@@ -1,49 +1,63 @@
-//! End to end: the real `capstan-rotator` against the test API server.
+//! End to end: the real `capstan-rotator` against a real control plane
+//! (etcd, kube-apiserver, kube-controller-manager, kube-scheduler and kwok,
+//! whose fake node makes pods Ready, so rollouts really complete).
 //! Workloads are rolled (their pod template gets a new
 //! `capstan.dev/config-hash`) when the content of a Secret or ConfigMap they
 //! use changes, once per debounce window, and `kubectl get events` tells it.
-//! Failed reads and patches (injected by the server) delay a rollout but
-//! never lose it; a rollout that does not finish in time is reported; Reloader's
-//! name lists and DaemonSets work as Deployments and StatefulSets do.
+//! Failed reads and patches (injected by a fault proxy between the rotator
+//! and kube-apiserver) delay a rollout but never lose it; a rollout that
+//! does not finish in time is reported; Reloader's name lists and DaemonSets
+//! work as Deployments and StatefulSets do.
+//!
+//! Each test starts its own control plane (the rotator acts cluster-wide and
+//! holds a leader-election Lease). The rotator talks to kube-apiserver
+//! through a [`FaultProxy`]; the test's own client and kubectl talk to
+//! kube-apiserver directly, so injected faults never reach them.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::time::Duration;
 
-use capstan_tests::apiserver::TestApiServer;
-use capstan_tests::cluster::{scraped_series, start_component};
+use capstan_tests::apiserver::faults::{Faults, FaultsHandle};
+use capstan_tests::cluster::{MASTERS, scraped_series, start_binary, user_kubeconfig_at};
+use capstan_tests::controlplane::ControlPlane;
+use capstan_tests::controlplane::proxy::FaultProxy;
 use capstan_tests::harness::{Kubectl, RunningBinary, await_condition, strip_ansi};
 use capstan_tests::hygiene;
 use k8s_openapi::api::apps::v1::{DaemonSet, Deployment, StatefulSet};
-use k8s_openapi::api::core::v1::{ConfigMap, Event, Namespace, Secret};
+use k8s_openapi::api::core::v1::{ConfigMap, Event, Namespace, Pod, Secret};
 use kube::api::{Api, Patch, PatchParams, PostParams};
 use serde_json::json;
 
 const WAIT: Duration = Duration::from_secs(60);
 const POLL: Duration = Duration::from_millis(100);
 const HASH: &str = "capstan.dev/config-hash";
+const ROTATOR_USER: &str = "system:serviceaccount:default:capstan-rotator";
 
 struct Env {
-    server: TestApiServer,
+    rotator: RunningBinary,
+    /// Between the rotator and kube-apiserver.
+    proxy: FaultProxy,
     client: kube::Client,
     kubectl: Kubectl,
-    rotator: RunningBinary,
     _dir: tempfile::TempDir,
+    /// Declared last so it is dropped last, after the rotator.
+    _cp: ControlPlane,
 }
 
 async fn start(extra: &[&str]) -> Env {
-    start_with(Duration::from_millis(500), "2s", extra).await
+    start_with("2s", extra).await
 }
 
-/// A server whose rollouts take `rollout_delay`, and the rotator with
-/// `--restart-debounce debounce` and `extra` arguments.
-async fn start_with(rollout_delay: Duration, debounce: &str, extra: &[&str]) -> Env {
-    let server = TestApiServer::builder()
-        .rollout_delay(rollout_delay)
-        .start()
+/// A control plane, and the rotator (through a fault proxy that injects
+/// nothing until told to) with `--restart-debounce debounce` and `extra`
+/// arguments.
+async fn start_with(debounce: &str, extra: &[&str]) -> Env {
+    let cp = ControlPlane::start().await.unwrap();
+    let proxy = FaultProxy::start(&cp, FaultsHandle::new(Faults::default()))
         .await
         .unwrap();
-    let client = server.client().await.unwrap();
-    let kubectl = Kubectl::for_server(&server).unwrap();
+    let client = cp.client().await.unwrap();
+    let kubectl = Kubectl::for_server(&cp).unwrap();
     let dir = tempfile::tempdir().unwrap();
     let mut args = vec![
         "--leader-election-namespace",
@@ -52,12 +66,18 @@ async fn start_with(rollout_delay: Duration, debounce: &str, extra: &[&str]) -> 
         debounce,
     ];
     args.extend_from_slice(extra);
-    let rotator = start_component(
-        &server,
-        "capstan-rotator",
-        "rotator",
-        "system:serviceaccount:default:capstan-rotator",
+    let config = user_kubeconfig_at(
+        &cp,
+        proxy.url(),
         dir.path(),
+        "rotator",
+        ROTATOR_USER,
+        MASTERS,
+    )
+    .unwrap();
+    let rotator = start_binary(
+        "capstan-rotator",
+        &config,
         &args,
         &[
             ("POD_NAMESPACE", "default"),
@@ -75,11 +95,12 @@ async fn start_with(rollout_delay: Duration, debounce: &str, extra: &[&str]) -> 
         .await
         .unwrap();
     Env {
-        server,
+        rotator,
+        proxy,
         client,
         kubectl,
-        rotator,
         _dir: dir,
+        _cp: cp,
     }
 }
 
@@ -108,6 +129,12 @@ impl Env {
     }
 
     async fn create_workloads(&self, annotations: serde_json::Value) {
+        self.create_workloads_with(annotations, 0).await;
+    }
+
+    /// [`Env::create_workloads`], the Deployment's new pods counting as
+    /// available only once Ready for `min_ready_seconds`.
+    async fn create_workloads_with(&self, annotations: serde_json::Value, min_ready_seconds: i32) {
         let template = json!({
             "metadata": {"labels": {"app": "web"}},
             "spec": {
@@ -116,7 +143,8 @@ impl Env {
             }
         });
         let deploy = json!({"metadata": {"name": "web", "annotations": annotations},
-            "spec": {"replicas": 1, "selector": {"matchLabels": {"app": "web"}}, "template": template}});
+            "spec": {"replicas": 1, "minReadySeconds": min_ready_seconds,
+                "selector": {"matchLabels": {"app": "web"}}, "template": template}});
         Api::<Deployment>::namespaced(self.client.clone(), "apps")
             .create(
                 &PostParams::default(),
@@ -158,6 +186,30 @@ impl Env {
             .get("web")
             .await
             .unwrap()
+    }
+
+    /// The pods of app `app` that are not being deleted: the config hash
+    /// each was made with, and whether it is Ready.
+    async fn live_pods(&self, app: &str) -> Vec<(Option<String>, bool)> {
+        let params = kube::api::ListParams::default().labels(&format!("app={app}"));
+        Api::<Pod>::namespaced(self.client.clone(), "apps")
+            .list(&params)
+            .await
+            .unwrap()
+            .items
+            .into_iter()
+            .filter(|p| p.metadata.deletion_timestamp.is_none())
+            .map(|p| {
+                let ready = p
+                    .status
+                    .and_then(|s| s.conditions)
+                    .unwrap_or_default()
+                    .iter()
+                    .any(|c| c.type_ == "Ready" && c.status == "True");
+                let hash = p.metadata.annotations.and_then(|a| a.get(HASH).cloned());
+                (hash, ready)
+            })
+            .collect()
     }
 
     async fn events(&self) -> String {
@@ -216,9 +268,12 @@ async fn changed_content_rolls_opted_in_workloads_once_per_window() {
     assert_eq!(template_hash(&env.deployment().await), None);
     let generation = env.deployment().await.metadata.generation;
 
-    // One change: one rollout, named in the events, followed to its end.
+    // One change: one rollout, named in the events, followed to its end:
+    // once it is reported complete, the only pods left are the new
+    // template's, and they are Ready.
     env.set_secret("tls", "v2").await;
     env.wait_events("RolloutCompleted", 1).await;
+    let pods = env.live_pods("web").await;
     let events = env
         .wait_events(
             "Restarting Deployment/web -n apps because Secret/tls changed",
@@ -229,6 +284,7 @@ async fn changed_content_rolls_opted_in_workloads_once_per_window() {
     let rolled = env.deployment().await;
     let second = template_hash(&rolled).unwrap();
     assert_ne!(second, first);
+    assert_eq!(pods, [(Some(second.clone()), true)], "{events}");
     assert_eq!(
         rolled.metadata.generation,
         generation.map(|g| g + 1),
@@ -361,7 +417,7 @@ async fn metric(rotator: &RunningBinary, series: &str) -> Option<f64> {
 async fn three_changes_in_one_window_roll_once() {
     // A window far longer than the three writes take, so the test does not
     // depend on how fast they land.
-    let env = start_with(Duration::from_millis(500), "10s", &[]).await;
+    let env = start_with("10s", &[]).await;
     env.create_sources().await;
     env.create_workloads(json!({"capstan.dev/restart-on-change": "true"}))
         .await;
@@ -385,7 +441,9 @@ async fn three_changes_in_one_window_roll_once() {
     assert_eq!(
         env.deployment().await.metadata.generation,
         generation.map(|g| g + 1),
-        "one template change for three objects"
+        "one template change for three objects\nevents:\n{}\nrotator logs:\n{}",
+        env.events().await,
+        env.rotator.logs().join("\n")
     );
     let rolls = recorded(&env, "RolloutTriggered", "Deployment/web").await;
     assert_eq!(rolls.0, 1, "{rolls:?}");
@@ -394,7 +452,7 @@ async fn three_changes_in_one_window_roll_once() {
 
 #[tokio::test]
 async fn failed_reads_and_patches_are_retried_and_roll_once() {
-    let env = start_with(Duration::from_millis(500), "4s", &[]).await;
+    let env = start_with("4s", &[]).await;
     env.create_sources().await;
     env.create_workloads(json!({"capstan.dev/restart-on-change": "true"}))
         .await;
@@ -404,11 +462,12 @@ async fn failed_reads_and_patches_are_retried_and_roll_once() {
     .await
     .unwrap();
     let generation = env.deployment().await.metadata.generation;
+    // Every request of the rotator fails; the test's own requests go to
+    // kube-apiserver directly.
     let errors_on = |env: &Env| {
-        env.server.faults().update(|f| {
+        env.proxy.faults().update(|f| {
             f.error_rate = 1.0;
             f.error_codes = vec![500];
-            f.exempt_users = vec!["admin".to_owned()];
         });
     };
     let count_logs = |needle: &str| {
@@ -428,7 +487,7 @@ async fn failed_reads_and_patches_are_retried_and_roll_once() {
     })
     .await
     .unwrap_or_else(|e| panic!("{e}\n{}", env.rotator.logs().join("\n")));
-    env.server.faults().clear();
+    env.proxy.faults().clear();
     env.wait_events("because Secret/tls changed", 1).await;
     env.wait_events("RolloutCompleted", 1).await;
     assert_eq!(
@@ -451,7 +510,7 @@ async fn failed_reads_and_patches_are_retried_and_roll_once() {
     })
     .await
     .unwrap_or_else(|e| panic!("{e}\n{}", env.rotator.logs().join("\n")));
-    env.server.faults().clear();
+    env.proxy.faults().clear();
     env.wait_events("because Secret/token changed", 1).await;
     let rolled = await_condition("the second rollout", WAIT, POLL, || async {
         let d = env.deployment().await;
@@ -472,10 +531,11 @@ async fn failed_reads_and_patches_are_retried_and_roll_once() {
 
 #[tokio::test]
 async fn a_rollout_that_does_not_complete_in_time_is_reported() {
-    // Rollouts take a minute; the rotator waits three seconds.
-    let env = start_with(Duration::from_secs(60), "1s", &["--rollout-timeout", "3s"]).await;
+    // The Deployment's rollouts take a minute (a new pod counts as
+    // available once Ready for 60 s); the rotator waits three seconds.
+    let env = start_with("1s", &["--rollout-timeout", "3s"]).await;
     env.create_sources().await;
-    env.create_workloads(json!({"capstan.dev/restart-on-change": "true"}))
+    env.create_workloads_with(json!({"capstan.dev/restart-on-change": "true"}), 60)
         .await;
     await_condition("a baseline hash", WAIT, POLL, || async {
         baseline(&env.deployment().await)

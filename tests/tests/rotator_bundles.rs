@@ -1,6 +1,7 @@
 //! End to end: the real `capstan-rotator` (and, for issuer sources, the real
-//! `capstan-issuer`) against the test API server, driven with the real
-//! kubectl, checked with the real openssl.
+//! `capstan-issuer`) against a real control plane (etcd, kube-apiserver,
+//! kube-controller-manager), driven with the real kubectl, checked with the
+//! real openssl.
 //!
 //! * Annotated ConfigMaps get their source's CAs under one key; other keys
 //!   are left alone, a hand edit is put back, an unchanged bundle is never
@@ -8,25 +9,33 @@
 //! * With an issuer source, a manual CA rotation puts both CAs in the
 //!   ConfigMap while they overlap, and leaves of both verify against it.
 //! * A `CABundle` creates, updates and deletes its ConfigMaps as namespaces
-//!   are selected and unselected, and counts them in its status.
+//!   are selected and unselected, and counts them in its status (what it
+//!   created goes with it, collected by the real garbage collector).
 //! * Two writers of one ConfigMap key do not fight: the older `CABundle` (or
 //!   the ConfigMap's own injection annotation) keeps it, the other reports
 //!   `TargetConflict`; a source that is a bundle's output is refused.
 //! * Secrets other than sources are only ever listed and watched as
-//!   metadata (seen through a recording proxy, since the server's request
-//!   log does not keep the `Accept` header).
+//!   metadata.
+//!
+//! Each test starts its own control plane (the rotator acts cluster-wide and
+//! holds a leader-election Lease); no test needs Ready pods, so none runs
+//! the scheduler or kwok. The rotator talks to kube-apiserver through a
+//! [`FaultProxy`] that injects nothing and records each request (method,
+//! URI, `Accept`), which is how the suite tells what the rotator asked for
+//! and wrote; the test's kubectl and client talk to kube-apiserver directly.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::process::Command;
-use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use base64::Engine;
-use capstan_tests::apiserver::TestApiServer;
+use capstan_tests::apiserver::faults::{Faults, FaultsHandle};
 use capstan_tests::cluster::{
     MASTERS, decode_b64, openssl_ok, p256_ca, p256_csr, scraped_series, start_binary, start_issuer,
     user_kubeconfig_at,
 };
+use capstan_tests::controlplane::ControlPlane;
+use capstan_tests::controlplane::proxy::{self, FaultProxy, Seen};
 use capstan_tests::harness::{Kubectl, RunningBinary, await_condition};
 use capstan_tests::hygiene;
 use k8s_openapi::api::core::v1::ConfigMap;
@@ -39,50 +48,50 @@ const ROTATOR_USER: &str = "system:serviceaccount:default:capstan-rotator";
 const BUNDLE_KEY: &str = "ca-bundle.crt";
 
 struct Env {
-    server: TestApiServer,
-    client: kube::Client,
-    kubectl: Kubectl,
     rotator: RunningBinary,
     issuer: Option<RunningBinary>,
+    /// Between the rotator and kube-apiserver; records what it sent.
+    proxy: FaultProxy,
+    client: kube::Client,
+    kubectl: Kubectl,
     dir: tempfile::TempDir,
-    /// What the rotator sent, when it talks through [`recording_proxy`].
-    proxied: Option<Arc<Mutex<Vec<Seen>>>>,
+    /// Declared last so it is dropped last, after the binaries.
+    cp: ControlPlane,
 }
 
-/// A server with capstan's CRDs (and cert-manager's when `with_issuer`),
-/// namespaces `certs` and `apps`, the rotator and optionally the issuer.
+/// A control plane with capstan's CRDs (and cert-manager's when
+/// `with_issuer`), namespaces `certs` and `apps`, the rotator (through the
+/// recording proxy) and optionally the issuer.
 async fn start(with_issuer: bool) -> Env {
     start_with(with_issuer, &[]).await
 }
 
 /// [`start`] with extra rotator arguments.
 async fn start_with(with_issuer: bool, extra: &[&str]) -> Env {
-    start_env(with_issuer, extra, None).await
-}
-
-/// [`start_with`], the rotator talking to `rotator_url` (a proxy) instead
-/// of the server's own URL when given.
-async fn start_env(with_issuer: bool, extra: &[&str], proxy: Option<Proxy>) -> Env {
-    let server = TestApiServer::start().await.unwrap();
-    let proxy = match proxy {
-        Some(Proxy::Recording) => Some(recording_proxy(&server).await),
-        None => None,
-    };
-    let client = server.client().await.unwrap();
-    let kubectl = Kubectl::for_server(&server).unwrap();
+    let cp = ControlPlane::builder()
+        .workloads(false)
+        .start()
+        .await
+        .unwrap();
+    let proxy = FaultProxy::start(&cp, FaultsHandle::new(Faults::default()))
+        .await
+        .unwrap();
+    let client = cp.client().await.unwrap();
+    let kubectl = Kubectl::for_server(&cp).unwrap();
     kubectl.apply_crds(with_issuer).await.unwrap();
     for ns in ["certs", "apps"] {
         kubectl.run_ok(&["create", "namespace", ns]).await.unwrap();
     }
     let dir = tempfile::tempdir().unwrap();
-    let binary = |name: &str, user: &str| {
-        let url = match &proxy {
-            Some((url, _)) if name == "capstan-rotator" => url.clone(),
-            _ => server.url().to_owned(),
-        };
-        user_kubeconfig_at(&server, &url, dir.path(), name, user, MASTERS).unwrap()
-    };
-    let rotator_config = binary("capstan-rotator", ROTATOR_USER);
+    let rotator_config = user_kubeconfig_at(
+        &cp,
+        proxy.url(),
+        dir.path(),
+        "capstan-rotator",
+        ROTATOR_USER,
+        MASTERS,
+    )
+    .unwrap();
     let mut args = vec!["--leader-election-namespace", "default"];
     args.extend_from_slice(extra);
     let rotator = start_binary(
@@ -98,109 +107,26 @@ async fn start_env(with_issuer: bool, extra: &[&str], proxy: Option<Proxy>) -> E
     )
     .unwrap();
     let issuer = with_issuer.then(|| {
-        let config = binary(
+        let config = user_kubeconfig_at(
+            &cp,
+            &cp.url(),
+            dir.path(),
             "capstan-issuer",
             "system:serviceaccount:default:capstan-issuer",
-        );
+            MASTERS,
+        )
+        .unwrap();
         start_issuer(&config, "certs", "issuer-0").unwrap()
     });
     Env {
-        server,
-        client,
-        kubectl,
         rotator,
         issuer,
+        proxy,
+        client,
+        kubectl,
         dir,
-        proxied: proxy.map(|(_, seen)| seen),
+        cp,
     }
-}
-
-/// What stands between the rotator and the server.
-enum Proxy {
-    /// [`recording_proxy`].
-    Recording,
-}
-
-/// One request as the recording proxy saw it.
-#[derive(Debug, Clone)]
-struct Seen {
-    method: String,
-    uri: String,
-    accept: String,
-}
-
-type BoxError = Box<dyn std::error::Error + Send + Sync>;
-
-/// Sends `req` to `upstream` over a new TLS connection.
-async fn forward(
-    tls: Arc<rustls::ClientConfig>,
-    upstream: std::net::SocketAddr,
-    req: http::Request<hyper::body::Incoming>,
-) -> Result<http::Response<hyper::body::Incoming>, BoxError> {
-    let tcp = tokio::net::TcpStream::connect(upstream).await?;
-    let name = rustls::pki_types::ServerName::IpAddress(upstream.ip().into());
-    let stream = tokio_rustls::TlsConnector::from(tls)
-        .connect(name, tcp)
-        .await?;
-    let (mut sender, conn) =
-        hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(stream)).await?;
-    tokio::spawn(conn);
-    Ok(sender.send_request(req).await?)
-}
-
-/// A plain-HTTP proxy in front of `server` recording every request's
-/// method, URI and `Accept` header (what the server's request log does not
-/// keep), forwarding each over its own TLS connection. Returns its URL.
-async fn recording_proxy(server: &TestApiServer) -> (String, Arc<Mutex<Vec<Seen>>>) {
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let url = format!("http://{}", listener.local_addr().unwrap());
-    let mut roots = rustls::RootCertStore::empty();
-    for block in pem::parse_many(server.ca_pem()).unwrap() {
-        roots
-            .add(rustls::pki_types::CertificateDer::from(
-                block.contents().to_vec(),
-            ))
-            .unwrap();
-    }
-    let tls = Arc::new(
-        rustls::ClientConfig::builder()
-            .with_root_certificates(roots)
-            .with_no_client_auth(),
-    );
-    let upstream = server.addr();
-    let seen: Arc<Mutex<Vec<Seen>>> = Arc::default();
-    let log = seen.clone();
-    tokio::spawn(async move {
-        while let Ok((tcp, _)) = listener.accept().await {
-            let (tls, log) = (tls.clone(), log.clone());
-            tokio::spawn(async move {
-                let service =
-                    hyper::service::service_fn(move |req: http::Request<hyper::body::Incoming>| {
-                        let (tls, log) = (tls.clone(), log.clone());
-                        async move {
-                            let accept = req
-                                .headers()
-                                .get(http::header::ACCEPT)
-                                .and_then(|v| v.to_str().ok())
-                                .unwrap_or_default()
-                                .to_owned();
-                            log.lock().unwrap().push(Seen {
-                                method: req.method().to_string(),
-                                uri: req.uri().to_string(),
-                                accept,
-                            });
-                            forward(tls, upstream, req)
-                                .await
-                                .map_err(std::io::Error::other)
-                        }
-                    });
-                let _ = hyper::server::conn::http1::Builder::new()
-                    .serve_connection(hyper_util::rt::TokioIo::new(tcp), service)
-                    .await;
-            });
-        }
-    });
-    (url, seen)
 }
 
 impl Env {
@@ -392,14 +318,30 @@ impl Env {
     }
 
     /// The rotator's writes (create, update, patch, delete) to ConfigMaps
-    /// logged so far.
+    /// since the proxy's record was last cleared, as `<verb> <ns>/<name>`
+    /// (`<ns>/` alone for a create, which names no object in its path).
     fn rotator_config_map_writes(&self) -> Vec<String> {
-        self.server
-            .request_log()
+        self.proxy
+            .seen()
             .into_iter()
-            .filter(|r| r.user == ROTATOR_USER && r.resource == "configmaps")
-            .filter(|r| matches!(r.verb.as_str(), "create" | "update" | "patch" | "delete"))
-            .map(|r| format!("{} {}/{}", r.verb, r.namespace, r.name))
+            .filter_map(|r| {
+                let verb = match r.method.as_str() {
+                    "POST" => "create",
+                    "PUT" => "update",
+                    "PATCH" => "patch",
+                    "DELETE" => "delete",
+                    _ => return None,
+                };
+                let path = r.uri.split('?').next().unwrap_or_default();
+                let target = proxy::target(path)?;
+                (target.group.is_empty() && target.resource == "configmaps").then(|| {
+                    let namespace = path
+                        .strip_prefix("/api/v1/namespaces/")
+                        .and_then(|rest| rest.split('/').next())
+                        .unwrap_or_default();
+                    format!("{verb} {namespace}/{}", target.name)
+                })
+            })
             .collect()
     }
 
@@ -519,7 +461,7 @@ metadata:
     let rv = cm.metadata.resource_version.clone();
     let in_sync = ["bundle in sync", "trust"];
     let seen = env.count_logs(&in_sync);
-    env.server.clear_request_log();
+    env.proxy.clear_seen();
     env.kubectl(&["label", "secret", "root-ca", "-n", "certs", "touched=yes"])
         .await;
     env.wait_more_logs(&in_sync, seen).await;
@@ -863,7 +805,7 @@ spec:
     ]);
     let synced = ["CABundle synced", "corp"];
     let seen = env.count_logs(&synced);
-    env.server.clear_request_log();
+    env.proxy.clear_seen();
     env.kubectl(&["create", "namespace", "team-d"]).await;
     env.wait_more_logs(&synced, seen).await;
     let after = versions(vec![
@@ -1099,7 +1041,7 @@ spec:
     // writes (once, to put its bundle back).
     let synced = ["CABundle synced", "second"];
     let seen = env.count_logs(&synced);
-    env.server.clear_request_log();
+    env.proxy.clear_seen();
     env.kubectl(&[
         "patch",
         "configmap",
@@ -1119,7 +1061,8 @@ spec:
     let writes: Vec<String> = env
         .rotator_config_map_writes()
         .into_iter()
-        .filter(|w| w.ends_with("team-a/shared-trust"))
+        // Creates name no object in their path: any in team-a counts.
+        .filter(|w| w.ends_with(" team-a/shared-trust") || w.ends_with(" team-a/"))
         .collect();
     assert_eq!(writes, ["patch team-a/shared-trust"], "{}", env.logs());
 
@@ -1295,7 +1238,7 @@ data:
 
 #[tokio::test]
 async fn unrelated_secrets_are_only_ever_asked_for_as_metadata() {
-    let env = start_env(false, &[], Some(Proxy::Recording)).await;
+    let env = start(false).await;
     env.ca("root");
     env.secret("certs", "root-ca", &[("ca.crt", "root.crt")])
         .await;
@@ -1377,7 +1320,7 @@ spec:
         data(cm, BUNDLE_KEY).is_some_and(|b| b.contains(root2.trim()))
     })
     .await;
-    let seen = env.proxied.as_ref().unwrap().lock().unwrap().clone();
+    let seen = env.proxy.seen();
     let secrets: Vec<&Seen> = seen.iter().filter(|r| r.uri.contains("/secrets")).collect();
     let metadata = |r: &Seen| r.accept.contains("as=PartialObjectMetadata");
     // Secrets as a collection: metadata only, cluster-wide.
@@ -1405,9 +1348,10 @@ spec:
             .any(|r| r.uri.contains("/secrets/root-ca") && !metadata(r)),
         "the source itself is read: {secrets:#?}"
     );
-    // The server's own log agrees that nothing else was asked for by name.
+    // kube-apiserver's audit log agrees that nothing else was asked for by
+    // name.
     let named: Vec<String> = env
-        .server
+        .cp
         .request_log()
         .into_iter()
         .filter(|r| r.user == ROTATOR_USER && r.resource == "secrets" && !r.name.is_empty())

@@ -72,6 +72,11 @@ pub struct Restarter {
     /// Workloads to handle again, as last seen, and whether as a recheck.
     rework: Backoff<WorkloadKey>,
     rework_objects: HashMap<WorkloadKey, (Workload, bool)>,
+    /// Baselines this replica recorded whose echo has not been seen yet:
+    /// events older than the write still show no hash, and must not record
+    /// the baseline again (by then it could include a change, which would
+    /// then never roll).
+    baselines: HashMap<WorkloadKey, String>,
 }
 
 impl Restarter {
@@ -89,6 +94,7 @@ impl Restarter {
             refetch_versions: HashMap::new(),
             rework: Backoff::default(),
             rework_objects: HashMap::new(),
+            baselines: HashMap::new(),
         }
     }
 
@@ -329,7 +335,11 @@ impl Restarter {
             }
         }
         let current = self.hash_of(&key.namespace, &watched);
-        let applied = w.applied_hash();
+        if w.applied_hash().is_some() {
+            // The echo of a recorded baseline, or anything later.
+            self.baselines.remove(&key);
+        }
+        let applied = self.applied_hash(&w);
         self.workloads.insert(key.clone(), (w.clone(), watched));
         match applied {
             None => self.record_baseline(&w, &current).await,
@@ -488,7 +498,7 @@ impl Restarter {
                 continue;
             };
             let hash = self.hash_of(&key.namespace, &watched);
-            if w.applied_hash().as_deref() == Some(hash.as_str()) {
+            if self.applied_hash(&w).as_deref() == Some(hash.as_str()) {
                 // Changed and changed back inside the window: nothing to roll.
                 self.scheduler.completed(&key);
                 continue;
@@ -537,13 +547,22 @@ impl Restarter {
             .set(i64::try_from(self.scheduler.waiting(now)).unwrap_or(i64::MAX));
     }
 
+    /// The hash `w`'s pods were started with: [`Workload::applied_hash`],
+    /// else the baseline this replica recorded after `w` was read.
+    fn applied_hash(&self, w: &Workload) -> Option<String> {
+        w.applied_hash()
+            .or_else(|| self.baselines.get(&w.key()).cloned())
+    }
+
     /// Records the first hash seen on the workload itself; rolls nothing.
-    async fn record_baseline(&self, w: &Workload, hash: &str) -> Result<()> {
+    async fn record_baseline(&mut self, w: &Workload, hash: &str) -> Result<()> {
         if !self.ctx.leadership.is_leader() || self.ctx.dry_run {
             return Ok(());
         }
-        self.patch(&w.key(), &workload::hash_patch(hash, false))
-            .await
+        let key = w.key();
+        self.patch(&key, &workload::hash_patch(hash, false)).await?;
+        self.baselines.insert(key, hash.to_owned());
+        Ok(())
     }
 
     async fn patch(&self, key: &WorkloadKey, patch: &serde_json::Value) -> Result<()> {
@@ -625,6 +644,7 @@ impl Restarter {
 
     fn forget(&mut self, key: &WorkloadKey) {
         self.workloads.remove(key);
+        self.baselines.remove(key);
         self.scheduler.forget(key);
         self.rework.succeeded(key);
         self.rework_objects.remove(key);
