@@ -18,6 +18,7 @@
 //! runs binaries that act on the whole cluster.
 
 pub mod audit;
+pub mod cert_manager;
 pub mod flags;
 pub mod pki;
 pub mod process;
@@ -101,24 +102,28 @@ impl Builder {
 
     /// Starts the control plane and waits until it is ready.
     pub async fn start(self) -> anyhow::Result<ControlPlane> {
-        let dir = tempfile::Builder::new()
-            .prefix("capstan-cp-")
-            .tempdir()
-            .context("creating the control plane's directory")?;
-        let mut last = None;
+        let mut failures = Vec::new();
         // A free port can be taken by another test between picking it and
-        // binding it; a start that loses that race is tried again.
-        for _ in 0..3 {
+        // binding it, and a starved machine can miss a deadline: a start
+        // that fails is tried again, from scratch, twice; each failure is
+        // said on stderr and in the final error.
+        for attempt in 1..=3 {
+            let dir = tempfile::Builder::new()
+                .prefix("capstan-cp-")
+                .tempdir()
+                .context("creating the control plane's directory")?;
             match ControlPlane::launch(&self, dir.path()).await {
                 Ok(mut cp) => {
                     cp.dir_guard = Some(dir);
                     return Ok(cp);
                 }
-                Err(e) if format!("{e:#}").contains("address already in use") => last = Some(e),
-                Err(e) => return Err(e),
+                Err(e) => {
+                    eprintln!("control plane: start attempt {attempt} of 3 failed: {e:#}");
+                    failures.push(format!("attempt {attempt}: {e:#}"));
+                }
             }
         }
-        Err(last.unwrap_or_else(|| anyhow::anyhow!("the control plane did not start")))
+        bail!("the control plane did not start:\n{}", failures.join("\n"))
     }
 }
 
