@@ -107,7 +107,8 @@ impl Cluster for ControlPlane {
 
 impl Kubectl {
     /// Applies cert-manager's CRDs (the shared fixtures' copy) when
-    /// `cert_manager`, then capstan's (`<root>/crds`).
+    /// `cert_manager`, then capstan's (`<root>/crds`), and waits until they
+    /// are Established.
     pub async fn apply_crds(&self, cert_manager: bool) -> anyhow::Result<()> {
         let mut dirs = Vec::new();
         if cert_manager {
@@ -121,7 +122,21 @@ impl Kubectl {
                 .to_owned();
             self.run_ok(&["apply", "-f", &dir]).await?;
         }
-        Ok(())
+        self.wait_crds_established().await
+    }
+
+    /// Waits (up to a minute) until every CRD is Established: kube-apiserver
+    /// serves a CRD's kinds only from then on.
+    pub async fn wait_crds_established(&self) -> anyhow::Result<()> {
+        self.run_ok(&[
+            "wait",
+            "--for=condition=Established",
+            "--timeout=60s",
+            "crd",
+            "--all",
+        ])
+        .await
+        .map(|_| ())
     }
 
     /// `kubectl <verb> -f -` with `yaml` on stdin; panics only when kubectl

@@ -1622,16 +1622,6 @@ async fn the_binaries_start_with_the_config_rendered_for_every_mode() {
         .await
         .unwrap();
     kubectl.apply_crds(true).await.unwrap();
-    kubectl
-        .run_ok(&[
-            "wait",
-            "--for=condition=Established",
-            "--timeout=60s",
-            "crd",
-            "--all",
-        ])
-        .await
-        .unwrap();
     let dir = tempfile::tempdir().unwrap();
     let (cert, key, client_ca) = tls_files(dir.path(), "capstan-issuer.capstan.svc");
     let files = |component: &str| {

@@ -636,17 +636,7 @@ async fn every_manifest_in_the_docs_is_accepted_by_the_api_server() {
             .await
             .unwrap();
     }
-    // kube-apiserver serves a CRD's kind only once it is Established.
-    kubectl
-        .run_ok(&[
-            "wait",
-            "--for=condition=Established",
-            "--timeout=60s",
-            "crd",
-            "--all",
-        ])
-        .await
-        .unwrap();
+    kubectl.wait_crds_established().await.unwrap();
     let namespaces: BTreeSet<&str> = found
         .iter()
         .filter_map(|(_, doc)| doc["metadata"]["namespace"].as_str())

@@ -94,7 +94,7 @@ async fn apply_cert_manager_crds_and_a_certificate_request_with_validation() {
         out.contains("certificaterequests.cert-manager.io created"),
         "{out}"
     );
-    established(&k).await;
+    k.wait_crds_established().await.unwrap();
     let out = k
         .run_with_stdin(&["apply", "-f", "-"], Some(CERTIFICATE_REQUEST))
         .await
@@ -545,20 +545,6 @@ async fn helm_install_upgrade_and_uninstall_with_wait() {
     assert!(!out.contains("demo"), "{out}");
 }
 
-/// Waits until every CRD is Established: kube-apiserver serves a CRD's
-/// kind only from then on.
-async fn established(k: &Kubectl) {
-    k.run_ok(&[
-        "wait",
-        "--for=condition=Established",
-        "--timeout=60s",
-        "crd",
-        "--all",
-    ])
-    .await
-    .unwrap();
-}
-
 /// The column names of the first table kubectl printed (cells are apart by
 /// at least two spaces; a name may hold one, as `CA EXPIRY`).
 fn header(out: &str) -> Vec<String> {
@@ -632,7 +618,6 @@ fn ready_condition(obj: &serde_json::Value) -> (String, String, String) {
 async fn capstans_crds_print_the_documented_columns_and_describe_shows_their_events() {
     let (cp, k) = own().await;
     k.apply_crds(true).await.unwrap();
-    established(&k).await;
     k.run_ok(&["create", "namespace", "team"]).await.unwrap();
     let dir = tempfile::tempdir().unwrap();
     let config = user_kubeconfig(&cp, dir.path(), "capstan", "capstan", MASTERS).unwrap();
