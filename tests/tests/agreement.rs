@@ -543,38 +543,38 @@ fn mask(text: &str) -> String {
     lines.join("\n")
 }
 
+/// kubectl's exit code and masked output.
+fn kubectl_answer(out: &capstan_tests::harness::Output) -> Answer {
+    Answer(format!(
+        "exit {}\n{}\n{}",
+        out.code,
+        mask(&out.stdout),
+        mask(&out.stderr)
+    ))
+}
+
 async fn run(step: &Step, kubectl: &Kubectl, client: &kube::Client) -> Answer {
+    let substituted =
+        |args: &[&str]| -> Vec<String> { args.iter().map(|a| substitute(a)).collect() };
     match step {
         Step::Kubectl(_, args, stdin) => {
-            let args: Vec<String> = args.iter().map(|a| substitute(a)).collect();
+            let args = substituted(args);
             let args: Vec<&str> = args.iter().map(String::as_str).collect();
-            let out = kubectl.run_with_stdin(&args, *stdin).await.unwrap();
-            Answer(format!(
-                "exit {}\n{}\n{}",
-                out.code,
-                mask(&out.stdout),
-                mask(&out.stderr)
-            ))
+            kubectl_answer(&kubectl.run_with_stdin(&args, *stdin).await.unwrap())
         }
         Step::KubectlSub(_, args, stdin) => {
             let stdin = stdin.replace("{csr}", csr_b64());
-            let out = kubectl.run_with_stdin(args, Some(&stdin)).await.unwrap();
-            Answer(format!(
-                "exit {}\n{}\n{}",
-                out.code,
-                mask(&out.stdout),
-                mask(&out.stderr)
-            ))
+            kubectl_answer(&kubectl.run_with_stdin(args, Some(&stdin)).await.unwrap())
         }
         Step::KubectlHeaders(_, args) => {
-            let args: Vec<String> = args.iter().map(|a| substitute(a)).collect();
+            let args = substituted(args);
             let args: Vec<&str> = args.iter().map(String::as_str).collect();
             let out = kubectl.run(&args).await.unwrap();
             let first = out.stdout.lines().next().unwrap_or_default();
             Answer(format!("exit {}\n{}", out.code, mask(first)))
         }
         Step::Until(_, args) => {
-            let args: Vec<String> = args.iter().map(|a| substitute(a)).collect();
+            let args = substituted(args);
             let args: Vec<&str> = args.iter().map(String::as_str).collect();
             let served = await_condition(
                 "kubectl to succeed",
