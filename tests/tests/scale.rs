@@ -1,13 +1,17 @@
-//! 20,000 Secrets of 10 KiB each: created, listed (paginated and not),
-//! listed metadata-only and watched, with the figures printed
-//! (`cargo test -p capstan-tests --test scale -- --nocapture`).
+//! 20,000 Secrets of 10 KiB each in one namespace of the real control plane
+//! (etcd and kube-apiserver 1.35, the test binary's shared control plane):
+//! created, listed (paginated and not), listed metadata-only and watched
+//! from kube-apiserver's watch cache, with the figures printed
+//! (`cargo test -p capstan-tests --test scale -- --nocapture`), including
+//! the memory of kube-apiserver and etcd and of this client.
 //! `CAPSTAN_SCALE_SECRETS` changes the count; unoptimized builds default to
 //! 5,000 to keep `cargo test` short (run with `--release` for the full 20,000).
 #![allow(clippy::unwrap_used)]
 
 use std::time::{Duration, Instant};
 
-use capstan_tests::apiserver::TestApiServer;
+use capstan_tests::controlplane::ControlPlane;
+use capstan_tests::procfs;
 use futures::{StreamExt as _, TryStreamExt as _};
 use k8s_openapi::api::core::v1::Secret;
 use kube::api::{Api, ListParams, PostParams, WatchEvent, WatchParams};
@@ -43,13 +47,10 @@ async fn twenty_thousand_secrets() {
         } else {
             20_000
         });
-    let s = TestApiServer::builder()
-        .history_limit(n + 100)
-        .start()
-        .await
-        .unwrap();
-    let client = s.client().await.unwrap();
-    let api: Api<Secret> = Api::namespaced(client.clone(), "default");
+    let cp = ControlPlane::shared().await.unwrap();
+    let ns = cp.namespace("scale").await.unwrap();
+    let client = cp.client().await.unwrap();
+    let api: Api<Secret> = Api::namespaced(client.clone(), &ns);
     let payload = "x".repeat(10 * 1024);
     let t = Instant::now();
     futures::stream::iter(0..n)
@@ -93,7 +94,7 @@ async fn twenty_thousand_secrets() {
     let unpaginated = t.elapsed();
 
     let t = Instant::now();
-    let meta: Api<PartialObjectMeta<Secret>> = Api::namespaced(client.clone(), "default");
+    let meta: Api<PartialObjectMeta<Secret>> = Api::namespaced(client.clone(), &ns);
     let m = meta
         .list(&ListParams::default().labels("bucket=3"))
         .await
@@ -122,11 +123,22 @@ async fn twenty_thousand_secrets() {
     }
     drop(stream);
     let watch = t.elapsed();
+    let server_mib = |name: &str, field: &str| {
+        cp.process(name)
+            .and_then(|p| procfs::status_kib(p.pid(), field).ok())
+            .map_or(0, |kib| kib / 1024)
+    };
     println!(
         "{n} Secrets of 10 KiB: create {create:.1?} ({:.0}/s), paginated list ({pages} pages of 500) {paginated:.1?}, \
          unpaginated list {unpaginated:.1?}, metadata list with selector {metadata:.1?}, watch of all {watch:.1?}; \
-         resourceVersion {rv}; RSS once stored {stored_rss} MiB, peak RSS of server and client {} MiB",
+         resourceVersion {rv}; RSS of kube-apiserver {} MiB (peak {} MiB), of etcd {} MiB (peak {} MiB); \
+         RSS of this client once stored {stored_rss} MiB, peak {} MiB",
         n as f64 / create.as_secs_f64(),
+        server_mib("kube-apiserver", "VmRSS:"),
+        server_mib("kube-apiserver", "VmHWM:"),
+        server_mib("etcd", "VmRSS:"),
+        server_mib("etcd", "VmHWM:"),
         peak_rss_mib()
     );
+    cp.delete_namespace(&ns).await.unwrap();
 }

@@ -1,9 +1,13 @@
-//! The fault soak with crash safety (issue 8): the real `capstan-issuer` and
-//! `capstan-rotator` against a test API server that answers 5% of their
-//! requests with 500/429/409 (409 to writes only), adds 5-25 ms of latency
-//! and cuts their watches 3 s after each opens, while both are SIGKILLed at
-//! random points and restarted, 50 times in all. A binary that exits on its
-//! own is restarted as a kubelet would, and reported.
+//! The fault soak with crash safety (issue 8), on the real control plane:
+//! the real `capstan-issuer` and `capstan-rotator` against etcd and
+//! kube-apiserver 1.35 (with kube-controller-manager, kube-scheduler and
+//! kwok, so Deployments really roll out), through a fault proxy in front of
+//! kube-apiserver that answers 5% of their requests with 500/429/409 (409 to
+//! writes only), adds 5-25 ms of latency and cuts their watches 3 s after
+//! each opens, while both are SIGKILLed at random points and restarted, 50
+//! times in all. Midway the kube-apiserver process and later the etcd
+//! process are SIGKILLed and started again (same ports, same data). A binary
+//! that exits on its own is restarted as a kubelet would, and reported.
 //!
 //! Meanwhile 2,000 approved CertificateRequests are spread over 10 issuers
 //! (self-managed ClusterCAIssuers and CAIssuers with user CA Secrets), and
@@ -12,12 +16,15 @@
 //! Its `overlap` outlasts the soak, so its bundle changes once (the new CA
 //! published) and each Deployment must roll exactly once.
 //!
-//! The test's own client (user `admin`) is exempt from the faults. It records
-//! every change of the objects involved with one uncut watch per kind, and
-//! checks the invariants over that history (ordered by resourceVersion,
-//! which the test API server keeps global), the final state and the request
-//! log. It prints one line per invariant, problems marked `BUG?` under it,
-//! and `soak: N passed, M failed`.
+//! The test's own client (user `admin`) talks to kube-apiserver directly,
+//! without faults. It records every change of the objects involved with one
+//! uncut watch per kind (resumed from its last resourceVersion across the
+//! restarts, so only a `410 Gone` could leave a hole), and checks the
+//! invariants over that history (ordered by resourceVersion: etcd's
+//! revision, global across kinds), the final state, the requests the proxy
+//! saw (with the answers the binaries got) and kube-apiserver's audit log.
+//! It prints one line per invariant, problems marked `BUG?` under it, and
+//! `soak: N passed, M failed`.
 //!
 //! `CAPSTAN_SOAK_SEED` replays the run's random choices (kill delays, which
 //! restarts are killed again before converging, the openssl sample); the
@@ -36,8 +43,10 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use base64::Engine as _;
-use capstan_tests::apiserver::{Faults, TestApiServer};
-use capstan_tests::cluster::{MASTERS, create_crds, user_kubeconfig};
+use capstan_tests::apiserver::{Faults, FaultsHandle, RequestRecord};
+use capstan_tests::cluster::{MASTERS, create_crds};
+use capstan_tests::controlplane::ControlPlane;
+use capstan_tests::controlplane::proxy::{FaultProxy, Seen, is_watch};
 use capstan_tests::harness::{Kubectl, RunningBinary, await_condition, workspace_binary};
 use capstan_tests::hygiene;
 use futures::{StreamExt as _, TryStreamExt as _};
@@ -295,8 +304,13 @@ struct Ev {
 struct Record {
     events: Vec<Ev>,
     latest: HashMap<(&'static str, String), Snap>,
-    /// Watch problems (410 Gone, errors): the history may have a hole.
+    /// Watches that could not resume where they stopped (410 Gone): the
+    /// history has a hole.
     problems: Vec<String>,
+    /// Watches that ended or failed to open (kube-apiserver or etcd
+    /// restarting, a watch cache initializing) and were resumed from their
+    /// last resourceVersion, so lost nothing.
+    interruptions: usize,
 }
 
 type Shared = Arc<Mutex<Record>>;
@@ -430,7 +444,11 @@ fn rv_of(obj: &DynamicObject) -> u64 {
 }
 
 /// Watches `api` from the start, resuming from the last resourceVersion
-/// whenever the watch ends, until `stop`.
+/// whenever the watch ends or fails, until `stop`. Resuming from the last
+/// resourceVersion seen is Kubernetes' contract for not missing a change:
+/// kube-apiserver either sends every change after it or answers 410 Gone,
+/// the one failure that leaves a hole (recorded; the recorder then starts
+/// over from the current state).
 async fn record(
     api: Api<DynamicObject>,
     kind: &'static str,
@@ -438,18 +456,29 @@ async fn record(
     shared: Shared,
     stop: CancellationToken,
 ) {
+    let hole = |rv: &str, what: String| {
+        shared
+            .lock()
+            .unwrap()
+            .problems
+            .push(format!("{kind}: cannot resume from {rv}: {what}"));
+    };
+    let interrupted = || shared.lock().unwrap().interruptions += 1;
     let mut rv = "0".to_owned();
     while !stop.is_cancelled() {
         let stream = match api.watch(&WatchParams::default().timeout(240), &rv).await {
             Ok(s) => s,
-            Err(e) => {
-                shared
-                    .lock()
-                    .unwrap()
-                    .problems
-                    .push(format!("{kind}: watch failed: {e}"));
-                tokio::time::sleep(POLL).await;
+            Err(kube::Error::Api(e)) if e.code == 410 => {
+                hole(&rv, e.message);
+                rv = "0".to_owned();
                 continue;
+            }
+            Err(_) => {
+                interrupted();
+                tokio::select! {
+                    _ = stop.cancelled() => return,
+                    _ = tokio::time::sleep(POLL) => continue,
+                }
             }
         };
         futures::pin_mut!(stream);
@@ -460,24 +489,21 @@ async fn record(
             };
             let (obj, deleted) = match next {
                 None => break,
-                Some(Err(e)) => {
-                    shared
-                        .lock()
-                        .unwrap()
-                        .problems
-                        .push(format!("{kind}: watch stream: {e}"));
+                Some(Err(_)) => {
+                    interrupted();
                     break;
                 }
                 Some(Ok(WatchEvent::Bookmark(b))) => {
                     rv = b.metadata.resource_version;
                     continue;
                 }
-                Some(Ok(WatchEvent::Error(e))) => {
-                    shared
-                        .lock()
-                        .unwrap()
-                        .problems
-                        .push(format!("{kind}: watch error {}: {}", e.code, e.message));
+                Some(Ok(WatchEvent::Error(e))) if e.code == 410 => {
+                    hole(&rv, e.message);
+                    rv = "0".to_owned();
+                    break;
+                }
+                Some(Ok(WatchEvent::Error(_))) => {
+                    interrupted();
                     break;
                 }
                 Some(Ok(WatchEvent::Added(o) | WatchEvent::Modified(o))) => (o, false),
@@ -1174,6 +1200,33 @@ async fn create_workloads(client: &kube::Client) -> Vec<String> {
     workloads
 }
 
+/// Runs `call` until it succeeds (or answers `ok_code`, say 409 for a create
+/// whose first answer was lost), for at most [`WAIT`]: the test's own writes
+/// ride out the control plane's restarts.
+async fn persist<T, F, Fut>(what: &str, ok_code: Option<u16>, mut call: F) -> anyhow::Result<()>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<T, kube::Error>>,
+{
+    let last = Mutex::new(String::new());
+    await_condition(what, WAIT, POLL, || {
+        let attempt = call();
+        let last = &last;
+        async move {
+            match attempt.await {
+                Ok(_) => Some(()),
+                Err(kube::Error::Api(e)) if Some(e.code) == ok_code => Some(()),
+                Err(e) => {
+                    *last.lock().unwrap() = e.to_string();
+                    None
+                }
+            }
+        }
+    })
+    .await
+    .map_err(|e| anyhow::anyhow!("{e}: {}", last.lock().unwrap()))
+}
+
 /// Creates requests `range` (spread over the issuers and namespaces) and
 /// approves each as cert-manager's approver does: an `Approved` condition
 /// through the status subresource.
@@ -1202,13 +1255,20 @@ async fn create_requests(
                     "issuerRef": {"group": "capstan.dev", "kind": kind, "name": issuer.name}}});
             async move {
                 let name = format!("req-{i:05}");
-                api.create(&PostParams::default(), &serde_json::from_value(obj)?)
-                    .await?;
+                let request: DynamicObject = serde_json::from_value(obj)?;
+                let (post, patch) = (PostParams::default(), PatchParams::default());
+                persist(&format!("creating {name}"), Some(409), || {
+                    api.create(&post, &request)
+                })
+                .await?;
                 let approve = json!({"status": {"conditions": [{"type": "Approved", "status": "True",
                     "reason": "cert-manager.io", "message": "Certificate request has been approved by cert-manager.io",
                     "lastTransitionTime": "2026-01-01T00:00:00Z"}]}});
-                api.patch_status(&name, &PatchParams::default(), &Patch::Merge(&approve))
-                    .await?;
+                let approve = Patch::Merge(&approve);
+                persist(&format!("approving {name}"), None, || {
+                    api.patch_status(&name, &patch, &approve)
+                })
+                .await?;
                 anyhow::Ok(())
             }
         })
@@ -1216,6 +1276,55 @@ async fn create_requests(
         .try_collect::<Vec<()>>()
         .await
         .unwrap();
+}
+
+/// Which control-plane process a restart killed.
+#[derive(Debug, Clone, Copy)]
+enum Restarted {
+    /// kube-apiserver: connections are refused (the proxy answers 502).
+    ApiServer,
+    /// etcd: kube-apiserver stays up and fails requests that need storage.
+    Etcd,
+}
+
+/// How long each control-plane process stays down.
+const OUTAGE: Duration = Duration::from_secs(3);
+
+/// SIGKILLs `which`, keeps it down for [`OUTAGE`], starts it again on the
+/// same ports and data and waits until kube-apiserver is ready; returns a
+/// line for the report.
+async fn restart(cp: &mut ControlPlane, which: Restarted, soak_started: Instant) -> String {
+    let at = soak_started.elapsed();
+    let started = Instant::now();
+    match which {
+        Restarted::ApiServer => cp.kill_apiserver(),
+        Restarted::Etcd => cp.kill_etcd(),
+    }
+    // The outage itself, not a wait for anything.
+    tokio::time::sleep(OUTAGE).await;
+    match which {
+        Restarted::ApiServer => cp.start_apiserver().await.unwrap(),
+        Restarted::Etcd => cp.start_etcd().await.unwrap(),
+    }
+    let client = cp.client().await.unwrap();
+    await_condition("kube-apiserver ready after the restart", WAIT, POLL, || {
+        let client = client.clone();
+        async move {
+            let req = http::Request::get("/readyz").body(Vec::new()).ok()?;
+            let body = client.request_text(req).await.ok()?;
+            (body.trim() == "ok").then_some(())
+        }
+    })
+    .await
+    .unwrap_or_else(|e| panic!("{e}\n{}", cp.logs(20)));
+    let line = format!(
+        "{which:?} killed at {:.1} s, down {:.0} s, ready again after {:.1} s",
+        at.as_secs_f64(),
+        OUTAGE.as_secs_f64(),
+        started.elapsed().as_secs_f64()
+    );
+    println!("soak: {line}");
+    line
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -1246,14 +1355,23 @@ async fn fault_soak_with_crashes_issues_everything_exactly_once() {
         exempt_users: vec!["admin".into()],
         ..Faults::default()
     };
-    let server = TestApiServer::builder()
-        .rollout_delay(Duration::from_millis(200))
-        .history_limit(2_000_000)
-        .faults(faults.clone())
+    // With the scheduler and kwok: the rotator's rollouts really complete.
+    // Without kube-apiserver's watch cache, and without its compaction of
+    // etcd: the recorder's watches are served by etcd and resume from their
+    // last resourceVersion across the restarts (a restarted watch cache
+    // starts at etcd's current revision and answers `410 Gone` to anything
+    // older, which would leave holes in the history). How the binaries cope
+    // with the watch cache's 410s is apiserver_restart.rs's part.
+    let mut cp = ControlPlane::builder()
+        .apiserver_arg("--watch-cache=false")
+        .apiserver_arg("--etcd-compaction-interval=0")
         .start()
         .await
         .unwrap();
-    let client = server.client().await.unwrap();
+    let proxy = FaultProxy::start(&cp, FaultsHandle::new(faults))
+        .await
+        .unwrap();
+    let client = cp.client().await.unwrap();
     create_crds(&client, true).await.unwrap();
     let dir = tempfile::Builder::new()
         .prefix(&format!("capstan-soak-{seed}-"))
@@ -1294,10 +1412,13 @@ async fn fault_soak_with_crashes_issues_everything_exactly_once() {
     let stop = CancellationToken::new();
     let recorders = start_recorders(&client, &ca_secrets, &shared, &stop);
 
-    // The binaries, each with its own token (and so its own faults).
+    // The binaries, each as its own user (and so with its own faults),
+    // through the fault proxy.
     let mut kubeconfigs = HashMap::new();
     for (c, user) in [("issuer", ISSUER_USER), ("rotator", ROTATOR_USER)] {
-        let path = user_kubeconfig(&server, &dir, c, user, MASTERS).unwrap();
+        let path = cp
+            .user_kubeconfig_at(proxy.url(), &dir, c, user, MASTERS)
+            .unwrap();
         kubeconfigs.insert(c, path);
     }
     let launcher = Arc::new(Launcher {
@@ -1357,7 +1478,9 @@ async fn fault_soak_with_crashes_issues_everything_exactly_once() {
     println!("soak: setup done in {:.1} s", setup.as_secs_f64());
 
     // The soak: requests paced over about a minute, a rotation a third of
-    // the way in, and both binaries killed at random points meanwhile.
+    // the way in, a kube-apiserver restart halfway and an etcd restart three
+    // quarters of the way, and both binaries killed at random points
+    // meanwhile.
     let issuers = Arc::new(issuers);
     let targets = Arc::new(targets);
     let issuer_kills = kills.div_ceil(2);
@@ -1389,8 +1512,15 @@ async fn fault_soak_with_crashes_issues_everything_exactly_once() {
     let batches = requests.div_ceil(50).max(1);
     let pace = Duration::from_millis(60_000 / batches as u64);
     let mut rotated_at = None;
+    let mut restarts = Vec::new();
     for b in 0..batches {
         let batch_started = Instant::now();
+        if b == batches / 2 {
+            restarts.push(restart(&mut cp, Restarted::ApiServer, soak_started).await);
+        }
+        if b == batches * 3 / 4 {
+            restarts.push(restart(&mut cp, Restarted::Etcd, soak_started).await);
+        }
         create_requests(
             &client,
             &issuers,
@@ -1400,10 +1530,14 @@ async fn fault_soak_with_crashes_issues_everything_exactly_once() {
         .await;
         if rotated_at.is_none() && b >= batches / 3 {
             let patch = json!({"metadata": {"annotations": {"capstan.dev/rotate": ROTATE_VALUE}}});
-            Api::<DynamicObject>::all_with(client.clone(), &cluster_issuer_resource())
-                .patch(ROTATED, &PatchParams::default(), &Patch::Merge(&patch))
-                .await
-                .unwrap();
+            let issuers =
+                Api::<DynamicObject>::all_with(client.clone(), &cluster_issuer_resource());
+            let (params, patch) = (PatchParams::default(), Patch::Merge(&patch));
+            persist("the rotation trigger", None, || {
+                issuers.patch(ROTATED, &params, &patch)
+            })
+            .await
+            .unwrap();
             rotated_at = Some(soak_started.elapsed());
             println!(
                 "soak: rotation of {ROTATED} triggered at {:.1} s",
@@ -1474,6 +1608,11 @@ async fn fault_soak_with_crashes_issues_everything_exactly_once() {
     // An exit on its own by now is recorded like the others.
     issuer.revive();
     rotator.revive();
+    // Their metrics, for the key scan.
+    let mut metrics = String::new();
+    for s in [&issuer, &rotator] {
+        metrics.push_str(&s.bin.metrics_text().await.unwrap_or_default());
+    }
     issuer.stop().await;
     rotator.stop().await;
     stop.cancel();
@@ -1481,14 +1620,17 @@ async fn fault_soak_with_crashes_issues_everything_exactly_once() {
         let _ = r.await;
     }
     let record = std::mem::take(&mut *shared.lock().unwrap());
-    let request_log = server.request_log();
+    let seen = proxy.seen();
+    let audit = cp.request_log();
 
     let verdicts = analyse(&Analysis {
         requests,
         seed,
         record: &record,
         final_state: &final_state,
-        request_log: &request_log,
+        seen: &seen,
+        audit: &audit,
+        restarts: &restarts,
         issuers: &issuers,
         targets: &targets,
         workloads: &workloads,
@@ -1505,11 +1647,12 @@ async fn fault_soak_with_crashes_issues_everything_exactly_once() {
     let (out, failed) = render(
         &verdicts,
         &format!(
-            "soak: wall time {:.1} s (setup {:.1} s, kills done {:.1} s), {} API requests logged, seed {seed}",
+            "soak: wall time {:.1} s (setup {:.1} s, kills done {:.1} s), {} requests through the proxy, {} audited by kube-apiserver, seed {seed}",
             soak_started.elapsed().as_secs_f64(),
             setup.as_secs_f64(),
             chaos_done.as_secs_f64(),
-            request_log.len()
+            seen.len(),
+            audit.len()
         ),
     );
     print!("{out}");
@@ -1519,14 +1662,16 @@ async fn fault_soak_with_crashes_issues_everything_exactly_once() {
         "the soak found problems (seed {seed}; logs in {})",
         dir.display()
     );
-    // Every log line of every instance, and every object, free of keys.
-    let logs: String = std::fs::read_dir(&dir)
+    // Every log line of every instance, the last instances' metrics, and
+    // every object (statuses, ConfigMaps, Events), free of keys.
+    let mut logs: String = std::fs::read_dir(&dir)
         .into_iter()
         .flatten()
         .flatten()
         .filter_map(|e| std::fs::read_to_string(e.path()).ok())
         .collect();
-    let kubectl = Kubectl::for_server(&server).unwrap();
+    logs.push_str(&metrics);
+    let kubectl = Kubectl::for_server(&cp).unwrap();
     let scanned = hygiene::assert_no_key_leaks_in(&kubectl, logs, &[]).await;
     println!("soak: no private key outside Secrets ({scanned:?})");
     let _ = std::fs::remove_dir_all(&dir);
@@ -1568,7 +1713,12 @@ struct Analysis<'a> {
     seed: u64,
     record: &'a Record,
     final_state: &'a HashMap<(&'static str, String), Snap>,
-    request_log: &'a [capstan_tests::apiserver::request_log::RequestRecord],
+    /// Every request the fault proxy saw: all of the binaries'.
+    seen: &'a [Seen],
+    /// kube-apiserver's audit log: every request that reached it.
+    audit: &'a [RequestRecord],
+    /// The control-plane restarts done during the soak.
+    restarts: &'a [String],
     issuers: &'a [IssuerDef],
     targets: &'a [String],
     workloads: &'a [String],
@@ -1593,9 +1743,10 @@ fn histories(record: &Record) -> HashMap<(&'static str, String), Vec<&Ev>> {
 /// What is wrong with the status writes of request `key`: its history (in
 /// resourceVersion order) must show exactly one change that sets the
 /// certificate and none after it, and every successful status write of the
-/// issuer in the request log (`logged`) must be one change in the history
-/// (a write that changed nothing, such as a repeated certificate, is not).
-fn status_write_problems(key: &str, history: &[&Ev], logged: usize) -> Vec<String> {
+/// issuer (`logged`) must be one change in the history (a write that changed
+/// nothing, such as a repeated certificate, is not). Of the writes whose
+/// answer was lost (`lost`), each may or may not be a change too.
+fn status_write_problems(key: &str, history: &[&Ev], logged: usize, lost: usize) -> Vec<String> {
     let mut failures = Vec::new();
     let mut prev: Option<&Snap> = None;
     let (mut issuer_changes, mut issued, mut after_issue) = (0, 0, 0);
@@ -1641,12 +1792,40 @@ fn status_write_problems(key: &str, history: &[&Ev], logged: usize) -> Vec<Strin
             "{key}: {after_issue} status writes after the certificate was set"
         ));
     }
-    if logged != issuer_changes {
+    if logged > issuer_changes {
         failures.push(format!(
-            "{key}: the request log has {logged} successful issuer status writes, the history {issuer_changes} status changes (a write that changed nothing, e.g. a repeated certificate)"
+            "{key}: the issuer made {logged} successful status writes, the history has {issuer_changes} status changes (a write that changed nothing, e.g. a repeated certificate)"
+        ));
+    } else if issuer_changes > logged + lost {
+        failures.push(format!(
+            "{key}: the history has {issuer_changes} status changes, the issuer made {logged} successful status writes and {lost} whose answer was lost"
         ));
     }
     failures
+}
+
+/// `namespace/name` of the CertificateRequest whose status `uri` addresses
+/// (`/apis/cert-manager.io/v1/namespaces/<ns>/certificaterequests/<name>/status`).
+fn request_status_key(uri: &str) -> Option<String> {
+    let path = uri.split('?').next()?;
+    match path
+        .trim_matches('/')
+        .split('/')
+        .collect::<Vec<_>>()
+        .as_slice()
+    {
+        [
+            "apis",
+            "cert-manager.io",
+            _,
+            "namespaces",
+            ns,
+            "certificaterequests",
+            name,
+            "status",
+        ] => Some(format!("{ns}/{name}")),
+        _ => None,
+    }
 }
 
 /// What is wrong in the history of one issuer's CA Secret (resourceVersion
@@ -1777,35 +1956,38 @@ fn analyse(a: &Analysis<'_>) -> Vec<Verdict> {
     verdicts.push(verdict(
         "the recorded history is complete",
         format!(
-            "{} changes recorded over {} objects",
+            "{} changes recorded over {} objects, watches resumed {} times",
             a.record.events.len(),
-            by.len()
+            by.len(),
+            a.record.interruptions
         ),
         a.record.problems.clone(),
     ));
 
-    // The faults reached the binaries, and only them.
+    // The faults reached the binaries, and only them (the test's own
+    // client talks to kube-apiserver directly, never through the proxy).
     let mut failures = Vec::new();
     let mut detail = Vec::new();
     for user in [ISSUER_USER, ROTATOR_USER, "admin"] {
-        let count = |pred: &dyn Fn(&capstan_tests::apiserver::RequestRecord) -> bool| {
-            a.request_log
-                .iter()
-                .filter(|r| r.user == user && pred(r))
-                .count()
+        let count = |pred: &dyn Fn(&Seen) -> bool| {
+            a.seen.iter().filter(|r| r.user == user && pred(r)).count()
         };
         let total = count(&|_| true);
-        let e500 = count(&|r| r.code == 500);
-        let e429 = count(&|r| r.code == 429);
-        let e409 = count(&|r| r.code == 409);
-        let watches = count(&|r| r.verb == "watch");
+        let injected = |code: u16| count(&|r| r.injected && r.code == code);
+        let (e500, e429, e409) = (injected(500), injected(429), injected(409));
+        let watches = count(&|r| {
+            let (path, query) = r.uri.split_once('?').unwrap_or((&r.uri, ""));
+            is_watch(path, Some(query))
+        });
         let name = user.rsplit(':').next().unwrap_or(user);
         detail.push(format!(
-            "{name}: {total} requests, {e500}x500 {e429}x429 {e409}x409, {watches} watches"
+            "{name}: {total} requests through the proxy, {e500}x500 {e429}x429 {e409}x409 injected, {watches} watches"
         ));
         if user == "admin" {
-            if e500 + e429 > 0 {
-                failures.push(format!("the exempt admin got {e500} 500s and {e429} 429s"));
+            if e500 + e429 + e409 > 0 {
+                failures.push(format!(
+                    "the test's own client was given {e500} 500s, {e429} 429s and {e409} 409s"
+                ));
             }
         } else if e500 == 0 || e429 == 0 || watches < 20 {
             failures.push(format!(
@@ -1813,9 +1995,26 @@ fn analyse(a: &Analysis<'_>) -> Vec<Verdict> {
             ));
         }
     }
+    let admin_direct = a.audit.iter().filter(|r| r.user == "admin").count();
+    detail.push(format!(
+        "admin: {admin_direct} requests straight to kube-apiserver"
+    ));
     verdicts.push(verdict(
         "the faults reach the binaries and spare the test's own client",
         detail.join("; "),
+        failures,
+    ));
+
+    // The control plane's own processes went away and came back.
+    let mut failures = Vec::new();
+    for which in ["ApiServer", "Etcd"] {
+        if !a.restarts.iter().any(|r| r.starts_with(which)) {
+            failures.push(format!("no {which} restart during the soak"));
+        }
+    }
+    verdicts.push(verdict(
+        "kube-apiserver and etcd restart during the soak",
+        a.restarts.join("; "),
         failures,
     ));
 
@@ -1956,43 +2155,47 @@ fn analyse(a: &Analysis<'_>) -> Vec<Verdict> {
         verify_failures,
     ));
 
-    // 4. Exactly one successful status write carrying a certificate.
+    // 4. Exactly one successful status write carrying a certificate. The
+    // binaries' writes and the answers they got are the proxy's record. A
+    // write whose answer was lost (kube-apiserver killed under it: 502 from
+    // the proxy; or a 5xx from kube-apiserver while etcd was away) may or
+    // may not have been applied: it may account for a change the
+    // successful writes do not.
     let mut writes: HashMap<String, usize> = HashMap::new();
-    for r in a.request_log {
-        if r.user == ISSUER_USER
-            && r.resource == "certificaterequests"
-            && r.subresource == "status"
-            && matches!(r.verb.as_str(), "patch" | "update")
-            && (200..300).contains(&r.code)
-        {
-            *writes
-                .entry(format!("{}/{}", r.namespace, r.name))
-                .or_default() += 1;
+    let mut unknown: HashMap<String, usize> = HashMap::new();
+    for r in a.seen {
+        let Some(key) = request_status_key(&r.uri) else {
+            continue;
+        };
+        if r.user != ISSUER_USER || !matches!(r.method.as_str(), "PATCH" | "PUT") {
+            continue;
+        }
+        if (200..300).contains(&r.code) {
+            *writes.entry(key).or_default() += 1;
+        } else if !r.injected && r.code >= 500 {
+            *unknown.entry(key).or_default() += 1;
         }
     }
     let mut failures = Vec::new();
     let mut total_writes = 0;
     let mut extra_writes = 0;
+    let mut lost_answers = 0;
     for (key, _) in &requests {
         let history = by
             .get(&("certificaterequest", (*key).clone()))
             .cloned()
             .unwrap_or_default();
         let logged = writes.get(*key).copied().unwrap_or(0);
+        let lost = unknown.get(*key).copied().unwrap_or(0);
         total_writes += logged;
         extra_writes += logged.saturating_sub(1);
-        failures.extend(status_write_problems(key, &history, logged));
-    }
-    if a.request_log.len() >= 200_000 {
-        failures.push(format!(
-            "the request log is full ({} entries): older writes may be missing",
-            a.request_log.len()
-        ));
+        lost_answers += lost;
+        failures.extend(status_write_problems(key, &history, logged, lost));
     }
     verdicts.push(verdict(
         "exactly one successful status write carrying a certificate per request",
         format!(
-            "{total_writes} successful issuer status writes in the request log ({extra_writes} besides the issuing ones, e.g. Pending), each matched to the history"
+            "{total_writes} successful issuer status writes seen by the proxy ({extra_writes} besides the issuing ones, e.g. Pending), {lost_answers} with the answer lost to a restart, each matched to the history"
         ),
         failures,
     ));
@@ -2327,15 +2530,26 @@ fn status_writes_are_matched_to_the_history() {
     let issued = ev(4, request(true, Some("True"), Some("leaf-1")));
     let good = [&created, &approved, &pending, &issued];
     assert_eq!(
-        status_write_problems("ns/x", &good, 2),
+        status_write_problems("ns/x", &good, 2, 0),
         Vec::<String>::new()
     );
     // A write the history does not show (it changed nothing).
-    assert_eq!(status_write_problems("ns/x", &good, 3).len(), 1);
+    assert_eq!(status_write_problems("ns/x", &good, 3, 0).len(), 1);
+    // A write whose answer was lost is not counted against a no-op: a
+    // successful write too many is still one.
+    assert_eq!(status_write_problems("ns/x", &good, 3, 1).len(), 1);
+    // A change the successful writes do not account for: only a write whose
+    // answer was lost may explain it.
+    assert_eq!(status_write_problems("ns/x", &good, 1, 0).len(), 1);
+    assert_eq!(
+        status_write_problems("ns/x", &good, 1, 1),
+        Vec::<String>::new()
+    );
+    assert_eq!(status_write_problems("ns/x", &good, 0, 1).len(), 1);
     // Signed twice.
     let again = ev(5, request(true, Some("True"), Some("leaf-2")));
     let twice = [&created, &approved, &issued, &again];
-    let problems = status_write_problems("ns/x", &twice, 2);
+    let problems = status_write_problems("ns/x", &twice, 2, 0);
     assert!(
         problems.iter().any(|p| p.contains("signed twice")),
         "{problems:?}"
@@ -2343,13 +2557,14 @@ fn status_writes_are_matched_to_the_history() {
     // Never issued.
     let stuck = [&created, &approved, &pending];
     assert!(
-        status_write_problems("ns/x", &stuck, 1)[0].contains("0 status writes set a certificate")
+        status_write_problems("ns/x", &stuck, 1, 0)[0]
+            .contains("0 status writes set a certificate")
     );
     // Touched after issuance.
     let flipped = ev(5, request(true, Some("False"), Some("leaf-1")));
     let after = [&created, &approved, &issued, &flipped];
     assert!(
-        status_write_problems("ns/x", &after, 2)
+        status_write_problems("ns/x", &after, 2, 0)
             .iter()
             .any(|p| p.contains("after the certificate was set"))
     );
@@ -2464,21 +2679,14 @@ fn an_exit_reason_names_the_error_and_its_cause() {
     assert!(!fatal(&logs[..1]));
 }
 
-/// A client authenticating as `user` (a `system:masters` member).
-async fn client_as(server: &TestApiServer, dir: &Path, user: &str) -> kube::Client {
-    let path = user_kubeconfig(server, dir, user, user, MASTERS).unwrap();
-    let config = kube::Config::from_custom_kubeconfig(
-        kube::config::Kubeconfig::read_from(&path).unwrap(),
-        &kube::config::KubeConfigOptions::default(),
-    )
-    .await
-    .unwrap();
-    kube::Client::try_from(config).unwrap()
+/// A kube client for the kubeconfig at `path`.
+async fn client_from(path: &Path) -> kube::Client {
+    capstan_tests::controlplane::client_for(path).await.unwrap()
 }
 
-/// How long a watch of ConfigMaps stays open, at most `limit`.
-async fn watch_lifetime(client: kube::Client, limit: Duration) -> Duration {
-    let api = Api::<ConfigMap>::namespaced(client, "default");
+/// How long a watch of ConfigMaps in `namespace` stays open, at most `limit`.
+async fn watch_lifetime(client: kube::Client, namespace: &str, limit: Duration) -> Duration {
+    let api = Api::<ConfigMap>::namespaced(client, namespace);
     let started = Instant::now();
     let stream = api
         .watch(&WatchParams::default().timeout(30), "0")
@@ -2489,32 +2697,65 @@ async fn watch_lifetime(client: kube::Client, limit: Duration) -> Duration {
     started.elapsed()
 }
 
+/// The fault proxy's watch cuts, on the shared control plane: a
+/// controller's watch through the proxy ends on time, the exempt admin's
+/// (its token, through the same proxy) does not, and a change at run time
+/// applies to the next watch.
 #[tokio::test]
 async fn time_cut_watches_end_for_everyone_but_exempt_users() {
-    let server = TestApiServer::builder()
-        .faults(Faults {
+    let cp = ControlPlane::shared().await.unwrap();
+    let ns = cp.namespace("watch-cuts").await.unwrap();
+    let proxy = FaultProxy::start(
+        cp,
+        FaultsHandle::new(Faults {
             watch_cut_after_ms: Some(400),
             exempt_users: vec!["admin".into()],
             ..Faults::default()
-        })
-        .start()
-        .await
-        .unwrap();
+        }),
+    )
+    .await
+    .unwrap();
     let dir = tempfile::tempdir().unwrap();
-    let controller = client_as(&server, dir.path(), "controller").await;
-    let cut = watch_lifetime(controller, Duration::from_secs(20)).await;
+    let as_user = |user: &str| {
+        cp.user_kubeconfig_at(proxy.url(), dir.path(), user, user, MASTERS)
+            .unwrap()
+    };
+    let controller = client_from(&as_user("controller")).await;
+    let cut = watch_lifetime(controller, &ns, Duration::from_secs(20)).await;
     assert!(
         cut >= Duration::from_millis(400) && cut < Duration::from_secs(10),
         "a controller's watch should end about 400 ms after it opens, took {cut:?}"
     );
-    let admin = watch_lifetime(server.client().await.unwrap(), Duration::from_secs(2)).await;
+    let admin_config = cp
+        .token_kubeconfig_at(proxy.url(), dir.path(), "admin", cp.admin_token())
+        .unwrap();
+    let admin = watch_lifetime(
+        client_from(&admin_config).await,
+        &ns,
+        Duration::from_secs(2),
+    )
+    .await;
     assert!(
         admin >= Duration::from_secs(2),
         "the exempt admin's watch ended after {admin:?}"
     );
     // Changed at run time: the controller's watches are no longer cut.
-    server.faults().update(|f| f.watch_cut_after_ms = None);
-    let controller = client_as(&server, dir.path(), "controller-2").await;
-    let uncut = watch_lifetime(controller, Duration::from_secs(2)).await;
+    proxy.faults().update(|f| f.watch_cut_after_ms = None);
+    let controller = client_from(&as_user("controller-2")).await;
+    let uncut = watch_lifetime(controller, &ns, Duration::from_secs(2)).await;
     assert!(uncut >= Duration::from_secs(2), "ended after {uncut:?}");
+    // Each watch reached the proxy as the user it acted as.
+    let watched: Vec<String> = proxy
+        .seen()
+        .into_iter()
+        .filter(|r| r.uri.contains("watch=") && r.uri.contains(&ns))
+        .map(|r| r.user)
+        .collect();
+    assert_eq!(
+        watched,
+        ["controller", "admin", "controller-2"],
+        "{:?}",
+        proxy.seen()
+    );
+    cp.delete_namespace(&ns).await.unwrap();
 }

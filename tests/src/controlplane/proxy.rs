@@ -112,7 +112,17 @@ impl FaultProxy {
                     };
                     let service = hyper::service::service_fn(move |req| {
                         let shared = shared.clone();
-                        async move { Ok::<_, Infallible>(shared.handle(req).await) }
+                        // Each request is handled in a task of its own: a
+                        // client that goes away mid-request (a SIGKILLed
+                        // binary) does not cancel a write kube-apiserver may
+                        // already be applying, and the request stays in the
+                        // record with kube-apiserver's answer.
+                        let handled = tokio::spawn(async move { shared.handle(req).await });
+                        async move {
+                            Ok::<_, Infallible>(handled.await.unwrap_or_else(|e| {
+                                proxy_error(&format!("fault proxy: handler failed: {e}"))
+                            }))
+                        }
                     });
                     let _ = hyper::server::conn::http1::Builder::new()
                         .serve_connection(hyper_util::rt::TokioIo::new(stream), service)
@@ -265,16 +275,8 @@ impl Shared {
                 };
                 http::Response::from_parts(parts, body)
             }
-            Err(e) => {
-                // As a load balancer in front of a dead kube-apiserver.
-                let body = Full::new(Bytes::from(format!("fault proxy: upstream: {e:#}")))
-                    .map_err(|never| match never {})
-                    .boxed();
-                http::Response::builder()
-                    .status(502)
-                    .body(body)
-                    .unwrap_or_default()
-            }
+            // As a load balancer in front of a dead kube-apiserver.
+            Err(e) => proxy_error(&format!("fault proxy: upstream: {e:#}")),
         }
     }
 
@@ -289,6 +291,17 @@ impl Shared {
         tokio::spawn(conn);
         Ok(sender.send_request(req).await?)
     }
+}
+
+/// A `502 Bad Gateway` saying `message`.
+fn proxy_error(message: &str) -> http::Response<Body> {
+    let body = Full::new(Bytes::from(message.to_owned()))
+        .map_err(|never| match never {})
+        .boxed();
+    http::Response::builder()
+        .status(502)
+        .body(body)
+        .unwrap_or_default()
 }
 
 /// A watch response body that ends cleanly after `cut.after_events` events
