@@ -1,0 +1,288 @@
+//! cert-manager's own controller in the loop: `cert-manager-controller`, a
+//! main of ours over cert-manager's public packages built from its Go module
+//! by `tests/controlplane/build` (`tests/controlplane/cert-manager`), run out
+//! of cluster against a [`ControlPlane`] as a supervised [`Process`], with
+//! cert-manager's CRDs from the same module version ([`crd_dir`]).
+//!
+//! It runs as cert-manager's ServiceAccount ([`USER`], by impersonation, in
+//! `system:masters`, so the audit log tells its calls from the test's), with
+//! no leader election and no webhook: nothing fills a CertificateRequest's
+//! `spec.username`/`groups`, nothing validates specs, and nothing checks an
+//! approver's `approve` permission on `signers`.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use anyhow::{Context as _, bail};
+use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
+use kube::api::{Api, Patch, PatchParams};
+
+use super::process::Process;
+use super::{ControlPlane, bin_dir, free_port};
+
+/// The binary's name in [`bin_dir`].
+pub const BINARY: &str = "cert-manager-controller";
+
+/// The user cert-manager's controller runs as (its Helm chart's
+/// ServiceAccount `cert-manager/cert-manager`).
+pub const USER: &str = "system:serviceaccount:cert-manager:cert-manager";
+
+/// The controllers it runs unless told otherwise: issuer bookkeeping, the
+/// Certificate life cycle, the approver that approves every request, and
+/// the CA issuer's signer.
+pub const DEFAULT_CONTROLLERS: &[&str] = &[
+    "issuers",
+    "clusterissuers",
+    "certificates-trigger",
+    "certificates-issuing",
+    "certificates-key-manager",
+    "certificates-request-manager",
+    "certificates-readiness",
+    "certificates-revision-manager",
+    "certificaterequests-approver",
+    "certificaterequests-issuer-ca",
+];
+
+/// The approver: without it CertificateRequests wait for someone else to
+/// approve them.
+pub const APPROVER: &str = "certificaterequests-approver";
+
+/// How long the controller gets to sync its caches.
+const START_TIMEOUT: Duration = Duration::from_secs(120);
+
+/// The directory of cert-manager's CRDs (`deploy/crds` of the module version
+/// the controller was built from), linked beside the binaries.
+pub fn crd_dir() -> anyhow::Result<PathBuf> {
+    let dir = bin_dir().join("cert-manager-crds");
+    if !dir.is_dir() {
+        bail!(
+            "{} not found: build the control plane first (cargo xtask control-plane build)",
+            dir.display()
+        );
+    }
+    Ok(dir)
+}
+
+/// Applies cert-manager's CRDs ([`crd_dir`]) to `cp` (server-side apply, so
+/// applying twice is harmless) and waits until each is Established.
+pub async fn apply_crds(cp: &ControlPlane) -> anyhow::Result<()> {
+    let api: Api<CustomResourceDefinition> = Api::all(cp.client().await?);
+    let mut names = Vec::new();
+    let dir = crd_dir()?;
+    let mut files: Vec<PathBuf> = std::fs::read_dir(&dir)
+        .with_context(|| format!("reading {}", dir.display()))?
+        .map(|e| e.map(|e| e.path()))
+        .collect::<Result<_, _>>()?;
+    files.retain(|p| p.extension().is_some_and(|e| e == "yaml"));
+    files.sort();
+    for path in files {
+        let crd: CustomResourceDefinition = serde_yaml::from_str(&std::fs::read_to_string(&path)?)
+            .with_context(|| format!("parsing {}", path.display()))?;
+        let name = crd.metadata.name.clone().context("a CRD without a name")?;
+        api.patch(
+            &name,
+            &PatchParams::apply("capstan-tests").force(),
+            &Patch::Apply(&crd),
+        )
+        .await
+        .with_context(|| format!("applying {}", path.display()))?;
+        names.push(name);
+    }
+    if names.is_empty() {
+        bail!("no CRDs in {}", dir.display());
+    }
+    let deadline = tokio::time::Instant::now() + START_TIMEOUT;
+    for name in &names {
+        loop {
+            let crd = api.get(name).await?;
+            let established = crd
+                .status
+                .and_then(|s| s.conditions)
+                .unwrap_or_default()
+                .iter()
+                .any(|c| c.type_ == "Established" && c.status == "True");
+            if established {
+                break;
+            }
+            if tokio::time::Instant::now() >= deadline {
+                bail!("CRD {name} not Established after {START_TIMEOUT:?}");
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+    Ok(())
+}
+
+/// How to run the controller.
+#[derive(Debug, Clone)]
+pub struct Builder {
+    controllers: Vec<String>,
+    cluster_resource_namespace: String,
+}
+
+impl Default for Builder {
+    fn default() -> Self {
+        Self {
+            controllers: DEFAULT_CONTROLLERS
+                .iter()
+                .map(|c| (*c).to_owned())
+                .collect(),
+            cluster_resource_namespace: "kube-system".to_owned(),
+        }
+    }
+}
+
+impl Builder {
+    /// The controllers to run (`--controllers`).
+    pub fn controllers(mut self, controllers: &[&str]) -> Self {
+        self.controllers = controllers.iter().map(|c| (*c).to_owned()).collect();
+        self
+    }
+
+    /// [`DEFAULT_CONTROLLERS`] without `controller` (say, [`APPROVER`]).
+    pub fn without(mut self, controller: &str) -> Self {
+        self.controllers.retain(|c| c != controller);
+        self
+    }
+
+    /// Where ClusterIssuers' Secrets live (`--cluster-resource-namespace`,
+    /// default `kube-system`).
+    pub fn cluster_resource_namespace(mut self, namespace: &str) -> Self {
+        namespace.clone_into(&mut self.cluster_resource_namespace);
+        self
+    }
+
+    /// Applies cert-manager's CRDs to `cp`, starts the controller and waits
+    /// until its informer caches have synced (its `/readyz`).
+    pub async fn start(self, cp: &ControlPlane) -> anyhow::Result<CertManager> {
+        apply_crds(cp).await?;
+        let program = bin_dir().join(BINARY);
+        if !program.exists() {
+            bail!(
+                "{} not found: build the control plane first (cargo xtask control-plane build)",
+                program.display()
+            );
+        }
+        let kubeconfig = cp.user_kubeconfig_at(
+            &cp.url(),
+            cp.dir(),
+            "cert-manager",
+            USER,
+            &[
+                "system:masters",
+                "system:serviceaccounts",
+                "system:serviceaccounts:cert-manager",
+            ],
+        )?;
+        let log = cp.dir().join(format!("{BINARY}.log"));
+        let mut last = None;
+        // The metrics port is picked free and bound by the controller a moment
+        // later; a start that loses that race is tried again.
+        for _ in 0..3 {
+            let port = free_port()?;
+            let args = vec![
+                format!("--kubeconfig={}", kubeconfig.display()),
+                format!("--controllers={}", self.controllers.join(",")),
+                format!(
+                    "--cluster-resource-namespace={}",
+                    self.cluster_resource_namespace
+                ),
+                format!("--metrics-listen-address=127.0.0.1:{port}"),
+                "--v=2".to_owned(),
+            ];
+            let process = Process::spawn(BINARY, &program, &args, &log, Duration::from_secs(5))?;
+            let cm = CertManager {
+                process,
+                base_url: format!("http://127.0.0.1:{port}"),
+                controllers: self.controllers.clone(),
+            };
+            match cm.wait_ready().await {
+                Ok(()) => return Ok(cm),
+                Err(e) if format!("{e:#}").contains("address already in use") => last = Some(e),
+                Err(e) => return Err(e),
+            }
+        }
+        Err(last.unwrap_or_else(|| anyhow::anyhow!("{BINARY} did not start")))
+    }
+}
+
+/// A running cert-manager controller; dropping it kills it.
+#[derive(Debug)]
+pub struct CertManager {
+    process: Process,
+    base_url: String,
+    controllers: Vec<String>,
+}
+
+impl CertManager {
+    /// How to run it.
+    pub fn builder() -> Builder {
+        Builder::default()
+    }
+
+    /// Starts it with [`DEFAULT_CONTROLLERS`] ([`Builder::start`]).
+    pub async fn start(cp: &ControlPlane) -> anyhow::Result<Self> {
+        Builder::default().start(cp).await
+    }
+
+    async fn wait_ready(&self) -> anyhow::Result<()> {
+        let deadline = tokio::time::Instant::now() + START_TIMEOUT;
+        let url = format!("{}/readyz", self.base_url);
+        loop {
+            if get(&url).await.is_some_and(|body| body.trim() == "ok") {
+                return Ok(());
+            }
+            if !self.process.is_running() {
+                bail!(
+                    "{BINARY} exited while starting; its log ends:\n{}",
+                    self.process.log_tail(40)
+                );
+            }
+            if tokio::time::Instant::now() >= deadline {
+                bail!(
+                    "{BINARY} not ready after {START_TIMEOUT:?}; its log ends:\n{}",
+                    self.process.log_tail(40)
+                );
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    }
+
+    /// cert-manager's Prometheus endpoint (`http://127.0.0.1:<port>/metrics`).
+    pub fn metrics_url(&self) -> String {
+        format!("{}/metrics", self.base_url)
+    }
+
+    /// One scrape of [`CertManager::metrics_url`]; `None` when it does not
+    /// answer.
+    pub async fn metrics(&self) -> Option<String> {
+        get(&self.metrics_url()).await
+    }
+
+    /// The controllers it runs.
+    pub fn controllers(&self) -> &[String] {
+        &self.controllers
+    }
+
+    /// Its process.
+    pub fn process(&self) -> &Process {
+        &self.process
+    }
+
+    /// The last `lines` lines of its log, for failure messages.
+    pub fn logs(&self, lines: usize) -> String {
+        self.process.log_tail(lines)
+    }
+}
+
+/// The body of a successful plain-HTTP GET of `url`.
+async fn get(url: &str) -> Option<String> {
+    let out = tokio::process::Command::new("curl")
+        .args(["-sf", "--max-time", "5", url])
+        .output()
+        .await
+        .ok()?;
+    out.status
+        .success()
+        .then(|| String::from_utf8_lossy(&out.stdout).into_owned())
+}
