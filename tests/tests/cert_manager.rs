@@ -5,7 +5,10 @@
 //! CertificateRequest, its approver approves it, the real `capstan-issuer`
 //! signs it, and cert-manager writes the Secret and marks the Certificate
 //! Ready; the result is checked with the real openssl, kube-apiserver's
-//! audit log and cert-manager's own Prometheus metrics.
+//! audit log and cert-manager's own Prometheus metrics. A third test
+//! rotates capstan's CA and lets cert-manager renew on its own at
+//! `renewBefore`; a fourth puts a Certificate of cert-manager's own CA
+//! issuer beside one of capstan's and compares what a user sees of both.
 //!
 //! Each test starts its own control plane (no scheduler or kwok: no pods
 //! are needed), capstan-issuer and cert-manager. cert-manager runs without
@@ -19,8 +22,8 @@ use std::time::Duration;
 
 use capstan_tests::apiserver::RequestRecord;
 use capstan_tests::cluster::{
-    self, MASTERS, condition, decode_b64, metric_value, openssl_in, request_condition_args,
-    request_condition_patch, user_kubeconfig,
+    self, MASTERS, condition, decode_b64, metric_value, openssl_in, p256_ca,
+    request_condition_args, request_condition_patch, user_kubeconfig,
 };
 use capstan_tests::controlplane::ControlPlane;
 use capstan_tests::controlplane::cert_manager::{self, APPROVER, CertManager};
@@ -152,28 +155,11 @@ impl Env {
             .collect()
     }
 
-    /// Waits until Certificate `web` has finished issuing `revision`: Ready,
-    /// at that revision, no longer Issuing. (cert-manager's readiness
-    /// controller may mark it Ready from the new Secret a moment before its
-    /// issuing controller records the revision.)
+    /// Waits until Certificate `web` has finished issuing `revision`.
     async fn wait_issued(&self, revision: u64) -> Value {
-        let found = await_condition(
-            &format!("revision {revision} of web"),
-            WAIT,
-            POLL,
-            || async {
-                let cert = self
-                    .kubectl
-                    .get_json(&["certificate", "web", "-n", "default"])
-                    .await?;
-                (cert["status"]["revision"] == revision
-                    && condition(&cert, "Issuing").is_none()
-                    && condition(&cert, "Ready").is_some_and(|c| c["status"] == "True"))
-                .then_some(cert)
-            },
-        )
-        .await;
-        found.unwrap_or_else(|e| panic!("{e}\n{}", self.logs()))
+        cert_manager::wait_issued(&self.kubectl, "default", "web", revision, WAIT)
+            .await
+            .unwrap_or_else(|e| panic!("{e}\n{}", self.logs()))
     }
 
     /// Waits for cert-manager to create Certificate `web`'s one request.
@@ -439,22 +425,7 @@ async fn cert_manager_issues_a_certificate_through_capstan() {
     // A renewal, triggered as `cmctl renew` does it (an Issuing condition
     // on the status): cert-manager makes revision 2's request with a new
     // key, capstan signs it, and the Secret holds the new pair.
-    let renew = format!(
-        r#"[{{"op":"add","path":"/status/conditions/-","value":{{"type":"Issuing","status":"True","reason":"ManuallyTriggered","message":"renewed by test","observedGeneration":{}}}}}]"#,
-        cert["metadata"]["generation"]
-    );
-    env.kubectl
-        .run_ok(&[
-            "patch",
-            "certificate",
-            "web",
-            "-n",
-            "default",
-            "--subresource=status",
-            "--type=json",
-            "-p",
-            &renew,
-        ])
+    cert_manager::renew(&env.kubectl, "default", "web")
         .await
         .unwrap();
     let renewed = env.wait_issued(2).await;
@@ -744,4 +715,355 @@ fn sentinel_csr(dir: &Path) -> String {
         "/CN=sentinel",
         Some("DNS:sentinel.default.svc"),
     )
+}
+
+/// A self-managed ClusterCAIssuer that switches signing 3 s after a
+/// rotation starts.
+const ROTATING_ISSUER: &str = "apiVersion: capstan.dev/v1alpha1
+kind: ClusterCAIssuer
+metadata:
+  name: rotating-ca
+spec:
+  selfManaged:
+    secretName: rotating-ca
+    propagationDelay: 3s
+";
+
+/// A Certificate cert-manager renews 30 s after each issuance
+/// (`renewBefore` of a 1 h leaf).
+const SHORT_LIVED: &str = "apiVersion: cert-manager.io/v1
+kind: Certificate
+metadata:
+  name: short
+  namespace: default
+spec:
+  secretName: short-tls
+  commonName: short.default.svc
+  dnsNames: [short.default.svc]
+  duration: 1h
+  renewBefore: 59m30s
+  privateKey:
+    algorithm: ECDSA
+    size: 256
+  issuerRef:
+    group: capstan.dev
+    kind: ClusterCAIssuer
+    name: rotating-ca
+";
+
+/// The `status.ca.fingerprint` of ClusterCAIssuer `name`.
+async fn signing_fingerprint(env: &Env, name: &str) -> Option<String> {
+    let issuer = env.kubectl.get_json(&["clustercaissuer", name]).await?;
+    issuer["status"]["ca"]["fingerprint"]
+        .as_str()
+        .map(str::to_owned)
+}
+
+/// Writes `key` of Secret `default/secret` to `file` in the test's
+/// directory; returns its path.
+async fn secret_file(env: &Env, secret: &str, key: &str, file: &str) -> String {
+    let s = env
+        .kubectl
+        .get_json(&["secret", secret, "-n", "default"])
+        .await
+        .unwrap_or_else(|| panic!("no Secret {secret}\n{}", env.logs()));
+    env.write(file, &decode_b64(&s["data"][key]))
+}
+
+/// After a CA rotation, cert-manager's own renewal (at `renewBefore`, with
+/// nobody asking) gets a leaf from the new CA: the Secret's `ca.crt` moves
+/// to it, and the leaves before and after both verify against the bundle
+/// capstan publishes meanwhile.
+#[tokio::test]
+async fn after_a_ca_rotation_cert_manager_renews_from_the_new_ca_on_its_own() {
+    let env = start(CertManager::builder()).await;
+    env.kubectl.apply(ROTATING_ISSUER).await;
+    env.wait_condition(&["clustercaissuer", "rotating-ca"], "Ready", "True")
+        .await;
+    env.kubectl.apply(SHORT_LIVED).await;
+    let first = cert_manager::wait_issued(&env.kubectl, "default", "short", 1, WAIT)
+        .await
+        .unwrap_or_else(|e| panic!("{e}\n{}", env.logs()));
+    // cert-manager schedules the renewal at notAfter - renewBefore.
+    let at = |field: &str| {
+        time::OffsetDateTime::parse(
+            first["status"][field].as_str().unwrap(),
+            &time::format_description::well_known::Rfc3339,
+        )
+        .unwrap_or_else(|e| panic!("{field}: {e}: {first}"))
+    };
+    assert_eq!(
+        at("notAfter") - at("renewalTime"),
+        time::Duration::seconds(59 * 60 + 30),
+        "{first}"
+    );
+    let old_ca = signing_fingerprint(&env, "rotating-ca").await.unwrap();
+    let first_leaf = secret_file(&env, "short-tls", "tls.crt", "first.crt").await;
+    let first_ca = secret_file(&env, "short-tls", "ca.crt", "first-ca.crt").await;
+    // Its key, so that the leak scan looks for it.
+    secret_file(&env, "short-tls", "tls.key", "first.key").await;
+    assert_eq!(fingerprint(&env, &first_ca), old_ca);
+
+    env.kubectl
+        .run_ok(&[
+            "annotate",
+            "clustercaissuer",
+            "rotating-ca",
+            "capstan.dev/rotate=drill-1",
+        ])
+        .await
+        .unwrap();
+    let new_ca = await_condition("the new CA signing", WAIT, POLL, || async {
+        signing_fingerprint(&env, "rotating-ca")
+            .await
+            .filter(|f| *f != old_ca)
+    })
+    .await
+    .unwrap_or_else(|e| panic!("{e}\n{}", env.logs()));
+
+    // The renewals come every 30 s; one after the switch is from the new CA.
+    let renewed = await_condition(
+        "a renewal by cert-manager from the new CA",
+        2 * WAIT,
+        POLL,
+        || async {
+            let cert = env
+                .kubectl
+                .get_json(&["certificate", "short", "-n", "default"])
+                .await?;
+            let ready = condition(&cert, "Ready").is_some_and(|c| c["status"] == "True");
+            let ca = secret_file(&env, "short-tls", "ca.crt", "renewed-ca.crt").await;
+            (ready && cert["status"]["revision"].as_u64()? >= 2 && fingerprint(&env, &ca) == new_ca)
+                .then_some(cert)
+        },
+    )
+    .await
+    .unwrap_or_else(|e| panic!("{e}\n{}", env.logs()));
+    let leaf = secret_file(&env, "short-tls", "tls.crt", "renewed.crt").await;
+    let ca = secret_file(&env, "short-tls", "ca.crt", "renewed-ca.crt").await;
+    secret_file(&env, "short-tls", "tls.key", "renewed.key").await;
+    let out = env.openssl(&["verify", "-CAfile", &ca, &leaf]);
+    assert!(out.contains(": OK"), "{out}");
+    let (old_verifies, _) = openssl_in(env.dir.path(), &["verify", "-CAfile", &first_ca, &leaf]);
+    assert!(!old_verifies, "the renewed leaf is not from the old CA");
+    // The bundle capstan publishes trusts the leaves of both CAs.
+    let bundle = secret_file(&env, "rotating-ca", "ca-bundle.crt", "bundle.crt").await;
+    for l in [&first_leaf, &leaf] {
+        let out = env.openssl(&["verify", "-CAfile", &bundle, l]);
+        assert!(out.contains(": OK"), "{l}: {out}");
+    }
+
+    // Nobody but cert-manager asked for the renewals: no status write on
+    // the Certificate by anyone else.
+    let others: Vec<RequestRecord> = env
+        .cp
+        .request_log()
+        .into_iter()
+        .filter(|r| {
+            r.resource == "certificates"
+                && r.subresource == "status"
+                && matches!(r.verb.as_str(), "patch" | "update")
+                && r.user != cert_manager::USER
+        })
+        .collect();
+    assert!(others.is_empty(), "{others:#?}");
+    let revision = renewed["status"]["revision"].as_u64().unwrap();
+    println!("renewed from the new CA at revision {revision}");
+    env.assert_no_key_leaks().await;
+}
+
+/// cert-manager's CA ClusterIssuer with an openssl-made P-256 CA.
+const CM_ISSUER: &str = "apiVersion: cert-manager.io/v1
+kind: ClusterIssuer
+metadata:
+  name: cm-ca
+spec:
+  ca:
+    secretName: cm-ca
+";
+
+/// `(type, reason, from)` of the Events `kubectl describe` prints under
+/// `Events:`, sorted.
+fn described_events(describe: &str) -> Vec<(String, String, String)> {
+    let mut rows: Vec<(String, String, String)> = describe
+        .lines()
+        .skip_while(|l| !l.starts_with("Events:"))
+        .skip(3)
+        .filter_map(|l| {
+            let mut cols = l.split_whitespace();
+            let (type_, reason, _age) = (cols.next()?, cols.next()?, cols.next()?);
+            Some((type_.to_owned(), reason.to_owned(), cols.next()?.to_owned()))
+        })
+        .collect();
+    rows.sort();
+    rows
+}
+
+/// A Certificate through capstan looks to its user exactly as one through
+/// cert-manager's own CA issuer: the same conditions on the Certificate and
+/// its request, the same Secret keys, the same `kubectl get` and `kubectl
+/// describe`, and the same series in cert-manager's metrics.
+#[tokio::test]
+async fn a_capstan_certificate_looks_like_one_from_cert_managers_ca_issuer() {
+    let env = start(CertManager::builder()).await;
+    p256_ca(env.dir.path(), "cm-ca");
+    env.kubectl
+        .run_ok(&[
+            "create",
+            "secret",
+            "tls",
+            "cm-ca",
+            "-n",
+            "kube-system",
+            &format!("--cert={}", env.dir.path().join("cm-ca.crt").display()),
+            &format!("--key={}", env.dir.path().join("cm-ca.key").display()),
+        ])
+        .await
+        .unwrap();
+    env.kubectl.apply(CM_ISSUER).await;
+    env.wait_condition(&["clusterissuer", "cm-ca"], "Ready", "True")
+        .await;
+    let peer = CERTIFICATE
+        .replace("name: web\n", "name: web-cm\n")
+        .replace("secretName: web-tls", "secretName: web-cm-tls")
+        .replace("group: capstan.dev", "group: cert-manager.io")
+        .replace("kind: ClusterCAIssuer", "kind: ClusterIssuer")
+        .replace("name: web-ca", "name: cm-ca");
+    env.kubectl.apply(CERTIFICATE).await;
+    env.kubectl.apply(&peer).await;
+    let mut certs = Vec::new();
+    for name in ["web", "web-cm"] {
+        certs.push(
+            cert_manager::wait_issued(&env.kubectl, "default", name, 1, WAIT)
+                .await
+                .unwrap_or_else(|e| panic!("{e}\n{}", env.logs())),
+        );
+    }
+
+    // The Certificates' conditions.
+    let conditions = |obj: &Value| -> Vec<(String, String, String, String)> {
+        let mut c: Vec<_> = obj["status"]["conditions"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|c| {
+                let s = |k: &str| c[k].as_str().unwrap_or_default().to_owned();
+                (s("type"), s("status"), s("reason"), s("message"))
+            })
+            .collect();
+        c.sort();
+        c
+    };
+    assert_eq!(conditions(&certs[0]), conditions(&certs[1]));
+
+    // Their requests' conditions (the messages name the issuer).
+    let requests = env
+        .kubectl
+        .get_json(&["certificaterequests", "-n", "default"])
+        .await
+        .unwrap();
+    let of = |cert: &str| -> Vec<(String, String, String)> {
+        let request = requests["items"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|r| r["metadata"]["annotations"]["cert-manager.io/certificate-name"] == cert)
+            .unwrap_or_else(|| panic!("no request of {cert}: {requests}"));
+        conditions(request)
+            .into_iter()
+            .map(|(t, s, r, _)| (t, s, r))
+            .collect()
+    };
+    assert_eq!(of("web"), of("web-cm"));
+
+    // The Secrets.
+    let keys = |secret: Value| -> (Value, Vec<String>) {
+        let mut k: Vec<String> = secret["data"]
+            .as_object()
+            .unwrap()
+            .keys()
+            .cloned()
+            .collect();
+        k.sort();
+        (secret["type"].clone(), k)
+    };
+    let ours = keys(
+        env.kubectl
+            .get_json(&["secret", "web-tls", "-n", "default"])
+            .await
+            .unwrap(),
+    );
+    let theirs = keys(
+        env.kubectl
+            .get_json(&["secret", "web-cm-tls", "-n", "default"])
+            .await
+            .unwrap(),
+    );
+    assert_eq!(ours, theirs);
+    assert_eq!(ours.1, ["ca.crt", "tls.crt", "tls.key"]);
+
+    // What kubectl prints.
+    let table = env
+        .kubectl
+        .run_ok(&["get", "certificates", "-n", "default"])
+        .await
+        .unwrap();
+    let columns = |name: &str| -> Vec<String> {
+        let row = table
+            .lines()
+            .find(|l| l.split_whitespace().next() == Some(name))
+            .unwrap_or_else(|| panic!("no row {name}:\n{table}"));
+        // NAME READY SECRET AGE: READY, and the SECRET with its prefix.
+        let cols: Vec<&str> = row.split_whitespace().collect();
+        vec![cols[1].to_owned(), cols[2].replace(name, "")]
+    };
+    assert_eq!(columns("web"), columns("web-cm"), "{table}");
+    assert_eq!(columns("web")[0], "True", "{table}");
+    let mut described = Vec::new();
+    for name in ["web", "web-cm"] {
+        described.push(
+            env.kubectl
+                .run_ok(&["describe", "certificate", name, "-n", "default"])
+                .await
+                .unwrap(),
+        );
+    }
+    let (ours, theirs) = (&described[0], &described[1]);
+    for text in [ours, theirs] {
+        assert!(
+            text.contains("Certificate is up to date and has not expired"),
+            "{text}"
+        );
+    }
+    let events = described_events(ours);
+    assert!(!events.is_empty(), "{ours}");
+    assert_eq!(events, described_events(theirs), "{ours}\n{theirs}");
+
+    // cert-manager's metrics: the same series, Ready, for both.
+    let body = await_condition("cert-manager's metrics of both", WAIT, POLL, || async {
+        let body = env.cm.metrics().await?;
+        ["web", "web-cm"]
+            .iter()
+            .all(|name| {
+                metric_value(
+                    &body,
+                    "certmanager_certificate_ready_status",
+                    &[("name", name), ("condition", "True")],
+                ) == Some(1.0)
+            })
+            .then_some(body)
+    })
+    .await
+    .unwrap_or_else(|e| panic!("{e}\n{}", env.logs()));
+    let series = |name: &str| -> Vec<String> {
+        let mut s: Vec<String> = body
+            .lines()
+            .filter(|l| l.contains(&format!("name=\"{name}\"")))
+            .filter_map(|l| l.split('{').next().map(str::to_owned))
+            .collect();
+        s.sort();
+        s
+    };
+    assert_eq!(series("web"), series("web-cm"), "{body}");
+    env.assert_no_key_leaks().await;
 }

@@ -11,6 +11,11 @@
 //! mounts a leaf Secret and a StatefulSet that mounts the bundle each roll
 //! exactly once per change; and `kubectl get events -A --sort-by` tells the
 //! steps in order.
+//!
+//! The leaf is a user's: a `Certificate` that cert-manager's own controller
+//! (built from its Go module) turns into a request, approves and, once
+//! capstan has signed it, writes to the Secret the Deployment mounts; after
+//! the switch it is renewed as `cmctl renew` does it.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::collections::BTreeMap;
@@ -19,15 +24,15 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use capstan_tests::cluster::{
-    MASTERS, decode_b64, openssl_in, p256_csr, start_binary, start_issuer, user_kubeconfig,
+    MASTERS, decode_b64, openssl_in, start_binary, start_issuer, user_kubeconfig,
 };
 use capstan_tests::controlplane::ControlPlane;
+use capstan_tests::controlplane::cert_manager::{self, CertManager};
 use capstan_tests::harness::{Kubectl, RunningBinary, await_condition};
 use capstan_tests::hygiene;
-use k8s_openapi::ByteString;
 use k8s_openapi::api::apps::v1::{Deployment, StatefulSet};
 use k8s_openapi::api::core::v1::{ConfigMap, Secret};
-use kube::api::{Api, ApiResource, DynamicObject, Patch, PatchParams};
+use kube::api::{Api, ApiResource, DynamicObject};
 use kube::core::GroupVersionKind;
 use serde_json::Value;
 
@@ -51,6 +56,7 @@ struct Story {
     client: kube::Client,
     kubectl: Kubectl,
     dir: tempfile::TempDir,
+    cert_manager: CertManager,
     /// Declared last so it is dropped last, after the binaries.
     _server: ControlPlane,
 }
@@ -60,15 +66,6 @@ fn issuers(client: &kube::Client) -> Api<DynamicObject> {
     Api::all_with(
         client.clone(),
         &ApiResource::from_gvk_with_plural(&gvk, "clustercaissuers"),
-    )
-}
-
-fn certificate_requests(client: &kube::Client, ns: &str) -> Api<DynamicObject> {
-    let gvk = GroupVersionKind::gvk("cert-manager.io", "v1", "CertificateRequest");
-    Api::namespaced_with(
-        client.clone(),
-        ns,
-        &ApiResource::from_gvk_with_plural(&gvk, "certificaterequests"),
     )
 }
 
@@ -208,7 +205,9 @@ impl Story {
         let server = ControlPlane::start().await.unwrap();
         let client = server.client().await.unwrap();
         let kubectl = Kubectl::for_server(&server).unwrap();
-        kubectl.apply_crds(true).await.unwrap();
+        kubectl.apply_crds(false).await.unwrap();
+        // With cert-manager's CRDs, from the module it was built from.
+        let cert_manager = CertManager::start(&server).await.unwrap();
         for ns in TEAMS.iter().copied().chain(["certs", OUTSIDE]) {
             kubectl.run_ok(&["create", "namespace", ns]).await.unwrap();
         }
@@ -252,15 +251,17 @@ impl Story {
             client,
             kubectl,
             dir,
+            cert_manager,
             _server: server,
         }
     }
 
     fn logs(&self) -> String {
         format!(
-            "rotator logs:\n{}\nissuer logs:\n{}",
+            "rotator logs:\n{}\nissuer logs:\n{}\ncert-manager's log:\n{}",
             self.rotator.logs().join("\n"),
-            self.issuer.logs().join("\n")
+            self.issuer.logs().join("\n"),
+            self.cert_manager.logs(40)
         )
     }
 
@@ -294,73 +295,26 @@ impl Story {
         self.openssl(&["verify", "-CAfile", &file, leaf])
     }
 
-    /// Does what cert-manager does for a Certificate: a key and CSR (by
-    /// openssl), a CertificateRequest naming the issuer, the approver's
-    /// condition, then the `kubernetes.io/tls` Secret `metrics-tls` from the
-    /// issued chain. Returns the leaf's file.
-    async fn issue(&self, name: &str) -> String {
-        let csr = p256_csr(self.dir.path(), name, "/CN=metrics-app.team-a.svc", None);
-        self.apply(&format!(
-            "apiVersion: cert-manager.io/v1
-kind: CertificateRequest
-metadata:
-  name: {name}
-  namespace: team-a
-  annotations:
-    cert-manager.io/certificate-name: metrics-app
-spec:
-  request: {csr}
-  duration: 10m
-  usages: [digital signature, server auth]
-  issuerRef:
-    group: capstan.dev
-    kind: ClusterCAIssuer
-    name: monitoring-ca
-"
-        ))
-        .await;
-        self.kubectl
-            .set_request_condition(
-                "team-a",
-                name,
-                "Approved",
-                "Certificate request has been approved by cert-manager.io",
-            )
+    /// Waits until cert-manager has written `revision` of Certificate
+    /// `metrics-app` to Secret `metrics-tls`; writes its leaf (and key, for
+    /// the leak scan) to files; returns the leaf's file.
+    async fn issued(&self, revision: u64) -> String {
+        cert_manager::wait_issued(&self.kubectl, "team-a", "metrics-app", revision, WAIT)
+            .await
+            .unwrap_or_else(|e| panic!("{e}\n{}", self.logs()));
+        let secret = self
+            .kubectl
+            .get_json(&["secret", "metrics-tls", "-n", "team-a"])
             .await
             .unwrap();
-        let api = certificate_requests(&self.client, "team-a");
-        let issued = self
-            .wait(&format!("CertificateRequest {name} issued"), || async {
-                let cr = api.get(name).await.ok()?;
-                cr.data["status"]["certificate"].is_string().then_some(cr)
-            })
-            .await;
-        let chain = decode_b64(&issued.data["status"]["certificate"]);
-        let ca = decode_b64(&issued.data["status"]["ca"]);
-        let key = std::fs::read(self.dir.path().join(format!("{name}.key"))).unwrap();
-        let secret = Secret {
-            metadata: kube::api::ObjectMeta {
-                name: Some("metrics-tls".to_owned()),
-                namespace: Some("team-a".to_owned()),
-                ..Default::default()
-            },
-            type_: Some("kubernetes.io/tls".into()),
-            data: Some(BTreeMap::from([
-                ("tls.crt".to_owned(), ByteString(chain.clone().into_bytes())),
-                ("tls.key".to_owned(), ByteString(key)),
-                ("ca.crt".to_owned(), ByteString(ca.into_bytes())),
-            ])),
-            ..Secret::default()
-        };
-        Api::<Secret>::namespaced(self.client.clone(), "team-a")
-            .patch(
-                "metrics-tls",
-                &PatchParams::apply("cert-manager-certificates-issuing").force(),
-                &Patch::Apply(&secret),
-            )
-            .await
-            .unwrap();
-        self.write(&format!("{name}.crt"), &chain)
+        self.write(
+            &format!("metrics-app-{revision}.key"),
+            &decode_b64(&secret["data"]["tls.key"]),
+        );
+        self.write(
+            &format!("metrics-app-{revision}.crt"),
+            &decode_b64(&secret["data"]["tls.crt"]),
+        )
     }
 
     /// Events (reason, kind/name, namespace, lastTimestamp, count) in the
@@ -411,6 +365,28 @@ spec:
             .sum()
     }
 }
+
+/// The user's Certificate for the metrics endpoint (the issuer's
+/// `maxDuration`, so cert-manager renews only when asked, within the test).
+const CERTIFICATE: &str = "apiVersion: cert-manager.io/v1
+kind: Certificate
+metadata:
+  name: metrics-app
+  namespace: team-a
+spec:
+  secretName: metrics-tls
+  commonName: metrics-app.team-a.svc
+  dnsNames: [metrics-app.team-a.svc]
+  duration: 10m
+  privateKey:
+    algorithm: ECDSA
+    size: 256
+  usages: [digital signature, server auth]
+  issuerRef:
+    group: capstan.dev
+    kind: ClusterCAIssuer
+    name: monitoring-ca
+";
 
 fn workload(kind: &str, name: &str, volume: &str) -> String {
     let service = if kind == "StatefulSet" {
@@ -512,8 +488,10 @@ metadata:
         "an unselected namespace gets no bundle"
     );
 
-    // A leaf for the metrics endpoint, and the two workloads.
-    let before = story.issue("metrics-app-1").await;
+    // A leaf for the metrics endpoint, as a user asks for it, and the two
+    // workloads.
+    story.apply(CERTIFICATE).await;
+    let before = story.issued(1).await;
     story
         .apply(&workload(
             "Deployment",
@@ -570,7 +548,10 @@ metadata:
         .await;
 
     // The renewed leaf, from the new CA: the Deployment rolls for it.
-    let after = story.issue("metrics-app-2").await;
+    cert_manager::renew(&story.kubectl, "team-a", "metrics-app")
+        .await
+        .unwrap();
+    let after = story.issued(2).await;
     story
         .wait("the Deployment's rollout for the renewed leaf", || async {
             (story

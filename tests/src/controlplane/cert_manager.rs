@@ -16,9 +16,12 @@ use std::time::Duration;
 use anyhow::{Context as _, bail};
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
 use kube::api::{Api, Patch, PatchParams};
+use serde_json::Value;
 
 use super::process::Process;
 use super::{ControlPlane, bin_dir, free_port};
+use crate::cluster::condition;
+use crate::harness::{Kubectl, await_condition};
 
 /// The binary's name in [`bin_dir`].
 pub const BINARY: &str = "cert-manager-controller";
@@ -285,4 +288,67 @@ async fn get(url: &str) -> Option<String> {
     out.status
         .success()
         .then(|| String::from_utf8_lossy(&out.stdout).into_owned())
+}
+
+/// Waits until Certificate `namespace/name` has finished issuing
+/// `revision`: Ready, at that revision, no longer Issuing (cert-manager's
+/// readiness controller may mark it Ready from the new Secret a moment
+/// before its issuing controller records the revision); returns it.
+pub async fn wait_issued(
+    kubectl: &Kubectl,
+    namespace: &str,
+    name: &str,
+    revision: u64,
+    timeout: Duration,
+) -> anyhow::Result<Value> {
+    await_condition(
+        &format!("revision {revision} of Certificate {namespace}/{name}"),
+        timeout,
+        Duration::from_millis(200),
+        || async {
+            let cert = kubectl
+                .get_json(&["certificate", name, "-n", namespace])
+                .await?;
+            (cert["status"]["revision"] == revision
+                && condition(&cert, "Issuing").is_none()
+                && condition(&cert, "Ready").is_some_and(|c| c["status"] == "True"))
+            .then_some(cert)
+        },
+    )
+    .await
+}
+
+/// Asks for a renewal of Certificate `namespace/name` now, as `cmctl renew`
+/// does: an `Issuing=True` condition (reason `ManuallyTriggered`) on its
+/// status, at its current generation.
+pub async fn renew(kubectl: &Kubectl, namespace: &str, name: &str) -> anyhow::Result<()> {
+    let cert = kubectl
+        .get_json(&["certificate", name, "-n", namespace])
+        .await
+        .with_context(|| format!("Certificate {namespace}/{name} not found"))?;
+    let patch = serde_json::json!([{
+        "op": "add",
+        "path": "/status/conditions/-",
+        "value": {
+            "type": "Issuing",
+            "status": "True",
+            "reason": "ManuallyTriggered",
+            "message": "Certificate re-issuance manually triggered",
+            "observedGeneration": cert["metadata"]["generation"],
+        },
+    }]);
+    kubectl
+        .run_ok(&[
+            "patch",
+            "certificate",
+            name,
+            "-n",
+            namespace,
+            "--subresource=status",
+            "--type=json",
+            "-p",
+            &patch.to_string(),
+        ])
+        .await
+        .map(drop)
 }
