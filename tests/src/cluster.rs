@@ -492,3 +492,40 @@ pub async fn create_crds(client: &kube::Client, cert_manager: bool) -> anyhow::R
     }
     Ok(())
 }
+
+/// Whether kube-apiserver's authorizer lets `user` (in `groups`) `verb` the
+/// `group/signers` named `name` (`<resource>.<group>/<name>` or `.../*`),
+/// asked as a SubjectAccessReview, as cert-manager's approval webhook and
+/// kube-apiserver's certificate admission ask it.
+pub async fn may_on_signer(
+    client: kube::Client,
+    user: &str,
+    groups: &[&str],
+    verb: &str,
+    group: &str,
+    name: &str,
+) -> anyhow::Result<bool> {
+    use k8s_openapi::api::authorization::v1::{
+        ResourceAttributes, SubjectAccessReview, SubjectAccessReviewSpec,
+    };
+    let review = SubjectAccessReview {
+        spec: SubjectAccessReviewSpec {
+            user: Some(user.to_owned()),
+            groups: Some(groups.iter().map(|g| (*g).to_owned()).collect()),
+            resource_attributes: Some(ResourceAttributes {
+                group: Some(group.to_owned()),
+                resource: Some("signers".to_owned()),
+                verb: Some(verb.to_owned()),
+                name: Some(name.to_owned()),
+                version: Some("*".to_owned()),
+                ..Default::default()
+            }),
+            ..Default::default()
+        },
+        ..Default::default()
+    };
+    let answer = kube::Api::<SubjectAccessReview>::all(client)
+        .create(&kube::api::PostParams::default(), &review)
+        .await?;
+    Ok(answer.status.is_some_and(|s| s.allowed))
+}

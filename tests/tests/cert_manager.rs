@@ -29,10 +29,6 @@ use capstan_tests::controlplane::ControlPlane;
 use capstan_tests::controlplane::cert_manager::{self, APPROVER, CertManager};
 use capstan_tests::harness::{Kubectl, RunningBinary, await_condition, helm_path, workspace_root};
 use capstan_tests::hygiene;
-use k8s_openapi::api::authorization::v1::{
-    ResourceAttributes, SubjectAccessReview, SubjectAccessReviewSpec,
-};
-use kube::api::{Api, PostParams};
 use serde_json::Value;
 
 const WAIT: Duration = Duration::from_secs(90);
@@ -634,28 +630,16 @@ async fn without_the_approver_capstan_waits_for_an_approval_by_hand() {
 /// Whether [`APPROVER_USER`] may `approve` cert-manager.io signer `name`,
 /// asked as cert-manager's approval webhook asks.
 async fn may_approve(env: &Env, name: &str) -> bool {
-    let review = SubjectAccessReview {
-        spec: SubjectAccessReviewSpec {
-            user: Some(APPROVER_USER.to_owned()),
-            groups: Some(vec![
-                "capstan-approvers".to_owned(),
-                "system:authenticated".to_owned(),
-            ]),
-            resource_attributes: Some(ResourceAttributes {
-                group: Some("cert-manager.io".to_owned()),
-                resource: Some("signers".to_owned()),
-                verb: Some("approve".to_owned()),
-                name: Some(name.to_owned()),
-                version: Some("*".to_owned()),
-                ..Default::default()
-            }),
-            ..Default::default()
-        },
-        ..Default::default()
-    };
-    let api: Api<SubjectAccessReview> = Api::all(env.cp.client().await.unwrap());
-    let answer = api.create(&PostParams::default(), &review).await.unwrap();
-    answer.status.is_some_and(|s| s.allowed)
+    cluster::may_on_signer(
+        env.cp.client().await.unwrap(),
+        APPROVER_USER,
+        &["capstan-approvers", "system:authenticated"],
+        "approve",
+        "cert-manager.io",
+        name,
+    )
+    .await
+    .unwrap()
 }
 
 /// The chart's ClusterRole that grants `approve` on capstan's signers, from

@@ -31,15 +31,12 @@ use std::collections::BTreeSet;
 use std::time::Duration;
 
 use base64::Engine as _;
-use capstan_tests::cluster::{request_condition_args, request_condition_patch, start_binary};
+use capstan_tests::cluster::{self, request_condition_args, request_condition_patch, start_binary};
 use capstan_tests::controlplane::ControlPlane;
 use capstan_tests::harness::{Kubectl, RunningBinary, await_condition, helm_path, workspace_root};
 use capstan_tests::hygiene::assert_no_key_leaks;
-use k8s_openapi::api::authorization::v1::{
-    ResourceAttributes, SubjectAccessReview, SubjectAccessReviewSpec,
-};
 use k8s_openapi::api::certificates::v1::CertificateSigningRequest;
-use kube::api::{Api, PostParams};
+use kube::api::Api;
 use serde_json::Value;
 
 const WAIT: Duration = Duration::from_secs(90);
@@ -178,35 +175,26 @@ impl Env {
         .unwrap()
     }
 
-    /// Whether kube-apiserver's authorizer lets `user` (a ServiceAccount, in
-    /// its groups) `verb` the `group/signers` named `name`, asked as a
-    /// SubjectAccessReview, as cert-manager's webhook and kube-apiserver's
-    /// certificate admission ask it.
+    /// Whether kube-apiserver's authorizer lets ServiceAccount `user` (in
+    /// its groups) `verb` the `group/signers` named `name`.
     async fn may_on_signer(&self, user: &str, verb: &str, group: &str, name: &str) -> bool {
         let namespace = user.split(':').nth(2).unwrap();
-        let review = SubjectAccessReview {
-            spec: SubjectAccessReviewSpec {
-                user: Some(user.to_owned()),
-                groups: Some(vec![
-                    "system:serviceaccounts".to_owned(),
-                    format!("system:serviceaccounts:{namespace}"),
-                    "system:authenticated".to_owned(),
-                ]),
-                resource_attributes: Some(ResourceAttributes {
-                    group: Some(group.to_owned()),
-                    resource: Some("signers".to_owned()),
-                    verb: Some(verb.to_owned()),
-                    name: Some(name.to_owned()),
-                    version: Some("*".to_owned()),
-                    ..Default::default()
-                }),
-                ..Default::default()
-            },
-            ..Default::default()
-        };
-        let api: Api<SubjectAccessReview> = Api::all(self.cp.client().await.unwrap());
-        let answer = api.create(&PostParams::default(), &review).await.unwrap();
-        answer.status.is_some_and(|s| s.allowed)
+        let sa_group = format!("system:serviceaccounts:{namespace}");
+        let groups = [
+            "system:serviceaccounts",
+            sa_group.as_str(),
+            "system:authenticated",
+        ];
+        cluster::may_on_signer(
+            self.cp.client().await.unwrap(),
+            user,
+            &groups,
+            verb,
+            group,
+            name,
+        )
+        .await
+        .unwrap()
     }
 }
 
