@@ -231,7 +231,8 @@ impl ControlPlane {
         Process::spawn(name, &binary(name)?, args, &log, Duration::from_secs(5))
     }
 
-    /// Starts etcd (again) on its ports and data and waits for its health.
+    /// Starts etcd (again) on its ports and data and waits for its health
+    /// and, when kube-apiserver runs, until kube-apiserver is ready again.
     pub async fn start_etcd(&mut self) -> anyhow::Result<()> {
         let etcd = self.spawn("etcd", &flags::etcd(&self.layout))?;
         let url = format!("{}/health", self.layout.etcd_url());
@@ -247,6 +248,10 @@ impl ControlPlane {
         })
         .await?;
         self.etcd = Some(etcd);
+        if let Some(apiserver) = &self.apiserver {
+            let client = self.client().await?;
+            wait_ready(apiserver, START_TIMEOUT, || readyz(&client)).await?;
+        }
         Ok(())
     }
 
@@ -257,12 +262,7 @@ impl ControlPlane {
             &flags::apiserver(&self.layout, &self.options.apiserver_args),
         )?;
         let client = self.client().await?;
-        wait_ready(&apiserver, START_TIMEOUT, || async {
-            let req = http::Request::get("/readyz").body(Vec::new()).ok()?;
-            let body = client.request_text(req).await.ok()?;
-            (body.trim() == "ok").then_some(())
-        })
-        .await?;
+        wait_ready(&apiserver, START_TIMEOUT, || readyz(&client)).await?;
         self.apiserver = Some(apiserver);
         Ok(())
     }
@@ -586,6 +586,13 @@ pub fn free_port() -> anyhow::Result<u16> {
 
 /// Polls `check` every 200 ms until it answers, failing with the
 /// component's log when the component exits or `timeout` passes.
+/// `Some` once kube-apiserver answers `/readyz` with `ok`.
+async fn readyz(client: &kube::Client) -> Option<()> {
+    let req = http::Request::get("/readyz").body(Vec::new()).ok()?;
+    let body = client.request_text(req).await.ok()?;
+    (body.trim() == "ok").then_some(())
+}
+
 async fn wait_ready<F, Fut>(process: &Process, timeout: Duration, check: F) -> anyhow::Result<()>
 where
     F: FnMut() -> Fut,
