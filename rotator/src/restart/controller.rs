@@ -272,8 +272,10 @@ impl Restarter {
     ///
     /// A hash that differs from the content is treated as a change missed
     /// while nobody watched only when the workload is first seen or this
-    /// replica just became leader (`recheck`); otherwise the difference is a
-    /// change already scheduled, or the echo of the rotator's own write.
+    /// replica just became leader (`recheck`), and no restart is waiting
+    /// already; otherwise the difference is a change already scheduled (the
+    /// restart it waits for names the sources that changed, and rolls to
+    /// the content current then), or the echo of the rotator's own write.
     async fn workload_applied(&mut self, w: Workload, recheck: bool) -> Result<()> {
         let key = w.key();
         let Some(watched) = sources::watched(&w.annotations(), &w.template()) else {
@@ -308,6 +310,7 @@ impl Restarter {
             tracing::info!(workload = %key, sources = %names.join(", "), "watching the sources of {key}");
         }
         let in_flight = self.scheduler.in_flight().contains(&key);
+        let pending = self.scheduler.is_pending(&key);
         if in_flight {
             match w.rollout() {
                 RolloutState::Complete => {
@@ -343,7 +346,9 @@ impl Restarter {
         self.workloads.insert(key.clone(), (w.clone(), watched));
         match applied {
             None => self.record_baseline(&w, &current).await,
-            Some(applied) if applied != current && !in_flight && (first_seen || recheck) => {
+            Some(applied)
+                if applied != current && !in_flight && !pending && (first_seen || recheck) =>
+            {
                 // Changed while nobody watched (or before this replica led):
                 // restart for every source, as the change cannot be narrowed.
                 for source in self.workloads[&key].1.clone() {

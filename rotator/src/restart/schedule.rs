@@ -205,6 +205,12 @@ impl Scheduler {
         self.active.remove(workload).is_some()
     }
 
+    /// Whether a restart of `workload` is waiting for its window to close.
+    #[must_use]
+    pub fn is_pending(&self, workload: &WorkloadKey) -> bool {
+        self.pending.contains_key(workload)
+    }
+
     /// Rollouts in flight.
     #[must_use]
     pub fn in_flight(&self) -> Vec<WorkloadKey> {
@@ -307,6 +313,21 @@ mod tests {
 
     fn secs(base: Instant, s: u64) -> Instant {
         base + Duration::from_secs(s)
+    }
+
+    #[test]
+    fn a_restart_is_pending_from_its_first_change_until_it_starts() {
+        let t0 = Instant::now();
+        let mut s = Scheduler::new(LIMITS);
+        assert!(!s.is_pending(&key("a", "web")));
+        s.changed(key("a", "web"), SourceRef::secret("tls"), t0);
+        assert!(s.is_pending(&key("a", "web")));
+        assert!(!s.is_pending(&key("a", "other")));
+        assert_eq!(s.due(secs(t0, 10)).len(), 1);
+        assert!(
+            !s.is_pending(&key("a", "web")),
+            "in flight, no longer pending"
+        );
     }
 
     #[test]
