@@ -6,3 +6,4 @@ pub mod controlplane;
 pub mod harness;
 pub mod hygiene;
 pub mod procfs;
+pub mod signing;

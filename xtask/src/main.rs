@@ -19,6 +19,11 @@
 //!   kube-controller-manager, kube-scheduler, kwok) from their Go modules
 //!   into a cache (`tests/controlplane/build`); `up [--kubeconfig PATH]`
 //!   starts one on 127.0.0.1 and writes an admin kubeconfig, `down` stops it.
+//! * `bench-peers [N]` — the peer benchmarks, on demand (not in CI): builds
+//!   the control plane and the peers (`tests/controlplane/build-peers`:
+//!   trust-manager), capstan's binaries in release mode, then runs
+//!   `tests/src/bin/bench-peers.rs` in release mode, which compares capstan
+//!   with cert-manager's CA issuer and trust-manager on one control plane.
 //! * `check-generated` — renders all of the above again and fails, naming
 //!   the command to run, when a committed file differs; this crate's test
 //!   `every_generated_file_is_current` does the same in
@@ -48,9 +53,13 @@ fn main() -> Result<()> {
             &workspace_root()?,
             &std::env::args().skip(2).collect::<Vec<_>>(),
         ),
+        "bench-peers" => bench_peers(
+            &workspace_root()?,
+            &std::env::args().skip(2).collect::<Vec<_>>(),
+        ),
         "" | "help" | "--help" | "-h" => {
             println!(
-                "usage: cargo xtask <command>\n\ncommands:\n  ci     install test tools, check fmt and clippy, run all tests\n  crds   regenerate crds/*.yaml from the Rust types\n  chart-files   copy crds/ and the mixin's rules into charts/capstan/files\n  docs   regenerate docs/reference/*.md from the code\n  check-generated   fail when crds/, the chart's files or docs/reference are stale\n  control-plane build   build etcd, kube-apiserver, kube-controller-manager, kube-scheduler and kwok into the cache\n  control-plane up [--kubeconfig PATH] [--no-workloads]   start a real control plane (Ctrl-C stops it)\n  control-plane down [--kubeconfig PATH]   stop the one `up` started"
+                "usage: cargo xtask <command>\n\ncommands:\n  ci     install test tools, check fmt and clippy, run all tests\n  crds   regenerate crds/*.yaml from the Rust types\n  chart-files   copy crds/ and the mixin's rules into charts/capstan/files\n  docs   regenerate docs/reference/*.md from the code\n  check-generated   fail when crds/, the chart's files or docs/reference are stale\n  control-plane build   build etcd, kube-apiserver, kube-controller-manager, kube-scheduler and kwok into the cache\n  control-plane up [--kubeconfig PATH] [--no-workloads]   start a real control plane (Ctrl-C stops it)\n  control-plane down [--kubeconfig PATH]   stop the one `up` started\n  bench-peers [N]   build the peers, then compare capstan with cert-manager's CA issuer (N Certificates, default 1000) and trust-manager on a real control plane"
             );
             Ok(())
         }
@@ -129,6 +138,39 @@ fn control_plane(root: &Path, args: &[String]) -> Result<()> {
         }
         _ => bail!("usage: cargo xtask control-plane build|up|down [--kubeconfig PATH]"),
     }
+}
+
+/// The script that builds the peers of the peer benchmarks into the cache.
+const PEERS_BUILD: &str = "tests/controlplane/build-peers";
+
+/// `cargo xtask bench-peers [N]`: builds what the peer benchmarks run (the
+/// control plane, the peers, capstan's release binaries), then runs them.
+fn bench_peers(root: &Path, args: &[String]) -> Result<()> {
+    run(root, CONTROL_PLANE_BUILD, &[])?;
+    run(root, PEERS_BUILD, &[])?;
+    run(
+        root,
+        "cargo",
+        &[
+            "build",
+            "--release",
+            "-p",
+            "capstan-issuer",
+            "-p",
+            "capstan-rotator",
+        ],
+    )?;
+    let mut all = vec![
+        "run",
+        "--release",
+        "-p",
+        "capstan-tests",
+        "--bin",
+        "bench-peers",
+        "--",
+    ];
+    all.extend(args.iter().map(String::as_str));
+    run(root, "cargo", &all)
 }
 
 /// Seconds each fuzz target runs in CI.

@@ -53,42 +53,6 @@ fn key_algorithm(name: &str) -> anyhow::Result<capstan_pki::KeyAlgorithm> {
     })
 }
 
-/// Whole signing path per leaf (parse + verify + sign + PEM), one core,
-/// with a CA whose key is `algorithm`.
-fn pure_signing_cost(csr: &str, algorithm: capstan_pki::KeyAlgorithm) -> anyhow::Result<Duration> {
-    use capstan_pki::{CaSpec, LeafPolicy, LeafRequest, SigningCa, generate_ca, parse_csr};
-    let now = time::OffsetDateTime::now_utc();
-    let ca = generate_ca(
-        &CaSpec {
-            common_name: "bench".into(),
-            organization: None,
-            algorithm,
-            lifetime: Duration::from_secs(86_400),
-        },
-        now,
-    )?;
-    let signing = SigningCa::from_pem(
-        ca.cert_pem.as_bytes(),
-        ca.key.expose().as_bytes(),
-        None,
-        now,
-    )?;
-    let policy = LeafPolicy {
-        default_duration: Duration::from_secs(3600),
-        max_duration: Duration::from_secs(86_400),
-        allowed_usages: vec![],
-        permitted_dns_domains: vec![],
-        permitted_ip_ranges: vec![],
-    };
-    let rounds = 2000u32;
-    let start = Instant::now();
-    for _ in 0..rounds {
-        let parsed = parse_csr(csr.as_bytes())?;
-        std::hint::black_box(signing.sign(&parsed, &LeafRequest::default(), &policy, now)?);
-    }
-    Ok(start.elapsed() / rounds)
-}
-
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let _ = rustls::crypto::ring::default_provider().install_default();
@@ -158,7 +122,7 @@ async fn main() -> anyhow::Result<()> {
     let csr = rcgen::CertificateParams::new(vec!["metrics.monitoring.svc".to_owned()])?
         .serialize_request(&key)?
         .pem()?;
-    let pure = pure_signing_cost(&csr, algorithm)?;
+    let pure = capstan_tests::signing::pure_cost(&csr, algorithm)?;
 
     let api = Api::<DynamicObject>::namespaced_with(client.clone(), "default", &cr_resource());
     let created: Arc<Mutex<HashMap<String, Instant>>> = Arc::default();

@@ -14,12 +14,10 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use anyhow::{Context as _, bail};
-use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
-use kube::api::{Api, Patch, PatchParams};
 use serde_json::Value;
 
 use super::process::Process;
-use super::{ControlPlane, bin_dir, free_port};
+use super::{ControlPlane, bin_dir, free_port, http_get, wait_ready};
 use crate::cluster::condition;
 use crate::harness::{Kubectl, await_condition};
 
@@ -69,51 +67,7 @@ pub fn crd_dir() -> anyhow::Result<PathBuf> {
 /// Applies cert-manager's CRDs ([`crd_dir`]) to `cp` (server-side apply, so
 /// applying twice is harmless) and waits until each is Established.
 pub async fn apply_crds(cp: &ControlPlane) -> anyhow::Result<()> {
-    let api: Api<CustomResourceDefinition> = Api::all(cp.client().await?);
-    let mut names = Vec::new();
-    let dir = crd_dir()?;
-    let mut files: Vec<PathBuf> = std::fs::read_dir(&dir)
-        .with_context(|| format!("reading {}", dir.display()))?
-        .map(|e| e.map(|e| e.path()))
-        .collect::<Result<_, _>>()?;
-    files.retain(|p| p.extension().is_some_and(|e| e == "yaml"));
-    files.sort();
-    for path in files {
-        let crd: CustomResourceDefinition = serde_yaml::from_str(&std::fs::read_to_string(&path)?)
-            .with_context(|| format!("parsing {}", path.display()))?;
-        let name = crd.metadata.name.clone().context("a CRD without a name")?;
-        api.patch(
-            &name,
-            &PatchParams::apply("capstan-tests").force(),
-            &Patch::Apply(&crd),
-        )
-        .await
-        .with_context(|| format!("applying {}", path.display()))?;
-        names.push(name);
-    }
-    if names.is_empty() {
-        bail!("no CRDs in {}", dir.display());
-    }
-    let deadline = tokio::time::Instant::now() + START_TIMEOUT;
-    for name in &names {
-        loop {
-            let crd = api.get(name).await?;
-            let established = crd
-                .status
-                .and_then(|s| s.conditions)
-                .unwrap_or_default()
-                .iter()
-                .any(|c| c.type_ == "Established" && c.status == "True");
-            if established {
-                break;
-            }
-            if tokio::time::Instant::now() >= deadline {
-                bail!("CRD {name} not Established after {START_TIMEOUT:?}");
-            }
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
-    }
-    Ok(())
+    cp.apply_crd_dir(&crd_dir()?).await
 }
 
 /// How to run the controller.
@@ -229,26 +183,14 @@ impl CertManager {
     }
 
     async fn wait_ready(&self) -> anyhow::Result<()> {
-        let deadline = tokio::time::Instant::now() + START_TIMEOUT;
         let url = format!("{}/readyz", self.base_url);
-        loop {
-            if get(&url).await.is_some_and(|body| body.trim() == "ok") {
-                return Ok(());
-            }
-            if !self.process.is_running() {
-                bail!(
-                    "{BINARY} exited while starting; its log ends:\n{}",
-                    self.process.log_tail(40)
-                );
-            }
-            if tokio::time::Instant::now() >= deadline {
-                bail!(
-                    "{BINARY} not ready after {START_TIMEOUT:?}; its log ends:\n{}",
-                    self.process.log_tail(40)
-                );
-            }
-            tokio::time::sleep(Duration::from_millis(200)).await;
-        }
+        wait_ready(&self.process, START_TIMEOUT, || async {
+            http_get(&url)
+                .await
+                .is_some_and(|body| body.trim() == "ok")
+                .then_some(())
+        })
+        .await
     }
 
     /// cert-manager's Prometheus endpoint (`http://127.0.0.1:<port>/metrics`).
@@ -259,7 +201,7 @@ impl CertManager {
     /// One scrape of [`CertManager::metrics_url`]; `None` when it does not
     /// answer.
     pub async fn metrics(&self) -> Option<String> {
-        get(&self.metrics_url()).await
+        http_get(&self.metrics_url()).await
     }
 
     /// The controllers it runs.
@@ -276,18 +218,6 @@ impl CertManager {
     pub fn logs(&self, lines: usize) -> String {
         self.process.log_tail(lines)
     }
-}
-
-/// The body of a successful plain-HTTP GET of `url`.
-async fn get(url: &str) -> Option<String> {
-    let out = tokio::process::Command::new("curl")
-        .args(["-sf", "--max-time", "5", url])
-        .output()
-        .await
-        .ok()?;
-    out.status
-        .success()
-        .then(|| String::from_utf8_lossy(&out.stdout).into_owned())
 }
 
 /// Waits until Certificate `namespace/name` has finished issuing

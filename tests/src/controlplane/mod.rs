@@ -23,6 +23,7 @@ pub mod flags;
 pub mod pki;
 pub mod process;
 pub mod proxy;
+pub mod trust_manager;
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -373,6 +374,52 @@ impl ControlPlane {
         client_for(&self.kubeconfig).await
     }
 
+    /// Applies every CRD in `dir` (its `*.yaml` files; server-side apply,
+    /// so applying twice is harmless) and waits until each is Established.
+    pub async fn apply_crd_dir(&self, dir: &Path) -> anyhow::Result<()> {
+        use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
+        let api: Api<CustomResourceDefinition> = Api::all(self.client().await?);
+        let mut names = Vec::new();
+        for entry in std::fs::read_dir(dir).with_context(|| format!("reading {}", dir.display()))? {
+            let path = entry?.path();
+            if path.extension().is_none_or(|e| e != "yaml") {
+                continue;
+            }
+            let crd: CustomResourceDefinition =
+                serde_yaml::from_str(&std::fs::read_to_string(&path)?)
+                    .with_context(|| format!("parsing {}", path.display()))?;
+            let name = crd.metadata.name.clone().context("a CRD without a name")?;
+            api.patch(
+                &name,
+                &kube::api::PatchParams::apply("capstan-tests").force(),
+                &kube::api::Patch::Apply(&crd),
+            )
+            .await
+            .with_context(|| format!("applying {}", path.display()))?;
+            names.push(name);
+        }
+        if names.is_empty() {
+            bail!("no CRDs in {}", dir.display());
+        }
+        for name in &names {
+            crate::harness::await_condition(
+                &format!("CRD {name} to be Established"),
+                START_TIMEOUT,
+                Duration::from_millis(100),
+                || async {
+                    let crd = api.get(name).await.ok()?;
+                    crd.status?
+                        .conditions?
+                        .iter()
+                        .any(|c| c.type_ == "Established" && c.status == "True")
+                        .then_some(())
+                },
+            )
+            .await?;
+        }
+        Ok(())
+    }
+
     /// A new namespace `<prefix>-<random>`, for one test.
     pub async fn namespace(&self, prefix: &str) -> anyhow::Result<String> {
         crate::harness::temp_namespace(&self.client().await?, prefix).await
@@ -593,7 +640,13 @@ async fn readyz(client: &kube::Client) -> Option<()> {
     (body.trim() == "ok").then_some(())
 }
 
-async fn wait_ready<F, Fut>(process: &Process, timeout: Duration, check: F) -> anyhow::Result<()>
+/// Polls `check` until it answers, for at most `timeout`; fails at once,
+/// with the end of its log, when `process` exits meanwhile.
+pub(crate) async fn wait_ready<F, Fut>(
+    process: &Process,
+    timeout: Duration,
+    check: F,
+) -> anyhow::Result<()>
 where
     F: FnMut() -> Fut,
     Fut: std::future::Future<Output = Option<()>>,
@@ -636,4 +689,16 @@ where
         }
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
+}
+
+/// The body of a successful plain-HTTP GET of `url` (by curl, 5 s at most).
+pub(crate) async fn http_get(url: &str) -> Option<String> {
+    let out = tokio::process::Command::new("curl")
+        .args(["-sf", "--max-time", "5", url])
+        .output()
+        .await
+        .ok()?;
+    out.status
+        .success()
+        .then(|| String::from_utf8_lossy(&out.stdout).into_owned())
 }
