@@ -147,6 +147,21 @@ impl Kubectl {
             .expect("running kubectl")
     }
 
+    /// Starts a rotation of ClusterCAIssuer `name` now, as a user does:
+    /// `kubectl annotate clustercaissuer <name> capstan.dev/rotate=<value>`
+    /// (each new value starts one).
+    pub async fn rotate(&self, name: &str, value: &str) -> anyhow::Result<()> {
+        self.run_ok(&[
+            "annotate",
+            "--overwrite",
+            "clustercaissuer",
+            name,
+            &format!("capstan.dev/rotate={value}"),
+        ])
+        .await
+        .map(drop)
+    }
+
     /// `kubectl apply -f -` with `yaml`; panics with kubectl's output and
     /// the YAML when it fails.
     pub async fn apply(&self, yaml: &str) {

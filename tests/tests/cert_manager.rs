@@ -788,15 +788,7 @@ async fn after_a_ca_rotation_cert_manager_renews_from_the_new_ca_on_its_own() {
     secret_file(&env, "short-tls", "tls.key", "first.key").await;
     assert_eq!(fingerprint(&env, &first_ca), old_ca);
 
-    env.kubectl
-        .run_ok(&[
-            "annotate",
-            "clustercaissuer",
-            "rotating-ca",
-            "capstan.dev/rotate=drill-1",
-        ])
-        .await
-        .unwrap();
+    env.kubectl.rotate("rotating-ca", "drill-1").await.unwrap();
     let new_ca = await_condition("the new CA signing", WAIT, POLL, || async {
         signing_fingerprint(&env, "rotating-ca")
             .await

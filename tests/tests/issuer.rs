@@ -621,12 +621,7 @@ spec:
     );
 
     env.kubectl
-        .run_ok(&[
-            "annotate",
-            "clustercaissuer",
-            "monitoring-ca",
-            "capstan.dev/rotate=drill-1",
-        ])
+        .rotate("monitoring-ca", "drill-1")
         .await
         .unwrap();
     // Published: two CAs in the bundle, the old one still signs.
@@ -960,12 +955,7 @@ spec:
 
     // Crash right after the trigger.
     env.kubectl
-        .run_ok(&[
-            "annotate",
-            "clustercaissuer",
-            "monitoring-ca",
-            "capstan.dev/rotate=drill-1",
-        ])
+        .rotate("monitoring-ca", "drill-1")
         .await
         .unwrap();
     env.issuer.sigkill().await.unwrap();

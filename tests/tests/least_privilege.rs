@@ -527,15 +527,7 @@ async fn the_chart_grants_exactly_what_the_code_uses_and_no_key_leaks() {
         .unwrap();
     env.apply("apiVersion: v1\nkind: Secret\nmetadata:\n  name: app-config\n  namespace: monitoring\nstringData:\n  level: debug\n").await;
     env.event("monitoring", "RolloutCompleted").await;
-    env.admin
-        .run_ok(&[
-            "annotate",
-            "clustercaissuer",
-            "monitoring-ca",
-            "capstan.dev/rotate=drill-1",
-        ])
-        .await
-        .unwrap();
+    env.admin.rotate("monitoring-ca", "drill-1").await.unwrap();
     env.event("default", "CARotated").await;
     env.event("monitoring", "ConfigMapUpdated").await;
 

@@ -836,12 +836,7 @@ async fn prometheus_scrapes_every_target_through_a_root_ca_rotation() {
     // Rotate; the bundle takes both CAs before the issuer switches.
     drill
         .kubectl
-        .run_ok(&[
-            "annotate",
-            "clustercaissuer",
-            "monitoring-ca",
-            "capstan.dev/rotate=drill-1",
-        ])
+        .rotate("monitoring-ca", "drill-1")
         .await
         .unwrap();
     drill

@@ -389,12 +389,7 @@ async fn issue_inject_rotate_and_roll_on_the_target_cluster() {
     // new CA, the workload rolls once, and the Events tell the story.
     story
         .kubectl
-        .run_ok(&[
-            "annotate",
-            "clustercaissuer",
-            &story.issuer,
-            "capstan.dev/rotate=e2e-drill",
-        ])
+        .rotate(&story.issuer, "e2e-drill")
         .await
         .unwrap();
     await_condition("both CAs in the injected bundle", WAIT, POLL, || async {

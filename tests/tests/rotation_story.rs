@@ -524,12 +524,7 @@ metadata:
     let sampler = tokio::spawn(monitor(client.clone(), first.clone(), stop.clone()));
     story
         .kubectl
-        .run_ok(&[
-            "annotate",
-            "clustercaissuer",
-            "monitoring-ca",
-            "capstan.dev/rotate=story-1",
-        ])
+        .rotate("monitoring-ca", "story-1")
         .await
         .unwrap();
     let second = story

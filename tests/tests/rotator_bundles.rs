@@ -645,13 +645,10 @@ metadata:
         .unwrap()["status"]["ca"]["fingerprint"]
         .clone();
 
-    env.kubectl(&[
-        "annotate",
-        "clustercaissuer",
-        "monitoring-ca",
-        "capstan.dev/rotate=drill-1",
-    ])
-    .await;
+    env.kubectl
+        .rotate("monitoring-ca", "drill-1")
+        .await
+        .unwrap();
     // Published: both CAs reach the ConfigMap; the old leaf still verifies.
     let two = env
         .wait_config_map("both CAs", "apps", "monitoring-ca", |cm| {
