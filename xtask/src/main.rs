@@ -24,6 +24,10 @@
 //!   trust-manager), capstan's binaries in release mode, then runs
 //!   `tests/src/bin/bench-peers.rs` in release mode, which compares capstan
 //!   with cert-manager's CA issuer and trust-manager on one control plane.
+//! * `drill` — the Prometheus drill (`tests/tests/prometheus_drill.rs`) on
+//!   its own, printing what it sees: a real Prometheus scraping TLS targets
+//!   whose certificates capstan signs, through a root CA rotation; per
+//!   target, scrapes attempted and failed and the CA before and after.
 //! * `check-generated` — renders all of the above again and fails, naming
 //!   the command to run, when a committed file differs; this crate's test
 //!   `every_generated_file_is_current` does the same in
@@ -53,13 +57,14 @@ fn main() -> Result<()> {
             &workspace_root()?,
             &std::env::args().skip(2).collect::<Vec<_>>(),
         ),
+        "drill" => drill(&workspace_root()?),
         "bench-peers" => bench_peers(
             &workspace_root()?,
             &std::env::args().skip(2).collect::<Vec<_>>(),
         ),
         "" | "help" | "--help" | "-h" => {
             println!(
-                "usage: cargo xtask <command>\n\ncommands:\n  ci     install test tools, check fmt and clippy, run all tests\n  crds   regenerate crds/*.yaml from the Rust types\n  chart-files   copy crds/ and the mixin's rules into charts/capstan/files\n  docs   regenerate docs/reference/*.md from the code\n  check-generated   fail when crds/, the chart's files or docs/reference are stale\n  control-plane build   build etcd, kube-apiserver, kube-controller-manager, kube-scheduler and kwok into the cache\n  control-plane up [--kubeconfig PATH] [--no-workloads]   start a real control plane (Ctrl-C stops it)\n  control-plane down [--kubeconfig PATH]   stop the one `up` started\n  bench-peers [N]   build the peers, then compare capstan with cert-manager's CA issuer (N Certificates, default 1000) and trust-manager on a real control plane"
+                "usage: cargo xtask <command>\n\ncommands:\n  ci     install test tools, check fmt and clippy, run all tests\n  crds   regenerate crds/*.yaml from the Rust types\n  chart-files   copy crds/ and the mixin's rules into charts/capstan/files\n  docs   regenerate docs/reference/*.md from the code\n  check-generated   fail when crds/, the chart's files or docs/reference are stale\n  control-plane build   build etcd, kube-apiserver, kube-controller-manager, kube-scheduler and kwok into the cache\n  control-plane up [--kubeconfig PATH] [--no-workloads]   start a real control plane (Ctrl-C stops it)\n  control-plane down [--kubeconfig PATH]   stop the one `up` started\n  drill   run the Prometheus drill (a root CA rotation under a real Prometheus) and print what it sees\n  bench-peers [N]   build the peers, then compare capstan with cert-manager's CA issuer (N Certificates, default 1000) and trust-manager on a real control plane"
             );
             Ok(())
         }
@@ -171,6 +176,31 @@ fn bench_peers(root: &Path, args: &[String]) -> Result<()> {
     ];
     all.extend(args.iter().map(String::as_str));
     run(root, "cargo", &all)
+}
+
+/// `cargo xtask drill`: the tools, the control plane and capstan's
+/// binaries it needs, then the drill with its report on the terminal.
+fn drill(root: &Path) -> Result<()> {
+    run(root, "scripts/install-tools", &[])?;
+    run(root, CONTROL_PLANE_BUILD, &[])?;
+    run(
+        root,
+        "cargo",
+        &["build", "-p", "capstan-issuer", "-p", "capstan-rotator"],
+    )?;
+    run(
+        root,
+        "cargo",
+        &[
+            "test",
+            "-p",
+            "capstan-tests",
+            "--test",
+            "prometheus_drill",
+            "--",
+            "--nocapture",
+        ],
+    )
 }
 
 /// Seconds each fuzz target runs in CI.
