@@ -57,6 +57,24 @@ pub fn helm_path() -> anyhow::Result<PathBuf> {
     tool("CAPSTAN_HELM", "helm")
 }
 
+/// The chart (`charts/capstan`) as `helm template` renders it with its
+/// defaults, release `capstan` in namespace `capstan`, CRDs left out (the
+/// suites apply those themselves).
+pub fn rendered_chart() -> anyhow::Result<String> {
+    let out = std::process::Command::new(helm_path()?)
+        .args(["template", "capstan"])
+        .arg(workspace_root().join("charts/capstan"))
+        .args(["--namespace", "capstan", "--set", "crds.enabled=false"])
+        .output()?;
+    if !out.status.success() {
+        anyhow::bail!(
+            "helm template failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    Ok(String::from_utf8(out.stdout)?)
+}
+
 /// The result of a finished command.
 #[derive(Debug, Clone)]
 pub struct Output {

@@ -27,7 +27,7 @@ use capstan_tests::cluster::{
 };
 use capstan_tests::controlplane::ControlPlane;
 use capstan_tests::controlplane::cert_manager::{self, APPROVER, CertManager};
-use capstan_tests::harness::{Kubectl, RunningBinary, await_condition, helm_path, workspace_root};
+use capstan_tests::harness::{Kubectl, RunningBinary, await_condition, rendered_chart};
 use capstan_tests::hygiene;
 use serde_json::Value;
 
@@ -257,7 +257,8 @@ impl Env {
     }
 
     /// kube-apiserver's audit records of writes to CertificateRequest
-    /// `name`'s status (successful ones), oldest first.
+    /// `name`'s status (successful ones), oldest first, once each of
+    /// `expected_users` has written; fails if anyone else wrote.
     async fn status_writes(&self, name: &str, expected_users: &[&str]) -> Vec<RequestRecord> {
         // The audit log is written as requests complete: poll for the
         // writes that must be there.
@@ -283,6 +284,12 @@ impl Env {
         let mut writes =
             found.unwrap_or_else(|e| panic!("{e} by {expected_users:?}\n{}", self.logs()));
         writes.sort_by(|a, b| a.time.cmp(&b.time));
+        assert!(
+            writes
+                .iter()
+                .all(|w| expected_users.contains(&w.user.as_str())),
+            "status writes by others than {expected_users:?}: {writes:#?}"
+        );
         writes
     }
 
@@ -364,12 +371,6 @@ async fn cert_manager_issues_a_certificate_through_capstan() {
     let writes = env
         .status_writes(name, &[cert_manager::USER, ISSUER_USER])
         .await;
-    assert!(
-        writes
-            .iter()
-            .all(|w| w.user == cert_manager::USER || w.user == ISSUER_USER),
-        "{writes:#?}"
-    );
     let first_approval = writes
         .iter()
         .position(|w| w.user == cert_manager::USER)
@@ -434,15 +435,9 @@ async fn cert_manager_issues_a_certificate_through_capstan() {
     let signed = condition(&second, "Ready").unwrap_or_else(|| panic!("{second}"));
     assert_eq!(signed["reason"], "Issued", "{second}");
     let second_name = second["metadata"]["name"].as_str().unwrap();
-    let writes = env
-        .status_writes(second_name, &[cert_manager::USER, ISSUER_USER])
+    // Fails unless both wrote its status, and only they.
+    env.status_writes(second_name, &[cert_manager::USER, ISSUER_USER])
         .await;
-    assert!(
-        writes
-            .iter()
-            .all(|w| w.user == cert_manager::USER || w.user == ISSUER_USER),
-        "{writes:#?}"
-    );
     let (second_leaf, second_key) = env.check_issued_secret().await;
     assert_ne!(
         second_leaf, first_leaf,
@@ -615,12 +610,6 @@ async fn without_the_approver_capstan_waits_for_an_approval_by_hand() {
     let writes = env
         .status_writes(&name, &[APPROVER_USER, ISSUER_USER])
         .await;
-    assert!(
-        writes
-            .iter()
-            .all(|w| w.user == APPROVER_USER || w.user == ISSUER_USER),
-        "{writes:#?}"
-    );
     assert_eq!(writes[0].user, APPROVER_USER, "{writes:#?}");
 
     env.check_issued_secret().await;
@@ -646,18 +635,7 @@ async fn may_approve(env: &Env, name: &str) -> bool {
 /// `helm template` with the chart's defaults.
 fn chart_approve_role() -> serde_yaml::Value {
     use serde::Deserialize as _;
-    let out = std::process::Command::new(helm_path().unwrap())
-        .args(["template", "capstan"])
-        .arg(workspace_root().join("charts/capstan"))
-        .args(["--namespace", "capstan", "--set", "crds.enabled=false"])
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let text = String::from_utf8(out.stdout).unwrap();
+    let text = rendered_chart().unwrap();
     let roles: Vec<serde_yaml::Value> = serde_yaml::Deserializer::from_str(&text)
         .map(|d| serde_yaml::Value::deserialize(d).unwrap())
         .filter(|d| {

@@ -33,7 +33,7 @@ use std::time::Duration;
 use base64::Engine as _;
 use capstan_tests::cluster::{self, request_condition_args, request_condition_patch, start_binary};
 use capstan_tests::controlplane::ControlPlane;
-use capstan_tests::harness::{Kubectl, RunningBinary, await_condition, helm_path, workspace_root};
+use capstan_tests::harness::{Kubectl, RunningBinary, await_condition, rendered_chart};
 use capstan_tests::hygiene::assert_no_key_leaks;
 use k8s_openapi::api::certificates::v1::CertificateSigningRequest;
 use kube::api::Api;
@@ -196,22 +196,6 @@ impl Env {
         .await
         .unwrap()
     }
-}
-
-/// The chart rendered with its defaults (CRDs applied separately).
-fn rendered_chart() -> String {
-    let out = std::process::Command::new(helm_path().unwrap())
-        .args(["template", "capstan"])
-        .arg(workspace_root().join("charts/capstan"))
-        .args(["--namespace", "capstan", "--set", "crds.enabled=false"])
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8(out.stdout).unwrap()
 }
 
 /// The chart's documents.
@@ -386,7 +370,7 @@ async fn the_chart_grants_exactly_what_the_code_uses_and_no_key_leaks() {
     env.admin.apply_crds(true).await.unwrap();
     env.apply("apiVersion: v1\nkind: Namespace\nmetadata:\n  name: capstan\n---\napiVersion: v1\nkind: Namespace\nmetadata:\n  name: monitoring\n")
         .await;
-    let chart = rendered_chart();
+    let chart = rendered_chart().unwrap();
     env.apply(&rbac_manifests(&chart)).await;
 
     let issuer = env.start(&chart, "capstan-issuer", "issuer", &[]).await;
