@@ -109,10 +109,42 @@ pub struct LeaderArgs {
     pub renew_grace: Duration,
 }
 
+/// How long one attempt to start leader election (read or create the
+/// Lease) may take before it is said in the log and tried again.
+pub const START_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// How long a stopping replica waits for its Lease to be released.
+pub const RELEASE_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// A replica's campaign, awaited at shutdown so that a Lease it holds is
+/// released (the other replica takes over at once) before the process
+/// exits, instead of expiring a lease duration later.
+#[derive(Debug)]
+pub struct Campaign {
+    ended: Option<tokio::sync::oneshot::Receiver<()>>,
+}
+
+impl Campaign {
+    /// Once every [`Leadership`] clone is dropped, waits up to
+    /// [`RELEASE_TIMEOUT`] for the election task to release the Lease.
+    pub async fn released(self) {
+        let Some(ended) = self.ended else {
+            return;
+        };
+        if tokio::time::timeout(RELEASE_TIMEOUT, ended).await.is_err() {
+            tracing::warn!(
+                timeout = ?RELEASE_TIMEOUT,
+                "the leader-election Lease was not released in time; the other replica takes over when it expires"
+            );
+        }
+    }
+}
+
 impl LeaderArgs {
     /// Campaigns for lease `name` (or always leads when disabled). If the
     /// election task ends, `shutdown` is cancelled: writing without a lease
-    /// would be unsafe.
+    /// would be unsafe. Await the [`Campaign`] after the controllers have
+    /// stopped and dropped their [`Leadership`].
     ///
     /// # Errors
     /// When the Lease cannot be read or created.
@@ -122,9 +154,10 @@ impl LeaderArgs {
         name: &str,
         identity: &str,
         shutdown: &CancellationToken,
-    ) -> anyhow::Result<Leadership> {
+    ) -> anyhow::Result<(Leadership, Campaign)> {
+        let no_lease = |leadership| Ok((leadership, Campaign { ended: None }));
         if !self.enabled {
-            return Ok(Leadership::always());
+            return no_lease(Leadership::always());
         }
         let config = LeaseConfig {
             namespace: self.namespace.clone().unwrap_or_else(own_namespace),
@@ -138,32 +171,59 @@ impl LeaderArgs {
         // or the process is told to stop.
         let mut retry = crate::backoff::WatchBackoff::default();
         let (leadership, task) = loop {
-            match lease::campaign(client.clone(), &config).await {
-                Ok(started) => break started,
-                Err(e) if lease::is_transient(&e) => {
-                    let wait = retry.next().unwrap_or(crate::backoff::MAX_RETRY);
-                    tracing::warn!(error = %e, retry_in = ?wait, "could not start leader election; retrying");
-                    tokio::select! {
-                        () = shutdown.cancelled() => {
-                            tracing::info!("stopping before leader election started");
-                            return Ok(Leadership::never());
-                        }
-                        () = tokio::time::sleep(wait) => {}
-                    }
+            // kube-lease-manager retries a failing Lease read on its own,
+            // silently and for ever: bound each attempt, so that every
+            // failure is said in the log, and stop when told to.
+            let attempt = tokio::time::timeout(
+                START_TIMEOUT,
+                lease::campaign(client.clone(), &config, shutdown),
+            );
+            let attempt = tokio::select! {
+                () = shutdown.cancelled() => {
+                    tracing::info!("stopping before leader election started");
+                    return no_lease(Leadership::never());
                 }
-                Err(e) => return Err(anyhow::Error::new(e).context("starting leader election")),
+                attempt = attempt => attempt,
+            };
+            let error = match attempt {
+                Ok(Ok(started)) => break started,
+                Ok(Err(e)) if lease::is_transient(&e) => e.to_string(),
+                Ok(Err(e)) => return Err(anyhow::Error::new(e).context("starting leader election")),
+                Err(_) => format!(
+                    "no answer to reading Lease {}/{} within {START_TIMEOUT:?}",
+                    config.namespace, config.name
+                ),
+            };
+            let wait = retry.next().unwrap_or(crate::backoff::MAX_RETRY);
+            tracing::warn!(%error, retry_in = ?wait, "could not start leader election; retrying");
+            tokio::select! {
+                () = shutdown.cancelled() => {
+                    tracing::info!("stopping before leader election started");
+                    return no_lease(Leadership::never());
+                }
+                () = tokio::time::sleep(wait) => {}
             }
         };
         let ended = shutdown.clone();
+        let (done, ended_rx) = tokio::sync::oneshot::channel();
         tokio::spawn(async move {
             match task.await {
-                Ok(Ok(_)) => {}
+                Ok(Ok(())) if ended.is_cancelled() => {
+                    tracing::info!("left leader election (a Lease held is released)");
+                }
+                Ok(Ok(())) => {}
                 Ok(Err(e)) => tracing::error!(error = %e, "leader election ended"),
                 Err(e) => tracing::error!(error = %e, "leader election task failed"),
             }
             ended.cancel();
+            let _ = done.send(());
         });
-        Ok(leadership)
+        Ok((
+            leadership,
+            Campaign {
+                ended: Some(ended_rx),
+            },
+        ))
     }
 }
 

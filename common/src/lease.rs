@@ -10,6 +10,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use k8s_openapi::api::coordination::v1::Lease;
 use kube_lease_manager::{LeaseManager, LeaseManagerBuilder, LeaseManagerError};
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
@@ -112,42 +113,148 @@ pub fn is_transient(error: &LeaseManagerError) -> bool {
     }
 }
 
-/// Starts campaigning for the lease. The task runs until every
-/// [`Leadership`] clone is dropped, then releases the lease; the process
-/// should exit if it ends while still wanted.
-///
-/// # Errors
-/// When the Lease cannot be read or created.
-pub async fn campaign(
+/// Whether a Lease is free: its holder released it (or it never had one).
+#[must_use]
+pub fn is_free(lease: &Lease) -> bool {
+    lease
+        .spec
+        .as_ref()
+        .and_then(|spec| spec.holder_identity.as_deref())
+        .is_none_or(str::is_empty)
+}
+
+/// A manager for `config`'s Lease; building it reads the Lease (creating it
+/// when missing).
+async fn manager(
     client: kube::Client,
     config: &LeaseConfig,
-) -> Result<
-    (
-        Leadership,
-        JoinHandle<Result<LeaseManager, LeaseManagerError>>,
-    ),
-    LeaseManagerError,
-> {
+) -> Result<LeaseManager, LeaseManagerError> {
     let seconds = |d: Duration| d.as_secs().max(1);
-    let manager = LeaseManagerBuilder::new(client, &config.name)
+    LeaseManagerBuilder::new(client, &config.name)
         .with_namespace(&config.namespace)
         .with_identity(&config.identity)
         .with_duration(seconds(config.duration))
         .with_grace(seconds(config.grace))
         .with_field_manager(format!("{}/{}", config.name, config.identity))
         .build()
-        .await?;
-    let (rx, task) = manager.watch().await;
+        .await
+}
+
+/// A tick each time `config`'s Lease is seen free, from a watch on that one
+/// Lease. Watch errors are retried with backoff (a follower then still
+/// takes over when the lease expires, only later).
+fn freed(
+    client: kube::Client,
+    config: &LeaseConfig,
+) -> impl futures::Stream<Item = ()> + Send + 'static {
+    use futures::StreamExt;
+    use kube::runtime::{WatchStreamExt, watcher};
+    let api: kube::Api<Lease> = kube::Api::namespaced(client, &config.namespace);
+    let selector = watcher::Config::default().fields(&format!("metadata.name={}", config.name));
+    watcher(api, selector)
+        .backoff(crate::backoff::WatchBackoff::default())
+        .applied_objects()
+        .filter_map(|lease| {
+            std::future::ready(match lease {
+                Ok(lease) => is_free(&lease).then_some(()),
+                Err(error) => {
+                    tracing::debug!(%error, "watching the leader-election Lease");
+                    None
+                }
+            })
+        })
+}
+
+/// Starts campaigning for the lease. The task runs until every
+/// [`Leadership`] clone is dropped, then releases the lease; the process
+/// should exit if it ends while still wanted. Changes of leadership are
+/// logged until `shutdown` fires (the log keeps no [`Leadership`] of its
+/// own after that, so it cannot hold the lease past the drain).
+///
+/// kube-lease-manager's follower looks at the Lease again only when it
+/// would expire; a follower here also watches the Lease and campaigns anew
+/// the moment its holder releases it, so a replica that stops hands over at
+/// once instead of a lease duration later.
+///
+/// # Errors
+/// When the Lease cannot be read or created.
+pub async fn campaign(
+    client: kube::Client,
+    config: &LeaseConfig,
+    shutdown: &tokio_util::sync::CancellationToken,
+) -> Result<(Leadership, JoinHandle<Result<(), LeaseManagerError>>), LeaseManagerError> {
+    let first = manager(client.clone(), config).await?;
+    let (tx, rx) = watch::channel(false);
+    let task = tokio::spawn(hold(first, client, config.clone(), tx));
     let identity = config.identity.clone();
     let name = config.name.clone();
     let mut log_rx = rx.clone();
+    let stop = shutdown.clone();
     tokio::spawn(async move {
-        while log_rx.changed().await.is_ok() {
-            let leader = *log_rx.borrow_and_update();
-            tracing::info!(lease = %name, identity = %identity, leader, "leadership changed");
+        loop {
+            tokio::select! {
+                () = stop.cancelled() => break,
+                changed = log_rx.changed() => {
+                    if changed.is_err() {
+                        break;
+                    }
+                    let leader = *log_rx.borrow_and_update();
+                    tracing::info!(lease = %name, identity = %identity, leader, "leadership changed");
+                }
+            }
         }
     });
     Ok((Leadership { rx, _fixed: None }, task))
+}
+
+/// Runs managers for the lease, one after the other, forwarding whether
+/// this replica leads to `tx`: a new one each time the Lease is released
+/// while this replica follows; until `tx` has no receivers left, when the
+/// current manager releases the lease (if held) and this returns.
+async fn hold(
+    first: LeaseManager,
+    client: kube::Client,
+    config: LeaseConfig,
+    tx: watch::Sender<bool>,
+) -> Result<(), LeaseManagerError> {
+    use futures::StreamExt;
+    let mut freed = std::pin::pin!(freed(client.clone(), &config));
+    let mut next = Some(first);
+    loop {
+        let current = match next.take() {
+            Some(m) => m,
+            None => manager(client.clone(), &config).await?,
+        };
+        let (mut leading, task) = current.watch().await;
+        let now = *leading.borrow();
+        tx.send_if_modified(|leader| std::mem::replace(leader, now) != now);
+        let again = loop {
+            let leader = *leading.borrow();
+            tokio::select! {
+                () = tx.closed() => break false,
+                changed = leading.changed() => {
+                    if changed.is_err() {
+                        // The manager ended on its own: an error.
+                        break false;
+                    }
+                    let now = *leading.borrow_and_update();
+                    tx.send_if_modified(|leader| std::mem::replace(leader, now) != now);
+                }
+                Some(()) = freed.next(), if !leader => break true,
+            }
+        };
+        drop(leading);
+        match task.await {
+            Ok(Ok(_)) => {}
+            Ok(Err(e)) => return Err(e),
+            Err(e) => return Err(LeaseManagerError::InconsistentState(e.to_string())),
+        }
+        if !again {
+            tx.send_if_modified(|leader| std::mem::replace(leader, false));
+            return Ok(());
+        }
+        tracing::debug!(lease = %config.name, "the Lease was released; campaigning for it");
+    }
 }
 
 #[cfg(test)]
@@ -174,5 +281,21 @@ mod tests {
         assert!(!is_transient(&LeaseManagerError::InconsistentState(
             "bug".into()
         )));
+    }
+
+    #[test]
+    fn a_lease_without_a_holder_is_free() {
+        use k8s_openapi::api::coordination::v1::LeaseSpec;
+        let lease = |holder: Option<&str>| Lease {
+            spec: Some(LeaseSpec {
+                holder_identity: holder.map(str::to_owned),
+                ..LeaseSpec::default()
+            }),
+            ..Lease::default()
+        };
+        assert!(is_free(&lease(None)));
+        assert!(is_free(&lease(Some(""))));
+        assert!(is_free(&Lease::default()));
+        assert!(!is_free(&lease(Some("issuer-0-7"))));
     }
 }

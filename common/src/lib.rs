@@ -11,6 +11,8 @@
 //! * [`crd`] — rendering generated CRDs into the committed `crds/` YAML;
 //! * [`events`] — Kubernetes Events with library-go's reasons and messages;
 //! * [`lease`] — leader election on a Lease, as a watch channel;
+//! * [`served`] — waiting for the CRDs a controller needs, named in the log
+//!   and `/readyz` while they are missing;
 //! * [`serve`] — `/metrics` (plain, TLS from files or a Secret-kept CA,
 //!   scrape auth) and `/healthz` + `/readyz`;
 //! * [`error`] — the crate's one error type;
@@ -25,5 +27,6 @@ pub mod error;
 pub mod events;
 pub mod lease;
 pub mod serve;
+pub mod served;
 pub mod shutdown;
 pub mod telemetry;

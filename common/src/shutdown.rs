@@ -27,3 +27,73 @@ pub fn on_signal() -> std::io::Result<CancellationToken> {
     });
     Ok(token)
 }
+
+/// How long a controller may take to finish its work in flight after the
+/// shutdown signal before that work is abandoned.
+pub const DRAIN: std::time::Duration = std::time::Duration::from_secs(2);
+
+/// Runs `work` (a controller, told to stop by `shutdown` itself) and, once
+/// `shutdown` fires, gives it `grace` to finish before dropping it.
+///
+/// kube-runtime's controllers drain gracefully only once their caches have
+/// synced: told to stop during the first list (an API server that is slow,
+/// failing or unreachable) they would wait for a sync that never comes.
+/// Abandoned work is safe to drop: every write capstan makes is guarded
+/// by a resourceVersion or is idempotent, and is redone by the next leader.
+pub async fn drained<F>(
+    what: &str,
+    work: F,
+    shutdown: &CancellationToken,
+    grace: std::time::Duration,
+) where
+    F: std::future::Future<Output = ()>,
+{
+    let mut work = std::pin::pin!(work);
+    tokio::select! {
+        () = &mut work => return,
+        () = shutdown.cancelled() => {}
+    }
+    if tokio::time::timeout(grace, work).await.is_err() {
+        tracing::warn!(
+            controller = what,
+            ?grace,
+            "did not stop in time; abandoning its work in flight"
+        );
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+
+    #[tokio::test(start_paused = true)]
+    async fn work_that_ignores_the_signal_is_dropped_after_the_grace() {
+        let token = CancellationToken::new();
+        token.cancel();
+        let started = tokio::time::Instant::now();
+        drained(
+            "stuck",
+            std::future::pending(),
+            &token,
+            Duration::from_secs(2),
+        )
+        .await;
+        assert_eq!(started.elapsed(), Duration::from_secs(2));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn work_that_stops_is_awaited_to_its_end() {
+        let token = CancellationToken::new();
+        let finished = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let (seen, stop) = (finished.clone(), token.clone());
+        let work = async move {
+            stop.cancelled().await;
+            tokio::time::sleep(Duration::from_millis(500)).await;
+            seen.store(true, std::sync::atomic::Ordering::SeqCst);
+        };
+        token.cancel();
+        drained("draining", work, &token, Duration::from_secs(2)).await;
+        assert!(finished.load(std::sync::atomic::Ordering::SeqCst));
+    }
+}

@@ -8,12 +8,14 @@ use capstan_common::cli::{self, KubeArgs, LeaderArgs};
 use capstan_common::config::ConfigArgs;
 use capstan_common::events::Recorder;
 use capstan_common::serve::{self, Health, ServeArgs};
+use capstan_common::served::{CAPSTAN_INSTALL, CERT_MANAGER_INSTALL, CrdGate, RequiredCrd};
 use capstan_common::shutdown;
 use capstan_common::telemetry::LogArgs;
 
 use tokio_util::sync::CancellationToken;
 
 use crate::api::ca_issuer::{CAIssuer, ClusterCAIssuer};
+use crate::api::cert_manager::CertificateRequest;
 use crate::context::{Context, Signers};
 use crate::metrics::Metrics;
 
@@ -92,6 +94,7 @@ impl Args {
         let started = Arc::new(AtomicBool::new(false));
         let seen = started.clone();
         health.add_check("controllers", move || seen.load(Ordering::SeqCst));
+        let crds = CrdGate::new(&health);
         let serving = serve::start(
             plan,
             registry.clone(),
@@ -100,7 +103,7 @@ impl Args {
             shutdown.clone(),
         )
         .await?;
-        let leadership = self
+        let (leadership, campaign) = self
             .leader
             .leadership(client.clone(), "capstan-issuer", &identity, &shutdown)
             .await?;
@@ -126,14 +129,65 @@ impl Args {
             let token = shutdown.clone();
             async move { token.cancelled().await }
         };
+        // Each controller starts once the CRDs it reads are served; the
+        // CertificateSigningRequest controller needs none.
+        let ca_issuers = RequiredCrd::of::<CAIssuer>(CAPSTAN_INSTALL);
+        let cluster_ca_issuers = RequiredCrd::of::<ClusterCAIssuer>(CAPSTAN_INSTALL);
+        let requests = [
+            RequiredCrd::of::<CertificateRequest>(CERT_MANAGER_INSTALL),
+            ca_issuers.clone(),
+            cluster_ca_issuers.clone(),
+        ];
         started.store(true, Ordering::SeqCst);
+        let grace = capstan_common::shutdown::DRAIN;
         tokio::join!(
-            crate::issuer::controller::run::<CAIssuer>(ctx.clone(), stop()),
-            crate::issuer::controller::run::<ClusterCAIssuer>(ctx.clone(), stop()),
-            crate::request::controller::run(ctx.clone(), stop()),
-            crate::csr::controller::run(ctx.clone(), stop()),
+            shutdown::drained(
+                "CAIssuer",
+                crds.run_when_served(
+                    &client,
+                    "CAIssuer",
+                    std::slice::from_ref(&ca_issuers),
+                    &shutdown,
+                    crate::issuer::controller::run::<CAIssuer>(ctx.clone(), stop()),
+                ),
+                &shutdown,
+                grace,
+            ),
+            shutdown::drained(
+                "ClusterCAIssuer",
+                crds.run_when_served(
+                    &client,
+                    "ClusterCAIssuer",
+                    std::slice::from_ref(&cluster_ca_issuers),
+                    &shutdown,
+                    crate::issuer::controller::run::<ClusterCAIssuer>(ctx.clone(), stop()),
+                ),
+                &shutdown,
+                grace,
+            ),
+            shutdown::drained(
+                "CertificateRequest",
+                crds.run_when_served(
+                    &client,
+                    "CertificateRequest",
+                    &requests,
+                    &shutdown,
+                    crate::request::controller::run(ctx.clone(), stop()),
+                ),
+                &shutdown,
+                grace,
+            ),
+            shutdown::drained(
+                "CertificateSigningRequest",
+                crate::csr::controller::run(ctx.clone(), stop()),
+                &shutdown,
+                grace,
+            ),
         );
-        serving.stopped().await;
+        // The controllers have stopped: drop the last Leadership so that a
+        // held Lease is released for the other replica.
+        drop(ctx);
+        tokio::join!(campaign.released(), serving.stopped());
         tracing::info!("capstan-issuer stopped");
         Ok(())
     }

@@ -109,6 +109,7 @@ impl Args {
         let started = Arc::new(AtomicBool::new(false));
         let seen = started.clone();
         health.add_check("controllers", move || seen.load(Ordering::SeqCst));
+        let crds = capstan_common::served::CrdGate::new(&health);
         let serving = serve::start(
             plan,
             registry.clone(),
@@ -117,7 +118,7 @@ impl Args {
             shutdown.clone(),
         )
         .await?;
-        let leadership = self
+        let (leadership, campaign) = self
             .leader
             .leadership(client.clone(), "capstan-rotator", &identity, &shutdown)
             .await?;
@@ -142,11 +143,25 @@ impl Args {
             resync: crate::bundle::RESYNC,
         };
         started.store(true, Ordering::SeqCst);
+        let grace = shutdown::DRAIN;
         tokio::join!(
-            Restarter::new(ctx.clone(), limits).run(shutdown.clone()),
-            crate::bundle::run(ctx, bundles, shutdown),
+            shutdown::drained(
+                "restarts",
+                Restarter::new(ctx.clone(), limits).run(shutdown.clone()),
+                &shutdown,
+                grace,
+            ),
+            shutdown::drained(
+                "bundles",
+                crate::bundle::run(ctx.clone(), bundles, crds, shutdown.clone()),
+                &shutdown,
+                grace,
+            ),
         );
-        serving.stopped().await;
+        // The controllers have stopped: drop the last Leadership so that a
+        // held Lease is released for the other replica.
+        drop(ctx);
+        tokio::join!(campaign.released(), serving.stopped());
         tracing::info!("capstan-rotator stopped");
         Ok(())
     }

@@ -359,6 +359,26 @@ impl RunningBinary {
         Ok(())
     }
 
+    /// Sends SIGTERM, as the kubelet does to stop a pod, and waits up to
+    /// `within` for the process to exit; its exit status, or an error (with
+    /// the logs) when it is still running then.
+    pub async fn sigterm(&mut self, within: Duration) -> anyhow::Result<std::process::ExitStatus> {
+        let pid = self.pid();
+        anyhow::ensure!(pid != 0, "the process has already exited");
+        let sent = Command::new("kill")
+            .args(["-TERM", &pid.to_string()])
+            .status()
+            .await?;
+        anyhow::ensure!(sent.success(), "kill -TERM {pid} failed");
+        match tokio::time::timeout(within, self.child.wait()).await {
+            Ok(status) => Ok(status?),
+            Err(_) => bail!(
+                "still running {within:?} after SIGTERM; logs:\n{}",
+                self.logs().join("\n")
+            ),
+        }
+    }
+
     /// The process id (0 once it has been reaped).
     pub fn pid(&self) -> u32 {
         self.child.id().unwrap_or_default()

@@ -657,6 +657,8 @@ async fn tls_profiles_limit_versions_and_refuse_old_at_start() {
 #[tokio::test]
 async fn token_review_answers_401_403_and_200_and_health_stays_open() {
     let c = cluster().await;
+    // The rotator is ready only with its CABundle CRD served.
+    c.kubectl.apply_crds(false).await.unwrap();
     // Real ServiceAccount tokens: one whose account may get /metrics, one
     // whose account may not.
     let prometheus = c.scraper_token().await;

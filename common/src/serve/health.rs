@@ -2,11 +2,14 @@
 //!
 //! `/healthz` answers 200 while the process serves at all. `/readyz` runs
 //! named checks and answers 503 listing the failing ones, in the
-//! `[+]name ok` / `[-]name failed` shape Kubernetes components use.
+//! `[+]name ok` / `[-]name failed: why` shape Kubernetes components use.
 
 use std::sync::{Arc, RwLock};
 
-type Check = Arc<dyn Fn() -> bool + Send + Sync>;
+/// A check's result: `Err` carries why it fails, for the `/readyz` body.
+pub type CheckResult = Result<(), String>;
+
+type Check = Arc<dyn Fn() -> CheckResult + Send + Sync>;
 
 /// The readiness checks of a process; cheap to clone.
 #[derive(Clone, Default)]
@@ -22,8 +25,21 @@ impl std::fmt::Debug for Health {
 }
 
 impl Health {
-    /// Adds a readiness check named `name`.
+    /// Adds a readiness check named `name` that passes or fails without
+    /// saying why.
     pub fn add_check(&self, name: &str, check: impl Fn() -> bool + Send + Sync + 'static) {
+        self.add_check_with_reason(
+            name,
+            move || if check() { Ok(()) } else { Err(String::new()) },
+        );
+    }
+
+    /// Adds a readiness check named `name` whose failure says why.
+    pub fn add_check_with_reason(
+        &self,
+        name: &str,
+        check: impl Fn() -> CheckResult + Send + Sync + 'static,
+    ) {
         self.checks
             .write()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
@@ -32,7 +48,7 @@ impl Health {
 
     /// Each check's name and result, in the order added.
     #[must_use]
-    pub fn report(&self) -> Vec<(String, bool)> {
+    pub fn report(&self) -> Vec<(String, CheckResult)> {
         self.checks
             .read()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
@@ -44,16 +60,14 @@ impl Health {
 
 /// The `/readyz` body and whether every check passed.
 #[must_use]
-pub fn readiness_body(report: &[(String, bool)]) -> (bool, String) {
-    let ready = report.iter().all(|(_, ok)| *ok);
+pub fn readiness_body(report: &[(String, CheckResult)]) -> (bool, String) {
+    let ready = report.iter().all(|(_, result)| result.is_ok());
     let mut body: String = report
         .iter()
-        .map(|(name, ok)| {
-            if *ok {
-                format!("[+]{name} ok\n")
-            } else {
-                format!("[-]{name} failed\n")
-            }
+        .map(|(name, result)| match result {
+            Ok(()) => format!("[+]{name} ok\n"),
+            Err(why) if why.is_empty() => format!("[-]{name} failed\n"),
+            Err(why) => format!("[-]{name} failed: {why}\n"),
         })
         .collect();
     body.push_str(if ready {
@@ -83,5 +97,17 @@ mod tests {
         flag.store(true, Ordering::SeqCst);
         let (ready, body) = readiness_body(&health.report());
         assert!(ready, "{body}");
+    }
+
+    #[test]
+    fn a_failing_check_says_why() {
+        let health = Health::default();
+        health.add_check_with_reason("crds", || Err("cabundles.capstan.dev is missing".into()));
+        let (ready, body) = readiness_body(&health.report());
+        assert!(!ready);
+        assert!(
+            body.contains("[-]crds failed: cabundles.capstan.dev is missing\n"),
+            "{body}"
+        );
     }
 }

@@ -35,7 +35,7 @@ use self::auth::ScrapeAuth;
 use self::certs::CertSlot;
 use self::dynamic::DynamicConfig;
 use self::files::FilePair;
-pub use self::health::Health;
+pub use self::health::{CheckResult, Health};
 use self::http::{MetricsState, Peer, TlsListener};
 use self::profile::{ProfileType, TlsProfile};
 use crate::error::Error;
@@ -309,10 +309,20 @@ pub struct Serving {
     tasks: JoinSet<()>,
 }
 
+/// How long the servers wait, after shutdown, for open connections (a
+/// scrape in flight) to finish before closing them.
+pub const DRAIN: std::time::Duration = std::time::Duration::from_secs(2);
+
 impl Serving {
-    /// Waits for the servers to finish draining after shutdown.
+    /// Waits for the servers to finish draining after shutdown, at most
+    /// [`DRAIN`]: a scraper that never finishes its request must not keep
+    /// the process from exiting.
     pub async fn stopped(mut self) {
-        while self.tasks.join_next().await.is_some() {}
+        let drained = async { while self.tasks.join_next().await.is_some() {} };
+        if tokio::time::timeout(DRAIN, drained).await.is_err() {
+            tracing::warn!(timeout = ?DRAIN, "closing connections still open after shutdown");
+            self.tasks.abort_all();
+        }
     }
 }
 

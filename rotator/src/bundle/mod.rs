@@ -36,9 +36,11 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use capstan_common::served::{CAPSTAN_INSTALL, CrdGate, RequiredCrd};
 use k8s_openapi::api::core::v1::ObjectReference;
 use tokio_util::sync::CancellationToken;
 
+use crate::api::ca_bundle::CABundle;
 use crate::context::Context;
 
 /// How often every bundle is rebuilt without any change seen: expired
@@ -54,15 +56,25 @@ pub struct Config {
     pub resync: Duration,
 }
 
-/// Runs the injection and `CABundle` controllers until `shutdown`.
-pub async fn run(ctx: Arc<Context>, config: Config, shutdown: CancellationToken) {
+/// Runs the injection and `CABundle` controllers until `shutdown`; the
+/// `CABundle` controller once `crds` sees its CRD served (injection reads
+/// issuers dynamically and needs no CRD).
+pub async fn run(ctx: Arc<Context>, config: Config, crds: CrdGate, shutdown: CancellationToken) {
     tracing::info!(
         cluster_resource_namespace = %config.cluster_resource_namespace,
         "bundle controllers starting"
     );
+    let client = ctx.client.clone();
+    let bundles = [RequiredCrd::of::<CABundle>(CAPSTAN_INSTALL)];
     tokio::join!(
         inject::run(ctx.clone(), config.clone(), shutdown.clone()),
-        controller::run(ctx, config, shutdown),
+        crds.run_when_served(
+            &client,
+            "CABundle",
+            &bundles,
+            &shutdown,
+            controller::run(ctx, config, shutdown.clone()),
+        ),
     );
 }
 
