@@ -68,6 +68,11 @@ pub const COMMON_KEYS: &[(&str, &str)] = &[
     ("tlsSecurityProfile.custom.ciphers", "tls-cipher-suites"),
     ("metricsAuth.tokenReview", "metrics-auth-token-review"),
     ("metricsAuth.clientCAFile", "metrics-client-ca-file"),
+    (
+        "metricsAuth.clientAllowedNames",
+        "metrics-client-allowed-names",
+    ),
+    ("metricsAuth.tokenAudiences", "metrics-auth-token-audiences"),
 ];
 
 fn config_error(path: &Path, problem: impl std::fmt::Display) -> clap::Error {

@@ -11,6 +11,8 @@ use crate::error::{Error, Result};
 pub struct Summary {
     /// Subject, RFC 4514.
     pub subject: String,
+    /// The subject's (first) common name, if it has one.
+    pub common_name: Option<String>,
     /// Issuer, RFC 4514.
     pub issuer: String,
     /// Serial number, lowercase hex.
@@ -81,6 +83,12 @@ pub(crate) fn summary_of(cert: &X509Certificate<'_>, der: &[u8]) -> Summary {
         .unwrap_or_default();
     Summary {
         subject: cert.subject().to_string(),
+        common_name: cert
+            .subject()
+            .iter_common_name()
+            .next()
+            .and_then(|cn| cn.as_str().ok())
+            .map(str::to_owned),
         issuer: cert.issuer().to_string(),
         serial: hex(cert.raw_serial()),
         fingerprint: fingerprint(der),

@@ -1083,6 +1083,24 @@ fn run_with_config(binary: &str, config: &str) -> (bool, String) {
 const REFUSED: &[(&str, &[&str], &[&str], &str)] = &[
     (
         "issuer",
+        &["issuer.config.metricsAuth.clientAllowedNames={prometheus}"],
+        &[
+            "/issuer/config/metricsAuth",
+            "'clientCAFile' required, if 'clientAllowedNames' exists",
+        ],
+        "--metrics-client-allowed-names needs --metrics-client-ca-file",
+    ),
+    (
+        "rotator",
+        &["rotator.config.metricsAuth.tokenAudiences={capstan-metrics}"],
+        &[
+            "/rotator/config/metricsAuth",
+            "missing property 'tokenReview'",
+        ],
+        "--metrics-auth-token-audiences needs --metrics-auth-token-review",
+    ),
+    (
+        "issuer",
         &["issuer.config.metricsTLSConfig.filesystem.certFile=/tls/tls.crt"],
         &[
             "/issuer/config/metricsTLSConfig/filesystem",

@@ -1052,3 +1052,151 @@ async fn token_review_and_mtls_together_accept_either_credential() {
     assert!(!ok && code != "200", "{code} {body}");
     c.assert_no_key_leaks(&[&rotator]).await;
 }
+
+/// `curl` of `url` with CA `ca` and, when given, client certificate
+/// `<dir>/<client>.crt` and its key; the HTTP status ("000" when the
+/// handshake is refused) and body.
+async fn scrape_as(url: &str, ca: &Path, client: Option<(&Path, &str)>) -> (String, String) {
+    let ca = ca.to_str().unwrap();
+    let mut args = vec!["--cacert", ca];
+    let files;
+    if let Some((dir, name)) = client {
+        files = [
+            dir.join(format!("{name}.crt")),
+            dir.join(format!("{name}.key")),
+        ];
+        args.extend([
+            "--cert",
+            files[0].to_str().unwrap(),
+            "--key",
+            files[1].to_str().unwrap(),
+        ]);
+    }
+    let (_, code, body) = curl(url, &args).await;
+    (code, body)
+}
+
+/// Replaces `path` by `content` at once (write aside, rename), as the
+/// kubelet swaps a mounted ConfigMap.
+fn swap_file(path: &Path, content: &[u8]) {
+    let aside = path.with_extension("new");
+    std::fs::write(&aside, content).unwrap();
+    std::fs::rename(&aside, path).unwrap();
+}
+
+#[tokio::test]
+async fn the_client_ca_reloads_on_change_and_only_allowed_names_pass() {
+    let c = cluster().await;
+    let dir = c.dir.path();
+    make_ca(dir, "ca").await;
+    make_ca(dir, "next").await;
+    let leaf = make_leaf(dir, "ca", "leaf", "0x60", "serverAuth").await;
+    // OpenShift's Prometheus presents this name; only it may scrape.
+    let allowed = "prometheus-k8s";
+    make_leaf(dir, "ca", allowed, "0x61", "clientAuth").await;
+    make_leaf(dir, "ca", "grafana", "0x62", "clientAuth").await;
+    let renewed = dir.join("renewed");
+    std::fs::create_dir(&renewed).unwrap();
+    std::fs::copy(dir.join("next.crt"), renewed.join("next.crt")).unwrap();
+    std::fs::copy(dir.join("next.key"), renewed.join("next.key")).unwrap();
+    make_leaf(&renewed, "next", allowed, "0x63", "clientAuth").await;
+    let client_ca = dir.join("client-ca.crt");
+    std::fs::copy(dir.join("ca.crt"), &client_ca).unwrap();
+    let rotator = c.start(
+        "capstan-rotator",
+        "rotator-0",
+        &[
+            "--metrics-tls-cert-file",
+            leaf.to_str().unwrap(),
+            "--metrics-tls-private-key-file",
+            dir.join("leaf.key").to_str().unwrap(),
+            "--metrics-client-ca-file",
+            client_ca.to_str().unwrap(),
+            "--metrics-client-allowed-names",
+            allowed,
+        ],
+    );
+    let (metrics, _) = rotator.serving_addresses(WAIT).await.unwrap();
+    let url = format!("https://127.0.0.1:{}/metrics", metrics.port());
+    let ca = dir.join("ca.crt");
+    let (code, body) = scrape_as(&url, &ca, Some((dir, allowed))).await;
+    assert_eq!(code, "200", "{body}");
+    let (code, body) = scrape_as(&url, &ca, Some((dir, "grafana"))).await;
+    assert_eq!(code, "403", "a name not allowed: {body}");
+    assert!(body.contains("CN=grafana"), "{body}");
+    let (code, _) = scrape_as(&url, &ca, Some((&renewed, allowed))).await;
+    assert_ne!(code, "200", "the next CA is not trusted yet");
+
+    // The client CA changes: the next CA's client is let in, the old one's
+    // no longer, without a restart.
+    swap_file(&client_ca, &std::fs::read(dir.join("next.crt")).unwrap());
+    await_condition("the new client CA trusted", WAIT, POLL, || async {
+        let (code, _) = scrape_as(&url, &ca, Some((&renewed, allowed))).await;
+        (code == "200").then_some(())
+    })
+    .await
+    .unwrap();
+    let (code, _) = scrape_as(&url, &ca, Some((dir, allowed))).await;
+    assert_ne!(code, "200", "the old client CA is no longer trusted");
+    rotator
+        .wait_for_log(WAIT, |l| l.contains("Updated metrics client CA"))
+        .await
+        .unwrap();
+
+    // A broken file is not used: the CA before it stays trusted.
+    swap_file(&client_ca, b"-----BEGIN CERTIFICATE-----\nnot base64\n");
+    rotator
+        .wait_for_log(WAIT, |l| l.contains("new client CA file not used"))
+        .await
+        .unwrap();
+    let (code, body) = scrape_as(&url, &ca, Some((&renewed, allowed))).await;
+    assert_eq!(code, "200", "{body}");
+    c.assert_no_key_leaks(&[&rotator]).await;
+}
+
+#[tokio::test]
+async fn token_review_takes_only_tokens_for_the_configured_audience() {
+    let c = cluster().await;
+    let default_audience = c.scraper_token().await;
+    let for_capstan =
+        c.cp.service_account_token("monitoring", "prometheus", &["capstan-metrics"])
+            .await
+            .unwrap();
+    let dir = c.dir.path();
+    make_ca(dir, "ca").await;
+    let leaf = make_leaf(dir, "ca", "leaf", "0x70", "serverAuth").await;
+    let rotator = c.start(
+        "capstan-rotator",
+        "rotator-0",
+        &[
+            "--metrics-tls-cert-file",
+            leaf.to_str().unwrap(),
+            "--metrics-tls-private-key-file",
+            dir.join("leaf.key").to_str().unwrap(),
+            "--metrics-auth-token-review",
+            "--metrics-auth-token-audiences",
+            "capstan-metrics",
+        ],
+    );
+    let (metrics, _) = rotator.serving_addresses(WAIT).await.unwrap();
+    let url = format!("https://127.0.0.1:{}/metrics", metrics.port());
+    let ca = dir.join("ca.crt");
+    let ca = ca.to_str().unwrap();
+    for (who, token, expected) in [
+        ("a token for capstan-metrics", &for_capstan, "200"),
+        ("a token for the API server", &default_audience, "401"),
+    ] {
+        let header = format!("Authorization: Bearer {token}");
+        let (ok, code, body) = curl(&url, &["--cacert", ca, "-H", &header]).await;
+        assert!(ok, "{body}");
+        assert_eq!(code, expected, "{who}: {body}");
+        if expected == "401" {
+            // kube-apiserver's words (capstan also refuses an answer for
+            // another audience, should an authenticator give one).
+            assert!(
+                body.contains("audiences") && body.contains("capstan-metrics"),
+                "{body}"
+            );
+        }
+    }
+}

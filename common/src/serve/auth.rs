@@ -1,9 +1,14 @@
 //! Who may read `/metrics`, checked the way kube-rbac-proxy checks it.
 //!
 //! * A client certificate that verified against the configured client CA
-//!   (mTLS) is enough on its own.
+//!   (mTLS) is enough on its own, when its common name is among the allowed
+//!   names (any, when none are configured; as kube-apiserver's
+//!   `--requestheader-allowed-names`). A verified certificate with another
+//!   name is refused (403), unless token review is on: then the request
+//!   needs a token like one without a certificate.
 //! * Otherwise, with token review on, the request needs a bearer token that
-//!   a TokenReview authenticates (else 401) and a SubjectAccessReview allows
+//!   a TokenReview authenticates, for one of the configured audiences when
+//!   any are (else 401), and a SubjectAccessReview allows
 //!   for non-resource URL `/metrics`, verb `get` (else 403).
 //! * With neither configured, anyone may scrape.
 //!
@@ -56,9 +61,37 @@ pub fn bearer_token(header: Option<&str>) -> Option<&str> {
     (scheme.eq_ignore_ascii_case("bearer") && !token.is_empty()).then_some(token)
 }
 
+/// A client certificate that verified against the client CA.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ClientCert {
+    /// Subject, RFC 4514.
+    pub subject: String,
+    /// The subject's common name.
+    pub common_name: Option<String>,
+}
+
+/// Whether `cert`'s common name is among `allowed` (any name when empty).
+#[must_use]
+pub fn name_allowed(cert: &ClientCert, allowed: &[String]) -> bool {
+    allowed.is_empty()
+        || cert
+            .common_name
+            .as_ref()
+            .is_some_and(|cn| allowed.iter().any(|a| a == cn))
+}
+
+/// Whether a TokenReview's answer is for one of the audiences asked for
+/// (any answer when none were asked for, the API server's own audience).
+#[must_use]
+pub fn audience_ok(asked: &[String], answered: &[String]) -> bool {
+    asked.is_empty() || answered.iter().any(|a| asked.contains(a))
+}
+
 /// Scrape authorization for `/metrics`.
 pub struct ScrapeAuth {
     reviews: Option<Client>,
+    audiences: Vec<String>,
+    allowed_names: Vec<String>,
     cache: Mutex<HashMap<Vec<u8>, (Instant, Verdict)>>,
 }
 
@@ -77,27 +110,52 @@ impl ScrapeAuth {
     pub fn new(reviews: Option<Client>) -> Self {
         Self {
             reviews,
+            audiences: Vec::new(),
+            allowed_names: Vec::new(),
             cache: Mutex::new(HashMap::new()),
         }
     }
 
-    /// Decides for a request with `client_cert` (the subject of a verified
-    /// client certificate), `authorization` header and whether a client CA
-    /// is configured.
+    /// Token reviews ask for `audiences` and accept only tokens for one of
+    /// them (empty: the API server's own audience).
+    #[must_use]
+    pub fn with_audiences(mut self, audiences: Vec<String>) -> Self {
+        self.audiences = audiences;
+        self
+    }
+
+    /// Client certificates are enough only with one of these common names
+    /// (empty: any name).
+    #[must_use]
+    pub fn with_allowed_names(mut self, names: Vec<String>) -> Self {
+        self.allowed_names = names;
+        self
+    }
+
+    /// Decides for a request with `client_cert` (a verified client
+    /// certificate), `authorization` header and whether a client CA is
+    /// configured.
     ///
     /// # Errors
     /// When the API server cannot be asked (the request gets a 500, not a
     /// 401: the client's credentials may be fine).
     pub async fn check(
         &self,
-        client_cert: Option<&str>,
+        client_cert: Option<&ClientCert>,
         authorization: Option<&str>,
         mtls: bool,
     ) -> Result<Verdict, Error> {
-        if let Some(subject) = client_cert {
-            return Ok(Verdict::Allowed {
-                who: subject.to_owned(),
-            });
+        if let Some(cert) = client_cert {
+            if name_allowed(cert, &self.allowed_names) {
+                return Ok(Verdict::Allowed {
+                    who: cert.subject.clone(),
+                });
+            }
+            if self.reviews.is_none() {
+                return Ok(Verdict::Forbidden {
+                    who: cert.subject.clone(),
+                });
+            }
         }
         let Some(client) = &self.reviews else {
             return Ok(if mtls {
@@ -117,7 +175,7 @@ impl ScrapeAuth {
         if let Some(verdict) = self.cached(&key) {
             return Ok(verdict);
         }
-        let verdict = review(client, token).await?;
+        let verdict = review(client, token, &self.audiences).await?;
         self.remember(key, verdict.clone());
         Ok(verdict)
     }
@@ -149,12 +207,12 @@ impl ScrapeAuth {
 }
 
 /// Asks the API server who `token` is and whether they may get `/metrics`.
-async fn review(client: &Client, token: &str) -> Result<Verdict, Error> {
+async fn review(client: &Client, token: &str, audiences: &[String]) -> Result<Verdict, Error> {
     let params = PostParams::default();
     let asked = TokenReview {
         spec: TokenReviewSpec {
             token: Some(token.to_owned()),
-            audiences: None,
+            audiences: (!audiences.is_empty()).then(|| audiences.to_vec()),
         },
         ..TokenReview::default()
     };
@@ -163,6 +221,14 @@ async fn review(client: &Client, token: &str) -> Result<Verdict, Error> {
         .await
         .map_err(|e| Error::kube("creating a TokenReview for a /metrics scrape", e))?;
     let status = reviewed.status.unwrap_or_default();
+    if status.authenticated == Some(true)
+        && !audience_ok(audiences, status.audiences.as_deref().unwrap_or_default())
+    {
+        return Ok(Verdict::Unauthenticated(format!(
+            "the token is not meant for audience {}",
+            audiences.join(" or ")
+        )));
+    }
     let user = match (status.authenticated, status.user) {
         (Some(true), Some(user)) => user,
         _ => {
@@ -224,11 +290,59 @@ mod tests {
             open.check(None, Some("Bearer x"), true).await,
             Ok(Verdict::Unauthenticated(_))
         ));
+        let prometheus = cert("prometheus");
         assert_eq!(
-            open.check(Some("CN=prometheus"), None, true).await.ok(),
+            open.check(Some(&prometheus), None, true).await.ok(),
             Some(Verdict::Allowed {
                 who: "CN=prometheus".into()
             })
         );
+    }
+
+    fn cert(cn: &str) -> ClientCert {
+        ClientCert {
+            subject: format!("CN={cn}"),
+            common_name: Some(cn.into()),
+        }
+    }
+
+    #[tokio::test]
+    async fn only_allowed_names_pass_on_a_certificate_alone() {
+        let allowed = "system:serviceaccount:monitoring:prometheus-k8s";
+        let auth = ScrapeAuth::new(None).with_allowed_names(vec![allowed.into()]);
+        assert!(matches!(
+            auth.check(Some(&cert(allowed)), None, true).await,
+            Ok(Verdict::Allowed { .. })
+        ));
+        assert_eq!(
+            auth.check(Some(&cert("grafana")), None, true).await.ok(),
+            Some(Verdict::Forbidden {
+                who: "CN=grafana".into()
+            })
+        );
+        let nameless = ClientCert {
+            subject: "O=monitoring".into(),
+            common_name: None,
+        };
+        assert!(!name_allowed(&nameless, &[allowed.into()]));
+        assert!(
+            name_allowed(&nameless, &[]),
+            "no list: any verified certificate"
+        );
+    }
+
+    #[test]
+    fn a_token_must_be_for_an_asked_audience() {
+        let asked = vec!["capstan-metrics".to_owned()];
+        assert!(audience_ok(
+            &asked,
+            &["capstan-metrics".into(), "other".into()]
+        ));
+        assert!(!audience_ok(
+            &asked,
+            &["https://kubernetes.default.svc".into()]
+        ));
+        assert!(!audience_ok(&asked, &[]));
+        assert!(audience_ok(&[], &[]), "none asked: the API server's own");
     }
 }

@@ -23,7 +23,7 @@ use tokio_rustls::TlsAcceptor;
 use tokio_rustls::server::TlsStream;
 use tokio_util::sync::CancellationToken;
 
-use super::auth::{ScrapeAuth, Verdict};
+use super::auth::{ClientCert, ScrapeAuth, Verdict};
 use super::health::{Health, readiness_body};
 
 /// How long a client gets to finish its TLS handshake.
@@ -34,9 +34,9 @@ const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 pub struct Peer {
     /// The client's address.
     pub remote: SocketAddr,
-    /// Subject of the client certificate, when one was presented and
-    /// verified against the client CA.
-    pub client_cert: Option<String>,
+    /// The client certificate, when one was presented and verified against
+    /// the client CA.
+    pub client_cert: Option<ClientCert>,
 }
 
 impl Connected<IncomingStream<'_, TcpListener>> for Peer {
@@ -94,7 +94,10 @@ impl TlsListener {
                                 .peer_certificates()
                                 .and_then(|certs| certs.first())
                                 .and_then(|der| capstan_pki::summarize(der).ok())
-                                .map(|s| s.subject);
+                                .map(|s| ClientCert {
+                                    subject: s.subject,
+                                    common_name: s.common_name,
+                                });
                             let _ = tx
                                 .send((
                                     tls,
@@ -158,7 +161,7 @@ async fn metrics(
         .and_then(|v| v.to_str().ok());
     let verdict = state
         .auth
-        .check(peer.client_cert.as_deref(), authorization, state.mtls)
+        .check(peer.client_cert.as_ref(), authorization, state.mtls)
         .await;
     match verdict {
         Ok(Verdict::Allowed { who }) => {

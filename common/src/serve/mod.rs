@@ -7,10 +7,12 @@
 //!   certificate; [`files`] — static TLS files, reloaded on change;
 //!   [`dynamic`] — serving certificates signed by a CA kept in a Secret;
 //!   [`auth`] — TokenReview/SubjectAccessReview and mTLS scrape auth;
+//!   [`client_ca`] — the mTLS client CA, reloaded on change;
 //!   [`health`] — readiness checks; [`http`] — routers and the TLS listener.
 
 pub mod auth;
 pub mod certs;
+pub mod client_ca;
 pub mod dynamic;
 pub mod files;
 pub mod health;
@@ -22,9 +24,6 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
-use rustls::RootCertStore;
-use rustls::pki_types::CertificateDer;
-use rustls::pki_types::pem::PemObject;
 use rustls::server::WebPkiClientVerifier;
 use tokio::net::TcpListener;
 use tokio::task::JoinSet;
@@ -126,9 +125,30 @@ pub struct ServeArgs {
     pub metrics_auth_token_review: bool,
 
     /// Accept client certificates that chain to the CAs in this PEM file
-    /// (mTLS). Without token review a verified certificate is required.
+    /// (mTLS); reloaded when it changes. Without token review a verified
+    /// certificate is required.
     #[arg(long, env = "CAPSTAN_METRICS_CLIENT_CA_FILE")]
     pub metrics_client_ca_file: Option<PathBuf>,
+
+    /// Client certificate common names accepted (comma-separated), as
+    /// kube-apiserver's --requestheader-allowed-names; e.g. only
+    /// Prometheus's `system:serviceaccount:monitoring:prometheus-k8s`.
+    /// Empty: any certificate from the client CA.
+    #[arg(
+        long,
+        env = "CAPSTAN_METRICS_CLIENT_ALLOWED_NAMES",
+        value_delimiter = ','
+    )]
+    pub metrics_client_allowed_names: Vec<String>,
+
+    /// Audiences token reviews ask for (comma-separated); a token must be
+    /// for one of them. Empty: the API server's own audience.
+    #[arg(
+        long,
+        env = "CAPSTAN_METRICS_AUTH_TOKEN_AUDIENCES",
+        value_delimiter = ','
+    )]
+    pub metrics_auth_token_audiences: Vec<String>,
 }
 
 /// Where the metrics serving certificate comes from.
@@ -162,6 +182,10 @@ pub struct ServePlan {
     pub tls: Option<TlsPlan>,
     /// Whether bearer tokens are reviewed.
     pub token_review: bool,
+    /// Client certificate common names accepted (empty: any).
+    pub allowed_names: Vec<String>,
+    /// Audiences token reviews ask for (empty: the API server's).
+    pub audiences: Vec<String>,
 }
 
 /// Parses a listen address: `host:port`, `[v6]:port`, or `:port` for all
@@ -278,11 +302,25 @@ impl ServeArgs {
             }
             None => None,
         };
+        if !self.metrics_client_allowed_names.is_empty() && self.metrics_client_ca_file.is_none() {
+            return Err(Error::Config(
+                "--metrics-client-allowed-names needs --metrics-client-ca-file: the names are \
+                 those of client certificates from that CA"
+                    .into(),
+            ));
+        }
+        if !self.metrics_auth_token_audiences.is_empty() && !self.metrics_auth_token_review {
+            return Err(Error::Config(
+                "--metrics-auth-token-audiences needs --metrics-auth-token-review".into(),
+            ));
+        }
         Ok(ServePlan {
             metrics_address,
             health_address,
             tls,
             token_review: self.metrics_auth_token_review,
+            allowed_names: self.metrics_client_allowed_names.clone(),
+            audiences: self.metrics_auth_token_audiences.clone(),
         })
     }
 }
@@ -335,41 +373,6 @@ async fn bind(address: SocketAddr) -> Result<TcpListener, Error> {
         })
 }
 
-fn client_verifier(
-    plan: &TlsPlan,
-    token_review: bool,
-    provider: &Arc<rustls::crypto::CryptoProvider>,
-) -> Result<Arc<dyn rustls::server::danger::ClientCertVerifier>, Error> {
-    let Some(path) = &plan.client_ca else {
-        return Ok(WebPkiClientVerifier::no_client_auth());
-    };
-    let pem = std::fs::read(path).map_err(|source| Error::Read {
-        path: path.clone(),
-        source,
-    })?;
-    let bad = |problem: String| Error::Tls {
-        what: format!("client CA file {}", path.display()),
-        problem,
-    };
-    let mut roots = RootCertStore::empty();
-    for cert in CertificateDer::pem_slice_iter(&pem) {
-        let cert = cert.map_err(|e| bad(format!("the PEM does not parse ({e})")))?;
-        roots
-            .add(cert)
-            .map_err(|e| bad(format!("a certificate cannot be a trust anchor ({e})")))?;
-    }
-    if roots.is_empty() {
-        return Err(bad("no CERTIFICATE block".into()));
-    }
-    let builder = WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider.clone());
-    let builder = if token_review {
-        builder.allow_unauthenticated()
-    } else {
-        builder
-    };
-    builder.build().map_err(|e| bad(e.to_string()))
-}
-
 /// Binds both listeners (failing at once if either cannot be bound or the
 /// TLS material cannot be loaded) and serves until `shutdown`.
 ///
@@ -393,7 +396,9 @@ pub async fn start(
 
     let state = Arc::new(MetricsState {
         registry,
-        auth: ScrapeAuth::new(plan.token_review.then(|| client.clone())),
+        auth: ScrapeAuth::new(plan.token_review.then(|| client.clone()))
+            .with_audiences(plan.audiences.clone())
+            .with_allowed_names(plan.allowed_names.clone()),
         mtls: plan.tls.as_ref().is_some_and(|t| t.client_ca.is_some()),
     });
     let router = http::metrics_router(state).into_make_service_with_connect_info::<Peer>();
@@ -437,7 +442,23 @@ pub async fn start(
             }
             let watched = slot.clone();
             health.add_check("metrics-tls", move || watched.current().is_some());
-            let verifier = client_verifier(tls, plan.token_review, &provider)?;
+            let verifier: Arc<dyn rustls::server::danger::ClientCertVerifier> = match &tls.client_ca
+            {
+                None => WebPkiClientVerifier::no_client_auth(),
+                Some(path) => {
+                    let (first, hash) = client_ca::load(path, plan.token_review, &provider)?;
+                    let reloading = Arc::new(client_ca::ReloadingVerifier::new(first));
+                    tasks.spawn(client_ca::watch(
+                        path.clone(),
+                        plan.token_review,
+                        reloading.clone(),
+                        provider.clone(),
+                        hash,
+                        shutdown.clone(),
+                    ));
+                    reloading
+                }
+            };
             let mut config = rustls::ServerConfig::builder_with_provider(provider)
                 .with_protocol_versions(tls.profile.versions())
                 .map_err(|e| Error::Tls {
