@@ -211,6 +211,10 @@ pub async fn campaign(
 /// this replica leads to `tx`: a new one each time the Lease is released
 /// while this replica follows; until `tx` has no receivers left, when the
 /// current manager releases the lease (if held) and this returns.
+///
+/// A follower's manager is aborted, not asked to release: it holds nothing,
+/// and kube-lease-manager's release of a lease it believes expired can race
+/// the new holder's lock and panic on the conflict.
 async fn hold(
     first: LeaseManager,
     client: kube::Client,
@@ -223,37 +227,69 @@ async fn hold(
     loop {
         let current = match next.take() {
             Some(m) => m,
-            None => manager(client.clone(), &config).await?,
+            None => match rebuild(&client, &config, &tx).await? {
+                Some(m) => m,
+                None => return Ok(()),
+            },
         };
         let (mut leading, task) = current.watch().await;
         let now = *leading.borrow();
         tx.send_if_modified(|leader| std::mem::replace(leader, now) != now);
-        let again = loop {
+        let (again, leader) = loop {
             let leader = *leading.borrow();
             tokio::select! {
-                () = tx.closed() => break false,
+                () = tx.closed() => break (false, leader),
                 changed = leading.changed() => {
                     if changed.is_err() {
                         // The manager ended on its own: an error.
-                        break false;
+                        break (false, true);
                     }
                     let now = *leading.borrow_and_update();
                     tx.send_if_modified(|leader| std::mem::replace(leader, now) != now);
                 }
-                Some(()) = freed.next(), if !leader => break true,
+                Some(()) = freed.next(), if !leader => break (true, false),
             }
         };
         drop(leading);
-        match task.await {
-            Ok(Ok(_)) => {}
-            Ok(Err(e)) => return Err(e),
-            Err(e) => return Err(LeaseManagerError::InconsistentState(e.to_string())),
+        if leader {
+            match task.await {
+                Ok(Ok(_)) => {}
+                Ok(Err(e)) => return Err(e),
+                Err(e) => return Err(LeaseManagerError::InconsistentState(e.to_string())),
+            }
+        } else {
+            task.abort();
+            let _ = task.await;
         }
         if !again {
             tx.send_if_modified(|leader| std::mem::replace(leader, false));
             return Ok(());
         }
         tracing::debug!(lease = %config.name, "the Lease was released; campaigning for it");
+    }
+}
+
+/// A new manager for the lease, retried while the API server fails in a
+/// way that may pass; `None` when nobody wants leadership any more.
+async fn rebuild(
+    client: &kube::Client,
+    config: &LeaseConfig,
+    tx: &watch::Sender<bool>,
+) -> Result<Option<LeaseManager>, LeaseManagerError> {
+    let mut retry = crate::backoff::WatchBackoff::default();
+    loop {
+        match manager(client.clone(), config).await {
+            Ok(m) => return Ok(Some(m)),
+            Err(e) if is_transient(&e) => {
+                let wait = retry.next().unwrap_or(crate::backoff::MAX_RETRY);
+                tracing::warn!(error = %e, retry_in = ?wait, "could not campaign for the released Lease; retrying");
+                tokio::select! {
+                    () = tx.closed() => return Ok(None),
+                    () = tokio::time::sleep(wait) => {}
+                }
+            }
+            Err(e) => return Err(e),
+        }
     }
 }
 

@@ -26,10 +26,15 @@
 //! It prints one line per invariant, problems marked `BUG?` under it, and
 //! `soak: N passed, M failed`.
 //!
+//! A second soak runs two replicas of each binary (as the chart's
+//! `replicas: 2` does) with 1,000 requests: each kill is then the Lease
+//! holder's, three per component, and the other replica takes over; the
+//! invariants are the same.
+//!
 //! `CAPSTAN_SOAK_SEED` replays the run's random choices (kill delays, which
 //! restarts are killed again before converging, the openssl sample); the
 //! interleaving with the binaries still depends on timing.
-//! `CAPSTAN_SOAK_REQUESTS` and `CAPSTAN_SOAK_KILLS` change the size for local
+//! `CAPSTAN_SOAK_REQUESTS` and `CAPSTAN_SOAK_KILLS` change the first soak's size for local
 //! runs (defaults: the issue's 2,000 and 50). The logs of every binary
 //! instance go to a directory printed at the start, removed when the soak
 //! passes.
@@ -768,11 +773,13 @@ fn exit_reason(logs: &[String]) -> String {
     reason.join(" / ")
 }
 
-/// Waits until the restarted `c` holds its lease and the state it owns has
-/// converged, or until it exits on its own.
+/// Waits until the restarted `c` (or, with two replicas, its `peer`) holds
+/// its lease and the state it owns has converged, or until it exits on its
+/// own.
 async fn converge(
     c: Component,
     bin: &mut RunningBinary,
+    peer: Option<u32>,
     shared: &Shared,
     issuers: &[IssuerDef],
     targets: &[String],
@@ -791,8 +798,11 @@ async fn converge(
             }
             let check = || -> Result<(), String> {
                 let holder = holder_pid(live.get(&("lease", format!("capstan/{}", c.lease()))));
-                if holder != Some(pid) {
-                    return Err(format!("lease held by pid {holder:?}, not {pid}"));
+                // With two replicas the other one takes over.
+                if holder != Some(pid) && (peer.is_none() || holder != peer) {
+                    return Err(format!(
+                        "lease held by pid {holder:?}, not {pid} or {peer:?}"
+                    ));
                 }
                 match c {
                     Component::Issuer => {
@@ -825,34 +835,73 @@ async fn converge(
     }
 }
 
-/// One component's running instance, and what happened to it so far.
+/// One component's running instances, and what happened to them so far:
+/// `bin`, the one killed next, and with two replicas its `peer`.
 struct Supervised {
     c: Component,
     bin: RunningBinary,
     instance: usize,
+    /// The second replica and its instance number.
+    peer: Option<(usize, RunningBinary)>,
+    /// Instances started so far.
+    started: usize,
     log: CrashLog,
     launcher: Arc<Launcher>,
 }
 
 impl Supervised {
-    fn start(c: Component, launcher: Arc<Launcher>) -> Self {
+    fn start(c: Component, launcher: Arc<Launcher>, replicas: usize) -> Self {
+        let peer = (replicas > 1).then(|| (1, launcher.start(c, 1)));
         Self {
             c,
             bin: launcher.start(c, 0),
             instance: 0,
+            started: if peer.is_some() { 2 } else { 1 },
+            peer,
             log: CrashLog::default(),
             launcher,
         }
     }
 
     fn restart(&mut self) {
-        self.instance += 1;
+        self.instance = self.started;
+        self.started += 1;
         self.bin = self.launcher.start(self.c, self.instance);
+    }
+
+    /// With two replicas, makes `bin` the one holding the Lease
+    /// (`leader`), so that the leader is the one killed.
+    fn target_leader(&mut self, leader: Option<u32>) {
+        if let Some((instance, peer)) = &mut self.peer
+            && leader.is_some_and(|pid| pid == peer.pid())
+        {
+            std::mem::swap(&mut self.bin, peer);
+            std::mem::swap(&mut self.instance, instance);
+        }
+    }
+
+    /// The other replica's pid, if there is one.
+    fn peer_pid(&self) -> Option<u32> {
+        self.peer.as_ref().map(|(_, p)| p.pid())
     }
 
     /// If the binary exited on its own, records why and starts it again (as
     /// a kubelet would). Returns whether it had exited.
     fn revive(&mut self) -> bool {
+        if let Some((instance, peer)) = &mut self.peer
+            && !peer.is_running()
+        {
+            let file = self.launcher.save(self.c, *instance, peer);
+            self.log.exited.push(format!(
+                "{}-{instance} exited without being killed: {} (log {})",
+                self.c.name(),
+                exit_reason(&peer.logs()),
+                file.display()
+            ));
+            *instance = self.started;
+            self.started += 1;
+            *peer = self.launcher.start(self.c, *instance);
+        }
         if self.bin.is_running() {
             return false;
         }
@@ -887,10 +936,14 @@ impl Supervised {
         self.restart();
     }
 
-    /// Kills the last instance and keeps its logs.
+    /// Kills the last instances and keeps their logs.
     async fn stop(&mut self) {
         let _ = self.bin.sigkill().await;
         self.launcher.save(self.c, self.instance, &self.bin);
+        if let Some((instance, peer)) = &mut self.peer {
+            let _ = peer.sigkill().await;
+            self.launcher.save(self.c, *instance, peer);
+        }
     }
 }
 
@@ -943,6 +996,8 @@ async fn chaos(
             rng.between(0, 1_500)
         };
         tokio::time::sleep(Duration::from_millis(delay)).await;
+        let lease = (("lease"), format!("capstan/{}", sup.c.lease()));
+        sup.target_leader(holder_pid(latest(&shared).get(&lease)));
         sup.kill_and_restart().await;
         converged_last = !rng.chance(0.25);
         if !converged_last {
@@ -950,7 +1005,8 @@ async fn chaos(
             continue;
         }
         loop {
-            match converge(sup.c, &mut sup.bin, &shared, &issuers, &targets).await {
+            let peer = sup.peer_pid();
+            match converge(sup.c, &mut sup.bin, peer, &shared, &issuers, &targets).await {
                 Converged::Yes(d) => sup.log.converged.push(d),
                 Converged::No(why) => {
                     sup.log
@@ -1318,11 +1374,29 @@ async fn restart(cp: &mut ControlPlane, which: Restarted, soak_started: Instant)
     line
 }
 
+/// The two soaks run one after the other: each alone already keeps both
+/// cores busy.
+static ONE_AT_A_TIME: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn fault_soak_with_crashes_issues_everything_exactly_once() {
-    let _ = rustls::crypto::ring::default_provider().install_default();
     let requests = env_number("CAPSTAN_SOAK_REQUESTS", 2_000) as usize;
     let kills = env_number("CAPSTAN_SOAK_KILLS", 50) as usize;
+    soak(requests, kills, 1).await;
+}
+
+/// Two replicas of each binary: each kill is the Lease holder's, and the
+/// other replica takes over; three kills of each component's leader.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_replicas_with_the_leader_killed_issue_everything_exactly_once() {
+    soak(1_000, 6, 2).await;
+}
+
+/// The soak with `requests`, `kills` (split between the components) and
+/// `replicas` of each binary.
+async fn soak(requests: usize, kills: usize, replicas: usize) {
+    let _serial = ONE_AT_A_TIME.lock().await;
+    let _ = rustls::crypto::ring::default_provider().install_default();
     let seed = env_number(
         "CAPSTAN_SOAK_SEED",
         std::time::SystemTime::now()
@@ -1332,7 +1406,7 @@ async fn fault_soak_with_crashes_issues_everything_exactly_once() {
     );
     let soak_started = Instant::now();
     println!(
-        "soak: seed {seed} (replay with CAPSTAN_SOAK_SEED={seed}), {requests} requests, {kills} kills"
+        "soak: seed {seed} (replay with CAPSTAN_SOAK_SEED={seed}), {requests} requests, {kills} kills, {replicas} replica(s) each"
     );
     let mut rng = Rng(seed);
 
@@ -1416,8 +1490,8 @@ async fn fault_soak_with_crashes_issues_everything_exactly_once() {
         kubeconfigs,
         logs: dir.clone(),
     });
-    let mut issuer = Supervised::start(Component::Issuer, launcher.clone());
-    let mut rotator = Supervised::start(Component::Rotator, launcher.clone());
+    let mut issuer = Supervised::start(Component::Issuer, launcher.clone(), replicas);
+    let mut rotator = Supervised::start(Component::Rotator, launcher.clone(), replicas);
 
     create_issuers(&client).await;
     wait_supervised(
