@@ -118,6 +118,20 @@ impl Cluster {
         .await;
     }
 
+    /// Waits until ClusterCAIssuer `monitoring-ca` is Ready; returns it.
+    async fn issuer_ready(&self) -> Value {
+        self.kubectl
+            .wait_condition(
+                &["clustercaissuer", "monitoring-ca"],
+                "Ready",
+                "True",
+                WAIT,
+                POLL,
+            )
+            .await
+            .unwrap()
+    }
+
     /// The ClusterCAIssuer `monitoring-ca`'s CA Secret.
     async fn ca_secret(&self) -> Value {
         self.kubectl
@@ -459,17 +473,7 @@ spec:
 ",
     )
     .await;
-    let ready = c
-        .kubectl
-        .wait_condition(
-            &["clustercaissuer", "monitoring-ca"],
-            "Ready",
-            "True",
-            WAIT,
-            POLL,
-        )
-        .await
-        .unwrap();
+    let ready = c.issuer_ready().await;
     let signing = ready["status"]["ca"]["fingerprint"].clone();
     c.kubectl.rotate("monitoring-ca", "drill-1").await.unwrap();
     // Published, not switched: the state between the two steps.
@@ -491,17 +495,7 @@ spec:
     let _next = c.start("capstan-issuer", "next", &[]);
     c.wait_holder("capstan-issuer", "next", WAIT).await;
     wait_log(&_next, "starting").await;
-    let after = c
-        .kubectl
-        .wait_condition(
-            &["clustercaissuer", "monitoring-ca"],
-            "Ready",
-            "True",
-            WAIT,
-            POLL,
-        )
-        .await
-        .unwrap();
+    let after = c.issuer_ready().await;
     assert_eq!(after["status"]["ca"]["fingerprint"], signing);
     assert_eq!(after["status"]["bundleSize"], 2);
     let now = c.ca_secret().await;

@@ -83,6 +83,26 @@ impl Cluster {
         .unwrap()
     }
 
+    /// Makes CA `ca` (once per test) and a serving leaf from it with
+    /// `serial`, and starts the rotator serving `/metrics` with them, then
+    /// `extra`.
+    async fn rotator_with_tls(&self, serial: &str, extra: &[&str]) -> RunningBinary {
+        let dir = self.dir.path();
+        if !dir.join("ca.crt").exists() {
+            make_ca(dir, "ca").await;
+        }
+        let leaf = make_leaf(dir, "ca", "leaf", serial, "serverAuth").await;
+        let key = dir.join("leaf.key");
+        let mut args = vec![
+            "--metrics-tls-cert-file",
+            leaf.to_str().unwrap(),
+            "--metrics-tls-private-key-file",
+            key.to_str().unwrap(),
+        ];
+        args.extend_from_slice(extra);
+        self.start("capstan-rotator", "rotator-0", &args)
+    }
+
     fn path(&self, name: &str) -> PathBuf {
         self.dir.path().join(name)
     }
@@ -667,19 +687,9 @@ async fn token_review_answers_401_403_and_200_and_health_stays_open() {
             .await
             .unwrap();
     let dir = c.dir.path();
-    make_ca(dir, "ca").await;
-    let leaf = make_leaf(dir, "ca", "leaf", "0x20", "serverAuth").await;
-    let rotator = c.start(
-        "capstan-rotator",
-        "rotator-0",
-        &[
-            "--metrics-tls-cert-file",
-            leaf.to_str().unwrap(),
-            "--metrics-tls-private-key-file",
-            dir.join("leaf.key").to_str().unwrap(),
-            "--metrics-auth-token-review",
-        ],
-    );
+    let rotator = c
+        .rotator_with_tls("0x20", &["--metrics-auth-token-review"])
+        .await;
     let (metrics, health) = rotator.serving_addresses(WAIT).await.unwrap();
     let url = format!("https://127.0.0.1:{}/metrics", metrics.port());
     let ca = dir.join("ca.crt");
@@ -1090,7 +1100,6 @@ async fn the_client_ca_reloads_on_change_and_only_allowed_names_pass() {
     let dir = c.dir.path();
     make_ca(dir, "ca").await;
     make_ca(dir, "next").await;
-    let leaf = make_leaf(dir, "ca", "leaf", "0x60", "serverAuth").await;
     // OpenShift's Prometheus presents this name; only it may scrape.
     let allowed = "prometheus-k8s";
     make_leaf(dir, "ca", allowed, "0x61", "clientAuth").await;
@@ -1102,20 +1111,17 @@ async fn the_client_ca_reloads_on_change_and_only_allowed_names_pass() {
     make_leaf(&renewed, "next", allowed, "0x63", "clientAuth").await;
     let client_ca = dir.join("client-ca.crt");
     std::fs::copy(dir.join("ca.crt"), &client_ca).unwrap();
-    let rotator = c.start(
-        "capstan-rotator",
-        "rotator-0",
-        &[
-            "--metrics-tls-cert-file",
-            leaf.to_str().unwrap(),
-            "--metrics-tls-private-key-file",
-            dir.join("leaf.key").to_str().unwrap(),
-            "--metrics-client-ca-file",
-            client_ca.to_str().unwrap(),
-            "--metrics-client-allowed-names",
-            allowed,
-        ],
-    );
+    let rotator = c
+        .rotator_with_tls(
+            "0x60",
+            &[
+                "--metrics-client-ca-file",
+                client_ca.to_str().unwrap(),
+                "--metrics-client-allowed-names",
+                allowed,
+            ],
+        )
+        .await;
     let (metrics, _) = rotator.serving_addresses(WAIT).await.unwrap();
     let url = format!("https://127.0.0.1:{}/metrics", metrics.port());
     let ca = dir.join("ca.crt");
@@ -1163,21 +1169,16 @@ async fn token_review_takes_only_tokens_for_the_configured_audience() {
             .await
             .unwrap();
     let dir = c.dir.path();
-    make_ca(dir, "ca").await;
-    let leaf = make_leaf(dir, "ca", "leaf", "0x70", "serverAuth").await;
-    let rotator = c.start(
-        "capstan-rotator",
-        "rotator-0",
-        &[
-            "--metrics-tls-cert-file",
-            leaf.to_str().unwrap(),
-            "--metrics-tls-private-key-file",
-            dir.join("leaf.key").to_str().unwrap(),
-            "--metrics-auth-token-review",
-            "--metrics-auth-token-audiences",
-            "capstan-metrics",
-        ],
-    );
+    let rotator = c
+        .rotator_with_tls(
+            "0x70",
+            &[
+                "--metrics-auth-token-review",
+                "--metrics-auth-token-audiences",
+                "capstan-metrics",
+            ],
+        )
+        .await;
     let (metrics, _) = rotator.serving_addresses(WAIT).await.unwrap();
     let url = format!("https://127.0.0.1:{}/metrics", metrics.port());
     let ca = dir.join("ca.crt");
