@@ -164,9 +164,7 @@ impl CrdGate {
             }
         }
     }
-}
 
-impl CrdGate {
     /// Runs `controller_run` once every CRD in `needed` is served (see
     /// [`CrdGate::wait_until_served`]); not at all when `shutdown` fires
     /// first.

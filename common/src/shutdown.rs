@@ -28,24 +28,21 @@ pub fn on_signal() -> std::io::Result<CancellationToken> {
     Ok(token)
 }
 
-/// How long a controller may take to finish its work in flight after the
-/// shutdown signal before that work is abandoned.
+/// How long a controller (or a server with connections open) may take to
+/// finish its work in flight after the shutdown signal before that work is
+/// abandoned.
 pub const DRAIN: std::time::Duration = std::time::Duration::from_secs(2);
 
 /// Runs `work` (a controller, told to stop by `shutdown` itself) and, once
-/// `shutdown` fires, gives it `grace` to finish before dropping it.
+/// `shutdown` fires, gives it [`DRAIN`] to finish before dropping it.
 ///
 /// kube-runtime's controllers drain gracefully only once their caches have
 /// synced: told to stop during the first list (an API server that is slow,
 /// failing or unreachable) they would wait for a sync that never comes.
 /// Abandoned work is safe to drop: every write capstan makes is guarded
 /// by a resourceVersion or is idempotent, and is redone by the next leader.
-pub async fn drained<F>(
-    what: &str,
-    work: F,
-    shutdown: &CancellationToken,
-    grace: std::time::Duration,
-) where
+pub async fn drained<F>(what: &str, work: F, shutdown: &CancellationToken)
+where
     F: std::future::Future<Output = ()>,
 {
     let mut work = std::pin::pin!(work);
@@ -53,10 +50,10 @@ pub async fn drained<F>(
         () = &mut work => return,
         () = shutdown.cancelled() => {}
     }
-    if tokio::time::timeout(grace, work).await.is_err() {
+    if tokio::time::timeout(DRAIN, work).await.is_err() {
         tracing::warn!(
             controller = what,
-            ?grace,
+            grace = ?DRAIN,
             "did not stop in time; abandoning its work in flight"
         );
     }
@@ -72,14 +69,8 @@ mod tests {
         let token = CancellationToken::new();
         token.cancel();
         let started = tokio::time::Instant::now();
-        drained(
-            "stuck",
-            std::future::pending(),
-            &token,
-            Duration::from_secs(2),
-        )
-        .await;
-        assert_eq!(started.elapsed(), Duration::from_secs(2));
+        drained("stuck", std::future::pending(), &token).await;
+        assert_eq!(started.elapsed(), DRAIN);
     }
 
     #[tokio::test(start_paused = true)]
@@ -93,7 +84,7 @@ mod tests {
             seen.store(true, std::sync::atomic::Ordering::SeqCst);
         };
         token.cancel();
-        drained("draining", work, &token, Duration::from_secs(2)).await;
+        drained("draining", work, &token).await;
         assert!(finished.load(std::sync::atomic::Ordering::SeqCst));
     }
 }

@@ -139,7 +139,6 @@ impl Args {
             cluster_ca_issuers.clone(),
         ];
         started.store(true, Ordering::SeqCst);
-        let grace = capstan_common::shutdown::DRAIN;
         tokio::join!(
             shutdown::drained(
                 "CAIssuer",
@@ -151,7 +150,6 @@ impl Args {
                     crate::issuer::controller::run::<CAIssuer>(ctx.clone(), stop()),
                 ),
                 &shutdown,
-                grace,
             ),
             shutdown::drained(
                 "ClusterCAIssuer",
@@ -163,7 +161,6 @@ impl Args {
                     crate::issuer::controller::run::<ClusterCAIssuer>(ctx.clone(), stop()),
                 ),
                 &shutdown,
-                grace,
             ),
             shutdown::drained(
                 "CertificateRequest",
@@ -175,13 +172,11 @@ impl Args {
                     crate::request::controller::run(ctx.clone(), stop()),
                 ),
                 &shutdown,
-                grace,
             ),
             shutdown::drained(
                 "CertificateSigningRequest",
                 crate::csr::controller::run(ctx.clone(), stop()),
                 &shutdown,
-                grace,
             ),
         );
         // The controllers have stopped: drop the last Leadership so that a

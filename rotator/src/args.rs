@@ -143,19 +143,16 @@ impl Args {
             resync: crate::bundle::RESYNC,
         };
         started.store(true, Ordering::SeqCst);
-        let grace = shutdown::DRAIN;
         tokio::join!(
             shutdown::drained(
                 "restarts",
                 Restarter::new(ctx.clone(), limits).run(shutdown.clone()),
                 &shutdown,
-                grace,
             ),
             shutdown::drained(
                 "bundles",
                 crate::bundle::run(ctx.clone(), bundles, crds, shutdown.clone()),
                 &shutdown,
-                grace,
             ),
         );
         // The controllers have stopped: drop the last Leadership so that a

@@ -347,18 +347,15 @@ pub struct Serving {
     tasks: JoinSet<()>,
 }
 
-/// How long the servers wait, after shutdown, for open connections (a
-/// scrape in flight) to finish before closing them.
-pub const DRAIN: std::time::Duration = std::time::Duration::from_secs(2);
-
 impl Serving {
     /// Waits for the servers to finish draining after shutdown, at most
-    /// [`DRAIN`]: a scraper that never finishes its request must not keep
+    /// [`crate::shutdown::DRAIN`]: a scraper that never finishes its request must not keep
     /// the process from exiting.
     pub async fn stopped(mut self) {
         let drained = async { while self.tasks.join_next().await.is_some() {} };
-        if tokio::time::timeout(DRAIN, drained).await.is_err() {
-            tracing::warn!(timeout = ?DRAIN, "closing connections still open after shutdown");
+        let drain = crate::shutdown::DRAIN;
+        if tokio::time::timeout(drain, drained).await.is_err() {
+            tracing::warn!(timeout = ?drain, "closing connections still open after shutdown");
             self.tasks.abort_all();
         }
     }
