@@ -140,38 +140,29 @@ impl Args {
         ];
         started.store(true, Ordering::SeqCst);
         tokio::join!(
-            shutdown::drained(
+            gated(
+                &crds,
+                &client,
+                &shutdown,
                 "CAIssuer",
-                crds.run_when_served(
-                    &client,
-                    "CAIssuer",
-                    std::slice::from_ref(&ca_issuers),
-                    &shutdown,
-                    crate::issuer::controller::run::<CAIssuer>(ctx.clone(), stop()),
-                ),
-                &shutdown,
+                std::slice::from_ref(&ca_issuers),
+                crate::issuer::controller::run::<CAIssuer>(ctx.clone(), stop())
             ),
-            shutdown::drained(
+            gated(
+                &crds,
+                &client,
+                &shutdown,
                 "ClusterCAIssuer",
-                crds.run_when_served(
-                    &client,
-                    "ClusterCAIssuer",
-                    std::slice::from_ref(&cluster_ca_issuers),
-                    &shutdown,
-                    crate::issuer::controller::run::<ClusterCAIssuer>(ctx.clone(), stop()),
-                ),
-                &shutdown,
+                std::slice::from_ref(&cluster_ca_issuers),
+                crate::issuer::controller::run::<ClusterCAIssuer>(ctx.clone(), stop())
             ),
-            shutdown::drained(
-                "CertificateRequest",
-                crds.run_when_served(
-                    &client,
-                    "CertificateRequest",
-                    &requests,
-                    &shutdown,
-                    crate::request::controller::run(ctx.clone(), stop()),
-                ),
+            gated(
+                &crds,
+                &client,
                 &shutdown,
+                "CertificateRequest",
+                &requests,
+                crate::request::controller::run(ctx.clone(), stop())
             ),
             shutdown::drained(
                 "CertificateSigningRequest",
@@ -186,4 +177,22 @@ impl Args {
         tracing::info!("capstan-issuer stopped");
         Ok(())
     }
+}
+
+/// Runs the controller `run`, named `name`, once the CRDs in `needed` are
+/// served, and gives it the drain budget once `shutdown` fires.
+async fn gated(
+    crds: &CrdGate,
+    client: &kube::Client,
+    shutdown: &CancellationToken,
+    name: &str,
+    needed: &[RequiredCrd],
+    run: impl std::future::Future<Output = ()>,
+) {
+    shutdown::drained(
+        name,
+        crds.run_when_served(client, name, needed, shutdown, run),
+        shutdown,
+    )
+    .await;
 }
