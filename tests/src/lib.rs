@@ -5,5 +5,6 @@ pub mod cluster;
 pub mod controlplane;
 pub mod harness;
 pub mod hygiene;
+pub mod markdown;
 pub mod procfs;
 pub mod signing;

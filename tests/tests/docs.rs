@@ -16,6 +16,7 @@ use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 
 use capstan_tests::harness::workspace_root;
+use capstan_tests::markdown;
 use serde::Deserialize as _;
 
 /// Where GitHub serves the repository's files; the alerts' runbook URLs
@@ -543,50 +544,31 @@ fn every_event_reason_is_documented_and_every_quoted_log_line_is_in_the_code() {
 /// its documents; only documents with an `apiVersion` and a `kind`.
 fn manifests(markdown: &str) -> Vec<serde_yaml::Value> {
     let mut blocks = Vec::new();
-    let mut fence: Option<String> = None;
-    let mut heredoc: Option<String> = None;
-    let mut current = String::new();
-    for line in markdown.lines() {
-        let trimmed = line.trim_start();
-        if let Some(lang) = &fence {
-            if trimmed.starts_with("```") {
-                if lang == "yaml" {
-                    blocks.push(std::mem::take(&mut current));
-                }
-                fence = None;
-                heredoc = None;
-                current.clear();
-            } else if lang == "yaml" {
-                current.push_str(line);
-                current.push('\n');
-            } else if let Some(end) = &heredoc {
-                if trimmed == end {
-                    blocks.push(std::mem::take(&mut current));
+    for (lang, text) in markdown::code_blocks(markdown) {
+        if lang == "yaml" {
+            blocks.push(text);
+            continue;
+        }
+        let mut heredoc: Option<(String, String)> = None;
+        for line in text.lines() {
+            if let Some((end, body)) = &mut heredoc {
+                if line.trim_start() == end {
+                    blocks.push(std::mem::take(body));
                     heredoc = None;
                 } else {
-                    current.push_str(line);
-                    current.push('\n');
+                    body.push_str(line);
+                    body.push('\n');
                 }
             } else if let Some((_, tag)) = line.split_once("<<'") {
-                heredoc = tag.split('\'').next().map(str::to_owned);
+                heredoc = tag
+                    .split('\'')
+                    .next()
+                    .map(|t| (t.to_owned(), String::new()));
             }
-        } else if let Some(lang) = trimmed.strip_prefix("```") {
-            fence = Some(lang.trim().to_owned());
         }
     }
     let mut docs = Vec::new();
-    for block in blocks {
-        // Snippets indented inside a list item are manifests too.
-        let indent = block
-            .lines()
-            .filter(|l| !l.trim().is_empty())
-            .map(|l| l.len() - l.trim_start().len())
-            .min()
-            .unwrap_or(0);
-        let text: String = block
-            .lines()
-            .map(|l| format!("{}\n", l.get(indent..).unwrap_or("")))
-            .collect();
+    for text in blocks {
         for doc in serde_yaml::Deserializer::from_str(&text) {
             let Ok(value) = serde_yaml::Value::deserialize(doc) else {
                 continue;

@@ -25,9 +25,10 @@
 //!   `tests/src/bin/bench-peers.rs` in release mode, which compares capstan
 //!   with cert-manager's CA issuer and trust-manager on one control plane.
 //! * `drill` — the Prometheus drill (`tests/tests/prometheus_drill.rs`) on
-//!   its own, printing what it sees: a real Prometheus scraping TLS targets
-//!   whose certificates capstan signs, through a root CA rotation; per
-//!   target, scrapes attempted and failed and the CA before and after.
+//!   its own, printing what it sees: a real Prometheus scraping TLS and
+//!   mTLS targets whose certificates capstan signs, through three root CA
+//!   rotations; per target, scrapes attempted and failed, and per rotation
+//!   the CA before and after.
 //! * `check-generated` — renders all of the above again and fails, naming
 //!   the command to run, when a committed file differs; this crate's test
 //!   `every_generated_file_is_current` does the same in
@@ -64,7 +65,7 @@ fn main() -> Result<()> {
         ),
         "" | "help" | "--help" | "-h" => {
             println!(
-                "usage: cargo xtask <command>\n\ncommands:\n  ci     install test tools, check fmt and clippy, run all tests\n  crds   regenerate crds/*.yaml from the Rust types\n  chart-files   copy crds/ and the mixin's rules into charts/capstan/files\n  docs   regenerate docs/reference/*.md from the code\n  check-generated   fail when crds/, the chart's files or docs/reference are stale\n  control-plane build   build etcd, kube-apiserver, kube-controller-manager, kube-scheduler and kwok into the cache\n  control-plane up [--kubeconfig PATH] [--no-workloads]   start a real control plane (Ctrl-C stops it)\n  control-plane down [--kubeconfig PATH]   stop the one `up` started\n  drill   run the Prometheus drill (a root CA rotation under a real Prometheus) and print what it sees\n  bench-peers [N]   build the peers, then compare capstan with cert-manager's CA issuer (N Certificates, default 1000) and trust-manager on a real control plane"
+                "usage: cargo xtask <command>\n\ncommands:\n  ci     install test tools, check fmt and clippy, run all tests\n  crds   regenerate crds/*.yaml from the Rust types\n  chart-files   copy crds/ and the mixin's rules into charts/capstan/files\n  docs   regenerate docs/reference/*.md from the code\n  check-generated   fail when crds/, the chart's files or docs/reference are stale\n  control-plane build   build etcd, kube-apiserver, kube-controller-manager, kube-scheduler and kwok into the cache\n  control-plane up [--kubeconfig PATH] [--no-workloads]   start a real control plane (Ctrl-C stops it)\n  control-plane down [--kubeconfig PATH]   stop the one `up` started\n  drill   run the Prometheus drill (three root CA rotations under a real Prometheus) and print what it sees\n  bench-peers [N]   build the peers, then compare capstan with cert-manager's CA issuer (N Certificates, default 1000) and trust-manager on a real control plane"
             );
             Ok(())
         }
