@@ -13,7 +13,7 @@ use k8s_openapi::jiff::Timestamp;
 use kube::api::{Api, ObjectMeta, PostParams};
 
 use crate::ca::layout::{self, Record};
-use crate::ca::rotation::{self, PublishReason, RotationState, RotationTiming, Step};
+use crate::ca::rotation::{PublishReason, RotationState, RotationTiming, Step};
 use crate::error::{Error, Result};
 use crate::policy::{IssuerPolicy, SelfManagedPolicy};
 use crate::signing::{self, CaMaterial};
@@ -58,52 +58,27 @@ pub enum Change {
     Stepped(Step),
 }
 
-/// The outcome of ensuring a self-managed CA.
+/// What a self-managed CA Secret records about its rotation.
 #[derive(Debug, Clone)]
-pub struct Managed {
-    /// The Secret as it now is.
-    pub secret: Secret,
-    /// What changed, if anything (only the leader changes anything).
-    pub change: Option<Change>,
-    /// When to look again by the clock alone.
-    pub recheck_at: Option<Timestamp>,
-    /// CAs in the bundle.
+pub struct SecretState {
+    /// The rotation state, for [`crate::ca::rotation::plan`].
+    pub rotation: RotationState,
+    /// The Secret's rotation record (annotations).
+    pub record: Record,
+    /// CAs in the bundle (the signing CA at least).
     pub bundle_size: usize,
-    /// When signing last switched CAs.
-    pub last_rotation_time: Option<Timestamp>,
 }
 
-/// Ensures the self-managed CA exists and takes the next rotation step when
-/// one is due. Followers (`may_write == false`) only read.
+/// Reads the rotation state out of a self-managed CA Secret.
 ///
 /// # Errors
-/// API failures, conflicts with another writer (retry), or a Secret whose
-/// signing CA is unusable — which is never overwritten, so no key is lost.
-pub async fn ensure_self_managed(
-    client: &kube::Client,
-    namespace: &str,
-    policy: &IssuerPolicy,
-    managed: &SelfManagedPolicy,
-    trigger: Option<&str>,
-    may_write: bool,
-    now: Timestamp,
-) -> Result<Option<Managed>> {
-    let name = &managed.secret_name;
-    let api: Api<Secret> = Api::namespaced(client.clone(), namespace);
-    let Some(secret) = read(client, namespace, name).await? else {
-        if !may_write {
-            return Ok(None);
-        }
-        return create(&api, namespace, managed, now).await.map(Some);
-    };
-    let problem = |problem: String| Error::CaSecret {
-        secret: secret_ref(namespace, name),
-        problem,
-    };
-    let data = secret.data.clone().unwrap_or_default();
-    let signing_pem =
-        bytes(&data, layout::TLS_CRT).ok_or_else(|| problem("tls.crt is missing".into()))?;
-    let signing = signing::record(&signing_pem).map_err(problem)?;
+/// A missing or unparsable `tls.crt` or `next.crt`, or an unreadable
+/// record: what is wrong, for a human.
+pub fn state(secret: &Secret, now: Timestamp) -> std::result::Result<SecretState, String> {
+    let empty = BTreeMap::new();
+    let data = secret.data.as_ref().unwrap_or(&empty);
+    let signing_pem = bytes(data, layout::TLS_CRT).ok_or("tls.crt is missing")?;
+    let signing = signing::record(&signing_pem)?;
     let record = layout::read(
         secret
             .metadata
@@ -111,83 +86,114 @@ pub async fn ensure_self_managed(
             .as_ref()
             .unwrap_or(&BTreeMap::new()),
     )
-    .map_err(|e| problem(e.to_string()))?;
-    let next = match (bytes(&data, layout::NEXT_CRT), record.next_published_at) {
-        (Some(pem), Some(at)) => Some((signing::record(&pem).map_err(problem)?, at)),
+    .map_err(|e| e.to_string())?;
+    let next = match (bytes(data, layout::NEXT_CRT), record.next_published_at) {
+        (Some(pem), Some(at)) => Some((signing::record(&pem)?, at)),
         _ => None,
     };
-    let bundle_pem = bytes(&data, layout::CA_BUNDLE).unwrap_or_default();
-    let state = RotationState {
-        signing,
-        next,
-        retired: record.retired.clone(),
-        handled_trigger: record.rotate_handled.clone(),
-    };
-    let timing = RotationTiming {
+    let bundle_pem = bytes(data, layout::CA_BUNDLE).unwrap_or_default();
+    let bundle_size = signing::bundle(&[&signing_pem, &bundle_pem], now).map_or(1, |b| b.count);
+    Ok(SecretState {
+        rotation: RotationState {
+            signing,
+            next,
+            retired: record.retired.clone(),
+            handled_trigger: record.rotate_handled.clone(),
+        },
+        record,
+        bundle_size,
+    })
+}
+
+/// The rotation timing of a self-managed CA under `policy`.
+#[must_use]
+pub fn timing(policy: &IssuerPolicy, managed: &SelfManagedPolicy) -> RotationTiming {
+    RotationTiming {
         rotate_before: managed.rotate_before,
         propagation_delay: managed.propagation_delay,
         overlap: managed.overlap,
         max_leaf: policy.max_duration,
-    };
-    let plan = rotation::plan(&state, &timing, trigger, now);
-    let bundle_size = signing::bundle(&[&signing_pem, &bundle_pem], now).map_or(1, |b| b.count);
-    let unchanged = Managed {
-        secret: secret.clone(),
-        change: None,
-        recheck_at: plan.recheck_at,
-        bundle_size,
-        last_rotation_time: record.last_rotation_time,
-    };
-    if plan.step == Step::Idle || !may_write {
-        return Ok(Some(unchanged));
     }
-    let next = match plan.step {
+}
+
+/// One rotation step to write into a self-managed CA Secret.
+#[derive(Debug, Clone, PartialEq)]
+pub struct StepWrite {
+    /// The CA's policy (what a published CA is generated with).
+    pub managed: SelfManagedPolicy,
+    /// The step.
+    pub step: Step,
+    /// The Secret's record before the step.
+    pub record: Record,
+    /// The issuer's `capstan.dev/rotate` value, recorded as handled.
+    pub trigger: Option<String>,
+}
+
+/// Writes `write` into `secret` (generating the next CA for a publish) with
+/// a resourceVersion-guarded replace; returns the Secret as written.
+///
+/// # Errors
+/// API failures, a conflict with another writer (retry), or a Secret the
+/// step cannot use.
+pub async fn write_step(
+    client: &kube::Client,
+    secret: &Secret,
+    write: &StepWrite,
+    now: Timestamp,
+) -> Result<Secret> {
+    let namespace = secret.metadata.namespace.clone().unwrap_or_default();
+    let name = &write.managed.secret_name;
+    let problem = |problem: String| Error::CaSecret {
+        secret: secret_ref(&namespace, name),
+        problem,
+    };
+    let next = match write.step {
         Step::Publish(_) => Some(
-            signing::generate_off_runtime(managed, now)
+            signing::generate_off_runtime(&write.managed, now)
                 .await
                 .map_err(problem)?,
         ),
         _ => None,
     };
-    let (data, record) =
-        apply_step(&plan.step, next, &data, record, trigger, now).map_err(problem)?;
+    let data = secret.data.clone().unwrap_or_default();
+    let (data, record) = apply_step(
+        &write.step,
+        next,
+        &data,
+        write.record.clone(),
+        write.trigger.as_deref(),
+        now,
+    )
+    .map_err(problem)?;
     let mut updated = secret.clone();
     updated.data = Some(data);
     set_record(&mut updated.metadata, &record);
-    let written = api
+    Api::<Secret>::namespaced(client.clone(), &namespace)
         .replace(name, &PostParams::default(), &updated)
         .await
         .map_err(|e| match e {
             kube::Error::Api(s) if s.code == 409 => {
-                Error::Conflict(format!("Secret {}", secret_ref(namespace, name)))
+                Error::Conflict(format!("Secret {}", secret_ref(&namespace, name)))
             }
             e => Error::kube(
-                format!("updating CA Secret {}", secret_ref(namespace, name)),
+                format!("updating CA Secret {}", secret_ref(&namespace, name)),
                 e,
             ),
-        })?;
-    let size = written
-        .data
-        .as_ref()
-        .and_then(|d| bytes(d, layout::CA_BUNDLE))
-        .and_then(|b| signing::bundle(&[&b], now).ok())
-        .map_or(1, |b| b.count);
-    Ok(Some(Managed {
-        secret: written,
-        change: Some(Change::Stepped(plan.step)),
-        recheck_at: Some(now),
-        bundle_size: size,
-        last_rotation_time: record.last_rotation_time,
-    }))
+        })
 }
 
 /// Creates the CA Secret with a fresh root; 409 means another replica won.
-async fn create(
-    api: &Api<Secret>,
+///
+/// # Errors
+/// API failures, a conflict (another replica created it first: re-read), or
+/// a root that could not be generated.
+pub async fn create(
+    client: &kube::Client,
     namespace: &str,
     managed: &SelfManagedPolicy,
     now: Timestamp,
-) -> Result<Managed> {
+) -> Result<(Secret, Change)> {
+    let api: Api<Secret> = Api::namespaced(client.clone(), namespace);
     let name = &managed.secret_name;
     let generated = signing::generate_off_runtime(managed, now)
         .await
@@ -245,15 +251,12 @@ async fn create(
                 e,
             ),
         })?;
-    Ok(Managed {
-        secret: created,
-        change: Some(Change::Generated {
+    Ok((
+        created,
+        Change::Generated {
             fingerprint: generated.fingerprint,
-        }),
-        recheck_at: None,
-        bundle_size: 1,
-        last_rotation_time: None,
-    })
+        },
+    ))
 }
 
 /// The Secret data and record after taking `step`.

@@ -1,5 +1,7 @@
-//! IO glue for `CAIssuer` and `ClusterCAIssuer`: load or manage the CA,
-//! install it for the request controllers, write status and Events.
+//! IO glue for `CAIssuer` and `ClusterCAIssuer`: read the CA Secret, carry
+//! out what [`super::plan`] decides (create the Secret, write a rotation
+//! step), install the CA for the request controllers, write status and
+//! Events.
 //!
 //! Re-checked when the issuer changes, when any Secret changes (watched by
 //! metadata only, mapped to the issuers that use it), and by the clock: at
@@ -24,21 +26,20 @@ use kube::{Resource, ResourceExt};
 use serde::de::DeserializeOwned;
 
 use super::ca_secret::{self, Change};
+use super::plan::{self, Decision, Observed, Report};
 use super::status::{self as issuer_status, Health};
 use crate::api::ca_issuer::{CAIssuer, ClusterCAIssuer, IssuerSpec, IssuerStatus};
-use crate::api::conditions::issuer as reason;
 use crate::ca::layout;
 use crate::ca::rotation::{PublishReason, Step};
 use crate::context::{Context, IssuerKey};
 use crate::error::{Error, Result};
-use crate::policy::{self, CaSource};
 use crate::request::plan::IssuerKind;
-use crate::signing::{CaProblem, ReadyCa};
 
 /// Longest sleep between two checks of a healthy issuer.
 const MAX_RECHECK: Duration = Duration::from_secs(3600);
-/// Recheck of an issuer that is not ready and may be fixed by the clock.
-const NOT_READY_RECHECK: Duration = Duration::from_secs(60);
+/// Rotation steps one reconcile writes at most (a create, a publish due at
+/// once, a switch, a drop); any further step waits for the next reconcile.
+const MAX_WRITES: usize = 4;
 
 /// What both issuer kinds offer the controller.
 pub trait IssuerObject:
@@ -99,30 +100,16 @@ impl IssuerObject for ClusterCAIssuer {
 /// Reconciles one issuer.
 async fn reconcile<K: IssuerObject>(issuer: Arc<K>, ctx: Arc<Context>) -> Result<Action> {
     let key = issuer.key();
-    let now = Timestamp::now();
-    let (health, recheck, ca) = match evaluate(&*issuer, &key, &ctx, now).await {
-        Ok(found) => found,
-        Err(Error::CaSecret { secret, problem }) => (
-            Health::NotReady {
-                reason: reason::INVALID_KEY_PAIR,
-                message: format!("CA Secret {secret}: {problem}"),
-            },
-            Some(NOT_READY_RECHECK),
-            None,
-        ),
-        Err(Error::Spec(e)) => (
-            Health::NotReady {
-                reason: reason::INVALID_SPEC,
-                message: e.to_string(),
-            },
-            None,
-            None,
-        ),
+    let report = match decide(&*issuer, &ctx, Timestamp::now()).await {
+        Ok(report) => report,
+        // A Secret the plan accepted but a write step could not use.
+        Err(Error::CaSecret { secret, problem }) => Report::unusable_secret(&secret, &problem),
         Err(other) => return Err(other),
     };
     let labels = key.labels();
     let uid = issuer.uid().unwrap_or_default();
-    let live = ctx.signers.update(&key, &uid, ca, || match &health {
+    let health = &report.health;
+    let live = ctx.signers.update(&key, &uid, report.ca, || match health {
         Health::Ready {
             ca, bundle_size, ..
         } => {
@@ -142,123 +129,67 @@ async fn reconcile<K: IssuerObject>(issuer: Arc<K>, ctx: Arc<Context>) -> Result
         // Deleted while this reconcile ran: nothing left to report on.
         return Ok(Action::await_change());
     }
-    write_status(&*issuer, &health, &ctx).await?;
-    Ok(match recheck {
+    write_status(&*issuer, health, &ctx).await?;
+    Ok(match report.recheck {
         Some(after) => Action::requeue(after.min(MAX_RECHECK)),
         None => Action::await_change(),
     })
 }
 
-/// Loads (and for self-managed CAs, manages) the CA; returns the health to
-/// report and when to look again.
-async fn evaluate<K: IssuerObject>(
-    issuer: &K,
-    key: &IssuerKey,
-    ctx: &Context,
-    now: Timestamp,
-) -> Result<(Health, Option<Duration>, Option<ReadyCa>)> {
-    let policy = policy::resolve(&key.name, issuer.issuer_spec())?;
+/// Reads the issuer's CA Secret, plans, and carries out the plan's writes
+/// (recording their Events), planning again from each written Secret until
+/// the plan only reports; at most [`MAX_WRITES`] writes, the rest on the
+/// next reconcile.
+async fn decide<K: IssuerObject>(issuer: &K, ctx: &Context, now: Timestamp) -> Result<Report> {
+    let spec = issuer.issuer_spec();
+    let name = issuer.name_any();
     let namespace = issuer.secret_namespace(&ctx.cluster_resource_namespace);
-    let (material, bundle_size, last_rotation, step_at) = match &policy.source {
-        CaSource::Secret { secret_name } => {
-            let Some(secret) = ca_secret::read(&ctx.client, &namespace, secret_name).await? else {
-                return Ok((
-                    Health::NotReady {
-                        reason: reason::SECRET_NOT_FOUND,
-                        message: format!("CA Secret {namespace}/{secret_name} does not exist"),
-                    },
-                    None,
-                    None,
-                ));
-            };
-            let Some(material) = ca_secret::material(&secret) else {
-                return Ok((
-                    Health::NotReady {
-                        reason: reason::INVALID_KEY_PAIR,
-                        message: format!(
-                            "CA Secret {namespace}/{secret_name} must hold tls.crt and tls.key"
-                        ),
-                    },
-                    None,
-                    None,
-                ));
-            };
-            (material, 1, None, None)
-        }
-        CaSource::SelfManaged(managed) => {
-            let trigger = issuer
-                .meta()
-                .annotations
-                .as_ref()
-                .and_then(|a| a.get(layout::ROTATE_TRIGGER))
-                .map(String::as_str);
-            let may_write = ctx.leadership.is_leader();
-            let Some(outcome) = ca_secret::ensure_self_managed(
-                &ctx.client,
-                &namespace,
-                &policy,
-                managed,
-                trigger,
-                may_write,
-                now,
-            )
-            .await?
-            else {
-                return Ok((
-                    Health::NotReady {
-                        reason: reason::SECRET_NOT_FOUND,
-                        message: format!(
-                            "waiting for the leader to create CA Secret {namespace}/{}",
-                            managed.secret_name
-                        ),
-                    },
-                    Some(Duration::from_secs(5)),
-                    None,
-                ));
-            };
-            if let Some(change) = &outcome.change {
-                record_change(issuer, change, &namespace, &managed.secret_name, ctx).await;
+    let mut secret = match plan::secret_name(spec) {
+        Some(secret_name) => ca_secret::read(&ctx.client, &namespace, secret_name).await?,
+        None => None,
+    };
+    let trigger = issuer
+        .meta()
+        .annotations
+        .as_ref()
+        .and_then(|a| a.get(layout::ROTATE_TRIGGER))
+        .map(String::as_str);
+    let mut writes = 0;
+    loop {
+        // Once the write budget is spent, plan as a follower: it only reports.
+        let observed = Observed {
+            name: &name,
+            spec,
+            namespace: &namespace,
+            secret: secret.as_ref(),
+            trigger,
+            leader: ctx.leadership.is_leader() && writes < MAX_WRITES,
+            now,
+        };
+        let (written, change) = match plan::plan(&observed) {
+            Decision::Report(mut report) => {
+                if writes == MAX_WRITES {
+                    report.recheck = Some(Duration::ZERO);
+                }
+                return Ok(*report);
             }
-            let material = ca_secret::material(&outcome.secret).ok_or_else(|| Error::CaSecret {
-                secret: format!("{namespace}/{}", managed.secret_name),
-                problem: "tls.crt or tls.key is missing".into(),
-            })?;
-            let step_at = outcome.recheck_at.map(|at| until(now, at));
-            (
-                material,
-                outcome.bundle_size,
-                outcome.last_rotation_time,
-                step_at,
-            )
-        }
-    };
-    let ca = match ReadyCa::load(&material, &policy, now) {
-        Ok(ca) => ca,
-        Err(CaProblem { reason, message }) => {
-            return Ok((
-                Health::NotReady { reason, message },
-                Some(NOT_READY_RECHECK),
-                None,
-            ));
-        }
-    };
-    let summary = ca.summary();
-    let expires_in = until(now, ca.not_after());
-    let recheck = [Some(expires_in), step_at].into_iter().flatten().min();
-    Ok((
-        Health::Ready {
-            ca: summary,
-            bundle_size: i32::try_from(bundle_size).unwrap_or(i32::MAX),
-            last_rotation_time: last_rotation.map(Time),
-        },
-        recheck,
-        Some(ca),
-    ))
-}
-
-/// Time from `now` until `at`, zero if past.
-fn until(now: Timestamp, at: Timestamp) -> Duration {
-    Duration::try_from(at.duration_since(now)).unwrap_or(Duration::ZERO)
+            Decision::Create(managed) => {
+                ca_secret::create(&ctx.client, &namespace, &managed, now).await?
+            }
+            Decision::Step(write) => {
+                // A step is planned only for a Secret that was read.
+                let current = secret.as_ref().ok_or_else(|| {
+                    Error::Conflict(format!("Secret {namespace}/{}", write.managed.secret_name))
+                })?;
+                let written = ca_secret::write_step(&ctx.client, current, &write, now).await?;
+                (written, Change::Stepped(write.step))
+            }
+        };
+        writes += 1;
+        let secret_name = written.name_any();
+        record_change(issuer, &change, &namespace, &secret_name, ctx).await;
+        secret = Some(written);
+    }
 }
 
 /// Records the Events for a change of the CA Secret.
@@ -400,7 +331,7 @@ pub async fn run<K>(
                 .into_iter()
                 .filter(|issuer| {
                     issuer.secret_namespace(&cluster_ns) == ns
-                        && uses_secret(issuer.issuer_spec(), &name)
+                        && plan::secret_name(issuer.issuer_spec()) == Some(name.as_str())
                 })
                 .map(|issuer| ObjectRef::from_obj(&*issuer))
                 .collect::<Vec<_>>()
@@ -454,13 +385,4 @@ fn forget_deleted<K: IssuerObject>(
         ctx.signers
             .forget(&key, uid.as_deref(), || ctx.metrics.forget_issuer(&key));
     }
-}
-
-/// Whether the issuer's CA lives in Secret `name`.
-fn uses_secret(spec: &IssuerSpec, name: &str) -> bool {
-    spec.ca.as_ref().is_some_and(|c| c.secret_name == name)
-        || spec
-            .self_managed
-            .as_ref()
-            .is_some_and(|m| m.secret_name == name)
 }
