@@ -7,44 +7,12 @@ use capstan_common::events::Recorder;
 use capstan_common::lease::Leadership;
 use tokio::sync::watch;
 
+use crate::api::identity::IssuerKey;
 use crate::metrics::Metrics;
-use crate::request::plan::IssuerKind;
 use crate::signing::ReadyCa;
 
 /// Field manager of the issuer's status and Secret writes.
 pub const FIELD_MANAGER: &str = "capstan-issuer";
-
-/// An issuer, by kind, namespace (for `CAIssuer`) and name.
-#[derive(Debug, Clone, PartialEq, Eq, Hash)]
-pub struct IssuerKey {
-    /// `CAIssuer` or `ClusterCAIssuer`.
-    pub kind: IssuerKind,
-    /// Namespace of a `CAIssuer`; `None` for a `ClusterCAIssuer`.
-    pub namespace: Option<String>,
-    /// Name.
-    pub name: String,
-}
-
-impl IssuerKey {
-    /// Metric labels: kind, namespace (empty for cluster issuers), name.
-    #[must_use]
-    pub fn labels(&self) -> [&str; 3] {
-        [
-            self.kind.kind(),
-            self.namespace.as_deref().unwrap_or(""),
-            &self.name,
-        ]
-    }
-}
-
-impl std::fmt::Display for IssuerKey {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match &self.namespace {
-            Some(ns) => write!(f, "{}/{} -n {ns}", self.kind.kind(), self.name),
-            None => write!(f, "{}/{}", self.kind.kind(), self.name),
-        }
-    }
-}
 
 /// The CAs that are loaded and ready to sign, per issuer. The issuer
 /// controller fills it; the request controllers read it. Every change bumps a
@@ -182,7 +150,7 @@ mod tests {
     #![allow(clippy::unwrap_used, clippy::expect_used)]
     use super::*;
     use crate::api::ca_issuer::{CaSecretSource, IssuerSpec};
-    use crate::request::plan::IssuerKind;
+    use crate::api::identity::IssuerKind;
     use crate::signing::CaMaterial;
 
     fn ready_ca() -> ReadyCa {

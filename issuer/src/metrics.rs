@@ -1,6 +1,6 @@
 //! The issuer's Prometheus metrics.
 
-use crate::context::IssuerKey;
+use crate::api::identity::IssuerKey;
 use prometheus::{HistogramOpts, HistogramVec, IntCounterVec, IntGaugeVec, Opts, Registry};
 
 /// Every metric the issuer exports, registered once per process.

@@ -2,10 +2,7 @@
 //! requests with it, generate and describe self-managed CAs, build bundles.
 //! Times cross here from Kubernetes' `jiff` to the PKI's `time`.
 
-use std::time::Duration;
-
 use capstan_pki::{self as pki, LeafPolicy, LeafRequest, SecretKeyPem, SigningCa};
-use k8s_openapi::api::certificates::v1::CertificateSigningRequest;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use k8s_openapi::jiff::Timestamp;
 use time::OffsetDateTime;
@@ -14,11 +11,7 @@ use crate::api::ca_issuer::{CaSummary, KeyAlgorithm};
 use crate::api::cert_manager::CertificateRequestSpec;
 use crate::api::conditions::issuer as reason;
 use crate::ca::rotation::CaRecord;
-use crate::csr::plan::{self as csr_plan, RequestedDuration};
 use crate::policy::{self, IssuerPolicy, SelfManagedPolicy};
-
-/// Kubernetes' minimum for `spec.expirationSeconds` of a CSR.
-const MIN_CSR_SECONDS: i32 = 600;
 
 /// `jiff` → `time`.
 #[must_use]
@@ -135,7 +128,12 @@ impl ReadyCa {
         to_timestamp(self.ca.summary().not_after)
     }
 
-    fn sign(
+    /// Signs the PEM-encoded PKCS#10 request `csr_pem` as `request` asks,
+    /// within the issuer's leaf policy.
+    ///
+    /// # Errors
+    /// A message for the `Failed` condition.
+    pub fn sign(
         &self,
         csr_pem: &[u8],
         request: &LeafRequest,
@@ -174,39 +172,6 @@ impl ReadyCa {
             usages: spec.usages.clone().unwrap_or_default(),
         };
         self.sign(&spec.request.0, &request, now)
-    }
-
-    /// Signs a Kubernetes `CertificateSigningRequest`.
-    ///
-    /// # Errors
-    /// A message for the `Failed` condition.
-    pub fn sign_csr(
-        &self,
-        csr: &CertificateSigningRequest,
-        now: Timestamp,
-    ) -> Result<Issued, String> {
-        let duration = match csr_plan::requested_duration(csr) {
-            None => None,
-            Some(RequestedDuration::Seconds(s)) if s < MIN_CSR_SECONDS => {
-                return Err(format!(
-                    "Failed to sign: spec.expirationSeconds must be at least {MIN_CSR_SECONDS}"
-                ));
-            }
-            Some(RequestedDuration::Seconds(s)) => {
-                Some(Duration::from_secs(u64::try_from(s).unwrap_or(0)))
-            }
-            Some(RequestedDuration::Text(t)) => Some(
-                policy::parse_duration(csr_plan::REQUEST_DURATION, &t)
-                    .map_err(|e| format!("Failed to sign: {e}"))?,
-            ),
-        };
-        let annotations = csr.metadata.annotations.clone().unwrap_or_default();
-        let request = LeafRequest {
-            duration,
-            is_ca: csr_plan::requests_ca(&annotations),
-            usages: csr.spec.usages.clone().unwrap_or_default(),
-        };
-        self.sign(&csr.spec.request.0, &request, now)
     }
 }
 

@@ -16,50 +16,7 @@ use crate::error::{Error, Result};
 use crate::keys;
 use crate::secret_key::SecretKeyPem;
 
-pub use crate::keys::{MAX_CA_RSA_BITS, MIN_CA_RSA_BITS};
-
-/// Key algorithm of a generated CA (spelled as in the issuer's API).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
-pub enum KeyAlgorithm {
-    /// ECDSA P-256 with SHA-256 (default).
-    #[default]
-    EcdsaP256,
-    /// ECDSA P-384 with SHA-384.
-    EcdsaP384,
-    /// Ed25519.
-    Ed25519,
-    /// RSA 2048 with SHA-256.
-    Rsa2048,
-    /// RSA 3072 with SHA-256.
-    Rsa3072,
-    /// RSA 4096 with SHA-256.
-    Rsa4096,
-}
-
-impl KeyAlgorithm {
-    /// Every algorithm.
-    pub const ALL: [Self; 6] = [
-        Self::EcdsaP256,
-        Self::EcdsaP384,
-        Self::Ed25519,
-        Self::Rsa2048,
-        Self::Rsa3072,
-        Self::Rsa4096,
-    ];
-
-    /// The API spelling.
-    #[must_use]
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Self::EcdsaP256 => "ECDSAP256",
-            Self::EcdsaP384 => "ECDSAP384",
-            Self::Ed25519 => "Ed25519",
-            Self::Rsa2048 => "RSA2048",
-            Self::Rsa3072 => "RSA3072",
-            Self::Rsa4096 => "RSA4096",
-        }
-    }
-}
+pub use crate::keys::{KeyAlgorithm, MAX_CA_RSA_BITS, MIN_CA_RSA_BITS};
 
 impl std::fmt::Display for KeyAlgorithm {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {

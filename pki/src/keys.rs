@@ -15,6 +15,49 @@ use zeroize::Zeroizing;
 
 use crate::error::{Error, Result};
 
+/// Key algorithm of a generated CA (spelled as in the issuer's API).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+pub enum KeyAlgorithm {
+    /// ECDSA P-256 with SHA-256 (default).
+    #[default]
+    EcdsaP256,
+    /// ECDSA P-384 with SHA-384.
+    EcdsaP384,
+    /// Ed25519.
+    Ed25519,
+    /// RSA 2048 with SHA-256.
+    Rsa2048,
+    /// RSA 3072 with SHA-256.
+    Rsa3072,
+    /// RSA 4096 with SHA-256.
+    Rsa4096,
+}
+
+impl KeyAlgorithm {
+    /// Every algorithm.
+    pub const ALL: [Self; 6] = [
+        Self::EcdsaP256,
+        Self::EcdsaP384,
+        Self::Ed25519,
+        Self::Rsa2048,
+        Self::Rsa3072,
+        Self::Rsa4096,
+    ];
+
+    /// The API spelling.
+    #[must_use]
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::EcdsaP256 => "ECDSAP256",
+            Self::EcdsaP384 => "ECDSAP384",
+            Self::Ed25519 => "Ed25519",
+            Self::Rsa2048 => "RSA2048",
+            Self::Rsa3072 => "RSA3072",
+            Self::Rsa4096 => "RSA4096",
+        }
+    }
+}
+
 /// Smallest RSA modulus accepted for a CA key.
 pub const MIN_CA_RSA_BITS: usize = 2048;
 /// Largest RSA modulus accepted for a CA key: ring signs with at most 4096.
@@ -189,8 +232,8 @@ pub(crate) fn key_pair_from_pem(pem_bytes: &[u8], what: &'static str) -> Result<
 
 /// Generates a key for `alg`. RSA keys come from the `rsa` crate (ring
 /// cannot generate them) and are then used through ring like any other.
-pub(crate) fn generate(alg: crate::ca::KeyAlgorithm) -> Result<KeyPair> {
-    use crate::ca::KeyAlgorithm as A;
+pub(crate) fn generate(alg: KeyAlgorithm) -> Result<KeyPair> {
+    use KeyAlgorithm as A;
     let crypto = |e: rcgen::Error| Error::Crypto {
         what: "key generation",
         problem: e.to_string(),

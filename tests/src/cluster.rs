@@ -18,36 +18,12 @@ use crate::apiserver::auth::UserInfo;
 use crate::apiserver::{TestApiServer, kubeconfig};
 use crate::controlplane::ControlPlane;
 use crate::harness::{
-    Kubectl, Output, RunningBinary, await_condition, shared_dir, workspace_binary, workspace_root,
+    Cluster, Kubectl, Output, RunningBinary, await_condition, shared_dir, workspace_binary,
+    workspace_root,
 };
 
 /// The groups of a component that may do anything (`system:masters`).
 pub const MASTERS: &[&str] = &["system:masters"];
-
-/// What the suites need of an API server, whether the real control plane
-/// ([`ControlPlane`]) or the embedded test API server ([`TestApiServer`]):
-/// where it is, the admin's kubeconfig and client, and kubeconfigs for
-/// other users.
-pub trait Cluster: Sync {
-    /// The API server's URL.
-    fn url(&self) -> String;
-    /// The admin kubeconfig.
-    fn kubeconfig_path(&self) -> &Path;
-    /// The CA that signed the API server's serving certificate.
-    fn ca_pem(&self) -> &str;
-    /// Writes `<dir>/<name>.kubeconfig` for `user` in `groups`, pointing at
-    /// `url` (the server's own, or a proxy in front of it).
-    fn user_kubeconfig_at(
-        &self,
-        url: &str,
-        dir: &Path,
-        name: &str,
-        user: &str,
-        groups: &[&str],
-    ) -> anyhow::Result<PathBuf>;
-    /// An admin kube client.
-    fn client(&self) -> impl std::future::Future<Output = anyhow::Result<kube::Client>> + Send;
-}
 
 impl Cluster for TestApiServer {
     fn url(&self) -> String {
@@ -387,14 +363,6 @@ pub async fn scraped_series(
         .await?
         .lines()
         .find_map(|l| l.strip_prefix(series)?.trim().parse().ok())
-}
-
-/// The condition `type_` in `obj.status.conditions`, if any.
-pub fn condition<'a>(obj: &'a Value, type_: &str) -> Option<&'a Value> {
-    obj["status"]["conditions"]
-        .as_array()?
-        .iter()
-        .find(|c| c["type"] == type_)
 }
 
 /// Runs openssl with `args` in `dir`; returns whether it succeeded and its

@@ -8,6 +8,7 @@ use std::process::Stdio;
 use std::time::Duration;
 
 use anyhow::{Context as _, bail};
+use serde_json::Value;
 use tokio::io::{AsyncBufReadExt as _, BufReader};
 use tokio::process::{Child, Command};
 
@@ -110,7 +111,7 @@ impl Kubectl {
     }
 
     /// kubectl as the admin of a running API server.
-    pub fn for_server(server: &impl crate::cluster::Cluster) -> anyhow::Result<Self> {
+    pub fn for_server(server: &impl Cluster) -> anyhow::Result<Self> {
         Self::new(server.kubeconfig_path())
     }
 
@@ -495,4 +496,37 @@ async fn collect<R: tokio::io::AsyncBufRead + Unpin>(
     while let Ok(Some(l)) = lines.next_line().await {
         logs.lock().unwrap_or_else(|e| e.into_inner()).push(l);
     }
+}
+
+/// What the suites need of an API server, whether the real control plane
+/// or the embedded test API server (the `cluster` module implements it for both):
+/// where it is, the admin's kubeconfig and client, and kubeconfigs for
+/// other users.
+pub trait Cluster: Sync {
+    /// The API server's URL.
+    fn url(&self) -> String;
+    /// The admin kubeconfig.
+    fn kubeconfig_path(&self) -> &Path;
+    /// The CA that signed the API server's serving certificate.
+    fn ca_pem(&self) -> &str;
+    /// Writes `<dir>/<name>.kubeconfig` for `user` in `groups`, pointing at
+    /// `url` (the server's own, or a proxy in front of it).
+    fn user_kubeconfig_at(
+        &self,
+        url: &str,
+        dir: &Path,
+        name: &str,
+        user: &str,
+        groups: &[&str],
+    ) -> anyhow::Result<PathBuf>;
+    /// An admin kube client.
+    fn client(&self) -> impl std::future::Future<Output = anyhow::Result<kube::Client>> + Send;
+}
+
+/// The condition `type_` in `obj.status.conditions`, if any.
+pub fn condition<'a>(obj: &'a Value, type_: &str) -> Option<&'a Value> {
+    obj["status"]["conditions"]
+        .as_array()?
+        .iter()
+        .find(|c| c["type"] == type_)
 }

@@ -22,12 +22,12 @@ use std::time::Duration;
 
 use capstan_tests::apiserver::RequestRecord;
 use capstan_tests::cluster::{
-    self, MASTERS, condition, decode_b64, metric_value, openssl_in, p256_ca,
-    request_condition_args, request_condition_patch, user_kubeconfig,
+    self, MASTERS, decode_b64, metric_value, openssl_in, p256_ca, request_condition_args,
+    request_condition_patch, user_kubeconfig,
 };
 use capstan_tests::controlplane::ControlPlane;
 use capstan_tests::controlplane::cert_manager::{self, APPROVER, CertManager};
-use capstan_tests::harness::{Kubectl, RunningBinary, await_condition, rendered_chart};
+use capstan_tests::harness::{Kubectl, RunningBinary, await_condition, condition, rendered_chart};
 use capstan_tests::hygiene;
 use serde_json::Value;
 

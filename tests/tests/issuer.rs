@@ -10,10 +10,10 @@ use std::time::Duration;
 
 use base64::Engine;
 use capstan_tests::cluster::{
-    self, MASTERS, condition, decode_b64, metric_value, openssl_in, scrape_metrics, user_kubeconfig,
+    self, MASTERS, decode_b64, metric_value, openssl_in, scrape_metrics, user_kubeconfig,
 };
 use capstan_tests::controlplane::ControlPlane;
-use capstan_tests::harness::{Kubectl, RunningBinary, await_condition};
+use capstan_tests::harness::{Kubectl, RunningBinary, await_condition, condition};
 use capstan_tests::hygiene;
 use serde_json::Value;
 

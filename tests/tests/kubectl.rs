@@ -609,7 +609,8 @@ fn tables(out: &str) -> Vec<String> {
 
 /// The Ready condition of `obj`: (status, reason, message).
 fn ready_condition(obj: &serde_json::Value) -> (String, String, String) {
-    let c = cluster::condition(obj, "Ready").unwrap_or_else(|| panic!("no Ready: {obj}"));
+    let c = capstan_tests::harness::condition(obj, "Ready")
+        .unwrap_or_else(|| panic!("no Ready: {obj}"));
     let s = |k: &str| c[k].as_str().unwrap_or_default().to_owned();
     (s("status"), s("reason"), s("message"))
 }

@@ -5,11 +5,13 @@
 //! * [`cert_manager`] — the minimal subset of cert-manager's
 //!   `CertificateRequest` (`cert-manager.io/v1`) the issuer needs;
 //! * [`conditions`] — condition types and reasons, as constants;
+//! * [`identity`] — which issuer an object names ([`identity::IssuerKey`]);
 //! * [`metadata`] — object metadata decoded without `managedFields`.
 
 pub mod ca_issuer;
 pub mod cert_manager;
 pub mod conditions;
+pub mod identity;
 pub mod metadata;
 
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;

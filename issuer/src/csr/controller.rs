@@ -22,20 +22,12 @@ use kube::{Resource, ResourceExt};
 use serde_json::json;
 use tokio_stream::wrappers::WatchStream;
 
-use super::plan::{self, CsrDecision, SignerTarget};
-use crate::context::{Context, IssuerKey};
+use super::plan::{self, CsrDecision};
+use crate::context::Context;
 use crate::error::{Error, Result};
 
 /// Recheck of an approved CSR whose issuer is not ready.
 const WAIT_RECHECK: Duration = Duration::from_secs(30);
-
-fn key(target: &SignerTarget) -> IssuerKey {
-    IssuerKey {
-        kind: target.kind,
-        namespace: target.namespace.clone(),
-        name: target.name.clone(),
-    }
-}
 
 async fn reconcile(csr: Arc<CertificateSigningRequest>, ctx: Arc<Context>) -> Result<Action> {
     let decision = plan::plan(&csr);
@@ -53,11 +45,11 @@ async fn reconcile(csr: Arc<CertificateSigningRequest>, ctx: Arc<Context>) -> Re
             )
         }
         CsrDecision::Sign(target) => {
-            let Some(ca) = ctx.signers.get(&key(&target)) else {
-                tracing::info!(csr = %csr.name_any(), issuer = %key(&target), "waiting for the issuer to be ready");
+            let Some(ca) = ctx.signers.get(&target) else {
+                tracing::info!(csr = %csr.name_any(), issuer = %target, "waiting for the issuer to be ready");
                 return Ok(Action::requeue(WAIT_RECHECK));
             };
-            match ca.sign_csr(&csr, now) {
+            match plan::leaf_request(&csr).and_then(|r| ca.sign(&csr.spec.request.0, &r, now)) {
                 Ok(issued) => {
                     let message = match issued.note {
                         Some(note) => format!("Certificate issued; {note}"),
@@ -108,8 +100,7 @@ fn count_outcome(csr: &CertificateSigningRequest, reason: &str, ctx: &Context) {
     let Some(target) = plan::signer_target(&csr.spec.signer_name) else {
         return;
     };
-    let key = key(&target);
-    let [kind, namespace, name] = key.labels();
+    let [kind, namespace, name] = target.labels();
     if reason == "Issued" {
         ctx.metrics
             .signed

@@ -7,10 +7,14 @@
 //! first dot splits it from the name).
 
 use std::collections::BTreeMap;
+use std::time::Duration;
+
+use capstan_pki::LeafRequest;
 
 use k8s_openapi::api::certificates::v1::CertificateSigningRequest;
 
-use crate::request::plan::IssuerKind;
+use crate::api::identity::{IssuerKey, IssuerKind};
+use crate::policy;
 
 /// Signer-name prefix of `ClusterCAIssuer`s.
 pub const CLUSTER_SIGNER_PREFIX: &str = "clustercaissuers.capstan.dev/";
@@ -21,22 +25,11 @@ pub const REQUEST_IS_CA: &str = "experimental.cert-manager.io/request-is-ca";
 /// cert-manager's annotation asking for a duration (Go duration string).
 pub const REQUEST_DURATION: &str = "experimental.cert-manager.io/request-duration";
 
-/// The issuer a signer name designates.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct SignerTarget {
-    /// Which kind.
-    pub kind: IssuerKind,
-    /// The namespace of a `CAIssuer`.
-    pub namespace: Option<String>,
-    /// The issuer's name.
-    pub name: String,
-}
-
 /// Parses a signer name; `None` when it is not one of capstan's.
 #[must_use]
-pub fn signer_target(signer_name: &str) -> Option<SignerTarget> {
+pub fn signer_target(signer_name: &str) -> Option<IssuerKey> {
     if let Some(name) = signer_name.strip_prefix(CLUSTER_SIGNER_PREFIX) {
-        return (!name.is_empty()).then(|| SignerTarget {
+        return (!name.is_empty()).then(|| IssuerKey {
             kind: IssuerKind::ClusterCaIssuer,
             namespace: None,
             name: name.to_owned(),
@@ -44,7 +37,7 @@ pub fn signer_target(signer_name: &str) -> Option<SignerTarget> {
     }
     let rest = signer_name.strip_prefix(NAMESPACED_SIGNER_PREFIX)?;
     let (namespace, name) = rest.split_once('.')?;
-    (!namespace.is_empty() && !name.is_empty()).then(|| SignerTarget {
+    (!namespace.is_empty() && !name.is_empty()).then(|| IssuerKey {
         kind: IssuerKind::CaIssuer,
         namespace: Some(namespace.to_owned()),
         name: name.to_owned(),
@@ -59,7 +52,7 @@ pub enum CsrDecision {
     /// Denied by an approver: record a `Failed` condition, never sign.
     Deny,
     /// Approved: sign with this issuer.
-    Sign(SignerTarget),
+    Sign(IssuerKey),
 }
 
 fn has_condition(csr: &CertificateSigningRequest, type_: &str) -> bool {
@@ -113,6 +106,39 @@ pub fn requested_duration(csr: &CertificateSigningRequest) -> Option<RequestedDu
         .map(|text| RequestedDuration::Text(text.clone()))
 }
 
+/// The shortest lifetime a CSR may ask for, as Kubernetes requires of
+/// `spec.expirationSeconds`.
+const MIN_CSR_SECONDS: i32 = 600;
+
+/// What a CSR asks of its leaf: the duration (`spec.expirationSeconds` or
+/// cert-manager's duration annotation), whether it is a CA, the usages.
+///
+/// # Errors
+/// A duration too short or unreadable, as the `Failed` condition's message.
+pub fn leaf_request(csr: &CertificateSigningRequest) -> Result<LeafRequest, String> {
+    let duration = match requested_duration(csr) {
+        None => None,
+        Some(RequestedDuration::Seconds(s)) if s < MIN_CSR_SECONDS => {
+            return Err(format!(
+                "Failed to sign: spec.expirationSeconds must be at least {MIN_CSR_SECONDS}"
+            ));
+        }
+        Some(RequestedDuration::Seconds(s)) => {
+            Some(Duration::from_secs(u64::try_from(s).unwrap_or(0)))
+        }
+        Some(RequestedDuration::Text(t)) => Some(
+            policy::parse_duration(REQUEST_DURATION, &t)
+                .map_err(|e| format!("Failed to sign: {e}"))?,
+        ),
+    };
+    let annotations = csr.metadata.annotations.clone().unwrap_or_default();
+    Ok(LeafRequest {
+        duration,
+        is_ca: requests_ca(&annotations),
+        usages: csr.spec.usages.clone().unwrap_or_default(),
+    })
+}
+
 /// A requested duration as written in the CSR.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum RequestedDuration {
@@ -145,10 +171,43 @@ mod tests {
     }
 
     #[test]
+    fn a_csr_asks_for_its_duration_ca_and_usages() {
+        let mut c = csr("clustercaissuers.capstan.dev/ca", &["Approved"], false);
+        let plain = leaf_request(&c).expect("no duration asked");
+        assert_eq!(plain.duration, None);
+        assert!(!plain.is_ca);
+        assert_eq!(plain.usages, vec!["server auth".to_owned()]);
+        c.spec.expiration_seconds = Some(3600);
+        let hour = leaf_request(&c).expect("an hour");
+        assert_eq!(hour.duration, Some(Duration::from_secs(3600)));
+        c.spec.expiration_seconds = Some(599);
+        assert_eq!(
+            leaf_request(&c).map(|r| r.duration),
+            Err("Failed to sign: spec.expirationSeconds must be at least 600".into())
+        );
+        c.spec.expiration_seconds = None;
+        c.metadata.annotations = Some(BTreeMap::from([
+            (REQUEST_DURATION.to_owned(), "2h".to_owned()),
+            (REQUEST_IS_CA.to_owned(), "true".to_owned()),
+        ]));
+        let annotated = leaf_request(&c).expect("annotated");
+        assert_eq!(annotated.duration, Some(Duration::from_secs(7200)));
+        assert!(annotated.is_ca);
+        c.metadata.annotations = Some(BTreeMap::from([(
+            REQUEST_DURATION.to_owned(),
+            "soon".to_owned(),
+        )]));
+        let err = leaf_request(&c)
+            .map(|r| r.duration)
+            .expect_err("unreadable");
+        assert!(err.starts_with("Failed to sign: "), "{err}");
+    }
+
+    #[test]
     fn parses_signer_names() {
         assert_eq!(
             signer_target("clustercaissuers.capstan.dev/monitoring-ca"),
-            Some(SignerTarget {
+            Some(IssuerKey {
                 kind: IssuerKind::ClusterCaIssuer,
                 namespace: None,
                 name: "monitoring-ca".into()
@@ -156,7 +215,7 @@ mod tests {
         );
         assert_eq!(
             signer_target("caissuers.capstan.dev/monitoring.local.ca"),
-            Some(SignerTarget {
+            Some(IssuerKey {
                 kind: IssuerKind::CaIssuer,
                 namespace: Some("monitoring".into()),
                 name: "local.ca".into()

@@ -29,11 +29,12 @@ use super::ca_secret::{self, Change};
 use super::plan::{self, Decision, Observed, Report};
 use super::status::{self as issuer_status, Health};
 use crate::api::ca_issuer::{CAIssuer, ClusterCAIssuer, IssuerSpec, IssuerStatus};
+use crate::api::identity::IssuerKey;
+use crate::api::identity::IssuerKind;
 use crate::ca::layout;
 use crate::ca::rotation::{PublishReason, Step};
-use crate::context::{Context, IssuerKey};
+use crate::context::Context;
 use crate::error::{Error, Result};
-use crate::request::plan::IssuerKind;
 
 /// Longest sleep between two checks of a healthy issuer.
 const MAX_RECHECK: Duration = Duration::from_secs(3600);

@@ -21,12 +21,14 @@ use kube::runtime::{WatchStreamExt, watcher};
 use kube::{Resource, ResourceExt};
 use tokio_stream::wrappers::WatchStream;
 
-use super::plan::{self, IssuerKind, IssuerState, RequestDecision, issuer_key};
+use super::plan::{self, IssuerState, RequestDecision, issuer_key};
 use super::status::{self, Outcome, Severity};
 use crate::api::ca_issuer::{CAIssuer, ClusterCAIssuer};
 use crate::api::cert_manager::CertificateRequest;
 use crate::api::conditions;
-use crate::context::{Context, IssuerKey};
+use crate::api::identity::IssuerKey;
+use crate::api::identity::IssuerKind;
+use crate::context::Context;
 use crate::error::{Error, Result};
 
 /// How long a request waiting for its issuer sleeps before it is checked

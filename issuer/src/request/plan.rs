@@ -8,30 +8,10 @@ use kube::ResourceExt;
 
 use crate::api::cert_manager::{CertificateRequest, IssuerRef};
 use crate::api::conditions::{self, request as reason};
-use crate::context::IssuerKey;
+use crate::api::identity::{IssuerKey, IssuerKind};
 
 /// The API group of capstan's issuers.
 pub const ISSUER_GROUP: &str = "capstan.dev";
-
-/// Which of capstan's issuer kinds a request names.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum IssuerKind {
-    /// A namespaced `CAIssuer`, in the request's namespace.
-    CaIssuer,
-    /// A cluster-scoped `ClusterCAIssuer`.
-    ClusterCaIssuer,
-}
-
-impl IssuerKind {
-    /// The Kubernetes kind name.
-    #[must_use]
-    pub fn kind(self) -> &'static str {
-        match self {
-            Self::CaIssuer => "CAIssuer",
-            Self::ClusterCaIssuer => "ClusterCAIssuer",
-        }
-    }
-}
 
 /// The issuer a request names, if it is one of ours.
 ///

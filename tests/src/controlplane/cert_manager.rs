@@ -18,7 +18,7 @@ use serde_json::Value;
 
 use super::process::Process;
 use super::{ControlPlane, bin_dir, free_port, http_get, wait_ready};
-use crate::cluster::condition;
+use crate::harness::condition;
 use crate::harness::{Kubectl, await_condition};
 
 /// The binary's name in [`bin_dir`].
