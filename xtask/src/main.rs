@@ -2,7 +2,9 @@
 //!
 //! * `ci` — exactly what CI runs (`.ci/run` calls it): installs the real tools
 //!   the end-to-end tests drive (`scripts/install-tools`), then checks
-//!   formatting, lints with warnings denied, runs every test of the
+//!   formatting, lints with warnings denied, the declared `rust-version`
+//!   against the dependencies' ([`msrv`]), deny.toml's license, ban and
+//!   source checks (cargo-deny), runs every test of the
 //!   workspace, and fuzzes each cargo-fuzz target for a few seconds
 //!   (`scripts/fuzz`). Run it before you push; a green `cargo xtask ci` is a
 //!   green CI.
@@ -39,6 +41,7 @@
 //! checking cannot drift apart.
 
 mod generated;
+mod msrv;
 mod reference;
 
 use std::path::{Path, PathBuf};
@@ -97,6 +100,14 @@ fn ci(root: &Path) -> Result<()> {
             "-D",
             "warnings",
         ],
+    )?;
+    msrv::check(root)?;
+    // deny.toml: licenses, banned crates (aws-lc, OpenSSL) and sources.
+    let deny = root.join(".tools").join("bin").join("cargo-deny");
+    run(
+        root,
+        deny.to_str().context("the workspace path is not UTF-8")?,
+        &["check", "licenses", "bans", "sources"],
     )?;
     // The real control plane every end-to-end suite runs against, built
     // from the Go module proxy (cached: a warm machine rebuilds nothing).
