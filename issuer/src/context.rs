@@ -5,6 +5,7 @@ use std::sync::{Arc, Mutex, RwLock};
 
 use capstan_common::events::Recorder;
 use capstan_common::lease::Leadership;
+use kube::api::{PatchParams, PostParams};
 use tokio::sync::watch;
 
 use crate::api::identity::IssuerKey;
@@ -13,6 +14,25 @@ use crate::signing::ReadyCa;
 
 /// Field manager of the issuer's status and Secret writes.
 pub const FIELD_MANAGER: &str = "capstan-issuer";
+
+/// Parameters of every issuer patch: written as [`FIELD_MANAGER`], so
+/// `managedFields` names capstan-issuer.
+#[must_use]
+pub fn patch_params() -> PatchParams {
+    PatchParams {
+        field_manager: Some(FIELD_MANAGER.to_owned()),
+        ..PatchParams::default()
+    }
+}
+
+/// Parameters of every issuer create and replace, as [`FIELD_MANAGER`].
+#[must_use]
+pub fn post_params() -> PostParams {
+    PostParams {
+        field_manager: Some(FIELD_MANAGER.to_owned()),
+        ..PostParams::default()
+    }
+}
 
 /// The CAs that are loaded and ready to sign, per issuer. The issuer
 /// controller fills it; the request controllers read it. Every change bumps a

@@ -696,6 +696,26 @@ spec:
     ] {
         assert!(events.contains(reason), "missing {reason}:\n{events}");
     }
+    // Every write of the issuer is recorded under its own field manager.
+    for object in [
+        ["secret", "monitoring-ca", "-n", "default"],
+        ["clustercaissuer", "monitoring-ca", "", ""],
+        ["certificaterequest", "after", "-n", "default"],
+    ] {
+        let mut args: Vec<&str> = object.into_iter().filter(|a| !a.is_empty()).collect();
+        args.push("--show-managed-fields");
+        let found = env.get_json(&args).await.unwrap();
+        let managers: Vec<&str> = found["metadata"]["managedFields"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter_map(|f| f["manager"].as_str())
+            .collect();
+        assert!(
+            managers.contains(&"capstan-issuer"),
+            "{object:?} managed by {managers:?}"
+        );
+    }
     env.assert_no_key_leaks().await;
 }
 

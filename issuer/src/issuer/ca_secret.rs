@@ -10,7 +10,7 @@ use std::collections::BTreeMap;
 use k8s_openapi::ByteString;
 use k8s_openapi::api::core::v1::Secret;
 use k8s_openapi::jiff::Timestamp;
-use kube::api::{Api, ObjectMeta, PostParams};
+use kube::api::{Api, ObjectMeta};
 
 use crate::ca::layout::{self, Record};
 use crate::ca::rotation::{PublishReason, RotationState, RotationTiming, Step};
@@ -169,7 +169,7 @@ pub async fn write_step(
     updated.data = Some(data);
     set_record(&mut updated.metadata, &record);
     Api::<Secret>::namespaced(client.clone(), &namespace)
-        .replace(name, &PostParams::default(), &updated)
+        .replace(name, &crate::context::post_params(), &updated)
         .await
         .map_err(|e| match e {
             kube::Error::Api(s) if s.code == 409 => {
@@ -240,7 +240,7 @@ pub async fn create(
         ..Secret::default()
     };
     let created = api
-        .create(&PostParams::default(), &secret)
+        .create(&crate::context::post_params(), &secret)
         .await
         .map_err(|e| match e {
             kube::Error::Api(s) if s.code == 409 => {

@@ -17,7 +17,7 @@ use futures::{StreamExt, TryStreamExt};
 use k8s_openapi::api::core::v1::Secret;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use k8s_openapi::jiff::Timestamp;
-use kube::api::{Api, Patch, PatchParams};
+use kube::api::{Api, Patch};
 use kube::core::PartialObjectMeta;
 use kube::runtime::controller::{Action, Controller};
 use kube::runtime::reflector::{self, ObjectRef, Store};
@@ -281,7 +281,7 @@ async fn write_status<K: IssuerObject>(issuer: &K, health: &Health, ctx: &Contex
     let patch = serde_json::json!({ "status": desired });
     api.patch_status(
         &issuer.name_any(),
-        &PatchParams::default(),
+        &crate::context::patch_params(),
         &Patch::Merge(&patch),
     )
     .await

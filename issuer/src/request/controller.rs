@@ -14,7 +14,7 @@ use capstan_common::events::Record;
 use futures::{StreamExt, TryStreamExt};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use k8s_openapi::jiff::Timestamp;
-use kube::api::{Api, Patch, PatchParams};
+use kube::api::{Api, Patch};
 use kube::runtime::controller::{self, Action, Controller};
 use kube::runtime::reflector::{self, Store};
 use kube::runtime::{WatchStreamExt, watcher};
@@ -157,7 +157,7 @@ async fn write_outcome(
         .patch_subresource(
             "status",
             &name,
-            &PatchParams::default(),
+            &crate::context::patch_params(),
             &Patch::Merge(&patch),
         )
         .map_err(|e| Error::kube("building the status patch", kube::Error::BuildRequest(e)))?;
