@@ -52,6 +52,16 @@ impl Error {
         }
     }
 
+    /// A failed write of `object` (e.g. "Secret certs/ca"): a 409 is a
+    /// [`Error::Conflict`] (re-read and retry), anything else a
+    /// [`Error::Kube`] of `action`.
+    pub fn write(object: String, action: impl Into<String>, source: kube::Error) -> Self {
+        match source {
+            kube::Error::Api(s) if s.code == 409 => Self::Conflict(object),
+            source => Self::kube(action, source),
+        }
+    }
+
     /// The category: Event reason and metric label.
     #[must_use]
     pub fn category(&self) -> &'static str {

@@ -71,7 +71,7 @@ async fn reconcile(csr: Arc<CertificateSigningRequest>, ctx: Arc<Context>) -> Re
         json!({ "metadata": { "resourceVersion": csr.resource_version() }, "status": status });
     let api: Api<CertificateSigningRequest> = Api::all(ctx.client.clone());
     let name = csr.name_any();
-    match api
+    if let Err(e) = api
         .patch_status(
             &name,
             &crate::context::patch_params(),
@@ -79,17 +79,11 @@ async fn reconcile(csr: Arc<CertificateSigningRequest>, ctx: Arc<Context>) -> Re
         )
         .await
     {
-        Ok(_) => {}
-        Err(kube::Error::Api(s)) if s.code == 409 => {
-            return Err(Error::Conflict(format!("CertificateSigningRequest {name}")));
-        }
-        Err(e) => {
-            return Err(Error::kube(
-                format!("writing the status of CertificateSigningRequest {name}"),
-                e,
-            ));
-        }
+        let csr = format!("CertificateSigningRequest {name}");
+        let action = format!("writing the status of {csr}");
+        return Err(Error::write(csr, action, e));
     }
+
     tracing::info!(csr = %name, reason = %record.reason, "{}", record.message);
     count_outcome(&csr, &record.reason, &ctx);
     if let Err(e) = ctx.recorder.publish(&csr.object_ref(&()), &record).await {

@@ -171,14 +171,13 @@ pub async fn write_step(
     Api::<Secret>::namespaced(client.clone(), &namespace)
         .replace(name, &crate::context::post_params(), &updated)
         .await
-        .map_err(|e| match e {
-            kube::Error::Api(s) if s.code == 409 => {
-                Error::Conflict(format!("Secret {}", secret_ref(&namespace, name)))
-            }
-            e => Error::kube(
-                format!("updating CA Secret {}", secret_ref(&namespace, name)),
+        .map_err(|e| {
+            let secret = secret_ref(&namespace, name);
+            Error::write(
+                format!("Secret {secret}"),
+                format!("updating CA Secret {secret}"),
                 e,
-            ),
+            )
         })
 }
 
@@ -242,14 +241,13 @@ pub async fn create(
     let created = api
         .create(&crate::context::post_params(), &secret)
         .await
-        .map_err(|e| match e {
-            kube::Error::Api(s) if s.code == 409 => {
-                Error::Conflict(format!("Secret {}", secret_ref(namespace, name)))
-            }
-            e => Error::kube(
-                format!("creating CA Secret {}", secret_ref(namespace, name)),
+        .map_err(|e| {
+            let secret = secret_ref(namespace, name);
+            Error::write(
+                format!("Secret {secret}"),
+                format!("creating CA Secret {secret}"),
                 e,
-            ),
+            )
         })?;
     Ok((
         created,

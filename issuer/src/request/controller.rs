@@ -161,20 +161,12 @@ async fn write_outcome(
             &Patch::Merge(&patch),
         )
         .map_err(|e| Error::kube("building the status patch", kube::Error::BuildRequest(e)))?;
-    match ctx.client.request_text(write).await {
-        Ok(_) => {}
-        Err(kube::Error::Api(status)) if status.code == 409 => {
-            return Err(Error::Conflict(format!(
-                "CertificateRequest {namespace}/{name}"
-            )));
-        }
-        Err(e) => {
-            return Err(Error::kube(
-                format!("writing the status of CertificateRequest {namespace}/{name}"),
-                e,
-            ));
-        }
+    if let Err(e) = ctx.client.request_text(write).await {
+        let request = format!("CertificateRequest {namespace}/{name}");
+        let action = format!("writing the status of {request}");
+        return Err(Error::write(request, action, e));
     }
+
     let event = status::outcome_event(outcome);
     tracing::info!(request = %format!("{namespace}/{name}"), issuer = %key, reason = event.reason, "{}", event.note);
     let record = match event.severity {
