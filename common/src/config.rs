@@ -85,13 +85,13 @@ fn config_error(path: &Path, problem: impl std::fmt::Display) -> clap::Error {
 /// Flattens a YAML document into dotted keys and scalar-or-list values.
 fn flatten(
     prefix: &str,
-    value: serde_yaml::Value,
-    out: &mut BTreeMap<String, serde_yaml::Value>,
+    value: serde_norway::Value,
+    out: &mut BTreeMap<String, serde_norway::Value>,
 ) -> Result<(), String> {
     match value {
-        serde_yaml::Value::Mapping(map) => {
+        serde_norway::Value::Mapping(map) => {
             for (k, v) in map {
-                let serde_yaml::Value::String(k) = k else {
+                let serde_norway::Value::String(k) = k else {
                     return Err(format!("a key under {prefix:?} is not a string"));
                 };
                 let key = if prefix.is_empty() {
@@ -103,7 +103,7 @@ fn flatten(
             }
             Ok(())
         }
-        serde_yaml::Value::Null => Ok(()),
+        serde_norway::Value::Null => Ok(()),
         other => {
             out.insert(prefix.to_owned(), other);
             Ok(())
@@ -111,15 +111,15 @@ fn flatten(
     }
 }
 
-fn scalar(key: &str, value: &serde_yaml::Value) -> Result<String, String> {
+fn scalar(key: &str, value: &serde_norway::Value) -> Result<String, String> {
     match value {
-        serde_yaml::Value::String(s) => Ok(s.clone()),
-        serde_yaml::Value::Bool(b) => Ok(b.to_string()),
-        serde_yaml::Value::Number(n) => Ok(n.to_string()),
-        serde_yaml::Value::Sequence(items) => items
+        serde_norway::Value::String(s) => Ok(s.clone()),
+        serde_norway::Value::Bool(b) => Ok(b.to_string()),
+        serde_norway::Value::Number(n) => Ok(n.to_string()),
+        serde_norway::Value::Sequence(items) => items
             .iter()
             .map(|item| match item {
-                serde_yaml::Value::Sequence(_) | serde_yaml::Value::Mapping(_) => {
+                serde_norway::Value::Sequence(_) | serde_norway::Value::Mapping(_) => {
                     Err(format!("{key}: list items must be plain values"))
                 }
                 other => scalar(key, other),
@@ -139,8 +139,8 @@ fn flags_from_file(
     keys: &[(&str, &str)],
 ) -> Result<Vec<OsString>, clap::Error> {
     let text = std::fs::read_to_string(path).map_err(|e| config_error(path, e))?;
-    let document: serde_yaml::Value =
-        serde_yaml::from_str(&text).map_err(|e| config_error(path, format!("not YAML: {e}")))?;
+    let document: serde_norway::Value =
+        serde_norway::from_str(&text).map_err(|e| config_error(path, format!("not YAML: {e}")))?;
     let mut values = BTreeMap::new();
     flatten("", document, &mut values).map_err(|e| config_error(path, e))?;
     let mut flags = Vec::new();

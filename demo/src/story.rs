@@ -119,7 +119,7 @@ fn start_components(
 async fn install_crds(client: &kube::Client) -> anyhow::Result<()> {
     let api: Api<CustomResourceDefinition> = Api::all(client.clone());
     for yaml in CRDS {
-        let crd: CustomResourceDefinition = serde_yaml::from_str(yaml)?;
+        let crd: CustomResourceDefinition = serde_norway::from_str(yaml)?;
         api.create(&PostParams::default(), &crd).await?;
     }
     Ok(())

@@ -467,7 +467,7 @@ pub async fn create_crds(client: &kube::Client, cert_manager: bool) -> anyhow::R
             let path = entry?.path();
             if path.extension().is_some_and(|e| e == "yaml") {
                 let crd: CustomResourceDefinition =
-                    serde_yaml::from_str(&std::fs::read_to_string(&path)?)
+                    serde_norway::from_str(&std::fs::read_to_string(&path)?)
                         .with_context(|| format!("parsing {}", path.display()))?;
                 api.create(&kube::api::PostParams::default(), &crd).await?;
             }

@@ -519,7 +519,7 @@ async fn without_the_approver_capstan_waits_for_an_approval_by_hand() {
     let chart_role = chart_approve_role();
     let role_name = chart_role["metadata"]["name"].as_str().unwrap().to_owned();
     env.kubectl
-        .apply(&serde_yaml::to_string(&chart_role).unwrap())
+        .apply(&serde_norway::to_string(&chart_role).unwrap())
         .await;
     env.kubectl
         .apply(&format!(
@@ -633,11 +633,11 @@ async fn may_approve(env: &Env, name: &str) -> bool {
 
 /// The chart's ClusterRole that grants `approve` on capstan's signers, from
 /// `helm template` with the chart's defaults.
-fn chart_approve_role() -> serde_yaml::Value {
+fn chart_approve_role() -> serde_norway::Value {
     use serde::Deserialize as _;
     let text = rendered_chart().unwrap();
-    let roles: Vec<serde_yaml::Value> = serde_yaml::Deserializer::from_str(&text)
-        .map(|d| serde_yaml::Value::deserialize(d).unwrap())
+    let roles: Vec<serde_norway::Value> = serde_norway::Deserializer::from_str(&text)
+        .map(|d| serde_norway::Value::deserialize(d).unwrap())
         .filter(|d| {
             d["kind"] == "ClusterRole"
                 && d["rules"].as_sequence().is_some_and(|rules| {

@@ -23,7 +23,7 @@ use capstan_tests::harness::{
     Kubectl, RunningBinary, await_condition, helm_path, workspace_binary, workspace_root,
 };
 use serde::Deserialize as _;
-use serde_yaml::Value;
+use serde_norway::Value;
 
 const WAIT: Duration = Duration::from_secs(90);
 const POLL: Duration = Duration::from_millis(200);
@@ -77,7 +77,7 @@ fn render_as(release: &str, sets: &[&str]) -> Vec<Value> {
     assert!(ok, "helm template {sets:?}:\n{text}");
     validate(&text, sets);
     lint(sets);
-    let docs: Vec<Value> = serde_yaml::Deserializer::from_str(&text)
+    let docs: Vec<Value> = serde_norway::Deserializer::from_str(&text)
         .map(|d| Value::deserialize(d).unwrap())
         .filter(|v| !v.is_null())
         .collect();
@@ -244,7 +244,7 @@ fn config_text(docs: &[Value], component: &str) -> String {
 
 /// The config file a component's ConfigMap carries.
 fn config(docs: &[Value], component: &str) -> Value {
-    serde_yaml::from_str(&config_text(docs, component)).unwrap()
+    serde_norway::from_str(&config_text(docs, component)).unwrap()
 }
 
 /// The first endpoint of a component's monitor of `kind`.
@@ -717,7 +717,7 @@ fn dynamic_tls_defaults_the_dns_names_and_injects_the_ca_for_the_monitors() {
     // gives the Service's names.
     assert_eq!(
         config(&docs, "rotator")["metricsTLSConfig"]["dynamic"]["dnsNames"],
-        serde_yaml::from_str::<Value>(
+        serde_norway::from_str::<Value>(
             "[capstan-rotator.capstan.svc, capstan-rotator.capstan.svc.cluster.local]"
         )
         .unwrap()
@@ -732,7 +732,7 @@ fn dynamic_tls_defaults_the_dns_names_and_injects_the_ca_for_the_monitors() {
     assert_eq!(ep["tlsConfig"]["serverName"], "capstan-rotator.capstan.svc");
     assert_eq!(
         ep["tlsConfig"]["ca"]["configMap"],
-        serde_yaml::from_str::<Value>("{name: capstan-rotator-metrics-ca, key: ca-bundle.crt}")
+        serde_norway::from_str::<Value>("{name: capstan-rotator-metrics-ca, key: ca-bundle.crt}")
             .unwrap()
     );
     let bundle = find(&docs, "ConfigMap", "capstan-rotator-metrics-ca").unwrap();
@@ -761,7 +761,7 @@ fn dynamic_tls_defaults_the_dns_names_and_injects_the_ca_for_the_monitors() {
     ]);
     assert_eq!(
         config(&docs, "issuer")["metricsTLSConfig"]["dynamic"]["dnsNames"],
-        serde_yaml::from_str::<Value>("[issuer.example.com]").unwrap()
+        serde_norway::from_str::<Value>("[issuer.example.com]").unwrap()
     );
     let bundles: Vec<_> = kinds(&docs, "ConfigMap")
         .into_iter()
@@ -886,7 +886,7 @@ fn a_podmonitor_with_token_review_presents_a_token_from_a_secret() {
     let ep = endpoint(&docs, "PodMonitor", "rotator");
     assert_eq!(
         ep["authorization"],
-        serde_yaml::from_str::<Value>(
+        serde_norway::from_str::<Value>(
             "{type: Bearer, credentials: {name: prometheus-scrape-token, key: bearer}}"
         )
         .unwrap()
@@ -1268,7 +1268,7 @@ fn the_schema_refuses_what_the_binaries_refuse() {
         // What the chart would render without the schema: the binary's turn.
         let (ok, rendered) = template("capstan", sets, &["--skip-schema-validation"]);
         assert!(ok, "{sets:?} renders without the schema:\n{rendered}");
-        let docs: Vec<Value> = serde_yaml::Deserializer::from_str(&rendered)
+        let docs: Vec<Value> = serde_norway::Deserializer::from_str(&rendered)
             .map(|d| Value::deserialize(d).unwrap())
             .filter(|v| !v.is_null())
             .collect();
@@ -1847,7 +1847,7 @@ fn objects_yaml(docs: &[Value]) -> String {
                     .unwrap_or_default()
                     .starts_with("monitoring.coreos.com/")
         })
-        .map(|d| format!("---\n{}", serde_yaml::to_string(d).unwrap()))
+        .map(|d| format!("---\n{}", serde_norway::to_string(d).unwrap()))
         .collect()
 }
 
@@ -1884,7 +1884,7 @@ async fn dynamic_ca_is_injected(kubectl: &Kubectl, docs: &[Value], component: &s
     .unwrap();
     let bundle = find(docs, "ConfigMap", "capstan-rotator-metrics-ca").unwrap();
     let applied = kubectl
-        .stdin("apply", &serde_yaml::to_string(bundle).unwrap())
+        .stdin("apply", &serde_norway::to_string(bundle).unwrap())
         .await;
     assert!(applied.success(), "{}", applied.stderr);
     let injected = await_condition("the injected serving CA", WAIT, POLL, || async {

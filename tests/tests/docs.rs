@@ -175,7 +175,7 @@ fn broken_links(root: &Path, file: &Path) -> Vec<String> {
 /// Every alert's name and `runbook_url` in the mixin's alerts.
 fn alerts(root: &Path) -> Vec<(String, Option<String>)> {
     let text = std::fs::read_to_string(root.join("docs/mixin/alerts.yaml")).unwrap();
-    let doc: serde_yaml::Value = serde_yaml::from_str(&text).unwrap();
+    let doc: serde_norway::Value = serde_norway::from_str(&text).unwrap();
     let mut alerts = Vec::new();
     for group in doc["groups"].as_sequence().unwrap() {
         for rule in group["rules"].as_sequence().unwrap() {
@@ -284,7 +284,7 @@ fn documented_metrics(root: &Path) -> BTreeSet<String> {
 /// The recording rules of the mixin.
 fn recording_rules(root: &Path) -> BTreeSet<String> {
     let text = std::fs::read_to_string(root.join("docs/mixin/rules.yaml")).unwrap();
-    let doc: serde_yaml::Value = serde_yaml::from_str(&text).unwrap();
+    let doc: serde_norway::Value = serde_norway::from_str(&text).unwrap();
     doc["groups"]
         .as_sequence()
         .unwrap()
@@ -396,7 +396,7 @@ fn every_annotation_and_label_the_docs_mention_is_used_by_the_code() {
             continue;
         }
         let text = std::fs::read_to_string(&path).unwrap();
-        let crd: serde_yaml::Value = serde_yaml::from_str(&text).unwrap();
+        let crd: serde_norway::Value = serde_norway::from_str(&text).unwrap();
         for version in crd["spec"]["versions"].as_sequence().unwrap() {
             versions.insert(format!("capstan.dev/{}", version["name"].as_str().unwrap()));
         }
@@ -542,7 +542,7 @@ fn every_event_reason_is_documented_and_every_quoted_log_line_is_in_the_code() {
 /// Kubernetes manifests in `markdown`: the ```yaml blocks, and the
 /// heredocs of shell blocks (`kubectl apply -f - <<'EOF'`), each split into
 /// its documents; only documents with an `apiVersion` and a `kind`.
-fn manifests(markdown: &str) -> Vec<serde_yaml::Value> {
+fn manifests(markdown: &str) -> Vec<serde_norway::Value> {
     let mut blocks = Vec::new();
     for (lang, text) in markdown::code_blocks(markdown) {
         if lang == "yaml" {
@@ -569,8 +569,8 @@ fn manifests(markdown: &str) -> Vec<serde_yaml::Value> {
     }
     let mut docs = Vec::new();
     for text in blocks {
-        for doc in serde_yaml::Deserializer::from_str(&text) {
-            let Ok(value) = serde_yaml::Value::deserialize(doc) else {
+        for doc in serde_norway::Deserializer::from_str(&text) {
+            let Ok(value) = serde_norway::Value::deserialize(doc) else {
                 continue;
             };
             if value["apiVersion"].is_string() && value["kind"].is_string() {
@@ -631,7 +631,7 @@ async fn every_manifest_in_the_docs_is_accepted_by_the_api_server() {
     }
     let mut refused = Vec::new();
     for (file, doc) in &found {
-        let yaml = serde_yaml::to_string(doc).unwrap();
+        let yaml = serde_norway::to_string(doc).unwrap();
         let out = kubectl
             .run_with_stdin(
                 &["apply", "--dry-run=server", "--validate=strict", "-f", "-"],

@@ -359,7 +359,7 @@ async fn secrets_configmaps_and_delete() {
         ])
         .await
         .unwrap();
-    let v: serde_json::Value = serde_yaml::from_str(&yaml).unwrap();
+    let v: serde_json::Value = serde_norway::from_str(&yaml).unwrap();
     assert_eq!(v["data"]["mode"], "fast");
     assert_eq!(v["metadata"]["namespace"], ns.as_str());
     assert!(v["metadata"]["resourceVersion"].is_string());

@@ -199,10 +199,10 @@ impl Env {
 }
 
 /// The chart's documents.
-fn documents(chart: &str) -> Vec<serde_yaml::Value> {
+fn documents(chart: &str) -> Vec<serde_norway::Value> {
     use serde::Deserialize as _;
-    serde_yaml::Deserializer::from_str(chart)
-        .map(|d| serde_yaml::Value::deserialize(d).unwrap())
+    serde_norway::Deserializer::from_str(chart)
+        .map(|d| serde_norway::Value::deserialize(d).unwrap())
         .filter(|v| !v.is_null())
         .collect()
 }
@@ -212,7 +212,7 @@ fn rbac_manifests(chart: &str) -> String {
     let docs: Vec<String> = documents(chart)
         .into_iter()
         .filter(|d| d["kind"].as_str().is_some_and(|k| RBAC_KINDS.contains(&k)))
-        .map(|d| serde_yaml::to_string(&d).unwrap())
+        .map(|d| serde_norway::to_string(&d).unwrap())
         .collect();
     assert!(docs.len() >= 8, "the chart's RBAC: {docs:#?}");
     docs.join("---\n")
@@ -231,7 +231,7 @@ fn chart_config(chart: &str, component: &str) -> String {
 
 /// The rules of the chart's ClusterRoles and Roles bound to ServiceAccount
 /// `service_account`.
-fn bound_rules(chart: &str, service_account: &str) -> Vec<serde_yaml::Value> {
+fn bound_rules(chart: &str, service_account: &str) -> Vec<serde_norway::Value> {
     let docs = documents(chart);
     let bound: BTreeSet<String> = docs
         .iter()
@@ -258,7 +258,7 @@ fn bound_rules(chart: &str, service_account: &str) -> Vec<serde_yaml::Value> {
 }
 
 /// The strings of list `key` of an RBAC rule.
-fn rule_list(rule: &serde_yaml::Value, key: &str) -> Vec<String> {
+fn rule_list(rule: &serde_norway::Value, key: &str) -> Vec<String> {
     rule[key]
         .as_sequence()
         .map(|s| s.iter().map(|v| v.as_str().unwrap().to_owned()).collect())

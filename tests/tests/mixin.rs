@@ -31,15 +31,15 @@ fn promtool_accepts_the_rules_and_their_unit_tests_pass() {
     assert!(tested.contains("SUCCESS"), "{tested}");
 }
 
-fn mixin_yaml(name: &str) -> serde_yaml::Value {
-    serde_yaml::from_str(
+fn mixin_yaml(name: &str) -> serde_norway::Value {
+    serde_norway::from_str(
         &std::fs::read_to_string(workspace_root().join("docs/mixin").join(name)).unwrap(),
     )
     .unwrap()
 }
 
 /// The alerting rules of alerts.yaml.
-fn alerts() -> Vec<serde_yaml::Value> {
+fn alerts() -> Vec<serde_norway::Value> {
     mixin_yaml("alerts.yaml")["groups"]
         .as_sequence()
         .unwrap()

@@ -452,7 +452,7 @@ fn web_config(tls_dir: &Path, ca_dir: &Path, mtls: bool) -> String {
         .into_iter()
         .find(|b| b.contains("name: node-exporter-web-config"))
         .expect("docs/scraping-tls.md shows the node-exporter-web-config ConfigMap");
-    let config_map: serde_yaml::Value = serde_yaml::from_str(&manifest).unwrap();
+    let config_map: serde_norway::Value = serde_norway::from_str(&manifest).unwrap();
     let text = config_map["data"]["web-config.yml"].as_str().unwrap();
     let path = |p: &Path| p.to_str().unwrap().to_owned();
     let text = substitute(

@@ -454,7 +454,7 @@ fn parse_body(bytes: &[u8], ct: Option<&str>) -> ApiResult<Value> {
     }
     let v: Value = match ct {
         Some("application/yaml") | Some("application/apply-patch+yaml") => {
-            serde_yaml::from_slice(bytes)
+            serde_norway::from_slice(bytes)
                 .map_err(|e| status::bad_request(format!("error decoding YAML: {e}")))?
         }
         _ => serde_json::from_slice(bytes).map_err(|e| {

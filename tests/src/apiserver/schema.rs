@@ -1055,7 +1055,7 @@ mod tests {
     fn crd_schema(file: &str) -> Value {
         let text =
             std::fs::read_to_string(format!("/work/shared/cert-manager-crds/{file}")).unwrap();
-        let crd: Value = serde_yaml::from_str(&text).unwrap();
+        let crd: Value = serde_norway::from_str(&text).unwrap();
         crd["spec"]["versions"]
             .as_array()
             .unwrap()

@@ -1144,7 +1144,7 @@ mod tests {
             "/work/shared/cert-manager-crds/cert-manager.io_certificaterequests.yaml",
         )
         .unwrap();
-        let crd: Value = serde_yaml::from_str(&text).unwrap();
+        let crd: Value = serde_norway::from_str(&text).unwrap();
         crd["spec"]["versions"]
             .as_array()
             .unwrap()

@@ -386,7 +386,7 @@ impl ControlPlane {
                 continue;
             }
             let crd: CustomResourceDefinition =
-                serde_yaml::from_str(&std::fs::read_to_string(&path)?)
+                serde_norway::from_str(&std::fs::read_to_string(&path)?)
                     .with_context(|| format!("parsing {}", path.display()))?;
             let name = crd.metadata.name.clone().context("a CRD without a name")?;
             api.patch(
