@@ -242,6 +242,70 @@ pub struct IssuerStatus {
     /// The `metadata.generation` this status describes.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub observed_generation: Option<i64>,
+    /// Where a self-managed CA is in its rotation (absent for `spec.ca`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rotation: Option<RotationStatus>,
+    /// Every CA in the published bundle (`ca-bundle.crt`), newest first.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub bundle: Vec<BundleCa>,
+}
+
+/// `status.rotation`: the rotation phase of a self-managed CA and its clock.
+#[derive(Deserialize, Serialize, Clone, Debug, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct RotationStatus {
+    /// `Stable`, `Publishing` or `Retiring`.
+    pub phase: RotationPhase,
+    /// When the next rotation starts on schedule (the signing CA's rotation
+    /// point). Absent while a rotation is under way.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub next_rotation_time: Option<Time>,
+    /// While `Publishing`: when the published CA starts signing.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub switch_time: Option<Time>,
+}
+
+/// Phase of a self-managed CA's rotation.
+#[derive(Deserialize, Serialize, Clone, Copy, Debug, PartialEq, Eq, JsonSchema)]
+pub enum RotationPhase {
+    /// One CA signs; nothing is waiting to sign or to leave the bundle.
+    Stable,
+    /// A new CA is in the bundle but does not sign yet (`propagationDelay`);
+    /// the previous CA still signs.
+    Publishing,
+    /// The new CA signs; a retired CA stays in the bundle until its
+    /// `retireTime`.
+    Retiring,
+}
+
+/// One CA of the published bundle.
+#[derive(Deserialize, Serialize, Clone, Debug, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct BundleCa {
+    /// SHA-256 fingerprint of the DER certificate, hex (as in `status.ca`).
+    pub fingerprint: String,
+    /// Subject, RFC 4514.
+    pub subject: String,
+    /// Start of validity.
+    pub not_before: Time,
+    /// End of validity.
+    pub not_after: Time,
+    /// `Signing`, `Next` (published, not signing yet) or `Retired`.
+    pub role: BundleRole,
+    /// For a `Retired` CA: when it leaves the bundle.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub retire_time: Option<Time>,
+}
+
+/// What a CA in the bundle is there for.
+#[derive(Deserialize, Serialize, Clone, Copy, Debug, PartialEq, Eq, JsonSchema)]
+pub enum BundleRole {
+    /// Signs new leaves.
+    Signing,
+    /// Published ahead of a switch; signs from `status.rotation.switchTime`.
+    Next,
+    /// No longer signs; trusted until its `retireTime` so its leaves verify.
+    Retired,
 }
 
 /// Identity and validity of a CA certificate.

@@ -70,6 +70,8 @@ pub fn desired(
             bundle_size: Some(*bundle_size),
             last_rotation_time: last_rotation_time.clone(),
             observed_generation: generation,
+            rotation: None,
+            bundle: Vec::new(),
         },
         Health::NotReady { .. } => IssuerStatus {
             conditions: vec![ready],
@@ -79,6 +81,8 @@ pub fn desired(
             bundle_size: previous.and_then(|p| p.bundle_size),
             last_rotation_time: previous.and_then(|p| p.last_rotation_time.clone()),
             observed_generation: generation,
+            rotation: previous.and_then(|p| p.rotation.clone()),
+            bundle: previous.map(|p| p.bundle.clone()).unwrap_or_default(),
         },
     }
 }
