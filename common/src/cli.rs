@@ -194,7 +194,7 @@ impl LeaderArgs {
                     config.namespace, config.name
                 ),
             };
-            let wait = retry.next().unwrap_or(crate::backoff::MAX_RETRY);
+            let wait = retry.next().unwrap_or(crate::backoff::Policy::WATCH.max);
             tracing::warn!(%error, retry_in = ?wait, "could not start leader election; retrying");
             tokio::select! {
                 () = shutdown.cancelled() => {

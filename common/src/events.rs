@@ -253,6 +253,23 @@ impl Recorder {
         }
     }
 
+    /// Writes `record` about `regarding` as [`Recorder::publish`] does; a
+    /// refused write is said in the log (as a warning naming the object and
+    /// the reason) and goes no further: an Event lost must never fail the
+    /// reconcile whose change it tells.
+    pub async fn publish_or_warn(&self, regarding: &ObjectReference, record: &Record) {
+        if let Err(error) = self.publish(regarding, record).await {
+            tracing::warn!(
+                kind = regarding.kind.as_deref().unwrap_or_default(),
+                namespace = regarding.namespace.as_deref().unwrap_or_default(),
+                name = regarding.name.as_deref().unwrap_or_default(),
+                reason = %record.reason,
+                %error,
+                "could not record event"
+            );
+        }
+    }
+
     /// Writes `record` about `regarding`, in the object's namespace
     /// (`default` for cluster-scoped objects, as kubectl expects).
     ///

@@ -99,8 +99,9 @@ impl Leadership {
 #[must_use]
 pub fn is_transient(error: &LeaseManagerError) -> bool {
     match error {
+        LeaseManagerError::KubeError(e) if crate::api::is_conflict(e) => true,
         LeaseManagerError::KubeError(kube::Error::Api(status)) => {
-            status.code >= 500 || status.code == 429 || status.code == 409
+            status.code >= 500 || status.code == 429
         }
         LeaseManagerError::KubeError(
             kube::Error::HyperError(_)
@@ -281,7 +282,7 @@ async fn rebuild(
         match manager(client.clone(), config).await {
             Ok(m) => return Ok(Some(m)),
             Err(e) if is_transient(&e) => {
-                let wait = retry.next().unwrap_or(crate::backoff::MAX_RETRY);
+                let wait = retry.next().unwrap_or(crate::backoff::Policy::WATCH.max);
                 tracing::warn!(error = %e, retry_in = ?wait, "could not campaign for the released Lease; retrying");
                 tokio::select! {
                     () = tx.closed() => return Ok(None),

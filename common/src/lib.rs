@@ -3,7 +3,10 @@
 //! Nothing here knows about certificates or bundles; it is what every
 //! long-running capstan process needs around its controllers:
 //!
-//! * [`backoff`] — how fast watches reconnect after the API server failed;
+//! * [`api`] — reading the API server's answers (409 Conflict) the same way
+//!   everywhere;
+//! * [`backoff`] — the one retry policy: watches, leader election and failed
+//!   reconciles;
 //! * [`cli`] — flags both binaries share: cluster access, leader election,
 //!   replica identity;
 //! * [`telemetry`] — structured logs (text or JSON) through `tracing-subscriber`;
@@ -19,6 +22,7 @@
 //! * [`shutdown`] — one cancellation token, fired by SIGTERM or SIGINT, shared by
 //!   controllers and servers so the process drains and exits cleanly.
 
+pub mod api;
 pub mod backoff;
 pub mod cli;
 pub mod config;

@@ -4,6 +4,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
 use anyhow::Context as _;
+use capstan_common::backoff::Retries;
 use capstan_common::cli::{self, KubeArgs, LeaderArgs};
 use capstan_common::config::ConfigArgs;
 use capstan_common::events::Recorder;
@@ -118,6 +119,7 @@ impl Args {
                 .clone()
                 .unwrap_or_else(cli::own_namespace),
             concurrent_workers: self.concurrent_workers,
+            retries: Retries::default(),
         });
         tracing::info!(
             identity = %identity,

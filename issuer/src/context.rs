@@ -3,12 +3,14 @@
 use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex, RwLock};
 
+use capstan_common::backoff::Retries;
 use capstan_common::events::Recorder;
 use capstan_common::lease::Leadership;
 use kube::api::{PatchParams, PostParams};
 use tokio::sync::watch;
 
 use crate::api::identity::IssuerKey;
+use crate::error::ObjectName;
 use crate::metrics::Metrics;
 use crate::signing::ReadyCa;
 
@@ -163,42 +165,17 @@ pub struct Context {
     pub cluster_resource_namespace: String,
     /// Reconciles run at once per controller.
     pub concurrent_workers: u16,
+    /// Consecutive transient failures per object, for the workspace's
+    /// reconcile backoff.
+    pub retries: Retries<ObjectName>,
 }
 
 #[cfg(test)]
 mod tests {
     #![allow(clippy::unwrap_used, clippy::expect_used)]
     use super::*;
-    use crate::api::ca_issuer::{CaSecretSource, IssuerSpec};
     use crate::api::identity::IssuerKind;
-    use crate::signing::CaMaterial;
-
-    fn ready_ca() -> ReadyCa {
-        let now = k8s_openapi::jiff::Timestamp::now();
-        let ca = capstan_pki::generate_ca(
-            &capstan_pki::CaSpec {
-                common_name: "test".into(),
-                organization: None,
-                algorithm: capstan_pki::KeyAlgorithm::EcdsaP256,
-                lifetime: std::time::Duration::from_secs(3600),
-            },
-            time::OffsetDateTime::now_utc(),
-        )
-        .expect("CA");
-        let spec = IssuerSpec {
-            ca: Some(CaSecretSource {
-                secret_name: "ca".into(),
-            }),
-            ..IssuerSpec::default()
-        };
-        let policy = crate::policy::resolve("ca", &spec).expect("policy");
-        let material = CaMaterial {
-            cert_pem: ca.cert_pem.into_bytes(),
-            key_pem: ca.key.expose().as_bytes().to_vec(),
-            chain_pem: None,
-        };
-        ReadyCa::load(&material, &policy, now).expect("ready")
-    }
+    use crate::fixtures::ready_ca;
 
     fn key() -> IssuerKey {
         IssuerKey {

@@ -5,11 +5,41 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use k8s_openapi::jiff::Timestamp;
 use kube::api::ObjectMeta;
 
+use crate::api::ca_issuer::{CaSecretSource, IssuerSpec};
 use crate::api::cert_manager::{
     CertificateRequest, CertificateRequestCondition, CertificateRequestSpec,
     CertificateRequestStatus, IssuerRef,
 };
 use crate::api::conditions;
+use crate::signing::{CaMaterial, ReadyCa};
+
+/// A CA loaded under a default policy (an hour-long ECDSA root), ready to
+/// sign.
+pub fn ready_ca() -> ReadyCa {
+    let ca = capstan_pki::generate_ca(
+        &capstan_pki::CaSpec {
+            common_name: "test".into(),
+            organization: None,
+            algorithm: capstan_pki::KeyAlgorithm::EcdsaP256,
+            lifetime: std::time::Duration::from_secs(3600),
+        },
+        time::OffsetDateTime::now_utc(),
+    )
+    .expect("CA");
+    let spec = IssuerSpec {
+        ca: Some(CaSecretSource {
+            secret_name: "ca".into(),
+        }),
+        ..IssuerSpec::default()
+    };
+    let policy = crate::policy::resolve("ca", &spec).expect("policy");
+    let material = CaMaterial {
+        cert_pem: ca.cert_pem.into_bytes(),
+        key_pem: ca.key.expose().as_bytes().to_vec(),
+        chain_pem: None,
+    };
+    ReadyCa::load(&material, &policy, Timestamp::now()).expect("ready")
+}
 
 /// A fixed instant `secs` seconds after 2026-01-01T00:00:00Z.
 pub fn at(secs: i64) -> Time {

@@ -2,7 +2,7 @@
 //! requests with it, generate and describe self-managed CAs, build bundles.
 //! Times cross here from Kubernetes' `jiff` to the PKI's `time`.
 
-use capstan_pki::{self as pki, LeafPolicy, LeafRequest, SecretKeyPem, SigningCa};
+use capstan_pki::{self as pki, LeafPolicy, LeafRequest, SecretKeyPem, SignedLeaf, SigningCa};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use k8s_openapi::jiff::Timestamp;
 use time::OffsetDateTime;
@@ -11,6 +11,7 @@ use crate::api::ca_issuer::{CaSummary, KeyAlgorithm};
 use crate::api::cert_manager::CertificateRequestSpec;
 use crate::api::conditions::issuer as reason;
 use crate::ca::rotation::CaRecord;
+use crate::error::{CaSecretProblem, SignError};
 use crate::policy::{self, IssuerPolicy, SelfManagedPolicy};
 
 /// `jiff` → `time`.
@@ -37,24 +38,22 @@ pub struct CaMaterial {
     pub chain_pem: Option<Vec<u8>>,
 }
 
-/// Why a CA cannot be used: an issuer condition reason and a message.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct CaProblem {
-    /// `InvalidKeyPair` or `CAExpired`.
-    pub reason: &'static str,
-    /// What the user must fix.
-    pub message: String,
-}
+/// Why a CA cannot be used: the PKI's refusal, worded for the user who
+/// must fix it.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error(transparent)]
+pub struct CaProblem(#[from] pub pki::Error);
 
-/// A signed certificate, as the request statuses want it.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Issued {
-    /// Leaf and intermediates, PEM.
-    pub chain_pem: String,
-    /// The root, PEM.
-    pub ca_pem: String,
-    /// A note for the Event, e.g. that the duration was shortened.
-    pub note: Option<String>,
+impl CaProblem {
+    /// The issuer condition reason: `CAExpired` for a CA outside its
+    /// validity, `InvalidKeyPair` otherwise.
+    #[must_use]
+    pub fn reason(&self) -> &'static str {
+        match self.0 {
+            pki::Error::CaExpired { .. } | pki::Error::CaNotYetValid { .. } => reason::CA_EXPIRED,
+            _ => reason::INVALID_KEY_PAIR,
+        }
+    }
 }
 
 /// A CA that is loaded and allowed to sign under an issuer's policy.
@@ -95,15 +94,7 @@ impl ReadyCa {
             material.chain_pem.as_deref(),
             to_offset(now),
         )
-        .map_err(|e| CaProblem {
-            reason: match e {
-                pki::Error::CaExpired { .. } | pki::Error::CaNotYetValid { .. } => {
-                    reason::CA_EXPIRED
-                }
-                _ => reason::INVALID_KEY_PAIR,
-            },
-            message: e.to_string(),
-        })?;
+        .map_err(CaProblem)?;
         Ok(Self {
             ca,
             leaf_policy: leaf_policy(policy),
@@ -132,40 +123,34 @@ impl ReadyCa {
     /// within the issuer's leaf policy.
     ///
     /// # Errors
-    /// A message for the `Failed` condition.
+    /// The PKI's refusal, for the `Failed` condition.
     pub fn sign(
         &self,
         csr_pem: &[u8],
         request: &LeafRequest,
         now: Timestamp,
-    ) -> Result<Issued, String> {
-        let csr = pki::parse_csr(csr_pem).map_err(|e| format!("Failed to sign: {e}"))?;
-        let leaf = self
+    ) -> Result<SignedLeaf, SignError> {
+        let csr = pki::parse_csr(csr_pem)?;
+        Ok(self
             .ca
-            .sign(&csr, request, &self.leaf_policy, to_offset(now))
-            .map_err(|e| format!("Failed to sign: {e}"))?;
-        Ok(Issued {
-            chain_pem: leaf.chain_pem,
-            ca_pem: leaf.ca_pem,
-            note: leaf.truncated.map(|t| t.to_string()),
-        })
+            .sign(&csr, request, &self.leaf_policy, to_offset(now))?)
     }
 
     /// Signs a cert-manager `CertificateRequest`.
     ///
     /// # Errors
-    /// A message for the `Failed` condition.
+    /// An unreadable duration or the PKI's refusal, for the `Failed`
+    /// condition.
     pub fn sign_request(
         &self,
         spec: &CertificateRequestSpec,
         now: Timestamp,
-    ) -> Result<Issued, String> {
+    ) -> Result<SignedLeaf, SignError> {
         let duration = spec
             .duration
             .as_deref()
             .map(|d| policy::parse_duration("spec.duration", d))
-            .transpose()
-            .map_err(|e| format!("Failed to sign: {e}"))?;
+            .transpose()?;
         let request = LeafRequest {
             duration,
             is_ca: spec.is_ca.unwrap_or(false),
@@ -200,7 +185,7 @@ fn pki_algorithm(a: KeyAlgorithm) -> pki::KeyAlgorithm {
 ///
 /// # Errors
 /// When key generation or signing fails.
-pub fn generate(managed: &SelfManagedPolicy, now: Timestamp) -> Result<Generated, String> {
+pub fn generate(managed: &SelfManagedPolicy, now: Timestamp) -> Result<Generated, pki::Error> {
     let ca = pki::generate_ca(
         &pki::CaSpec {
             common_name: managed.common_name.clone(),
@@ -209,8 +194,7 @@ pub fn generate(managed: &SelfManagedPolicy, now: Timestamp) -> Result<Generated
             lifetime: managed.ca_duration,
         },
         to_offset(now),
-    )
-    .map_err(|e| e.to_string())?;
+    )?;
     Ok(Generated {
         fingerprint: ca.summary.fingerprint.clone(),
         cert_pem: ca.cert_pem,
@@ -222,28 +206,27 @@ pub fn generate(managed: &SelfManagedPolicy, now: Timestamp) -> Result<Generated
 /// find, which must not stall the controllers sharing the async runtime.
 ///
 /// # Errors
-/// As [`generate`].
+/// As [`generate`], or when the blocking task did not finish.
 pub async fn generate_off_runtime(
     managed: &SelfManagedPolicy,
     now: Timestamp,
-) -> Result<Generated, String> {
+) -> Result<Generated, CaSecretProblem> {
     let managed = managed.clone();
-    tokio::task::spawn_blocking(move || generate(&managed, now))
+    Ok(tokio::task::spawn_blocking(move || generate(&managed, now))
         .await
-        .map_err(|e| format!("CA generation did not finish: {e}"))?
+        .map_err(CaSecretProblem::Generation)??)
 }
 
 /// Identity and validity of a CA certificate (the first in `pem`).
 ///
 /// # Errors
 /// When `pem` holds no parsable certificate.
-pub fn record(pem: &[u8]) -> Result<CaRecord, String> {
-    let block = pem::parse_many(pem)
-        .map_err(|e| e.to_string())?
+pub fn record(pem: &[u8]) -> Result<CaRecord, CaSecretProblem> {
+    let block = pem::parse_many(pem)?
         .into_iter()
         .find(|b| b.tag() == "CERTIFICATE")
-        .ok_or_else(|| "no CERTIFICATE block".to_owned())?;
-    let s = pki::summarize(block.contents()).map_err(|e| e.to_string())?;
+        .ok_or(CaSecretProblem::NoCertificate)?;
+    let s = pki::summarize(block.contents())?;
     Ok(CaRecord {
         fingerprint: s.fingerprint,
         not_before: to_timestamp(s.not_before),
@@ -263,8 +246,8 @@ pub struct BundleInfo {
 ///
 /// # Errors
 /// Invalid PEM or a private key in the input.
-pub fn bundle(pems: &[&[u8]], now: Timestamp) -> Result<BundleInfo, String> {
-    let b = pki::normalize_bundle(pems, to_offset(now)).map_err(|e| e.to_string())?;
+pub fn bundle(pems: &[&[u8]], now: Timestamp) -> Result<BundleInfo, pki::Error> {
+    let b = pki::normalize_bundle(pems, to_offset(now))?;
     Ok(BundleInfo {
         count: b.len(),
         pem: b.pem,
@@ -279,9 +262,8 @@ pub fn bundle_without(
     bundle: &[u8],
     fingerprints: &[String],
     now: Timestamp,
-) -> Result<BundleInfo, String> {
-    let b =
-        pki::bundle::without(bundle, fingerprints, to_offset(now)).map_err(|e| e.to_string())?;
+) -> Result<BundleInfo, pki::Error> {
+    let b = pki::bundle::without(bundle, fingerprints, to_offset(now))?;
     Ok(BundleInfo {
         count: b.len(),
         pem: b.pem,

@@ -215,7 +215,7 @@ async fn ensure_ca(
                 tracing::info!(secret = %action, "created the metrics serving CA");
                 Ok(created)
             }
-            Err(kube::Error::Api(s)) if s.code == 409 => {
+            Err(e) if crate::api::is_conflict(&e) => {
                 tracing::info!(secret = %action, "another replica created the metrics serving CA; using it");
                 api.get(&config.name)
                     .await
@@ -241,7 +241,7 @@ async fn ensure_ca(
                     tracing::info!(secret = %action, %reason, "replaced the metrics serving CA");
                     Ok(replaced)
                 }
-                Err(kube::Error::Api(s)) if s.code == 409 => api
+                Err(e) if crate::api::is_conflict(&e) => api
                     .get(&config.name)
                     .await
                     .map_err(|e| Error::kube(format!("reading {action}"), e)),

@@ -1,4 +1,6 @@
-//! Condition types and reasons written by the issuer.
+//! Condition types, condition reasons and Event reasons written by the
+//! issuer: the one place they are spelled. Metrics label outcomes and
+//! errors with the same constants.
 //!
 //! The request reasons are cert-manager's own
 //! (`pkg/apis/certmanager/v1/types_certificaterequest.go`), so that
@@ -13,13 +15,17 @@ pub const APPROVED: &str = "Approved";
 pub const DENIED: &str = "Denied";
 /// The `InvalidRequest` condition type: the request can never be signed.
 pub const INVALID_REQUEST: &str = "InvalidRequest";
+/// The `Failed` condition type of a `CertificateSigningRequest`.
+pub const FAILED: &str = "Failed";
 
 /// Condition status `True`.
 pub const TRUE: &str = "True";
 /// Condition status `False`.
 pub const FALSE: &str = "False";
 
-/// Request reasons (cert-manager's `CertificateRequestReason*`).
+/// Request reasons (cert-manager's `CertificateRequestReason*`): of the
+/// `Ready` condition and the Events on `CertificateRequest`s, and of the
+/// `Failed` condition and the Events on `CertificateSigningRequest`s.
 pub mod request {
     /// The request is waiting: for approval, for its issuer, or for a retry.
     pub const PENDING: &str = "Pending";
@@ -43,4 +49,30 @@ pub mod issuer {
     pub const INVALID_KEY_PAIR: &str = "InvalidKeyPair";
     /// The CA certificate has expired (or is not valid yet).
     pub const CA_EXPIRED: &str = "CAExpired";
+
+    /// Event: a self-managed issuer generated a root CA.
+    pub const CA_GENERATED: &str = "CAGenerated";
+    /// Event: the CA Secret was created (library-go's reason).
+    pub const SECRET_CREATED: &str = "SecretCreated";
+    /// Event: the CA Secret was updated (library-go's reason).
+    pub const SECRET_UPDATED: &str = "SecretUpdated";
+    /// Event: a new CA was published in the bundle.
+    pub const CA_ROTATION_STARTED: &str = "CARotationStarted";
+    /// Event: the new CA signs; the old one is retired.
+    pub const CA_ROTATED: &str = "CARotated";
+    /// Event: a retired CA left the bundle.
+    pub const CA_RETIRED: &str = "CARetired";
+}
+
+/// Error categories: the `category` label of
+/// `capstan_issuer_reconcile_errors_total`.
+pub mod category {
+    /// A Kubernetes API call failed.
+    pub const API_ERROR: &str = "APIError";
+    /// The issuer spec is invalid.
+    pub const INVALID_SPEC: &str = super::issuer::INVALID_SPEC;
+    /// The CA Secret cannot be used.
+    pub const INVALID_CA_SECRET: &str = "InvalidCASecret";
+    /// Another writer changed the object first.
+    pub const CONFLICT: &str = "Conflict";
 }

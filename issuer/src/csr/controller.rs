@@ -7,99 +7,83 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use capstan_common::backoff::WatchBackoff;
-use capstan_common::events::Record;
 use futures::StreamExt;
-use k8s_openapi::ByteString;
-use k8s_openapi::api::certificates::v1::{
-    CertificateSigningRequest, CertificateSigningRequestCondition,
-};
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+use k8s_openapi::api::certificates::v1::CertificateSigningRequest;
 use k8s_openapi::jiff::Timestamp;
 use kube::api::{Api, Patch};
 use kube::runtime::controller::{self, Action, Controller};
 use kube::runtime::watcher;
 use kube::{Resource, ResourceExt};
-use serde_json::json;
 use tokio_stream::wrappers::WatchStream;
 
-use super::plan::{self, CsrDecision};
+use super::plan::{self, CsrDecision, CsrOutcome};
+use super::status;
+use crate::api::identity::IssuerKey;
 use crate::context::Context;
-use crate::error::{Error, Result};
+use crate::error::{Error, ObjectName, Result, verb};
 
 /// Recheck of an approved CSR whose issuer is not ready.
 const WAIT_RECHECK: Duration = Duration::from_secs(30);
 
+/// Reconciles one CSR, visiting each step once: the gates on the CSR, the
+/// signer lookup, the signature, the status patch and its Event, the write.
 async fn reconcile(csr: Arc<CertificateSigningRequest>, ctx: Arc<Context>) -> Result<Action> {
     let decision = plan::plan(&csr);
     if decision == CsrDecision::Ignore || !ctx.leadership.is_leader() {
         return Ok(Action::await_change());
     }
     let now = Timestamp::now();
-    let (status, record) = match decision {
+    let (issuer, outcome) = match decision {
         CsrDecision::Ignore => return Ok(Action::await_change()),
-        CsrDecision::Deny => {
-            let message = "The CertificateSigningRequest was denied; it will not be signed";
-            (
-                with_failed(&csr, "Denied", message, now),
-                Record::warning("Denied", message),
-            )
-        }
+        CsrDecision::Deny => (
+            plan::signer_target(&csr.spec.signer_name),
+            CsrOutcome::Denied,
+        ),
         CsrDecision::Sign(target) => {
             let Some(ca) = ctx.signers.get(&target) else {
                 tracing::info!(csr = %csr.name_any(), issuer = %target, "waiting for the issuer to be ready");
                 return Ok(Action::requeue(WAIT_RECHECK));
             };
-            match plan::leaf_request(&csr).and_then(|r| ca.sign(&csr.spec.request.0, &r, now)) {
-                Ok(issued) => {
-                    let message = match issued.note {
-                        Some(note) => format!("Certificate issued; {note}"),
-                        None => "Certificate issued".to_owned(),
-                    };
-                    (
-                        json!({ "certificate": ByteString(issued.chain_pem.into_bytes()) }),
-                        Record::normal("Issued", message),
-                    )
-                }
-                Err(message) => (
-                    with_failed(&csr, "Failed", &message, now),
-                    Record::warning("Failed", message),
-                ),
-            }
+            let outcome = plan::sign(&csr, &ca, now);
+            (Some(target), outcome)
         }
     };
-    let patch =
-        json!({ "metadata": { "resourceVersion": csr.resource_version() }, "status": status });
+    let patch = status::outcome_patch(&csr, &outcome, now);
     let api: Api<CertificateSigningRequest> = Api::all(ctx.client.clone());
-    let name = csr.name_any();
+    let object = csr_name(&csr);
     if let Err(e) = api
         .patch_status(
-            &name,
+            &object.name,
             &crate::context::patch_params(),
             &Patch::Merge(&patch),
         )
         .await
     {
-        let csr = format!("CertificateSigningRequest {name}");
-        let action = format!("writing the status of {csr}");
-        return Err(Error::write(csr, action, e));
+        return Err(Error::write(verb::WRITE_STATUS, object, e));
     }
+    ctx.retries.succeeded(&object);
 
-    tracing::info!(csr = %name, reason = %record.reason, "{}", record.message);
-    count_outcome(&csr, &record.reason, &ctx);
-    if let Err(e) = ctx.recorder.publish(&csr.object_ref(&()), &record).await {
-        tracing::warn!(csr = %name, error = %e, "could not record event");
+    let record = status::outcome_record(&outcome);
+    tracing::info!(csr = %object.name, reason = %record.reason, "{}", record.message);
+    if let Some(issuer) = issuer {
+        count_outcome(&issuer, &outcome, &ctx);
     }
+    ctx.recorder
+        .publish_or_warn(&csr.object_ref(&()), &record)
+        .await;
     Ok(Action::await_change())
+}
+
+/// The CSR, for errors and logs.
+fn csr_name(csr: &CertificateSigningRequest) -> ObjectName {
+    ObjectName::cluster("CertificateSigningRequest", &csr.name_any())
 }
 
 /// Counts a written outcome in the same metrics as CertificateRequests,
 /// under the issuer the signer name addresses.
-fn count_outcome(csr: &CertificateSigningRequest, reason: &str, ctx: &Context) {
-    let Some(target) = plan::signer_target(&csr.spec.signer_name) else {
-        return;
-    };
-    let [kind, namespace, name] = target.labels();
-    if reason == "Issued" {
+fn count_outcome(issuer: &IssuerKey, outcome: &CsrOutcome, ctx: &Context) {
+    let [kind, namespace, name] = issuer.labels();
+    if let CsrOutcome::Issued { .. } = outcome {
         ctx.metrics
             .signed
             .with_label_values(&[kind, namespace, name])
@@ -107,32 +91,9 @@ fn count_outcome(csr: &CertificateSigningRequest, reason: &str, ctx: &Context) {
     } else {
         ctx.metrics
             .failed
-            .with_label_values(&[kind, namespace, name, reason])
+            .with_label_values(&[kind, namespace, name, outcome.reason()])
             .inc();
     }
-}
-
-/// A status with the CSR's conditions plus a `Failed` one.
-fn with_failed(
-    csr: &CertificateSigningRequest,
-    reason: &str,
-    message: &str,
-    now: Timestamp,
-) -> serde_json::Value {
-    let mut conditions = csr
-        .status
-        .as_ref()
-        .and_then(|s| s.conditions.clone())
-        .unwrap_or_default();
-    conditions.push(CertificateSigningRequestCondition {
-        type_: "Failed".to_owned(),
-        status: "True".to_owned(),
-        reason: Some(reason.to_owned()),
-        message: Some(message.to_owned()),
-        last_update_time: Some(Time(now)),
-        last_transition_time: Some(Time(now)),
-    });
-    json!({ "conditions": conditions })
 }
 
 fn error_policy(csr: Arc<CertificateSigningRequest>, error: &Error, ctx: Arc<Context>) -> Action {
@@ -141,7 +102,7 @@ fn error_policy(csr: Arc<CertificateSigningRequest>, error: &Error, ctx: Arc<Con
         .with_label_values(&["certificatesigningrequest", error.category()])
         .inc();
     tracing::warn!(csr = %csr.name_any(), error = %error, "reconcile failed");
-    error.requeue()
+    error.requeue(|| ctx.retries.failed(csr_name(&csr)))
 }
 
 /// Runs the controller until `shutdown` fires.

@@ -2,7 +2,9 @@
 //! addressed to capstan's signer names, signed the way cert-manager's
 //! external issuers sign them.
 //!
-//! [`plan`] is pure; the controller reads and writes around it.
+//! [`plan`] (which to sign, and signing) and [`status`] (the patch and the
+//! Event) are pure; the controller reads and writes around them.
 
 pub mod controller;
 pub mod plan;
+pub mod status;

@@ -9,12 +9,15 @@
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-use capstan_pki::LeafRequest;
-
+use capstan_pki::{LeafRequest, Truncation};
 use k8s_openapi::api::certificates::v1::CertificateSigningRequest;
+use k8s_openapi::jiff::Timestamp;
 
+use crate::api::conditions::{self, request as reason};
 use crate::api::identity::{IssuerKey, IssuerKind};
+use crate::error::SignError;
 use crate::policy;
+use crate::signing::ReadyCa;
 
 /// Signer-name prefix of `ClusterCAIssuer`s.
 pub const CLUSTER_SIGNER_PREFIX: &str = "clustercaissuers.capstan.dev/";
@@ -59,7 +62,10 @@ fn has_condition(csr: &CertificateSigningRequest, type_: &str) -> bool {
     csr.status
         .as_ref()
         .and_then(|s| s.conditions.as_ref())
-        .is_some_and(|cs| cs.iter().any(|c| c.type_ == type_ && c.status == "True"))
+        .is_some_and(|cs| {
+            cs.iter()
+                .any(|c| c.type_ == type_ && c.status == conditions::TRUE)
+        })
 }
 
 /// Decides what to do with `csr`.
@@ -72,13 +78,13 @@ pub fn plan(csr: &CertificateSigningRequest) -> CsrDecision {
         .status
         .as_ref()
         .is_some_and(|s| s.certificate.as_ref().is_some_and(|c| !c.0.is_empty()));
-    if signed || has_condition(csr, "Failed") {
+    if signed || has_condition(csr, conditions::FAILED) {
         return CsrDecision::Ignore;
     }
-    if has_condition(csr, "Denied") {
+    if has_condition(csr, conditions::DENIED) {
         return CsrDecision::Deny;
     }
-    if has_condition(csr, "Approved") {
+    if has_condition(csr, conditions::APPROVED) {
         CsrDecision::Sign(target)
     } else {
         CsrDecision::Ignore
@@ -114,22 +120,19 @@ const MIN_CSR_SECONDS: i32 = 600;
 /// cert-manager's duration annotation), whether it is a CA, the usages.
 ///
 /// # Errors
-/// A duration too short or unreadable, as the `Failed` condition's message.
-pub fn leaf_request(csr: &CertificateSigningRequest) -> Result<LeafRequest, String> {
+/// A duration too short or unreadable.
+pub fn leaf_request(csr: &CertificateSigningRequest) -> Result<LeafRequest, SignError> {
     let duration = match requested_duration(csr) {
         None => None,
         Some(RequestedDuration::Seconds(s)) if s < MIN_CSR_SECONDS => {
-            return Err(format!(
-                "Failed to sign: spec.expirationSeconds must be at least {MIN_CSR_SECONDS}"
-            ));
+            return Err(SignError::ExpirationTooShort {
+                minimum: MIN_CSR_SECONDS,
+            });
         }
         Some(RequestedDuration::Seconds(s)) => {
             Some(Duration::from_secs(u64::try_from(s).unwrap_or(0)))
         }
-        Some(RequestedDuration::Text(t)) => Some(
-            policy::parse_duration(REQUEST_DURATION, &t)
-                .map_err(|e| format!("Failed to sign: {e}"))?,
-        ),
+        Some(RequestedDuration::Text(t)) => Some(policy::parse_duration(REQUEST_DURATION, &t)?),
     };
     let annotations = csr.metadata.annotations.clone().unwrap_or_default();
     Ok(LeafRequest {
@@ -137,6 +140,48 @@ pub fn leaf_request(csr: &CertificateSigningRequest) -> Result<LeafRequest, Stri
         is_ca: requests_ca(&annotations),
         usages: csr.spec.usages.clone().unwrap_or_default(),
     })
+}
+
+/// How handling a CSR ends.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum CsrOutcome {
+    /// An approver denied it.
+    Denied,
+    /// It was signed.
+    Issued {
+        /// The leaf followed by any intermediates, PEM.
+        certificate: String,
+        /// Whether and why the lifetime was shortened, for the Event.
+        truncated: Option<Truncation>,
+    },
+    /// It can never be signed.
+    Failed(SignError),
+}
+
+impl CsrOutcome {
+    /// The reason of the `Failed` condition, the Event and the
+    /// `capstan_issuer_requests_failed_total` label.
+    #[must_use]
+    pub fn reason(&self) -> &'static str {
+        match self {
+            Self::Denied => reason::DENIED,
+            Self::Issued { .. } => reason::ISSUED,
+            Self::Failed(_) => reason::FAILED,
+        }
+    }
+}
+
+/// Signs an approved `csr` with `ca` (pure CPU work): issued, or failed for
+/// good with the reason.
+#[must_use]
+pub fn sign(csr: &CertificateSigningRequest, ca: &ReadyCa, now: Timestamp) -> CsrOutcome {
+    match leaf_request(csr).and_then(|r| ca.sign(&csr.spec.request.0, &r, now)) {
+        Ok(leaf) => CsrOutcome::Issued {
+            certificate: leaf.chain_pem,
+            truncated: leaf.truncated,
+        },
+        Err(refused) => CsrOutcome::Failed(refused),
+    }
 }
 
 /// A requested duration as written in the CSR.
@@ -183,7 +228,7 @@ mod tests {
         c.spec.expiration_seconds = Some(599);
         assert_eq!(
             leaf_request(&c).map(|r| r.duration),
-            Err("Failed to sign: spec.expirationSeconds must be at least 600".into())
+            Err(SignError::ExpirationTooShort { minimum: 600 })
         );
         c.spec.expiration_seconds = None;
         c.metadata.annotations = Some(BTreeMap::from([
@@ -200,7 +245,30 @@ mod tests {
         let err = leaf_request(&c)
             .map(|r| r.duration)
             .expect_err("unreadable");
-        assert!(err.starts_with("Failed to sign: "), "{err}");
+        assert!(matches!(err, SignError::Duration(_)), "{err:?}");
+        assert!(
+            err.to_string()
+                .starts_with("Failed to sign: experimental.cert-manager.io/request-duration: "),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn a_csr_the_pki_refuses_fails_for_good() {
+        let ca = crate::fixtures::ready_ca();
+        let c = csr("clustercaissuers.capstan.dev/ca", &["Approved"], false);
+        let outcome = sign(&c, &ca, Timestamp::now());
+        assert!(
+            matches!(outcome, CsrOutcome::Failed(SignError::Pki(_))),
+            "{outcome:?}"
+        );
+        assert_eq!(outcome.reason(), "Failed");
+        let mut short = c.clone();
+        short.spec.expiration_seconds = Some(60);
+        assert_eq!(
+            sign(&short, &ca, Timestamp::now()),
+            CsrOutcome::Failed(SignError::ExpirationTooShort { minimum: 600 })
+        );
     }
 
     #[test]

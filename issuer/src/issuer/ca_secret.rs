@@ -14,13 +14,13 @@ use kube::api::{Api, ObjectMeta};
 
 use crate::ca::layout::{self, Record};
 use crate::ca::rotation::{PublishReason, RotationState, RotationTiming, Step};
-use crate::error::{Error, Result};
+use crate::error::{CaSecretProblem, Error, ObjectName, Result, verb};
 use crate::policy::{IssuerPolicy, SelfManagedPolicy};
 use crate::signing::{self, CaMaterial};
 
-/// `namespace/name` of a Secret, for messages.
-fn secret_ref(namespace: &str, name: &str) -> String {
-    format!("{namespace}/{name}")
+/// A Secret, for errors.
+fn secret_ref(namespace: &str, name: &str) -> ObjectName {
+    ObjectName::namespaced("Secret", namespace, name)
 }
 
 /// Reads a Secret; `None` when it does not exist.
@@ -28,7 +28,7 @@ pub async fn read(client: &kube::Client, namespace: &str, name: &str) -> Result<
     Api::<Secret>::namespaced(client.clone(), namespace)
         .get_opt(name)
         .await
-        .map_err(|e| Error::kube(format!("reading Secret {}", secret_ref(namespace, name)), e))
+        .map_err(|e| Error::kube(verb::READ, secret_ref(namespace, name), e))
 }
 
 fn bytes(data: &BTreeMap<String, ByteString>, key: &str) -> Option<Vec<u8>> {
@@ -73,11 +73,12 @@ pub struct SecretState {
 ///
 /// # Errors
 /// A missing or unparsable `tls.crt` or `next.crt`, or an unreadable
-/// record: what is wrong, for a human.
-pub fn state(secret: &Secret, now: Timestamp) -> std::result::Result<SecretState, String> {
+/// record.
+pub fn state(secret: &Secret, now: Timestamp) -> std::result::Result<SecretState, CaSecretProblem> {
     let empty = BTreeMap::new();
     let data = secret.data.as_ref().unwrap_or(&empty);
-    let signing_pem = bytes(data, layout::TLS_CRT).ok_or("tls.crt is missing")?;
+    let signing_pem =
+        bytes(data, layout::TLS_CRT).ok_or(CaSecretProblem::Missing(layout::TLS_CRT))?;
     let signing = signing::record(&signing_pem)?;
     let record = layout::read(
         secret
@@ -85,8 +86,7 @@ pub fn state(secret: &Secret, now: Timestamp) -> std::result::Result<SecretState
             .annotations
             .as_ref()
             .unwrap_or(&BTreeMap::new()),
-    )
-    .map_err(|e| e.to_string())?;
+    )?;
     let next = match (bytes(data, layout::NEXT_CRT), record.next_published_at) {
         (Some(pem), Some(at)) => Some((signing::record(&pem)?, at)),
         _ => None,
@@ -143,7 +143,7 @@ pub async fn write_step(
 ) -> Result<Secret> {
     let namespace = secret.metadata.namespace.clone().unwrap_or_default();
     let name = &write.managed.secret_name;
-    let problem = |problem: String| Error::CaSecret {
+    let problem = |problem: CaSecretProblem| Error::CaSecret {
         secret: secret_ref(&namespace, name),
         problem,
     };
@@ -171,14 +171,7 @@ pub async fn write_step(
     Api::<Secret>::namespaced(client.clone(), &namespace)
         .replace(name, &crate::context::post_params(), &updated)
         .await
-        .map_err(|e| {
-            let secret = secret_ref(&namespace, name);
-            Error::write(
-                format!("Secret {secret}"),
-                format!("updating CA Secret {secret}"),
-                e,
-            )
-        })
+        .map_err(|e| Error::write(verb::UPDATE, secret_ref(&namespace, name), e))
 }
 
 /// Creates the CA Secret with a fresh root; 409 means another replica won.
@@ -194,18 +187,15 @@ pub async fn create(
 ) -> Result<(Secret, Change)> {
     let api: Api<Secret> = Api::namespaced(client.clone(), namespace);
     let name = &managed.secret_name;
+    let problem = |problem: CaSecretProblem| Error::CaSecret {
+        secret: secret_ref(namespace, name),
+        problem,
+    };
     let generated = signing::generate_off_runtime(managed, now)
         .await
-        .map_err(|problem| Error::CaSecret {
-            secret: secret_ref(namespace, name),
-            problem,
-        })?;
-    let bundle = signing::bundle(&[generated.cert_pem.as_bytes()], now).map_err(|problem| {
-        Error::CaSecret {
-            secret: secret_ref(namespace, name),
-            problem,
-        }
-    })?;
+        .map_err(problem)?;
+    let bundle =
+        signing::bundle(&[generated.cert_pem.as_bytes()], now).map_err(|e| problem(e.into()))?;
     let data = BTreeMap::from([
         (
             layout::TLS_CRT.to_owned(),
@@ -241,14 +231,7 @@ pub async fn create(
     let created = api
         .create(&crate::context::post_params(), &secret)
         .await
-        .map_err(|e| {
-            let secret = secret_ref(namespace, name);
-            Error::write(
-                format!("Secret {secret}"),
-                format!("creating CA Secret {secret}"),
-                e,
-            )
-        })?;
+        .map_err(|e| Error::write(verb::CREATE, secret_ref(namespace, name), e))?;
     Ok((
         created,
         Change::Generated {
@@ -265,13 +248,13 @@ fn apply_step(
     mut record: Record,
     trigger: Option<&str>,
     now: Timestamp,
-) -> std::result::Result<(BTreeMap<String, ByteString>, Record), String> {
+) -> std::result::Result<(BTreeMap<String, ByteString>, Record), CaSecretProblem> {
     let mut data = data.clone();
     let get = |d: &BTreeMap<String, ByteString>, k: &str| bytes(d, k).unwrap_or_default();
     match step {
         Step::Idle => {}
         Step::Publish(reason) => {
-            let next = next.ok_or("no CA was generated for the publish step")?;
+            let next = next.ok_or(CaSecretProblem::NotGenerated)?;
             let bundle = signing::bundle(
                 &[
                     next.cert_pem.as_bytes(),
@@ -304,7 +287,7 @@ fn apply_step(
             let next_crt = get(&data, layout::NEXT_CRT);
             let next_key = get(&data, layout::NEXT_KEY);
             if next_crt.is_empty() || next_key.is_empty() {
-                return Err("next.crt or next.key is missing mid-rotation".into());
+                return Err(CaSecretProblem::RotationIncomplete);
             }
             let bundle = signing::bundle(
                 &[

@@ -29,11 +29,12 @@ use super::ca_secret::{self, Change};
 use super::plan::{self, Decision, Observed, Report};
 use super::status::{self as issuer_status, Health};
 use crate::api::ca_issuer::{CAIssuer, ClusterCAIssuer, IssuerSpec, IssuerStatus};
+use crate::api::conditions::issuer as reason;
 use crate::api::identity::{IssuerKey, IssuerKind};
 use crate::ca::layout;
 use crate::ca::rotation::{PublishReason, Step};
 use crate::context::Context;
-use crate::error::{Error, Result};
+use crate::error::{Error, ObjectName, Result, verb};
 
 /// Longest sleep between two checks of a healthy issuer.
 const MAX_RECHECK: Duration = Duration::from_secs(3600);
@@ -103,7 +104,9 @@ async fn reconcile<K: IssuerObject>(issuer: Arc<K>, ctx: Arc<Context>) -> Result
     let report = match decide(&*issuer, &ctx, Timestamp::now()).await {
         Ok(report) => report,
         // A Secret the plan accepted but a write step could not use.
-        Err(Error::CaSecret { secret, problem }) => Report::unusable_secret(&secret, &problem),
+        Err(Error::CaSecret { secret, problem }) => {
+            Report::unusable_secret(&secret.path(), &problem.to_string())
+        }
         Err(other) => return Err(other),
     };
     let labels = key.labels();
@@ -130,6 +133,7 @@ async fn reconcile<K: IssuerObject>(issuer: Arc<K>, ctx: Arc<Context>) -> Result
         return Ok(Action::await_change());
     }
     write_status(&*issuer, health, &ctx).await?;
+    ctx.retries.succeeded(&(&key).into());
     Ok(match report.recheck {
         Some(after) => Action::requeue(after.min(MAX_RECHECK)),
         None => Action::await_change(),
@@ -178,8 +182,12 @@ async fn decide<K: IssuerObject>(issuer: &K, ctx: &Context, now: Timestamp) -> R
             }
             Decision::Step(write) => {
                 // A step is planned only for a Secret that was read.
-                let current = secret.as_ref().ok_or_else(|| {
-                    Error::Conflict(format!("Secret {namespace}/{}", write.managed.secret_name))
+                let current = secret.as_ref().ok_or_else(|| Error::Conflict {
+                    object: ObjectName::namespaced(
+                        "Secret",
+                        &namespace,
+                        &write.managed.secret_name,
+                    ),
                 })?;
                 let written = ca_secret::write_step(&ctx.client, current, &write, now).await?;
                 (written, Change::Stepped(write.step))
@@ -204,11 +212,11 @@ async fn record_change<K: IssuerObject>(
     match change {
         Change::Generated { fingerprint } => {
             records.push(Record::normal(
-                "CAGenerated",
+                reason::CA_GENERATED,
                 format!("Generated root CA {fingerprint} in Secret {namespace}/{secret}"),
             ));
             records.push(Record::normal(
-                "SecretCreated",
+                reason::SECRET_CREATED,
                 events::created_message("Secret", Some(namespace), secret),
             ));
         }
@@ -216,31 +224,31 @@ async fn record_change<K: IssuerObject>(
             let (reason, message) = match step {
                 Step::Idle => return,
                 Step::Publish(PublishReason::Scheduled) => (
-                    "CARotationStarted",
+                    reason::CA_ROTATION_STARTED,
                     "Published a new CA in the bundle; it signs after the propagation delay"
                         .to_owned(),
                 ),
                 Step::Publish(PublishReason::Triggered(value)) => (
-                    "CARotationStarted",
+                    reason::CA_ROTATION_STARTED,
                     format!(
                         "Published a new CA in the bundle because capstan.dev/rotate was set to {value:?}; it signs after the propagation delay"
                     ),
                 ),
                 Step::Switch(retired) => (
-                    "CARotated",
+                    reason::CA_ROTATED,
                     format!(
                         "The new CA signs from now on; CA {} is retired and stays trusted until {}",
                         retired.fingerprint, retired.drop_after
                     ),
                 ),
                 Step::Drop(gone) => (
-                    "CARetired",
+                    reason::CA_RETIRED,
                     format!("Removed retired CA {} from the bundle", gone.join(", ")),
                 ),
             };
             records.push(Record::normal(reason, message));
             records.push(Record::normal(
-                "SecretUpdated",
+                reason::SECRET_UPDATED,
                 events::updated_message("Secret", Some(namespace), secret),
             ));
         }
@@ -248,9 +256,7 @@ async fn record_change<K: IssuerObject>(
     let reference = issuer.object_ref(&());
     for record in records {
         tracing::info!(issuer = %issuer.key(), reason = %record.reason, "{}", record.message);
-        if let Err(e) = ctx.recorder.publish(&reference, &record).await {
-            tracing::warn!(issuer = %issuer.key(), error = %e, "could not record event");
-        }
+        ctx.recorder.publish_or_warn(&reference, &record).await;
     }
 }
 
@@ -263,9 +269,9 @@ async fn write_status<K: IssuerObject>(issuer: &K, health: &Health, ctx: &Contex
     if let Some((reason, message)) = issuer_status::not_ready_event(previous, health) {
         let record = Record::warning(reason, message.to_owned());
         tracing::warn!(issuer = %issuer.key(), reason, "{message}");
-        if let Err(e) = ctx.recorder.publish(&issuer.object_ref(&()), &record).await {
-            tracing::warn!(issuer = %issuer.key(), error = %e, "could not record event");
-        }
+        ctx.recorder
+            .publish_or_warn(&issuer.object_ref(&()), &record)
+            .await;
     }
     let desired = issuer_status::desired(
         previous,
@@ -284,7 +290,7 @@ async fn write_status<K: IssuerObject>(issuer: &K, health: &Health, ctx: &Contex
         &Patch::Merge(&patch),
     )
     .await
-    .map_err(|e| Error::kube(format!("writing the status of {}", issuer.key()), e))?;
+    .map_err(|e| Error::kube(verb::WRITE_STATUS, (&issuer.key()).into(), e))?;
     Ok(())
 }
 
@@ -294,7 +300,7 @@ fn error_policy<K: IssuerObject>(issuer: Arc<K>, error: &Error, ctx: Arc<Context
         .with_label_values(&["issuer", error.category()])
         .inc();
     tracing::warn!(issuer = %issuer.key(), error = %error, "reconcile failed");
-    error.requeue()
+    error.requeue(|| ctx.retries.failed((&issuer.key()).into()))
 }
 
 /// Runs the controller for one issuer kind until `shutdown` fires.

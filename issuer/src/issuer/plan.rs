@@ -19,7 +19,7 @@ use crate::api::ca_issuer::IssuerSpec;
 use crate::api::conditions::issuer as reason;
 use crate::ca::rotation::{self, Step};
 use crate::policy::{self, CaSource, IssuerPolicy, SelfManagedPolicy};
-use crate::signing::{CaMaterial, CaProblem, ReadyCa};
+use crate::signing::{CaMaterial, ReadyCa};
 
 /// Recheck of an issuer that is not ready and may be fixed by the clock.
 pub const NOT_READY_RECHECK: Duration = Duration::from_secs(60);
@@ -166,7 +166,7 @@ fn self_managed(
     };
     let state = match ca_secret::state(found, observed.now) {
         Ok(state) => state,
-        Err(problem) => return report(Report::unusable_secret(&secret, &problem)),
+        Err(problem) => return report(Report::unusable_secret(&secret, &problem.to_string())),
     };
     let timing = ca_secret::timing(policy, managed);
     let next = rotation::plan(&state.rotation, &timing, observed.trigger, observed.now);
@@ -207,8 +207,12 @@ fn load(
 ) -> Report {
     let ca = match ReadyCa::load(material, policy, now) {
         Ok(ca) => ca,
-        Err(CaProblem { reason, message }) => {
-            return Report::not_ready(reason, message, Some(NOT_READY_RECHECK));
+        Err(problem) => {
+            return Report::not_ready(
+                problem.reason(),
+                problem.to_string(),
+                Some(NOT_READY_RECHECK),
+            );
         }
     };
     let expires_in = until(now, ca.not_after());

@@ -10,7 +10,6 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use capstan_common::backoff::WatchBackoff;
-use capstan_common::events::Record;
 use futures::{StreamExt, TryStreamExt};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use k8s_openapi::jiff::Timestamp;
@@ -21,15 +20,13 @@ use kube::runtime::{WatchStreamExt, watcher};
 use kube::{Resource, ResourceExt};
 use tokio_stream::wrappers::WatchStream;
 
-use super::plan::{self, IssuerState, RequestDecision, issuer_key};
-use super::status::{self, Outcome, Severity};
+use super::plan::{self, Gate, IssuerState, Outcome};
+use super::status;
 use crate::api::ca_issuer::{CAIssuer, ClusterCAIssuer};
 use crate::api::cert_manager::CertificateRequest;
-use crate::api::conditions;
-use crate::api::identity::IssuerKey;
-use crate::api::identity::IssuerKind;
+use crate::api::identity::{IssuerKey, IssuerKind};
 use crate::context::Context;
-use crate::error::{Error, Result};
+use crate::error::{Error, ObjectName, Result, verb};
 
 /// How long a request waiting for its issuer sleeps before it is checked
 /// again if nothing wakes it earlier.
@@ -37,12 +34,9 @@ const WAIT_RECHECK: Duration = Duration::from_secs(30);
 /// How often the pending-requests gauge is recomputed from the cache.
 const PENDING_REFRESH: Duration = Duration::from_secs(5);
 
-/// Looks up the issuer's state: ready when its CA is loaded, else why not.
-async fn issuer_state(ctx: &Context, key: &IssuerKey) -> Result<IssuerState> {
-    if ctx.signers.get(key).is_some() {
-        return Ok(IssuerState::Ready);
-    }
-    let ready = match key.kind {
+/// Reads the status of the issuer `key` names, whose CA is not loaded.
+async fn unloaded_issuer(ctx: &Context, key: &IssuerKey) -> Result<IssuerState<'static>> {
+    let status = match key.kind {
         IssuerKind::CaIssuer => {
             let ns = key.namespace.as_deref().unwrap_or_default();
             let api: Api<CAIssuer> = Api::namespaced(ctx.client.clone(), ns);
@@ -57,79 +51,51 @@ async fn issuer_state(ctx: &Context, key: &IssuerKey) -> Result<IssuerState> {
                 .map(|o| o.map(|i| i.status.unwrap_or_default()))
         }
     }
-    .map_err(|e| Error::kube(format!("reading {key}"), e))?;
-    Ok(match ready {
-        None => IssuerState::Missing,
-        Some(status) => {
-            let condition = status
-                .conditions
-                .iter()
-                .find(|c| c.type_ == conditions::READY);
-            IssuerState::NotReady(match condition {
-                Some(c) if c.status == conditions::TRUE => "its CA is being loaded".to_owned(),
-                Some(c) => format!("{}: {}", c.reason, c.message),
-                None => "it has not been checked yet".to_owned(),
-            })
-        }
-    })
+    .map_err(|e| Error::kube(verb::READ, key.into(), e))?;
+    Ok(IssuerState::unloaded(status.as_ref()))
 }
 
-/// Reconciles one request.
+/// Reconciles one request, visiting each step once: the gates on the
+/// request, the signer lookup, the decision and signature, the status
+/// patch and its Event, the write.
 async fn reconcile(request: Arc<CertificateRequest>, ctx: Arc<Context>) -> Result<Action> {
-    let Some(kind) = plan::our_issuer(&request.spec.issuer_ref) else {
-        return Ok(Action::await_change());
+    let (key, denied) = match plan::gate(&request) {
+        Gate::Ignore(_) => return Ok(Action::await_change()),
+        Gate::Deny(key) => (key, true),
+        Gate::Sign(key) => (key, false),
     };
-    let key = issuer_key(&request, kind);
-    let state = if plan::is_finished(&request) {
-        IssuerState::Ready
-    } else {
-        issuer_state(&ctx, &key).await?
-    };
-    let decision = plan::plan(&request, &state);
-    if matches!(decision, RequestDecision::Ignore(_)) || !ctx.leadership.is_leader() {
+    if !ctx.leadership.is_leader() {
         return Ok(Action::await_change());
     }
     let started = Instant::now();
-    let outcome = match &decision {
-        RequestDecision::Ignore(_) => return Ok(Action::await_change()),
-        RequestDecision::Deny => Outcome::Denied,
-        RequestDecision::Wait(message) => Outcome::Pending(message.clone()),
-        RequestDecision::Sign(_) => match ctx.signers.get(&key) {
-            None => Outcome::Pending(format!(
-                "Referenced \"{}\" {:?} is not Ready yet",
-                kind.kind(),
-                key.name
-            )),
-            Some(ca) => match ca.sign_request(&request.spec, Timestamp::now()) {
-                Ok(issued) => Outcome::Issued {
-                    certificate: issued.chain_pem,
-                    ca: issued.ca_pem,
-                    note: issued.note,
-                },
-                Err(message) => Outcome::Failed(message),
-            },
-        },
+    let outcome = if denied {
+        Outcome::Denied
+    } else {
+        let signer = ctx.signers.get(&key);
+        let issuer = match &signer {
+            Some(ca) => IssuerState::Ready(ca),
+            None => unloaded_issuer(&ctx, &key).await?,
+        };
+        plan::decide(&request, &key, &issuer, Timestamp::now())
     };
-    write_outcome(&request, &key, &outcome, &ctx).await?;
+    let object = request_name(&request);
+    write_outcome(&request, &object, &key, &outcome, &ctx).await?;
+    ctx.retries.succeeded(&object);
+    let labels = key.labels();
     match outcome {
         Outcome::Issued { .. } => {
-            ctx.metrics.signed.with_label_values(&key.labels()).inc();
+            ctx.metrics.signed.with_label_values(&labels).inc();
             ctx.metrics
                 .signing_seconds
-                .with_label_values(&key.labels())
+                .with_label_values(&labels)
                 .observe(started.elapsed().as_secs_f64());
             Ok(Action::await_change())
         }
         Outcome::Failed(_) | Outcome::Denied => {
-            let reason = if matches!(outcome, Outcome::Denied) {
-                "Denied"
-            } else {
-                "Failed"
-            };
-            let [k, ns, name] = key.labels();
+            let [kind, namespace, name] = labels;
             ctx.metrics
                 .failed
-                .with_label_values(&[k, ns, name, reason])
+                .with_label_values(&[kind, namespace, name, outcome.reason()])
                 .inc();
             Ok(Action::await_change())
         }
@@ -137,11 +103,21 @@ async fn reconcile(request: Arc<CertificateRequest>, ctx: Arc<Context>) -> Resul
     }
 }
 
+/// The request, for errors and logs.
+fn request_name(request: &CertificateRequest) -> ObjectName {
+    ObjectName::namespaced(
+        "CertificateRequest",
+        &request.namespace().unwrap_or_default(),
+        &request.name_any(),
+    )
+}
+
 /// Writes the status for `outcome` and records its Event, unless the request
 /// already says so.
 async fn write_outcome(
     request: &CertificateRequest,
-    key: &IssuerKey,
+    object: &ObjectName,
+    issuer: &IssuerKey,
     outcome: &Outcome,
     ctx: &Context,
 ) -> Result<()> {
@@ -149,37 +125,33 @@ async fn write_outcome(
     let Some(patch) = status::outcome_patch(request, outcome, &now) else {
         return Ok(());
     };
-    let namespace = request.namespace().unwrap_or_default();
-    let name = request.name_any();
     // The patched request comes back in the response; nothing reads it (the
     // watch delivers it anyway), so it is taken as text, not decoded.
-    let write = kube::core::Request::new(CertificateRequest::url_path(&(), Some(&namespace)))
-        .patch_subresource(
-            "status",
-            &name,
-            &crate::context::patch_params(),
-            &Patch::Merge(&patch),
+    let write = kube::core::Request::new(CertificateRequest::url_path(
+        &(),
+        object.namespace.as_deref(),
+    ))
+    .patch_subresource(
+        "status",
+        &object.name,
+        &crate::context::patch_params(),
+        &Patch::Merge(&patch),
+    )
+    .map_err(|e| {
+        Error::kube(
+            verb::BUILD_STATUS_PATCH,
+            object.clone(),
+            kube::Error::BuildRequest(e),
         )
-        .map_err(|e| Error::kube("building the status patch", kube::Error::BuildRequest(e)))?;
+    })?;
     if let Err(e) = ctx.client.request_text(write).await {
-        let request = format!("CertificateRequest {namespace}/{name}");
-        let action = format!("writing the status of {request}");
-        return Err(Error::write(request, action, e));
+        return Err(Error::write(verb::WRITE_STATUS, object.clone(), e));
     }
-
-    let event = status::outcome_event(outcome);
-    tracing::info!(request = %format!("{namespace}/{name}"), issuer = %key, reason = event.reason, "{}", event.note);
-    let record = match event.severity {
-        Severity::Normal => Record::normal(event.reason, event.note),
-        Severity::Warning => Record::warning(event.reason, event.note),
-    };
-    if let Err(e) = ctx
-        .recorder
-        .publish(&request.object_ref(&()), &record)
-        .await
-    {
-        tracing::warn!(request = %format!("{namespace}/{name}"), issuer = %key, error = %e, "could not record event");
-    }
+    let record = status::outcome_record(outcome);
+    tracing::info!(request = %object.path(), %issuer, reason = %record.reason, "{}", record.message);
+    ctx.recorder
+        .publish_or_warn(&request.object_ref(&()), &record)
+        .await;
     Ok(())
 }
 
@@ -189,8 +161,9 @@ fn error_policy(request: Arc<CertificateRequest>, error: &Error, ctx: Arc<Contex
         .reconcile_errors
         .with_label_values(&["certificaterequest", error.category()])
         .inc();
-    tracing::warn!(request = %format!("{}/{}", request.namespace().unwrap_or_default(), request.name_any()), error = %error, "reconcile failed");
-    error.requeue()
+    let object = request_name(&request);
+    tracing::warn!(request = %object.path(), error = %error, "reconcile failed");
+    error.requeue(|| ctx.retries.failed(object))
 }
 
 /// Runs the controller until `shutdown` fires.

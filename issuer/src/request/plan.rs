@@ -1,14 +1,21 @@
 //! The gates a `CertificateRequest` passes before it is signed, in
 //! cert-manager issuer-lib's order (`controllers/request_controller.go`):
-//! ours? → finished? → denied? → approved? → issuer ready? → sign.
+//! ours? → finished? → denied? → approved? ([`gate`], the request alone) →
+//! issuer ready? → sign ([`decide`], given what the controller found out
+//! about the issuer).
 
 use std::collections::HashMap;
 
+use capstan_pki::Truncation;
+use k8s_openapi::jiff::Timestamp;
 use kube::ResourceExt;
 
+use crate::api::ca_issuer::IssuerStatus;
 use crate::api::cert_manager::{CertificateRequest, IssuerRef};
 use crate::api::conditions::{self, request as reason};
 use crate::api::identity::{IssuerKey, IssuerKind};
+use crate::error::SignError;
+use crate::signing::ReadyCa;
 
 /// The API group of capstan's issuers.
 pub const ISSUER_GROUP: &str = "capstan.dev";
@@ -42,8 +49,8 @@ pub fn issuer_key(request: &CertificateRequest, kind: IssuerKind) -> IssuerKey {
     }
 }
 
-/// Requests waiting to be signed, by issuer: ours, approved, neither denied
-/// nor finished. Every issuer in `issuers` gets an entry (zero when nothing
+/// Requests waiting to be signed, by issuer: those [`gate`] passes to
+/// signing. Every issuer in `issuers` gets an entry (zero when nothing
 /// waits), so a gauge built from it drops back to zero.
 #[must_use]
 pub fn pending_by_issuer<'a>(
@@ -52,29 +59,11 @@ pub fn pending_by_issuer<'a>(
 ) -> HashMap<IssuerKey, i64> {
     let mut counts: HashMap<IssuerKey, i64> = issuers.into_iter().map(|k| (k, 0)).collect();
     for request in requests {
-        let Some(kind) = our_issuer(&request.spec.issuer_ref) else {
-            continue;
-        };
-        if is_finished(request)
-            || request.has_true(conditions::DENIED)
-            || !request.has_true(conditions::APPROVED)
-        {
-            continue;
+        if let Gate::Sign(key) = gate(request) {
+            *counts.entry(key).or_default() += 1;
         }
-        *counts.entry(issuer_key(request, kind)).or_default() += 1;
     }
     counts
-}
-
-/// What the controller knows about the issuer a request names.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum IssuerState {
-    /// No such issuer (yet).
-    Missing,
-    /// The issuer exists but is not `Ready`; the message says why.
-    NotReady(String),
-    /// The issuer is `Ready` to sign.
-    Ready,
 }
 
 /// Why a request is left alone.
@@ -89,62 +78,138 @@ pub enum Skip {
     NotApproved,
 }
 
-/// What to do with a request.
+/// What the gates that read only the request decide.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum RequestDecision {
+pub enum Gate {
     /// Touch nothing.
     Ignore(Skip),
     /// It was denied: mark it `Ready=False`, reason `Denied`, and never sign.
-    Deny,
-    /// The issuer cannot sign yet: `Ready=False`, reason `Pending`; retry.
-    Wait(String),
-    /// Sign it.
-    Sign(IssuerKind),
+    Deny(IssuerKey),
+    /// It is approved: sign it with this issuer once the issuer is ready.
+    Sign(IssuerKey),
 }
 
-/// Decides what to do with `request`, given the state of its issuer.
+/// The gates that read only the request, in issuer-lib's order: ours? →
+/// finished? → denied? → approved?
 #[must_use]
-pub fn plan(request: &CertificateRequest, issuer: &IssuerState) -> RequestDecision {
+pub fn gate(request: &CertificateRequest) -> Gate {
     let Some(kind) = our_issuer(&request.spec.issuer_ref) else {
-        return RequestDecision::Ignore(Skip::NotOurs);
+        return Gate::Ignore(Skip::NotOurs);
     };
     if is_finished(request) {
-        return RequestDecision::Ignore(Skip::Finished);
+        return Gate::Ignore(Skip::Finished);
     }
     if request.has_true(conditions::DENIED) {
-        return RequestDecision::Deny;
+        return Gate::Deny(issuer_key(request, kind));
     }
     if !request.has_true(conditions::APPROVED) {
-        return RequestDecision::Ignore(Skip::NotApproved);
+        return Gate::Ignore(Skip::NotApproved);
     }
-    match issuer {
-        IssuerState::Missing => RequestDecision::Wait(format!(
-            "Referenced \"{}\" not found: {} {:?} does not exist",
-            kind.kind(),
-            kind.kind(),
-            request.spec.issuer_ref.name
-        )),
-        IssuerState::NotReady(why) => RequestDecision::Wait(format!(
-            "Referenced \"{}\" {:?} is not Ready: {why}",
-            kind.kind(),
-            request.spec.issuer_ref.name
-        )),
-        IssuerState::Ready => RequestDecision::Sign(kind),
+    Gate::Sign(issuer_key(request, kind))
+}
+
+/// Whether [`gate`] lets `request` through: it is ours, not finished, and
+/// denied or approved. A request for which this is false is ignored
+/// whatever state its issuer is in, and need not wake the reconciler at
+/// all (most watch events are of such requests: a new one before
+/// approval, and each one's own final status write).
+#[must_use]
+pub fn may_need_work(request: &CertificateRequest) -> bool {
+    !matches!(gate(request), Gate::Ignore(_))
+}
+
+/// What the controller found out about the issuer a request names.
+pub enum IssuerState<'a> {
+    /// No such issuer (yet).
+    Missing,
+    /// The issuer exists but cannot sign; the message says why.
+    NotReady(String),
+    /// The issuer's CA is loaded and signs.
+    Ready(&'a ReadyCa),
+}
+
+impl IssuerState<'_> {
+    /// The state of an issuer whose CA is not loaded, from its status
+    /// (`None`: there is no such issuer).
+    #[must_use]
+    pub fn unloaded(status: Option<&IssuerStatus>) -> Self {
+        let Some(status) = status else {
+            return Self::Missing;
+        };
+        let ready = status
+            .conditions
+            .iter()
+            .find(|c| c.type_ == conditions::READY);
+        Self::NotReady(match ready {
+            Some(c) if c.status == conditions::TRUE => "its CA is being loaded".to_owned(),
+            Some(c) => format!("{}: {}", c.reason, c.message),
+            None => "it has not been checked yet".to_owned(),
+        })
     }
 }
 
-/// Whether [`plan`] could do anything with `request`: it is ours, not
-/// finished, and denied or approved. Every `Ignore` is decided before the
-/// issuer's state is looked at, so a request for which this is false is
-/// ignored whatever state its issuer is in, and need not wake the
-/// reconciler at all (most watch events are of such requests: a new one
-/// before approval, and each one's own final status write).
+/// How handling a request ends.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Outcome {
+    /// An approver denied it.
+    Denied,
+    /// It cannot be signed yet; the message says why.
+    Pending(String),
+    /// It was signed.
+    Issued {
+        /// The leaf followed by any intermediates, PEM.
+        certificate: String,
+        /// The issuing root CA, PEM.
+        ca: String,
+        /// Whether and why the lifetime was shortened, for the Event.
+        truncated: Option<Truncation>,
+    },
+    /// It can never be signed.
+    Failed(SignError),
+}
+
+impl Outcome {
+    /// The reason of the `Ready` condition, the Event and the
+    /// `capstan_issuer_requests_failed_total` label.
+    #[must_use]
+    pub fn reason(&self) -> &'static str {
+        match self {
+            Self::Denied => reason::DENIED,
+            Self::Pending(_) => reason::PENDING,
+            Self::Issued { .. } => reason::ISSUED,
+            Self::Failed(_) => reason::FAILED,
+        }
+    }
+}
+
+/// The last gate and the signature: a request [`gate`] passed to signing
+/// with `key`, and the state of that issuer. Signing is pure CPU work.
 #[must_use]
-pub fn may_need_work(request: &CertificateRequest) -> bool {
-    !matches!(
-        plan(request, &IssuerState::Ready),
-        RequestDecision::Ignore(_)
-    )
+pub fn decide(
+    request: &CertificateRequest,
+    key: &IssuerKey,
+    issuer: &IssuerState<'_>,
+    now: Timestamp,
+) -> Outcome {
+    let kind = key.kind.kind();
+    match issuer {
+        IssuerState::Missing => Outcome::Pending(format!(
+            "Referenced \"{kind}\" not found: {kind} {:?} does not exist",
+            key.name
+        )),
+        IssuerState::NotReady(why) => Outcome::Pending(format!(
+            "Referenced \"{kind}\" {:?} is not Ready: {why}",
+            key.name
+        )),
+        IssuerState::Ready(ca) => match ca.sign_request(&request.spec, now) {
+            Ok(leaf) => Outcome::Issued {
+                certificate: leaf.chain_pem,
+                ca: leaf.ca_pem,
+                truncated: leaf.truncated,
+            },
+            Err(refused) => Outcome::Failed(refused),
+        },
+    }
 }
 
 /// Whether a request has reached a final state.
@@ -169,10 +234,19 @@ pub fn is_finished(request: &CertificateRequest) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::fixtures::RequestFixture;
+    use crate::fixtures::{RequestFixture, at, ready_ca};
+    use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
+
+    fn cluster_key() -> IssuerKey {
+        IssuerKey {
+            kind: IssuerKind::ClusterCaIssuer,
+            namespace: None,
+            name: "monitoring-ca".into(),
+        }
+    }
 
     #[test]
-    fn only_requests_the_plan_could_act_on_need_work_whatever_the_issuer_state() {
+    fn only_requests_the_gates_pass_need_work() {
         let requests = [
             (CertificateRequest::test(), false),
             (CertificateRequest::test().approved(), true),
@@ -186,19 +260,19 @@ mod tests {
             (
                 CertificateRequest::test()
                     .approved()
-                    .ready("True", "Issued"),
+                    .ready("True", reason::ISSUED),
                 false,
             ),
             (
                 CertificateRequest::test()
                     .approved()
-                    .ready("False", "Failed"),
+                    .ready("False", reason::FAILED),
                 false,
             ),
             (
                 CertificateRequest::test()
                     .approved()
-                    .ready("False", "Pending"),
+                    .ready("False", reason::PENDING),
                 true,
             ),
             (
@@ -206,17 +280,8 @@ mod tests {
                 false,
             ),
         ];
-        let states = [
-            IssuerState::Missing,
-            IssuerState::NotReady("SecretNotFound".into()),
-            IssuerState::Ready,
-        ];
         for (request, needs_work) in requests {
             assert_eq!(may_need_work(&request), needs_work, "{request:?}");
-            for state in &states {
-                let ignored = matches!(plan(&request, state), RequestDecision::Ignore(_));
-                assert_eq!(ignored, !needs_work, "{request:?} with {state:?}");
-            }
         }
     }
 
@@ -225,71 +290,51 @@ mod tests {
         let cr = CertificateRequest::test()
             .approved()
             .issuer("cert-manager.io", "Issuer", "ca");
-        assert_eq!(
-            plan(&cr, &IssuerState::Ready),
-            RequestDecision::Ignore(Skip::NotOurs)
-        );
+        assert_eq!(gate(&cr), Gate::Ignore(Skip::NotOurs));
         let no_group = CertificateRequest::test()
             .approved()
             .issuer_kind_only("ClusterCAIssuer", "ca");
-        assert_eq!(
-            plan(&no_group, &IssuerState::Ready),
-            RequestDecision::Ignore(Skip::NotOurs)
-        );
+        assert_eq!(gate(&no_group), Gate::Ignore(Skip::NotOurs));
         let wrong_kind = CertificateRequest::test()
             .approved()
             .issuer(ISSUER_GROUP, "Issuer", "ca");
-        assert_eq!(
-            plan(&wrong_kind, &IssuerState::Ready),
-            RequestDecision::Ignore(Skip::NotOurs)
-        );
+        assert_eq!(gate(&wrong_kind), Gate::Ignore(Skip::NotOurs));
     }
 
     #[test]
     fn unapproved_requests_wait_untouched() {
-        let cr = CertificateRequest::test();
         assert_eq!(
-            plan(&cr, &IssuerState::Ready),
-            RequestDecision::Ignore(Skip::NotApproved)
+            gate(&CertificateRequest::test()),
+            Gate::Ignore(Skip::NotApproved)
         );
     }
 
     #[test]
-    fn denied_beats_approval_and_issuer_state() {
-        let cr = CertificateRequest::test().denied();
-        assert_eq!(plan(&cr, &IssuerState::Missing), RequestDecision::Deny);
-        assert_eq!(plan(&cr, &IssuerState::Ready), RequestDecision::Deny);
+    fn denied_beats_approval() {
+        let cr = CertificateRequest::test().approved().denied();
+        assert_eq!(gate(&cr), Gate::Deny(cluster_key()));
     }
 
     #[test]
-    fn approved_request_waits_for_its_issuer() {
+    fn approved_requests_go_to_the_issuer_they_name() {
         let cr = CertificateRequest::test().approved();
-        let RequestDecision::Wait(missing) = plan(&cr, &IssuerState::Missing) else {
-            panic!("a missing issuer must make the request wait");
-        };
-        assert!(missing.contains("not found"), "{missing}");
-        let RequestDecision::Wait(not_ready) =
-            plan(&cr, &IssuerState::NotReady("SecretNotFound".into()))
-        else {
-            panic!("an unready issuer must make the request wait");
-        };
-        assert!(not_ready.contains("SecretNotFound"), "{not_ready}");
-    }
-
-    #[test]
-    fn approved_request_with_ready_issuer_is_signed() {
-        let cr = CertificateRequest::test().approved();
-        assert_eq!(
-            plan(&cr, &IssuerState::Ready),
-            RequestDecision::Sign(IssuerKind::ClusterCaIssuer)
-        );
+        assert_eq!(gate(&cr), Gate::Sign(cluster_key()));
         let ns = CertificateRequest::test()
             .approved()
             .issuer(ISSUER_GROUP, "CAIssuer", "local");
         assert_eq!(
-            plan(&ns, &IssuerState::Ready),
-            RequestDecision::Sign(IssuerKind::CaIssuer)
+            gate(&ns),
+            Gate::Sign(IssuerKey {
+                kind: IssuerKind::CaIssuer,
+                namespace: Some("apps".into()),
+                name: "local".into(),
+            })
         );
+        // A Pending request is retried.
+        let pending = CertificateRequest::test()
+            .approved()
+            .ready("False", reason::PENDING);
+        assert_eq!(gate(&pending), Gate::Sign(cluster_key()));
     }
 
     #[test]
@@ -306,11 +351,81 @@ mod tests {
                 .ready("False", reason::DENIED),
             CertificateRequest::test().approved().invalid_request(),
         ] {
+            assert_eq!(gate(&cr), Gate::Ignore(Skip::Finished));
+        }
+    }
+
+    #[test]
+    fn an_issuer_that_cannot_sign_makes_the_request_wait_and_says_why() {
+        let cr = CertificateRequest::test().approved();
+        let now = at(0).0;
+        assert_eq!(
+            decide(&cr, &cluster_key(), &IssuerState::Missing, now),
+            Outcome::Pending(
+                "Referenced \"ClusterCAIssuer\" not found: ClusterCAIssuer \"monitoring-ca\" does not exist"
+                    .into()
+            )
+        );
+        let status = |status: &str, reason: &str, message: &str| IssuerStatus {
+            conditions: vec![Condition {
+                type_: conditions::READY.into(),
+                status: status.into(),
+                reason: reason.into(),
+                message: message.into(),
+                last_transition_time: at(0),
+                observed_generation: None,
+            }],
+            ..IssuerStatus::default()
+        };
+        for (found, why) in [
+            (
+                status("False", "SecretNotFound", "Secret certs/ca not found"),
+                "SecretNotFound: Secret certs/ca not found",
+            ),
+            (status("True", "Ready", "ok"), "its CA is being loaded"),
+            (IssuerStatus::default(), "it has not been checked yet"),
+        ] {
+            let state = IssuerState::unloaded(Some(&found));
             assert_eq!(
-                plan(&cr, &IssuerState::Ready),
-                RequestDecision::Ignore(Skip::Finished)
+                decide(&cr, &cluster_key(), &state, now),
+                Outcome::Pending(format!(
+                    "Referenced \"ClusterCAIssuer\" \"monitoring-ca\" is not Ready: {why}"
+                ))
             );
         }
+        assert!(matches!(IssuerState::unloaded(None), IssuerState::Missing));
+    }
+
+    #[test]
+    fn a_request_the_pki_refuses_fails_with_the_pki_error() {
+        let ca = ready_ca();
+        let now = k8s_openapi::jiff::Timestamp::now();
+        let garbage = CertificateRequest::test().approved();
+        let Outcome::Failed(SignError::Pki(refused)) =
+            decide(&garbage, &cluster_key(), &IssuerState::Ready(&ca), now)
+        else {
+            panic!("a request that holds no CSR must fail with the PKI's error");
+        };
+        assert!(
+            matches!(
+                refused,
+                capstan_pki::Error::Pem { .. } | capstan_pki::Error::Csr(_)
+            ),
+            "{refused:?}"
+        );
+        let mut bad_duration = CertificateRequest::test().approved();
+        bad_duration.spec.duration = Some("soon".into());
+        let outcome = decide(&bad_duration, &cluster_key(), &IssuerState::Ready(&ca), now);
+        let Outcome::Failed(refused @ SignError::Duration(_)) = &outcome else {
+            panic!("an unreadable duration fails: {outcome:?}");
+        };
+        assert!(
+            refused
+                .to_string()
+                .starts_with("Failed to sign: spec.duration: "),
+            "{refused}"
+        );
+        assert_eq!(outcome.reason(), reason::FAILED);
     }
 
     #[test]
@@ -333,7 +448,6 @@ mod tests {
                 .approved()
                 .issuer("cert-manager.io", "Issuer", "ca"),
         ];
-        let cluster_key = issuer_key(&waiting, IssuerKind::ClusterCaIssuer);
         let idle = IssuerKey {
             kind: IssuerKind::ClusterCaIssuer,
             namespace: None,
@@ -345,23 +459,12 @@ mod tests {
                 .chain(not_counted.iter()),
             [idle.clone()],
         );
-        assert_eq!(counts.get(&cluster_key), Some(&2), "{counts:?}");
+        assert_eq!(counts.get(&cluster_key()), Some(&2), "{counts:?}");
         assert_eq!(
             counts.get(&issuer_key(&namespaced, IssuerKind::CaIssuer)),
             Some(&1)
         );
         assert_eq!(counts.get(&idle), Some(&0));
         assert_eq!(counts.len(), 3, "{counts:?}");
-    }
-
-    #[test]
-    fn pending_requests_are_retried() {
-        let cr = CertificateRequest::test()
-            .approved()
-            .ready("False", reason::PENDING);
-        assert_eq!(
-            plan(&cr, &IssuerState::Ready),
-            RequestDecision::Sign(IssuerKind::ClusterCaIssuer)
-        );
     }
 }

@@ -6,65 +6,28 @@
 //! with two replicas, or after a crash between signing and writing, a
 //! request's certificate is still published exactly once.
 
+use capstan_common::events::Record;
 use k8s_openapi::ByteString;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use serde::Serialize;
 
+use super::plan::Outcome;
 use crate::api::cert_manager::{CertificateRequest, CertificateRequestCondition};
-use crate::api::conditions::{self, request as reason};
-
-/// How handling a request ended.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Outcome {
-    /// An approver denied it.
-    Denied,
-    /// It cannot be signed yet; the message says why.
-    Pending(String),
-    /// It was signed.
-    Issued {
-        /// The leaf followed by any intermediates, PEM.
-        certificate: String,
-        /// The issuing root CA, PEM.
-        ca: String,
-        /// Extra detail for the Event, e.g. that the duration was shortened.
-        note: Option<String>,
-    },
-    /// It can never be signed; the message says why.
-    Failed(String),
-}
-
-/// Severity of an Event.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Severity {
-    /// Progress.
-    Normal,
-    /// Something the user must look at.
-    Warning,
-}
-
-/// An Event to record on the request.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct EventSpec {
-    /// Normal or Warning.
-    pub severity: Severity,
-    /// Short CamelCase reason (`Issued`, `Failed`, `Denied`, `Pending`).
-    pub reason: &'static str,
-    /// Human-readable message.
-    pub note: String,
-}
+use crate::api::conditions;
 
 /// Message of the `Ready=True` condition, as cert-manager's issuers word it.
 pub const ISSUED_MESSAGE: &str = "Certificate fetched from issuer successfully";
 /// Message of the `Ready=False/Denied` condition, as cert-manager words it.
 pub const DENIED_MESSAGE: &str = "The CertificateRequest was denied by an approval controller";
 
-/// The `Ready` condition an outcome leads to: (status, reason, message).
-fn ready_condition(outcome: &Outcome) -> (&'static str, &'static str, String) {
+/// The `Ready` condition an outcome leads to: (status, message); its
+/// reason is [`Outcome::reason`].
+fn ready_condition(outcome: &Outcome) -> (&'static str, String) {
     match outcome {
-        Outcome::Denied => (conditions::FALSE, reason::DENIED, DENIED_MESSAGE.to_owned()),
-        Outcome::Pending(message) => (conditions::FALSE, reason::PENDING, message.clone()),
-        Outcome::Issued { .. } => (conditions::TRUE, reason::ISSUED, ISSUED_MESSAGE.to_owned()),
-        Outcome::Failed(message) => (conditions::FALSE, reason::FAILED, message.clone()),
+        Outcome::Denied => (conditions::FALSE, DENIED_MESSAGE.to_owned()),
+        Outcome::Pending(message) => (conditions::FALSE, message.clone()),
+        Outcome::Issued { .. } => (conditions::TRUE, ISSUED_MESSAGE.to_owned()),
+        Outcome::Failed(refused) => (conditions::FALSE, refused.to_string()),
     }
 }
 
@@ -111,7 +74,8 @@ pub fn outcome_patch(
     outcome: &Outcome,
     now: &Time,
 ) -> Option<StatusPatch> {
-    let (status, reason, message) = ready_condition(outcome);
+    let (status, message) = ready_condition(outcome);
+    let reason = outcome.reason();
     let existing = request.condition(conditions::READY);
     let unchanged = existing.is_some_and(|c| {
         c.status == status
@@ -168,40 +132,33 @@ pub fn outcome_patch(
     })
 }
 
-/// The Event that tells the user what happened to a request.
+/// The Event that tells the user what happened to a request: Warning for
+/// a request that will never be signed, Normal otherwise.
 #[must_use]
-pub fn outcome_event(outcome: &Outcome) -> EventSpec {
+pub fn outcome_record(outcome: &Outcome) -> Record {
+    let reason = outcome.reason();
     match outcome {
-        Outcome::Denied => EventSpec {
-            severity: Severity::Warning,
-            reason: reason::DENIED,
-            note: DENIED_MESSAGE.to_owned(),
-        },
-        Outcome::Pending(message) => EventSpec {
-            severity: Severity::Normal,
-            reason: reason::PENDING,
-            note: message.clone(),
-        },
-        Outcome::Issued { note, .. } => EventSpec {
-            severity: Severity::Normal,
-            reason: reason::ISSUED,
-            note: match note {
-                Some(note) => format!("{ISSUED_MESSAGE}; {note}"),
+        Outcome::Denied => Record::warning(reason, DENIED_MESSAGE),
+        Outcome::Pending(message) => Record::normal(reason, message.clone()),
+        Outcome::Issued { truncated, .. } => Record::normal(
+            reason,
+            match truncated {
+                Some(why) => format!("{ISSUED_MESSAGE}; {why}"),
                 None => ISSUED_MESSAGE.to_owned(),
             },
-        },
-        Outcome::Failed(message) => EventSpec {
-            severity: Severity::Warning,
-            reason: reason::FAILED,
-            note: message.clone(),
-        },
+        ),
+        Outcome::Failed(refused) => Record::warning(reason, refused.to_string()),
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::api::conditions::request as reason;
+    use crate::error::SignError;
     use crate::fixtures::{RequestFixture, at};
+    use capstan_common::events::EventType;
+    use capstan_pki::Truncation;
     use serde_json::{Value, json};
 
     /// The patch as the API server receives it.
@@ -224,7 +181,7 @@ mod tests {
         let outcome = Outcome::Issued {
             certificate: "LEAF".into(),
             ca: "ROOT".into(),
-            note: None,
+            truncated: None,
         };
         let patch = patch_json(&cr, &outcome, &at(100)).expect("a patch");
         assert_eq!(patch["status"]["certificate"], "TEVBRg==");
@@ -248,7 +205,7 @@ mod tests {
         for (cr, outcome, reason) in [
             (
                 CertificateRequest::test().approved(),
-                Outcome::Failed("bad CSR".into()),
+                Outcome::Failed(SignError::ExpirationTooShort { minimum: 600 }),
                 "Failed",
             ),
             (
@@ -282,12 +239,13 @@ mod tests {
         assert_eq!(ready(&patch)["lastTransitionTime"], json!(first));
         // False → False (Pending → Failed) is no transition, as in cert-manager's
         // SetCertificateRequestCondition; False → True is.
-        let failed = patch_json(&cr, &Outcome::Failed("no".into()), &at(40)).expect("a patch");
+        let failed = Outcome::Failed(SignError::Pki(capstan_pki::Error::NoNames));
+        let failed = patch_json(&cr, &failed, &at(40)).expect("a patch");
         assert_eq!(ready(&failed)["lastTransitionTime"], json!(first));
         let issued = Outcome::Issued {
             certificate: "C".into(),
             ca: "A".into(),
-            note: None,
+            truncated: None,
         };
         let patch = patch_json(&cr, &issued, &at(50)).expect("a patch");
         assert_eq!(ready(&patch)["lastTransitionTime"], json!(at(50)));
@@ -295,20 +253,37 @@ mod tests {
 
     #[test]
     fn events_match_outcomes() {
-        assert_eq!(outcome_event(&Outcome::Denied).severity, Severity::Warning);
-        assert_eq!(outcome_event(&Outcome::Failed("x".into())).reason, "Failed");
-        let issued = outcome_event(&Outcome::Issued {
+        let denied = outcome_record(&Outcome::Denied);
+        assert_eq!(denied.type_, EventType::Warning);
+        assert_eq!(denied.message, DENIED_MESSAGE);
+        let failed = outcome_record(&Outcome::Failed(SignError::Pki(
+            capstan_pki::Error::NoNames,
+        )));
+        assert_eq!(failed.reason, "Failed");
+        assert_eq!(failed.type_, EventType::Warning);
+        assert_eq!(
+            failed.message,
+            "Failed to sign: the CSR has neither a subject nor any subject alternative name"
+        );
+        let pending = outcome_record(&Outcome::Pending("waiting".into()));
+        assert_eq!(
+            (pending.type_, pending.reason.as_str()),
+            (EventType::Normal, "Pending")
+        );
+        let issued = outcome_record(&Outcome::Issued {
             certificate: String::new(),
             ca: String::new(),
-            note: Some("duration shortened to the CA's expiry".into()),
+            truncated: Some(Truncation::MaxDuration {
+                requested: std::time::Duration::from_secs(7200),
+                granted: std::time::Duration::from_secs(3600),
+            }),
         });
         assert_eq!(issued.reason, "Issued");
-        assert!(
-            issued
-                .note
-                .ends_with("duration shortened to the CA's expiry"),
-            "{}",
-            issued.note
+        assert_eq!(
+            issued.message,
+            format!(
+                "{ISSUED_MESSAGE}; the requested duration of 7200s was shortened to the issuer's maxDuration of 3600s"
+            )
         );
     }
 }

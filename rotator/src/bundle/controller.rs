@@ -27,7 +27,7 @@
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
-use capstan_common::backoff::WatchBackoff;
+use capstan_common::backoff::{Retries, WatchBackoff};
 use capstan_common::events::{Record, created_message, object_phrase, updated_message};
 use futures::{StreamExt, stream};
 use k8s_openapi::api::core::v1::{ConfigMap, Namespace, Secret};
@@ -45,7 +45,7 @@ use super::select::{self, Found, Kind};
 use super::source::{self, DEFAULT_KEYS, Problem};
 use super::status::{self, Outcome};
 use super::targets::{self, Action as TargetAction, BUNDLE_LABEL};
-use super::{Config, Retries, config_map_ref, publish};
+use super::{Config, config_map_ref, publish};
 use crate::api::ca_bundle::{BundleSource, CABundle, CABundleSpec};
 use crate::context::{BUNDLE_MANAGER, Context};
 use crate::error::{Error, Result};
@@ -58,7 +58,7 @@ struct Bundles {
     config: Config,
     namespaces: Store<PartialObjectMeta<Namespace>>,
     bundles: Store<CABundle>,
-    retries: Retries,
+    retries: Retries<String>,
 }
 
 /// Keeps only the labels of a Namespace's metadata, all selection needs.
@@ -221,7 +221,7 @@ fn error_policy(bundle: Arc<CABundle>, error: &Error, state: Arc<Bundles>) -> Ac
         .reconcile_errors
         .with_label_values(&["bundle", error.category()])
         .inc();
-    let delay = state.retries.failed(&name);
+    let delay = state.retries.failed(name.clone());
     tracing::warn!(%error, bundle = %name, retry_in = ?delay, "CABundle reconcile failed");
     Action::requeue(delay)
 }

@@ -15,7 +15,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::{Arc, Mutex, MutexGuard};
 
-use capstan_common::backoff::WatchBackoff;
+use capstan_common::backoff::{Retries, WatchBackoff};
 use capstan_common::events::{Record, object_phrase, updated_message};
 use futures::{StreamExt, stream};
 use k8s_openapi::api::core::v1::{ConfigMap, Secret};
@@ -29,7 +29,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::deps::Dependencies;
 use super::source::{self, DEFAULT_KEYS, ISSUER_KEYS, Problem};
-use super::{Config, Retries, config_map_ref, publish};
+use super::{Config, config_map_ref, publish};
 use crate::api::injection::{self, InjectSource};
 use crate::api::issuer_ref;
 use crate::context::{BUNDLE_MANAGER, Context};
@@ -85,7 +85,7 @@ struct Injector {
     ctx: Arc<Context>,
     config: Config,
     deps: Mutex<Dependencies<Key>>,
-    retries: Retries,
+    retries: Retries<String>,
 }
 
 fn key_of(cm: &ConfigMapMeta) -> Key {
@@ -206,7 +206,7 @@ fn error_policy(cm: Arc<ConfigMapMeta>, error: &Error, injector: Arc<Injector>) 
         .reconcile_errors
         .with_label_values(&["inject", error.category()])
         .inc();
-    let delay = injector.retries.failed(&format!("{namespace}/{name}"));
+    let delay = injector.retries.failed(format!("{namespace}/{name}"));
     tracing::warn!(%error, %namespace, configmap = %name, retry_in = ?delay, "injection failed");
     Action::requeue(delay)
 }

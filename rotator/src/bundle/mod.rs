@@ -32,8 +32,7 @@ pub mod source;
 pub mod status;
 pub mod targets;
 
-use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
 use capstan_common::served::{CAPSTAN_INSTALL, CrdGate, RequiredCrd};
@@ -78,44 +77,6 @@ pub async fn run(ctx: Arc<Context>, config: Config, crds: CrdGate, shutdown: Can
     );
 }
 
-/// Delay before retry number `failures` (1-based) of a failed reconcile:
-/// doubling from 1 s, at most 5 minutes.
-#[must_use]
-pub fn retry_delay(failures: u32) -> Duration {
-    let exp = failures.saturating_sub(1).min(9);
-    Duration::from_secs(1u64 << exp).min(Duration::from_secs(300))
-}
-
-/// Consecutive failures per object, for [`retry_delay`].
-#[derive(Debug, Default)]
-pub struct Retries {
-    failures: Mutex<HashMap<String, u32>>,
-}
-
-impl Retries {
-    fn with<R>(&self, f: impl FnOnce(&mut HashMap<String, u32>) -> R) -> R {
-        match self.failures.lock() {
-            Ok(mut m) => f(&mut m),
-            Err(poisoned) => f(&mut poisoned.into_inner()),
-        }
-    }
-
-    /// Records a failure of `key`; returns how long to wait.
-    pub fn failed(&self, key: &str) -> Duration {
-        let n = self.with(|m| {
-            let n = m.entry(key.to_owned()).or_insert(0);
-            *n = n.saturating_add(1);
-            *n
-        });
-        retry_delay(n)
-    }
-
-    /// Forgets the failures of `key`.
-    pub fn succeeded(&self, key: &str) {
-        self.with(|m| m.remove(key));
-    }
-}
-
 /// A reference to a ConfigMap for Events.
 #[must_use]
 pub fn config_map_ref(namespace: &str, name: &str, uid: Option<String>) -> ObjectReference {
@@ -139,25 +100,5 @@ pub async fn publish(
     let name = regarding.name.as_deref().unwrap_or_default();
     let namespace = regarding.namespace.as_deref().unwrap_or_default();
     tracing::info!(%name, %namespace, reason = %record.reason, "{}", record.message);
-    if let Err(error) = ctx.recorder.publish(regarding, record).await {
-        tracing::warn!(%name, %namespace, %error, "could not record event");
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn retries_double_then_cap_and_reset_on_success() {
-        assert_eq!(retry_delay(1), Duration::from_secs(1));
-        assert_eq!(retry_delay(4), Duration::from_secs(8));
-        assert_eq!(retry_delay(30), Duration::from_secs(300));
-        let r = Retries::default();
-        assert_eq!(r.failed("a"), Duration::from_secs(1));
-        assert_eq!(r.failed("a"), Duration::from_secs(2));
-        assert_eq!(r.failed("b"), Duration::from_secs(1));
-        r.succeeded("a");
-        assert_eq!(r.failed("a"), Duration::from_secs(1));
-    }
+    ctx.recorder.publish_or_warn(regarding, record).await;
 }
