@@ -119,9 +119,6 @@ pub enum Error {
         #[source]
         source: kube::Error,
     },
-    /// The issuer spec is invalid.
-    #[error("invalid issuer spec: {0}")]
-    Spec(#[from] SpecError),
     /// The CA Secret holds something other than a usable CA.
     #[error("CA {secret}: {problem}")]
     CaSecret {
@@ -215,7 +212,6 @@ impl Error {
     pub fn category(&self) -> &'static str {
         match self {
             Self::Kube { .. } => category::API_ERROR,
-            Self::Spec(_) => category::INVALID_SPEC,
             Self::CaSecret { .. } => category::INVALID_CA_SECRET,
             Self::Conflict { .. } => category::CONFLICT,
         }
@@ -232,7 +228,7 @@ impl Error {
                 _ => Retry::Transient,
             },
             Self::Conflict { .. } => Retry::Pending(CONFLICT_RETRY),
-            Self::Spec(_) | Self::CaSecret { .. } => Retry::Permanent,
+            Self::CaSecret { .. } => Retry::Permanent,
         }
     }
 

@@ -69,8 +69,6 @@ pub mod issuer {
 pub mod category {
     /// A Kubernetes API call failed.
     pub const API_ERROR: &str = "APIError";
-    /// The issuer spec is invalid.
-    pub const INVALID_SPEC: &str = super::issuer::INVALID_SPEC;
     /// The CA Secret cannot be used.
     pub const INVALID_CA_SECRET: &str = "InvalidCASecret";
     /// Another writer changed the object first.
