@@ -12,7 +12,8 @@
 //! * [`telemetry`] — structured logs (text or JSON) through `tracing-subscriber`;
 //! * [`config`] — the YAML config file, applied under flags and environment;
 //! * [`crd`] — rendering generated CRDs into the committed `crds/` YAML;
-//! * [`events`] — Kubernetes Events with library-go's reasons and messages;
+//! * [`events`] — Kubernetes Events with library-go's reasons and messages,
+//!   published without ever failing the reconcile that tells them;
 //! * [`lease`] — leader election on a Lease, as a watch channel;
 //! * [`served`] — waiting for the CRDs a controller needs, named in the log
 //!   and `/readyz` while they are missing;
