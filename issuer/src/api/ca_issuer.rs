@@ -40,10 +40,16 @@ use serde::{Deserialize, Serialize};
         type_ = "string",
         json_path = ".status.conditions[?(@.type==\"Ready\")].reason"
     ),
+    printcolumn(name = "Phase", type_ = "string", json_path = ".status.rotation.phase"),
     printcolumn(
         name = "CA Expiry",
         type_ = "string",
         json_path = ".status.ca.notAfter"
+    ),
+    printcolumn(
+        name = "Next Rotation",
+        type_ = "string",
+        json_path = ".status.rotation.nextRotationTime"
     ),
     printcolumn(
         name = "Status",
@@ -89,10 +95,16 @@ pub struct CAIssuerSpec {
         type_ = "string",
         json_path = ".status.conditions[?(@.type==\"Ready\")].reason"
     ),
+    printcolumn(name = "Phase", type_ = "string", json_path = ".status.rotation.phase"),
     printcolumn(
         name = "CA Expiry",
         type_ = "string",
         json_path = ".status.ca.notAfter"
+    ),
+    printcolumn(
+        name = "Next Rotation",
+        type_ = "string",
+        json_path = ".status.rotation.nextRotationTime"
     ),
     printcolumn(
         name = "Status",
@@ -242,10 +254,14 @@ pub struct IssuerStatus {
     /// The `metadata.generation` this status describes.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub observed_generation: Option<i64>,
-    /// Where a self-managed CA is in its rotation (absent for `spec.ca`).
+    /// Where a self-managed CA is in its rotation (absent for `spec.ca`:
+    /// a user-provided CA is rotated by its user).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub rotation: Option<RotationStatus>,
-    /// Every CA in the published bundle (`ca-bundle.crt`), newest first.
+    /// Every CA in the published bundle, newest first, as the rotator
+    /// publishes it: unexpired, de-duplicated. For `selfManaged` the CA
+    /// Secret's `ca-bundle.crt`; for `spec.ca` its `ca-bundle.crt`, else
+    /// `ca.crt`, else `tls.crt`.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub bundle: Vec<BundleCa>,
 }
@@ -256,11 +272,14 @@ pub struct IssuerStatus {
 pub struct RotationStatus {
     /// `Stable`, `Publishing` or `Retiring`.
     pub phase: RotationPhase,
-    /// When the next rotation starts on schedule (the signing CA's rotation
-    /// point). Absent while a rotation is under way.
+    /// When the next rotation starts on schedule: the signing CA's rotation
+    /// point (its notAfter minus `rotateBefore`). Absent while `Publishing`,
+    /// when the next CA is already chosen. A `capstan.dev/rotate` trigger
+    /// starts one earlier.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub next_rotation_time: Option<Time>,
-    /// While `Publishing`: when the published CA starts signing.
+    /// While `Publishing`: when the published CA starts signing (its
+    /// publication plus `propagationDelay`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub switch_time: Option<Time>,
 }
@@ -290,7 +309,8 @@ pub struct BundleCa {
     pub not_before: Time,
     /// End of validity.
     pub not_after: Time,
-    /// `Signing`, `Next` (published, not signing yet) or `Retired`.
+    /// `Signing`, `Next` (published, not signing yet), `Retired` or
+    /// `Trusted`.
     pub role: BundleRole,
     /// For a `Retired` CA: when it leaves the bundle.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -306,6 +326,10 @@ pub enum BundleRole {
     Next,
     /// No longer signs; trusted until its `retireTime` so its leaves verify.
     Retired,
+    /// In the bundle, but capstan neither signs with it nor rotates it: the
+    /// root above a user-provided intermediate, or another CA a user put in
+    /// the Secret's bundle.
+    Trusted,
 }
 
 /// Identity and validity of a CA certificate.
