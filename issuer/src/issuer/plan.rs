@@ -105,13 +105,15 @@ fn report(report: Report) -> Decision {
     Decision::Report(Box::new(report))
 }
 
-/// The Secret an issuer's CA lives in, if its spec names one.
+/// The Secret an issuer's CA lives in, if its spec names one (an empty
+/// name is none: [`plan`] reports it as an invalid spec).
 #[must_use]
 pub fn secret_name(spec: &IssuerSpec) -> Option<&str> {
     spec.ca
         .as_ref()
         .map(|c| c.secret_name.as_str())
         .or_else(|| spec.self_managed.as_ref().map(|m| m.secret_name.as_str()))
+        .filter(|name| !name.is_empty())
 }
 
 /// Decides what to do with the issuer `observed` describes.
@@ -382,6 +384,19 @@ mod tests {
         assert_eq!(reason, reason::INVALID_SPEC);
         assert!(message.contains("selfManaged"), "{message}");
         assert_eq!(recheck, None);
+    }
+
+    #[test]
+    fn an_empty_secret_name_names_no_secret_to_read() {
+        let mut spec = secret_spec();
+        assert_eq!(secret_name(&spec), Some("user-ca"));
+        spec.ca = Some(CaSecretSource {
+            secret_name: String::new(),
+        });
+        assert_eq!(secret_name(&spec), None);
+        let (reason, message, _) = not_ready(plan(&observed(&spec, None)));
+        assert_eq!(reason, reason::INVALID_SPEC);
+        assert_eq!(message, "spec.ca.secretName: must not be empty");
     }
 
     #[test]
