@@ -5,7 +5,8 @@
 //! the same bad specs are let past an older CRD (the same CRD without its
 //! CEL rules, as a cluster upgraded in the wrong order would have) and
 //! the real issuer reports each `InvalidSpec` with the message kubectl
-//! printed.
+//! printed. The same for `CABundle` and the real rotator
+//! (`InvalidSource`).
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::collections::BTreeMap;
@@ -201,9 +202,9 @@ fn issuer_yaml(kind: &str, name: &str, spec: &str) -> String {
     )
 }
 
-/// The CRDs of `crds/` without their CEL rules: what a cluster that still
-/// runs an older CRD validates with.
-fn crds_without_cel() -> String {
+/// The CRDs `files` of `crds/` without their CEL rules: what a cluster
+/// that still runs an older CRD validates with.
+fn crds_without_cel(files: &[&str]) -> String {
     fn strip(v: &mut Value) {
         match v {
             Value::Object(map) => {
@@ -214,18 +215,15 @@ fn crds_without_cel() -> String {
             _ => {}
         }
     }
-    [
-        "capstan.dev_caissuers.yaml",
-        "capstan.dev_clustercaissuers.yaml",
-    ]
-    .iter()
-    .map(|file| {
-        let text = std::fs::read_to_string(workspace_root().join("crds").join(file)).unwrap();
-        let mut crd: Value = serde_norway::from_str(&text).unwrap();
-        strip(&mut crd);
-        format!("---\n{}", serde_norway::to_string(&crd).unwrap())
-    })
-    .collect()
+    files
+        .iter()
+        .map(|file| {
+            let text = std::fs::read_to_string(workspace_root().join("crds").join(file)).unwrap();
+            let mut crd: Value = serde_norway::from_str(&text).unwrap();
+            strip(&mut crd);
+            format!("---\n{}", serde_norway::to_string(&crd).unwrap())
+        })
+        .collect()
 }
 
 /// The message of an issuer's Ready condition once it is `InvalidSpec`.
@@ -323,7 +321,15 @@ async fn bad_specs_are_refused_at_apply_in_the_issuers_words() {
         .unwrap();
 
     // An older CRD lets them in; the issuer refuses each in the same words.
-    let out = kubectl.stdin("replace", &crds_without_cel()).await;
+    let out = kubectl
+        .stdin(
+            "replace",
+            &crds_without_cel(&[
+                "capstan.dev_caissuers.yaml",
+                "capstan.dev_clustercaissuers.yaml",
+            ]),
+        )
+        .await;
     assert!(out.success(), "{out:?}");
     let first = issuer_yaml("ClusterCAIssuer", BAD[0].name, BAD[0].spec);
     await_condition("the CRD without CEL to be served", WAIT, POLL, || async {
@@ -362,6 +368,154 @@ async fn bad_specs_are_refused_at_apply_in_the_issuers_words() {
                 refusal.contains(&format!("{path}: Invalid value")),
                 "{}: kubectl named another field than {path}: {refusal}",
                 case.name
+            );
+        }
+    }
+}
+
+/// `CABundle`s the rotator refuses, as [`BAD`]: name, spec, expected words.
+const BAD_BUNDLES: &[(&str, &str, &[&str])] = &[
+    (
+        "no-sources",
+        "  sources: []\n  target:\n    configMap: trust\n",
+        &["spec.sources", "must list at least one source"],
+    ),
+    (
+        "two-kinds",
+        "  sources:\n  - secret: {namespace: default, name: ca}\n    inline: x\n  target:\n    configMap: trust\n",
+        &[
+            "spec.sources[0]",
+            "set exactly one of secret, configMap and inline",
+        ],
+    ),
+    (
+        "no-kind",
+        "  sources:\n  - {}\n  target:\n    configMap: trust\n",
+        &[
+            "spec.sources[0]",
+            "set exactly one of secret, configMap and inline",
+        ],
+    ),
+    (
+        "bad-target-name",
+        "  sources:\n  - secret: {namespace: default, name: ca}\n  target:\n    configMap: Trust_Bundle\n",
+        &[
+            "spec.target.configMap",
+            "\"Trust_Bundle\" is not a valid ConfigMap name",
+        ],
+    ),
+    (
+        "bad-target-key",
+        "  sources:\n  - secret: {namespace: default, name: ca}\n  target:\n    configMap: trust\n    key: a/b\n",
+        &["spec.target.key", "\"a/b\" is not a valid ConfigMap key"],
+    ),
+    (
+        "a-bundle-name-far-too-long-to-be-the-value-of-the-label-it-sets-x",
+        "  sources:\n  - secret: {namespace: default, name: ca}\n  target:\n    configMap: trust\n",
+        &["is longer than 63 characters and cannot label"],
+    ),
+];
+
+fn bundle_yaml(name: &str, spec: &str) -> String {
+    format!(
+        "apiVersion: capstan.dev/v1alpha1\nkind: CABundle\nmetadata:\n  name: {name}\nspec:\n{spec}"
+    )
+}
+
+#[tokio::test]
+async fn bad_cabundles_are_refused_at_apply_in_the_rotators_words() {
+    let cp = ControlPlane::builder()
+        .workloads(false)
+        .start()
+        .await
+        .unwrap();
+    let kubectl = Kubectl::for_server(&cp).unwrap();
+    kubectl.apply_crds(false).await.unwrap();
+    let mut refusals = BTreeMap::new();
+    for (name, spec, expect) in BAD_BUNDLES {
+        let out = kubectl.stdin("apply", &bundle_yaml(name, spec)).await;
+        assert!(!out.success(), "{name} was accepted: {out:?}");
+        for words in *expect {
+            assert!(
+                out.stderr.contains(words),
+                "{name}: {words:?} missing from {}",
+                out.stderr
+            );
+        }
+        refusals.insert(*name, out.stderr);
+    }
+    let good = bundle_yaml(
+        "good",
+        "  sources:\n  - secret: {namespace: default, name: ca, key: tls.crt}\n  - configMap: {namespace: default, name: other}\n  - inline: x\n  target:\n    configMap: \" trust.bundle-1 \"\n    key: ca_bundle.crt\n",
+    );
+    let out = kubectl.stdin("apply", &good).await;
+    assert!(out.success(), "{out:?}\n{good}");
+    kubectl
+        .run_ok(&["delete", "cabundle", "good"])
+        .await
+        .unwrap();
+
+    // An older CRD lets them in; the rotator refuses each in the same words.
+    let out = kubectl
+        .stdin(
+            "replace",
+            &crds_without_cel(&["capstan.dev_cabundles.yaml"]),
+        )
+        .await;
+    assert!(out.success(), "{out:?}");
+    let (first, spec, _) = BAD_BUNDLES[0];
+    let last = std::sync::Mutex::new(String::new());
+    let served = await_condition("the CRD without CEL to be served", WAIT, POLL, || async {
+        let out = kubectl.stdin("apply", &bundle_yaml(first, spec)).await;
+        let served = out.success().then_some(());
+        *last.lock().unwrap() = out.stderr;
+        served
+    })
+    .await;
+    assert!(served.is_ok(), "{served:?}: {}", last.lock().unwrap());
+    for (name, spec, _) in BAD_BUNDLES {
+        kubectl.apply(&bundle_yaml(name, spec)).await;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let config = user_kubeconfig(
+        &cp,
+        dir.path(),
+        "rotator",
+        "system:serviceaccount:default:capstan-rotator",
+        MASTERS,
+    )
+    .unwrap();
+    let rotator = cluster::start_binary(
+        "capstan-rotator",
+        &config,
+        &["--leader-election-namespace", "default"],
+        &[
+            ("POD_NAMESPACE", "default"),
+            ("POD_NAME", "rotator-0"),
+            ("RUST_LOG", "info"),
+        ],
+    )
+    .unwrap();
+    for (name, _, _) in BAD_BUNDLES {
+        let found = await_condition(&format!("{name} InvalidSource"), WAIT, POLL, || async {
+            let obj = kubectl.get_json(&["cabundle", name]).await?;
+            let ready = condition(&obj, "Ready")?;
+            (ready["reason"] == "InvalidSource")
+                .then(|| ready["message"].as_str().unwrap().to_owned())
+        })
+        .await;
+        let message =
+            found.unwrap_or_else(|e| panic!("{e}\nrotator logs:\n{}", rotator.logs().join("\n")));
+        let refusal = &refusals[name];
+        let (path, words) = split_path(&message);
+        assert!(
+            refusal.contains(words),
+            "{name}: the rotator says {message:?}, kubectl said {refusal}"
+        );
+        if let Some(path) = path {
+            assert!(
+                refusal.contains(&format!("{path}: Invalid value")),
+                "{name}: kubectl named another field than {path}: {refusal}"
             );
         }
     }
