@@ -332,6 +332,74 @@ mod tests {
         assert!(e.contains("10.0.0.0/33") && e.contains("CIDR"), "{e}");
     }
 
+    /// Every spec error is worded as the CRD's CEL rule words it
+    /// ([`crate::api::rules`]): `<field>: <words>` or the cross-field words.
+    #[test]
+    fn every_error_is_in_the_rules_words() {
+        let err = |spec: &IssuerSpec| resolve("i", spec).expect_err("invalid").0;
+        let cases: Vec<(IssuerSpec, String)> = vec![
+            (IssuerSpec::default(), rules::SET_ONE_SOURCE.into()),
+            (
+                IssuerSpec {
+                    ca: Some(CaSecretSource {
+                        secret_name: "x".into(),
+                    }),
+                    ..managed(|_| {})
+                },
+                rules::SET_ONLY_ONE_SOURCE.into(),
+            ),
+            (
+                managed(|m| m.secret_name = String::new()),
+                field_message("spec.selfManaged.secretName", rules::MUST_NOT_BE_EMPTY),
+            ),
+            (
+                IssuerSpec {
+                    max_duration: Some(" 5m".into()),
+                    ..managed(|_| {})
+                },
+                value_message("spec.maxDuration", " 5m", rules::NOT_A_DURATION),
+            ),
+            (
+                IssuerSpec {
+                    default_duration: Some("2161h".into()),
+                    ..managed(|_| {})
+                },
+                rules::DEFAULT_OVER_MAX.into(),
+            ),
+            (
+                managed(|m| {
+                    m.rotate_before = Some("1h".into());
+                    m.rotation_fraction = Some(0.0);
+                }),
+                field_message(
+                    "spec.selfManaged.rotationFraction",
+                    rules::ROTATION_FRACTION,
+                ),
+            ),
+            (
+                managed(|m| m.duration = Some("10m".into())),
+                rules::PROPAGATION_TOO_LONG.into(),
+            ),
+            (
+                IssuerSpec {
+                    name_constraints: Some(crate::api::ca_issuer::NameConstraints {
+                        permitted_dns_domains: vec!["*.example.com".into()],
+                        ..Default::default()
+                    }),
+                    ..managed(|_| {})
+                },
+                value_message(
+                    "spec.nameConstraints.permittedDnsDomains",
+                    "*.example.com",
+                    rules::NOT_DNS_DOMAIN,
+                ),
+            ),
+        ];
+        for (spec, expected) in cases {
+            assert_eq!(err(&spec), expected);
+        }
+    }
+
     #[test]
     fn unknown_allowed_usage_is_refused() {
         let spec = IssuerSpec {
