@@ -166,11 +166,43 @@ pub fn validate(schema: &Value, obj: &Value) -> Validation {
     let mut errors = Vec::new();
     validate_object_meta(obj.get("metadata"), "metadata", &mut errors);
     validate_node(schema, obj, "", true, &mut errors);
+    // CEL rules are not evaluated here, but kube-apiserver says when an
+    // error kept it from evaluating them (customresource/strategy.go
+    // `hasBlockingErr`), so the answer to a bad object agrees.
+    let blocking = errors.iter().any(|e| {
+        matches!(
+            e.kind,
+            FieldErrorType::NotSupported
+                | FieldErrorType::Required
+                | FieldErrorType::TooLong
+                | FieldErrorType::TooMany
+                | FieldErrorType::TypeInvalid
+        )
+    });
+    if blocking && has_cel_rules(schema) {
+        errors.push(FieldError::new(
+            FieldErrorType::Invalid,
+            "<nil>",
+            Some(Value::Null),
+            "some validation rules were not checked because the object was invalid; correct the existing errors to complete validation".into(),
+        ));
+    }
     let mut probe = obj.clone();
     let unknown_fields = prune(schema, &mut probe);
     Validation {
         errors,
         unknown_fields,
+    }
+}
+
+/// Whether a schema declares `x-kubernetes-validations` anywhere.
+fn has_cel_rules(schema: &Value) -> bool {
+    match schema {
+        Value::Object(map) => {
+            map.contains_key("x-kubernetes-validations") || map.values().any(has_cel_rules)
+        }
+        Value::Array(items) => items.iter().any(has_cel_rules),
+        _ => false,
     }
 }
 
