@@ -211,10 +211,10 @@ impl Scheduler {
         self.pending.contains_key(workload)
     }
 
-    /// Rollouts in flight.
+    /// Whether a rollout of `workload` is in flight.
     #[must_use]
-    pub fn in_flight(&self) -> Vec<WorkloadKey> {
-        self.active.keys().cloned().collect()
+    pub fn is_in_flight(&self, workload: &WorkloadKey) -> bool {
+        self.active.contains_key(workload)
     }
 
     /// Workloads whose restart is due but waits for room in its namespace.
