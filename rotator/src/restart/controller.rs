@@ -236,6 +236,12 @@ impl Restarter {
                     };
                     counter.with_label_values(&[&key.namespace, key.kind]).inc();
                 }
+                Effect::SourceChecked {
+                    source: (namespace, source),
+                    changed,
+                } => {
+                    tracing::debug!(%source, %namespace, changed, "source content checked");
+                }
                 Effect::Watching { workload, sources } => {
                     let names: Vec<String> = sources.iter().map(ToString::to_string).collect();
                     tracing::info!(%workload, sources = %names.join(", "), "watching the sources of {workload}");

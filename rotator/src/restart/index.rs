@@ -140,6 +140,14 @@ pub enum Effect {
     },
     /// Count one for the workload.
     Count(Counter, WorkloadKey),
+    /// A source's content was read, and whether it changed (logged: the
+    /// operator sees each read, and a change that opens a window).
+    SourceChecked {
+        /// The source.
+        source: SourceKey,
+        /// Whether its digest differs from the one known before.
+        changed: bool,
+    },
     /// The workload's sources are known from now on (said once per workload).
     Watching {
         /// The workload.
@@ -322,10 +330,14 @@ impl Index {
                 self.scheduler.changed(user.clone(), skey.1.clone(), at.now);
             }
         }
-        users
-            .iter()
-            .flat_map(|user| self.decide_if_ready(user, at))
-            .collect()
+        let mut effects = vec![Effect::SourceChecked {
+            source: skey.clone(),
+            changed,
+        }];
+        for user in &users {
+            effects.extend(self.decide_if_ready(user, at));
+        }
+        effects
     }
 
     /// [`Effect::Fetch`] failed: it is asked for again later. Returns when.
@@ -777,6 +789,10 @@ mod tests {
         assert_eq!(index.workload_seen(echoed, at), vec![]);
     }
 
+    fn checked(source: SourceKey, changed: bool) -> Effect {
+        Effect::SourceChecked { source, changed }
+    }
+
     /// `source` in `ns` changed to `digest`.
     fn change(index: &mut Index, ns: &str, source: SourceRef, rv: &str, digest: &str, at: Moment) {
         let skey = skey(ns, source);
@@ -784,7 +800,10 @@ mod tests {
             index.source_seen(skey.clone(), Some(rv.into()), at),
             vec![Effect::Fetch(skey.clone())]
         );
-        assert_eq!(index.fetched(&skey, Some(digest.into()), at), vec![]);
+        assert_eq!(
+            index.fetched(&skey, Some(digest.into()), at),
+            vec![checked(skey.clone(), true)]
+        );
     }
 
     #[test]
@@ -802,12 +821,13 @@ mod tests {
         let ca_key = skey("apps", ca());
         assert_eq!(
             index.fetched(&ca_key, Some("c1".into()), clock.lead(0)),
-            vec![]
+            vec![checked(ca_key.clone(), false)]
         );
         let effects = index.fetched(&skey("apps", tls()), Some("t1".into()), clock.lead(0));
         assert_eq!(
             effects,
             vec![
+                checked(skey("apps", tls()), false),
                 Effect::Watching {
                     workload: key("apps", "web"),
                     sources: [tls(), ca()].into(),
@@ -836,7 +856,10 @@ mod tests {
             index.fetched(&skey("apps", ca()), Some("c1".into()), at);
             let effects = index.fetched(&skey("apps", tls()), Some("t1".into()), at);
             assert!(
-                matches!(effects[..], [Effect::Watching { .. }]),
+                matches!(
+                    effects[..],
+                    [Effect::SourceChecked { .. }, Effect::Watching { .. }]
+                ),
                 "{effects:?}"
             );
         }
@@ -882,7 +905,12 @@ mod tests {
         let clock = Clock::new();
         let mut index = Index::new(LIMITS, false);
         settled(&mut index, "apps", "web", clock.lead(0));
-        change(&mut index, "apps", tls(), "2", "t1", clock.lead(1));
+        let tls_key = skey("apps", tls());
+        index.source_seen(tls_key.clone(), Some("2".into()), clock.lead(1));
+        assert_eq!(
+            index.fetched(&tls_key, Some("t1".into()), clock.lead(1)),
+            vec![checked(tls_key.clone(), false)]
+        );
         assert_eq!(
             index.source_seen(skey("apps", tls()), Some("2".into()), clock.lead(2)),
             vec![]
@@ -1131,7 +1159,7 @@ mod tests {
         assert_eq!(effects, vec![Effect::Fetch(tls_key.clone())]);
         assert_eq!(
             index.fetched(&tls_key, Some("t2".into()), clock.lead(102)),
-            vec![]
+            vec![checked(tls_key.clone(), true)]
         );
         assert_eq!(index.tick(clock.lead(103)), vec![], "no retry left");
         assert_eq!(rolls(&index.tick(clock.lead(112))).len(), 1);
@@ -1194,7 +1222,7 @@ mod tests {
         settled(&mut index, "apps", "web", clock.lead(0));
         assert_eq!(
             index.source_seen(skey("apps", ca()), None, clock.lead(100)),
-            vec![]
+            vec![checked(skey("apps", ca()), true)]
         );
         let expected = config_hash(&BTreeMap::from([
             (tls(), Some("t1".to_owned())),
