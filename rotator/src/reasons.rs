@@ -48,3 +48,40 @@ pub const TARGETS_NOT_IN_SYNC: &str = "TargetsNotInSync";
 
 /// Error category (metric label): a Kubernetes API call failed.
 pub const API_ERROR: &str = "APIError";
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Users read the reasons in docs/concepts.md: each must be there.
+    #[test]
+    fn every_event_and_condition_reason_is_documented() {
+        let docs = include_str!("../../docs/concepts.md");
+        let documented = [
+            ROLLOUT_TRIGGERED,
+            ROLLOUT_COMPLETED,
+            ROLLOUT_FAILED,
+            ROLLOUT_TIMED_OUT,
+            ROLLOUT_SKIPPED_DRY_RUN,
+            CONFIG_MAP_CREATED,
+            CONFIG_MAP_UPDATED,
+            CONFIG_MAP_DELETED,
+            CONFIG_MAP_CREATE_SKIPPED_DRY_RUN,
+            CONFIG_MAP_UPDATE_SKIPPED_DRY_RUN,
+            CONFIG_MAP_DELETE_SKIPPED_DRY_RUN,
+            SOURCE_MISSING,
+            PRIVATE_KEY_REFUSED,
+            INVALID_SOURCE,
+            TARGET_CONFLICT,
+            SOURCE_IS_TARGET,
+            SYNCED,
+            TARGETS_NOT_IN_SYNC,
+        ];
+        for reason in documented {
+            assert!(
+                docs.contains(&format!("`{reason}`")),
+                "{reason} is not in docs/concepts.md"
+            );
+        }
+    }
+}

@@ -6,7 +6,8 @@
 //! namespace has room. A rollout occupies its namespace until it completes or
 //! `rollout_timeout` passes. A restart whose patch failed goes back to
 //! waiting, with the changes it carried, until a doubling delay passes
-//! ([`Scheduler::failed`]); [`Backoff`] does the same for reads that failed.
+//! ([`Scheduler::failed`]); [`Backoff`] does the same for the index's failed
+//! fetches and decisions.
 //! Pure: the caller passes `now` and acts on what the methods return.
 
 use std::collections::{BTreeMap, BTreeSet};
