@@ -416,10 +416,14 @@ impl Index {
                     }
                 }
                 Job::Decide(key) => {
-                    self.retries.succeeded(&Job::Decide(key.clone()));
+                    // Kept until decided, so that another failure waits longer.
                     if let Some(tracked) = self.workloads.get_mut(&key) {
                         tracked.undecided = true;
                         effects.extend(self.decide_if_ready(&key, at));
+                    }
+                    if self.workloads.get(&key).is_none_or(|t| t.undecided) {
+                        // Gone, or waiting for a fetch, which decides it.
+                        self.retries.succeeded(&Job::Decide(key));
                     }
                 }
             }
@@ -543,6 +547,7 @@ impl Index {
             _ => {}
         }
         tracked.recheck = false;
+        self.retries.succeeded(&Job::Decide(key.clone()));
         effects
     }
 
@@ -1183,8 +1188,19 @@ mod tests {
             matches!(effects[..], [Effect::RecordBaseline { .. }]),
             "{effects:?}"
         );
+        // A second failure waits twice as long.
+        assert_eq!(
+            index.baseline_failed(key("apps", "web"), clock.lead(1).now),
+            clock.lead(3).now
+        );
+        assert_eq!(index.tick(clock.lead(2)), vec![]);
+        assert!(matches!(
+            index.tick(clock.lead(3))[..],
+            [Effect::RecordBaseline { .. }]
+        ));
         index.baseline_recorded(&key("apps", "web"), "h".into());
-        assert_eq!(index.tick(clock.lead(5)), vec![]);
+        assert_eq!(index.tick(clock.lead(10)), vec![]);
+        assert_eq!(index.next_wake(clock.lead(10).now), None);
     }
 
     #[test]
