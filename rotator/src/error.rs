@@ -36,8 +36,8 @@ impl Error {
     #[must_use]
     pub fn category(&self) -> &'static str {
         match self {
-            Self::Kube { .. } => "APIError",
-            Self::Source(_) => "InvalidSource",
+            Self::Kube { .. } => crate::reasons::API_ERROR,
+            Self::Source(_) => crate::reasons::INVALID_SOURCE,
         }
     }
 }

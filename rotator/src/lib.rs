@@ -10,6 +10,7 @@ pub mod bundle;
 pub mod context;
 pub mod error;
 pub mod metrics;
+pub mod reasons;
 pub mod restart;
 
 pub use args::{Args, CONFIG_KEYS};

@@ -22,11 +22,6 @@ use super::targets::BUNDLE_LABEL;
 use crate::api::ca_bundle::CABundle;
 use crate::api::injection::{self, DEFAULT_KEY};
 
-/// Condition and Event reason: another writer owns a target's key.
-pub const TARGET_CONFLICT: &str = "TargetConflict";
-/// Condition and Event reason: a source is a ConfigMap some bundle writes.
-pub const SOURCE_IS_TARGET: &str = "SourceIsTarget";
-
 /// The target name and key of `bundle`, as written.
 fn target_of(bundle: &CABundle) -> (&str, &str) {
     (

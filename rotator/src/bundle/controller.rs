@@ -50,9 +50,7 @@ use crate::api::ca_bundle::{BundleSource, CABundle, CABundleSpec};
 use crate::api::rules;
 use crate::context::{BUNDLE_MANAGER, Context};
 use crate::error::{Error, Result};
-
-/// Event reason: a target ConfigMap was deleted.
-pub const CONFIG_MAP_DELETED: &str = "ConfigMapDeleted";
+use crate::reasons;
 
 struct Bundles {
     ctx: Arc<Context>,
@@ -359,13 +357,13 @@ impl Bundles {
         let known = bundle.status.as_ref().is_some_and(|s| {
             s.conditions
                 .iter()
-                .any(|c| c.reason == conflict::TARGET_CONFLICT && c.message == message)
+                .any(|c| c.reason == reasons::TARGET_CONFLICT && c.message == message)
         });
         tracing::debug!(bundle = %bundle.name_any(), "{message}");
         if known || !self.ctx.leadership.is_leader() {
             return;
         }
-        let record = Record::warning(conflict::TARGET_CONFLICT, message);
+        let record = Record::warning(reasons::TARGET_CONFLICT, message);
         publish(&self.ctx, &bundle.object_ref(&()), &record).await;
     }
 
@@ -488,16 +486,28 @@ impl Bundles {
     /// Makes one planned write; `Ok(true)` when it was made.
     async fn apply(&self, action: &TargetAction, w: &Write<'_>) -> Result<bool> {
         let bundle_name = w.bundle.name_any();
-        let (namespace, verb) = match action {
-            TargetAction::Create { namespace } => (namespace, "create"),
-            TargetAction::Update { namespace } => (namespace, "update"),
-            TargetAction::Delete { namespace } => (namespace, "delete"),
+        let (namespace, verb, skipped) = match action {
+            TargetAction::Create { namespace } => (
+                namespace,
+                "create",
+                reasons::CONFIG_MAP_CREATE_SKIPPED_DRY_RUN,
+            ),
+            TargetAction::Update { namespace } => (
+                namespace,
+                "update",
+                reasons::CONFIG_MAP_UPDATE_SKIPPED_DRY_RUN,
+            ),
+            TargetAction::Delete { namespace } => (
+                namespace,
+                "delete",
+                reasons::CONFIG_MAP_DELETE_SKIPPED_DRY_RUN,
+            ),
         };
         let phrase = object_phrase("ConfigMap", Some(namespace), w.target);
         let uid = w.found.and_then(|f| f.uid.clone());
         if !self.writes() {
             let record = Record::normal(
-                format!("ConfigMap{}SkippedDryRun", capitalized(verb)),
+                skipped,
                 format!("Dry run: would {verb} {phrase} for CABundle/{bundle_name}"),
             );
             publish(
@@ -530,7 +540,10 @@ impl Bundles {
                 let created = api.create(&params, &cm).await.map_err(fail)?;
                 let reference = config_map_ref(namespace, w.target, created.metadata.uid);
                 let message = created_message("ConfigMap", Some(namespace), w.target);
-                (reference, Record::normal("ConfigMapCreated", message))
+                (
+                    reference,
+                    Record::normal(reasons::CONFIG_MAP_CREATED, message),
+                )
             }
             TargetAction::Update { .. } => {
                 let body = super::inject::key_patch(
@@ -548,7 +561,7 @@ impl Bundles {
                 let message = updated_message("ConfigMap", Some(namespace), w.target);
                 (
                     config_map_ref(namespace, w.target, uid),
-                    Record::normal(super::inject::CONFIG_MAP_UPDATED, message),
+                    Record::normal(reasons::CONFIG_MAP_UPDATED, message),
                 )
             }
             TargetAction::Delete { .. } => {
@@ -568,7 +581,7 @@ impl Bundles {
                     format!("Deleted {phrase} because CABundle/{bundle_name} no longer selects it");
                 (
                     config_map_ref(namespace, w.target, uid),
-                    Record::normal(CONFIG_MAP_DELETED, message),
+                    Record::normal(reasons::CONFIG_MAP_DELETED, message),
                 )
             }
         };
@@ -624,11 +637,4 @@ struct Write<'a> {
     key: &'a str,
     pem: &'a str,
     found: Option<&'a Found>,
-}
-
-fn capitalized(verb: &str) -> String {
-    let mut c = verb.chars();
-    c.next()
-        .map(|f| f.to_ascii_uppercase().to_string() + c.as_str())
-        .unwrap_or_default()
 }

@@ -34,16 +34,12 @@ use crate::api::injection::{self, InjectSource};
 use crate::api::issuer_ref;
 use crate::context::{BUNDLE_MANAGER, Context};
 use crate::error::{Error, Result};
+use crate::reasons;
 
 /// The ConfigMap metadata the controller keeps.
 type ConfigMapMeta = PartialObjectMeta<ConfigMap>;
 /// A ConfigMap: namespace and name.
 type Key = (String, String);
-
-/// Event reason of a write skipped in dry-run mode.
-pub const UPDATE_SKIPPED_DRY_RUN: &str = "ConfigMapUpdateSkippedDryRun";
-/// Event reason of a write.
-pub const CONFIG_MAP_UPDATED: &str = "ConfigMapUpdated";
 
 /// The merge patch that sets `key` to `desired`, or `None` when the
 /// ConfigMap already holds exactly those bytes. The resourceVersion read
@@ -290,7 +286,7 @@ impl Injector {
                 "Dry run: would update {} because it changed",
                 object_phrase("ConfigMap", Some(namespace), name)
             );
-            let record = Record::normal(UPDATE_SKIPPED_DRY_RUN, message);
+            let record = Record::normal(reasons::CONFIG_MAP_UPDATE_SKIPPED_DRY_RUN, message);
             publish(&self.ctx, &reference, &record).await;
             return Ok(Action::requeue(self.config.resync));
         }
@@ -309,7 +305,7 @@ impl Injector {
         publish(
             &self.ctx,
             &reference,
-            &Record::normal(CONFIG_MAP_UPDATED, message),
+            &Record::normal(reasons::CONFIG_MAP_UPDATED, message),
         )
         .await;
         Ok(Action::requeue(self.config.resync))

@@ -17,13 +17,7 @@ use capstan_pki::Bundle;
 use time::OffsetDateTime;
 
 use crate::api::injection::{CA_CRT, DEFAULT_KEY};
-
-/// Condition and Event reason: a source object, or its key, does not exist.
-pub const SOURCE_MISSING: &str = "SourceMissing";
-/// Condition and Event reason: a source holds a private key.
-pub const PRIVATE_KEY_REFUSED: &str = "PrivateKeyRefused";
-/// Condition and Event reason: a source, spec or annotation cannot be used.
-pub const INVALID_SOURCE: &str = "InvalidSource";
+use crate::reasons::{INVALID_SOURCE, PRIVATE_KEY_REFUSED, SOURCE_IS_TARGET, SOURCE_MISSING};
 
 /// Keys read from a Secret or ConfigMap when none is named.
 pub const DEFAULT_KEYS: &[&str] = &[DEFAULT_KEY, CA_CRT];
@@ -53,7 +47,7 @@ impl Problem {
             Self::Missing(_) => SOURCE_MISSING,
             Self::PrivateKey(_) => PRIVATE_KEY_REFUSED,
             Self::Invalid(_) => INVALID_SOURCE,
-            Self::SourceIsTarget(_) => super::conflict::SOURCE_IS_TARGET,
+            Self::SourceIsTarget(_) => SOURCE_IS_TARGET,
         }
     }
 

@@ -13,13 +13,10 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
 
 use super::source::Problem;
 use crate::api::ca_bundle::CABundleStatus;
+use crate::reasons::{SYNCED, TARGET_CONFLICT, TARGETS_NOT_IN_SYNC};
 
 /// The condition type.
 pub const READY: &str = "Ready";
-/// Reason: every selected namespace holds the bundle.
-pub const SYNCED: &str = "Synced";
-/// Reason: some selected namespaces do not hold the bundle yet.
-pub const TARGETS_NOT_IN_SYNC: &str = "TargetsNotInSync";
 
 /// What a reconcile found.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -67,7 +64,7 @@ pub fn desired(
             status.targets = Some(count(*targets));
             status.targets_in_sync = Some(count(*in_sync));
             if let Some(message) = conflict {
-                ("False", super::conflict::TARGET_CONFLICT, message.clone())
+                ("False", TARGET_CONFLICT, message.clone())
             } else if in_sync >= targets {
                 let message = match targets {
                     0 => "No namespace is selected".to_owned(),
@@ -190,7 +187,7 @@ mod tests {
         let c = ready(&s);
         assert_eq!(
             (c.status.as_str(), c.reason.as_str()),
-            ("False", super::super::conflict::TARGET_CONFLICT)
+            ("False", TARGET_CONFLICT)
         );
         assert!(c.message.starts_with("Not writing key k"));
     }

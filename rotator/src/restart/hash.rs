@@ -14,6 +14,8 @@
 
 use std::collections::BTreeMap;
 
+use k8s_openapi::ByteString;
+use k8s_openapi::api::core::v1::{ConfigMap, Secret};
 use ring::digest::{Context, SHA256};
 
 use super::sources::{SourceKind, SourceRef};
@@ -54,6 +56,36 @@ pub fn object_digest(kind: SourceKind, sections: &[(&str, &BTreeMap<String, Vec<
         }
     }
     hex(ctx.finish().as_ref())
+}
+
+fn bytes(map: Option<BTreeMap<String, ByteString>>) -> BTreeMap<String, Vec<u8>> {
+    map.unwrap_or_default()
+        .into_iter()
+        .map(|(k, v)| (k, v.0))
+        .collect()
+}
+
+/// The digest of a Secret's `data`; the content itself is dropped.
+#[must_use]
+pub fn secret_digest(secret: Secret) -> String {
+    object_digest(SourceKind::Secret, &[("data", &bytes(secret.data))])
+}
+
+/// The digest of a ConfigMap's `data` and `binaryData`, told apart; the
+/// content itself is dropped.
+#[must_use]
+pub fn config_map_digest(config_map: ConfigMap) -> String {
+    let data: BTreeMap<String, Vec<u8>> = config_map
+        .data
+        .unwrap_or_default()
+        .into_iter()
+        .map(|(k, v)| (k, v.into_bytes()))
+        .collect();
+    let binary = bytes(config_map.binary_data);
+    object_digest(
+        SourceKind::ConfigMap,
+        &[("data", &data), ("binaryData", &binary)],
+    )
 }
 
 /// The hash a workload's pod template carries: over each source's kind,
@@ -112,6 +144,33 @@ mod tests {
             secret,
             object_digest(SourceKind::Secret, &[("data", &reordered)])
         );
+    }
+
+    #[test]
+    fn objects_digest_their_data_only() {
+        let secret = |value: &str| Secret {
+            data: Some(BTreeMap::from([(
+                "tls.crt".to_owned(),
+                ByteString(value.as_bytes().to_vec()),
+            )])),
+            ..Secret::default()
+        };
+        let mut labelled = secret("a");
+        labelled.metadata.labels = Some(BTreeMap::from([("x".to_owned(), "y".to_owned())]));
+        assert_eq!(secret_digest(secret("a")), secret_digest(labelled));
+        assert_ne!(secret_digest(secret("a")), secret_digest(secret("b")));
+        let text = ConfigMap {
+            data: Some(BTreeMap::from([("k".to_owned(), "v".to_owned())])),
+            ..ConfigMap::default()
+        };
+        let binary = ConfigMap {
+            binary_data: Some(BTreeMap::from([(
+                "k".to_owned(),
+                ByteString(b"v".to_vec()),
+            )])),
+            ..ConfigMap::default()
+        };
+        assert_ne!(config_map_digest(text), config_map_digest(binary));
     }
 
     #[test]

@@ -5,12 +5,16 @@
 //!   annotations);
 //! * [`schedule`] — debounce windows and the per-namespace rollout limit;
 //! * [`workload`] — Deployments, StatefulSets and DaemonSets behind one type;
-//! * [`controller`] — the event loop that applies restarts and follows rollouts;
+//! * [`index`] — every restart decision, pure: sources → workloads → hashes,
+//!   inputs in, effects out;
+//! * [`controller`] — the executor: watch events into the index, its effects
+//!   through the API;
 //! * [`hash`] — the content hash a restart sets on the pod template;
 //! * [`rollout`] — whether a rollout has finished, as `kubectl rollout status` judges it.
 
 pub mod controller;
 pub mod hash;
+pub mod index;
 pub mod rollout;
 pub mod schedule;
 pub mod sources;

@@ -6,7 +6,8 @@
 //! namespace has room. A rollout occupies its namespace until it completes or
 //! `rollout_timeout` passes. A restart whose patch failed goes back to
 //! waiting, with the changes it carried, until a doubling delay passes
-//! ([`Scheduler::failed`]); [`Backoff`] does the same for reads that failed.
+//! ([`Scheduler::failed`]); [`Backoff`] does the same for the index's failed
+//! fetches and decisions.
 //! Pure: the caller passes `now` and acts on what the methods return.
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -211,10 +212,10 @@ impl Scheduler {
         self.pending.contains_key(workload)
     }
 
-    /// Rollouts in flight.
+    /// Whether a rollout of `workload` is in flight.
     #[must_use]
-    pub fn in_flight(&self) -> Vec<WorkloadKey> {
-        self.active.keys().cloned().collect()
+    pub fn is_in_flight(&self, workload: &WorkloadKey) -> bool {
+        self.active.contains_key(workload)
     }
 
     /// Workloads whose restart is due but waits for room in its namespace.
