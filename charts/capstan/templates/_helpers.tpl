@@ -29,6 +29,50 @@ app.kubernetes.io/part-of: capstan
 app.kubernetes.io/version: {{ $root.Chart.AppVersion | quote }}
 app.kubernetes.io/managed-by: {{ $root.Release.Service }}
 helm.sh/chart: {{ printf "%s-%s" $root.Chart.Name $root.Chart.Version | replace "+" "_" }}
+{{- include "capstan.commonLabels" $root }}
+{{- end -}}
+
+{{/* global.commonLabels (cert-manager's name), on a new line each, for every object the chart makes; empty when none. */}}
+{{- define "capstan.commonLabels" -}}
+{{- with .Values.global.commonLabels }}
+{{ toYaml . }}
+{{- end -}}
+{{- end -}}
+
+{{/* The labels of the release-wide objects (default issuer, metrics reader, rules): app.kubernetes.io/name is the argument. */}}
+{{- define "capstan.releaseLabels" -}}
+{{- $root := index . 0 -}}
+app.kubernetes.io/name: {{ index . 1 }}
+app.kubernetes.io/instance: {{ $root.Release.Name }}
+app.kubernetes.io/part-of: capstan
+app.kubernetes.io/managed-by: {{ $root.Release.Service }}
+{{- include "capstan.commonLabels" $root }}
+{{- end -}}
+
+{{/* A component's image: [registry/]repository, then @digest when set, else :tag (default the chart's appVersion), as cert-manager's charts spell it. */}}
+{{- define "capstan.image" -}}
+{{- $root := index . 0 -}}{{- $image := (index $root.Values (index . 1)).image -}}
+{{- if $image.registry -}}{{ printf "%s/%s" $image.registry $image.repository }}{{- else -}}{{ $image.repository }}{{- end -}}
+{{- if $image.digest -}}@{{ $image.digest }}{{- else -}}:{{ default $root.Chart.AppVersion $image.tag }}{{- end -}}
+{{- end -}}
+
+{{/* Namespace of the leader-election Leases: leaderElection.namespace, else global.leaderElection.namespace, else the release namespace. */}}
+{{- define "capstan.leaseNamespace" -}}
+{{- default (default .Release.Namespace (dig "leaderElection" "namespace" "" .Values.global)) .Values.leaderElection.namespace -}}
+{{- end -}}
+
+{{/* "true" when the chart makes RBAC objects (global.rbac.create, cert-manager's name). */}}
+{{- define "capstan.rbac" -}}
+{{- if dig "rbac" "create" true .Values.global -}}true{{- end -}}
+{{- end -}}
+
+{{/* global.logLevel, cert-manager's verbosity 0-6, as a capstan log level: 0 warn, 1-2 info, 3-4 debug, 5-6 trace; empty when unset. */}}
+{{- define "capstan.globalLogLevel" -}}
+{{- $level := .Values.global.logLevel -}}
+{{- if and (not (kindIs "invalid" $level)) (ne (toString $level) "") -}}
+{{- $v := int $level -}}
+{{- if eq $v 0 -}}warn{{- else if le $v 2 -}}info{{- else if le $v 4 -}}debug{{- else -}}trace{{- end -}}
+{{- end -}}
 {{- end -}}
 
 {{/* The ServiceAccount name of a component. */}}
@@ -51,7 +95,14 @@ helm.sh/chart: {{ printf "%s-%s" $root.Chart.Name $root.Chart.Version | replace 
 {{- define "capstan.config" -}}
 {{- $root := index . 0 -}}{{- $component := index . 1 -}}
 {{- $values := index $root.Values $component -}}
-{{- $chart := dict "clusterResourceNamespace" (include "capstan.clusterResourceNamespace" $root) "leaderElection" (dict "namespace" (default $root.Release.Namespace $root.Values.leaderElection.namespace)) -}}
+{{- $election := dict "namespace" (include "capstan.leaseNamespace" $root) -}}
+{{- with dig "leaderElection" "leaseDuration" "" $root.Values.global -}}
+{{- $_ := set $election "leaseDuration" . -}}
+{{- end -}}
+{{- $chart := dict "clusterResourceNamespace" (include "capstan.clusterResourceNamespace" $root) "leaderElection" $election -}}
+{{- with include "capstan.globalLogLevel" $root -}}
+{{- $_ := set $chart "logLevel" . -}}
+{{- end -}}
 {{- $config := mustMergeOverwrite $chart (deepCopy $values.config) -}}
 {{- $dynamic := dig "metricsTLSConfig" "dynamic" dict $config -}}
 {{- if and $dynamic.secretName (not $dynamic.dnsNames) -}}
