@@ -2542,3 +2542,30 @@ async fn the_subchart_profile_installs_from_a_parent_chart_with_its_globals() {
         "{leases:?}"
     );
 }
+
+#[test]
+fn the_namespace_value_moves_every_namespaced_object() {
+    // cert-manager's `namespace`, for a parent chart that installs capstan
+    // outside its own release namespace.
+    let docs = render(&["namespace=platform-system", "defaultIssuer.enabled=true"]);
+    let mut namespaced = 0;
+    for doc in &docs {
+        if let Some(ns) = doc["metadata"].get("namespace") {
+            assert_eq!(ns, "platform-system", "{doc:?}");
+            namespaced += 1;
+        }
+        for subject in doc["subjects"].as_sequence().into_iter().flatten() {
+            if subject["name"] != "cert-manager" {
+                assert_eq!(subject["namespace"], "platform-system", "{doc:?}");
+            }
+        }
+    }
+    // Deployment, ConfigMap, ServiceAccount, Service per component, and
+    // the two leader-election Roles and RoleBindings.
+    assert_eq!(namespaced, 12);
+    for component in ["issuer", "rotator"] {
+        let config = config(&docs, component);
+        assert_eq!(config["clusterResourceNamespace"], "platform-system");
+        assert_eq!(config["leaderElection"]["namespace"], "platform-system");
+    }
+}

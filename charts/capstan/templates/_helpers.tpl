@@ -3,6 +3,11 @@
 {{- default .Chart.Name .Values.nameOverride | trunc 63 | trimSuffix "-" -}}
 {{- end -}}
 
+{{/* The namespace of the release's namespaced objects: namespace, else the release's (cert-manager's value, for a parent chart that puts capstan elsewhere). */}}
+{{- define "capstan.namespace" -}}
+{{- default .Release.Namespace .Values.namespace -}}
+{{- end -}}
+
 {{/* The full name of a component: <release>-<component> unless the release already says capstan. */}}
 {{- define "capstan.fullname" -}}
 {{- $root := index . 0 -}}{{- $component := index . 1 -}}
@@ -58,7 +63,7 @@ app.kubernetes.io/managed-by: {{ $root.Release.Service }}
 
 {{/* Namespace of the leader-election Leases: leaderElection.namespace, else global.leaderElection.namespace, else the release namespace. */}}
 {{- define "capstan.leaseNamespace" -}}
-{{- default (default .Release.Namespace (dig "leaderElection" "namespace" "" .Values.global)) .Values.leaderElection.namespace -}}
+{{- default (default (include "capstan.namespace" .) (dig "leaderElection" "namespace" "" .Values.global)) .Values.leaderElection.namespace -}}
 {{- end -}}
 
 {{/* "true" when the chart makes RBAC objects (global.rbac.create, cert-manager's name). */}}
@@ -88,7 +93,7 @@ app.kubernetes.io/managed-by: {{ $root.Release.Service }}
 
 {{/* Namespace of ClusterCAIssuer CA Secrets. */}}
 {{- define "capstan.clusterResourceNamespace" -}}
-{{- default .Release.Namespace .Values.clusterResourceNamespace -}}
+{{- default (include "capstan.namespace" .) .Values.clusterResourceNamespace -}}
 {{- end -}}
 
 {{/* The config file of a component: its config values plus the namespaces the chart decides, and the Service's DNS names as the default dnsNames of dynamic metrics TLS. */}}
@@ -107,7 +112,7 @@ app.kubernetes.io/managed-by: {{ $root.Release.Service }}
 {{- $dynamic := dig "metricsTLSConfig" "dynamic" dict $config -}}
 {{- if and $dynamic.secretName (not $dynamic.dnsNames) -}}
 {{- $service := include "capstan.fullname" (list $root $component) -}}
-{{- $_ := set $dynamic "dnsNames" (list (printf "%s.%s.svc" $service $root.Release.Namespace) (printf "%s.%s.svc.cluster.local" $service $root.Release.Namespace)) -}}
+{{- $_ := set $dynamic "dnsNames" (list (printf "%s.%s.svc" $service (include "capstan.namespace" $root)) (printf "%s.%s.svc.cluster.local" $service (include "capstan.namespace" $root))) -}}
 {{- end -}}
 {{- toYaml $config -}}
 {{- end -}}
@@ -117,7 +122,7 @@ app.kubernetes.io/managed-by: {{ $root.Release.Service }}
 {{- $root := index . 0 -}}{{- $values := index $root.Values (index . 1) -}}
 {{- $dynamic := dig "metricsTLSConfig" "dynamic" dict $values.config -}}
 {{- with $dynamic.secretName -}}
-{{- printf "%s/%s" (default $root.Release.Namespace $dynamic.secretNamespace) . -}}
+{{- printf "%s/%s" (default (include "capstan.namespace" $root) $dynamic.secretNamespace) . -}}
 {{- end -}}
 {{- end -}}
 
@@ -158,7 +163,7 @@ app.kubernetes.io/managed-by: {{ $root.Release.Service }}
 {{- $auth := $root.Values.prometheus.authorization -}}
 {{- $endpoint := dict "port" "http-metrics" "path" "/metrics" "interval" $monitor.interval "scrapeTimeout" $monitor.scrapeTimeout "honorLabels" $monitor.honorLabels -}}
 {{- if include "capstan.metricsTLS" (list $root $component) -}}
-{{- $tlsConfig := dict "serverName" (default (printf "%s.%s.svc" (include "capstan.fullname" (list $root $component)) $root.Release.Namespace) $tls.serverName) -}}
+{{- $tlsConfig := dict "serverName" (default (printf "%s.%s.svc" (include "capstan.fullname" (list $root $component)) (include "capstan.namespace" $root)) $tls.serverName) -}}
 {{- if $tls.caConfigMap.name -}}
 {{- $_ := set $tlsConfig "ca" (dict "configMap" (dict "name" $tls.caConfigMap.name "key" $tls.caConfigMap.key)) -}}
 {{- else if include "capstan.dynamicCASecret" (list $root $component) -}}
