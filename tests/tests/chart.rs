@@ -2569,3 +2569,39 @@ fn the_namespace_value_moves_every_namespaced_object() {
         assert_eq!(config["leaderElection"]["namespace"], "platform-system");
     }
 }
+
+#[test]
+fn a_disruption_budget_that_blocks_drains_is_warned_about() {
+    let notes = |sets: &[&str]| {
+        let chart = chart();
+        let mut args = vec![
+            "install",
+            "--dry-run=client",
+            "capstan",
+            chart.to_str().unwrap(),
+            "--namespace",
+            "capstan",
+        ];
+        for s in sets {
+            args.extend(["--set", s]);
+        }
+        let (ok, out) = helm(&args);
+        assert!(ok, "{out}");
+        out
+    };
+    let one = notes(&["issuer.podDisruptionBudget.enabled=true"]);
+    assert!(
+        one.contains("WARNING: issuer.podDisruptionBudget keeps 1 of 1 replica(s)"),
+        "{one}"
+    );
+    let two = notes(&[
+        "issuer.podDisruptionBudget.enabled=true",
+        "issuer.replicaCount=2",
+    ]);
+    assert!(!two.contains("WARNING"), "{two}");
+    let unavailable = notes(&[
+        "rotator.podDisruptionBudget.enabled=true",
+        "rotator.podDisruptionBudget.maxUnavailable=1",
+    ]);
+    assert!(!unavailable.contains("WARNING"), "{unavailable}");
+}
