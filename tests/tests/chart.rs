@@ -6,7 +6,11 @@
 //! RBAC, on a real control plane; and a real `helm install`, upgrade and
 //! uninstall (with the default issuer, whose CRD comes in the same release)
 //! into a real control plane, the issuer running as the chart's
-//! ServiceAccount.
+//! ServiceAccount. Each values profile in `charts/capstan/ci` lints
+//! strictly, validates, keeps its promise (see [`check_profile`]) and
+//! installs with Ready pods into a control plane whose namespace enforces
+//! the restricted Pod Security Standard; the subchart profile through a
+//! parent chart that sets cert-manager's `global.*` values.
 //!
 //! The tests that install or run binaries each start their own control
 //! plane (etcd, kube-apiserver, kube-controller-manager, and for `helm
@@ -18,6 +22,10 @@ use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use capstan_tests::chart::{
+    Profile, documents, missing_labels, parent_chart, profiles, restricted_scc_findings,
+    run_as_user_anywhere,
+};
 use capstan_tests::controlplane::ControlPlane;
 use capstan_tests::harness::{
     Kubectl, RunningBinary, await_condition, helm_path, workspace_binary, workspace_root,
@@ -1906,4 +1914,694 @@ async fn dynamic_ca_is_injected(kubectl: &Kubectl, docs: &[Value], component: &s
     .unwrap();
     assert_eq!(injected.trim(), ca.trim());
     assert!(!injected.contains("PRIVATE KEY"));
+}
+
+// ---------------------------------------------------------------------------
+// Values profiles: charts/capstan/ci/*-values.yaml (chart-testing's
+// convention). Each lints strictly, renders manifests kubernetes-validate
+// accepts, keeps what its comment promises, and installs into a real
+// control plane with Ready pods.
+// ---------------------------------------------------------------------------
+
+/// The profiles the chart promises; a new file in ci/ needs its promise in
+/// [`check_profile`].
+const PROFILES: &[&str] = &["default", "ha", "minimal", "openshift", "subchart"];
+
+fn profile(name: &str) -> Profile {
+    profiles()
+        .unwrap()
+        .into_iter()
+        .find(|p| p.name == name)
+        .unwrap_or_else(|| panic!("charts/capstan/ci/{name}-values.yaml is missing"))
+}
+
+/// `helm lint --strict` and `helm template` of `chart` as `release` in
+/// `namespace` with a values file; the output must pass
+/// `kubernetes-validate` and the monitor checks. Returns the documents.
+fn render_values(chart: &Path, release: &str, namespace: &str, values: &Path) -> Vec<Value> {
+    let what = [values.to_str().unwrap()];
+    let (ok, text) = helm(&[
+        "lint",
+        "--strict",
+        chart.to_str().unwrap(),
+        "--namespace",
+        namespace,
+        "-f",
+        what[0],
+    ]);
+    assert!(ok, "helm lint --strict -f {}:\n{text}", what[0]);
+    let (ok, text) = helm(&[
+        "template",
+        release,
+        chart.to_str().unwrap(),
+        "--namespace",
+        namespace,
+        "-f",
+        what[0],
+    ]);
+    assert!(ok, "helm template -f {}:\n{text}", what[0]);
+    validate(&text, &what);
+    let docs = documents(&text).unwrap();
+    check_monitors(&docs, &what);
+    docs
+}
+
+/// What every profile keeps, and what each one promises beyond it.
+fn check_profile(name: &str, docs: &[Value]) {
+    // Installs anywhere: every profile fits OpenShift's restricted-v2 SCC
+    // and Kubernetes' restricted Pod Security Standard.
+    assert_eq!(
+        restricted_scc_findings(docs),
+        Vec::<String>::new(),
+        "{name}: restricted-v2"
+    );
+    let deployments = kinds(docs, "Deployment");
+    assert_eq!(deployments.len(), 2, "{name}");
+    for deployment in &deployments {
+        let container = &deployment["spec"]["template"]["spec"]["containers"][0];
+        assert_eq!(
+            container["securityContext"]["readOnlyRootFilesystem"], true,
+            "{name}"
+        );
+        assert_eq!(container["livenessProbe"]["httpGet"]["path"], "/healthz");
+        assert_eq!(container["readinessProbe"]["httpGet"]["path"], "/readyz");
+    }
+    let replicas = |n: u64| {
+        for deployment in &deployments {
+            assert_eq!(deployment["spec"]["replicas"], n, "{name}");
+        }
+    };
+    match name {
+        "default" | "openshift" => {
+            // No fixed UID: the image's non-root user, or the SCC's.
+            assert_eq!(
+                run_as_user_anywhere(docs),
+                Vec::<String>::new(),
+                "{name}: runAsUser"
+            );
+            replicas(1);
+            assert_eq!(kinds(docs, "CustomResourceDefinition").len(), 3);
+            assert!(find(docs, "ClusterRole", "capstan-issuer:approve").is_some());
+            assert!(kinds(docs, "PodDisruptionBudget").is_empty());
+            let reader = find(docs, "ClusterRole", "capstan-cluster-view").unwrap();
+            assert_eq!(
+                reader["metadata"]["labels"]["rbac.authorization.k8s.io/aggregate-to-cluster-reader"],
+                "true"
+            );
+        }
+        "ha" => {
+            replicas(2);
+            for component in ["issuer", "rotator"] {
+                let fullname = format!("capstan-{component}");
+                let pdb = find(docs, "PodDisruptionBudget", &fullname)
+                    .unwrap_or_else(|| panic!("ha: no PodDisruptionBudget {fullname}"));
+                assert_eq!(pdb["spec"]["minAvailable"], 1);
+                let deployment = find(docs, "Deployment", &fullname).unwrap();
+                assert_eq!(
+                    pdb["spec"]["selector"]["matchLabels"],
+                    deployment["spec"]["selector"]["matchLabels"]
+                );
+                assert_eq!(
+                    deployment["spec"]["strategy"]["rollingUpdate"]["maxUnavailable"],
+                    0
+                );
+                assert_eq!(
+                    pod(docs, component)["topologySpreadConstraints"][0]["topologyKey"],
+                    "kubernetes.io/hostname"
+                );
+            }
+        }
+        "minimal" => {
+            replicas(1);
+            assert!(kinds(docs, "CustomResourceDefinition").is_empty());
+            assert!(kinds(docs, "Service").is_empty());
+            assert!(kinds(docs, "ServiceMonitor").is_empty());
+            assert!(kinds(docs, "PodMonitor").is_empty());
+            assert!(find(docs, "ClusterRole", "capstan-issuer:approve").is_none());
+            assert!(find(docs, "ClusterRoleBinding", "capstan-issuer:approve").is_none());
+            assert!(find(docs, "ClusterRole", "capstan-view").is_none());
+            // The components' own RBAC stays.
+            assert!(find(docs, "ClusterRole", "capstan-issuer").is_some());
+            assert!(find(docs, "ClusterRole", "capstan-rotator").is_some());
+        }
+        "subchart" => check_subchart(docs, "capstan"),
+        other => panic!("profile {other} has no promise here: add it to check_profile"),
+    }
+}
+
+/// What the subchart profile's globals make of the release `release`
+/// (cert-manager's names, as a parent chart sets them).
+fn check_subchart(docs: &[Value], release: &str) {
+    let values = profile("subchart").parsed().unwrap();
+    let global = &values["global"];
+    let labels = global["commonLabels"].as_mapping().unwrap();
+    assert_eq!(
+        missing_labels(docs, labels),
+        Vec::<String>::new(),
+        "global.commonLabels on every object"
+    );
+    for component in ["issuer", "rotator"] {
+        let name = format!("{release}-{component}");
+        let deployment = find(docs, "Deployment", &name).unwrap();
+        assert_eq!(deployment["spec"]["revisionHistoryLimit"], 3);
+        let pod = &deployment["spec"]["template"]["spec"];
+        assert_eq!(pod["priorityClassName"], global["priorityClassName"]);
+        assert_eq!(pod["imagePullSecrets"], global["imagePullSecrets"]);
+        // global.nodeSelector merged under the component's.
+        assert_eq!(pod["nodeSelector"]["kubernetes.io/os"], "linux");
+        assert_eq!(pod["nodeSelector"]["platform.example.com/pool"], "system");
+        let role = find(docs, "Role", &format!("{name}:leader-election")).unwrap();
+        assert_eq!(role["metadata"]["namespace"], "kube-system");
+        let cm = find(docs, "ConfigMap", &format!("{name}-config")).unwrap();
+        let config: Value =
+            serde_norway::from_str(cm["data"]["config.yaml"].as_str().unwrap()).unwrap();
+        // global.logLevel 4 (cert-manager's verbosity) is capstan's debug.
+        assert_eq!(config["logLevel"], "debug");
+        assert_eq!(config["leaderElection"]["namespace"], "kube-system");
+    }
+}
+
+#[test]
+fn every_profile_lints_validates_and_keeps_its_promise() {
+    let found: Vec<String> = profiles().unwrap().into_iter().map(|p| p.name).collect();
+    for name in PROFILES {
+        assert!(found.iter().any(|f| f == name), "no ci/{name}-values.yaml");
+    }
+    for name in &found {
+        let docs = render_values(&chart(), "capstan", "capstan", &profile(name).values);
+        check_profile(name, &docs);
+    }
+}
+
+#[test]
+fn the_subchart_profile_works_from_a_parent_chart() {
+    let dir = tempfile::tempdir().unwrap();
+    let parent = parent_chart(dir.path(), &profile("subchart").parsed().unwrap()).unwrap();
+    let docs = render_values(&parent, "platform", "platform", &parent.join("values.yaml"));
+    check_subchart(&docs, "platform-capstan");
+    let class = find(&docs, "PriorityClass", "platform-critical").unwrap();
+    assert_eq!(class["value"], 1_000_000);
+}
+
+#[test]
+fn defaults_fix_no_uid_and_a_value_sets_one() {
+    let docs = render(&[]);
+    assert_eq!(run_as_user_anywhere(&docs), Vec::<String>::new());
+    let docs = render(&[
+        "issuer.securityContext.runAsUser=65532",
+        "issuer.securityContext.runAsGroup=65532",
+    ]);
+    assert_eq!(pod(&docs, "issuer")["securityContext"]["runAsUser"], 65532);
+    assert_eq!(
+        pod(&docs, "issuer")["securityContext"]["runAsNonRoot"],
+        true
+    );
+    assert!(
+        pod(&docs, "rotator")["securityContext"]
+            .get("runAsUser")
+            .is_none()
+    );
+}
+
+#[test]
+fn cert_manager_value_names_reach_the_manifests() {
+    let docs = render(&[
+        "issuer.image.digest=sha256:0e072dddd1f7f8fc8909a2ca6f65e76c5f0d2fcfb8be47935ae3457e8bbceb20",
+        "issuer.image.registry=registry.example.com",
+        "rotator.livenessProbe.enabled=false",
+        "rotator.readinessProbe.periodSeconds=20",
+        "rotator.containerSecurityContext.readOnlyRootFilesystem=false",
+        "rotator.deploymentAnnotations.owner=sre",
+        "rotator.serviceLabels.scrape=yes",
+        "rotator.serviceAccount.labels.team=sre",
+        "rotator.serviceAccount.automountServiceAccountToken=false",
+        "rotator.strategy.type=Recreate",
+        "rotator.podDisruptionBudget.enabled=true",
+        "rotator.podDisruptionBudget.maxUnavailable=50%",
+        "rotator.enableServiceLinks=true",
+        "global.priorityClassName=from-global",
+        "global.imagePullSecrets[0].name=global-creds",
+        "imagePullSecrets[0].name=chart-creds",
+        "global.hostUsers=false",
+        "global.logLevel=0",
+        "global.leaderElection.leaseDuration=60s",
+        "issuer.priorityClassName=issuer-own",
+        "issuer.config.logLevel=trace",
+    ]);
+    let issuer = pod(&docs, "issuer");
+    assert_eq!(
+        issuer["containers"][0]["image"],
+        "registry.example.com/ghcr.io/capstan-dev/capstan-issuer@sha256:0e072dddd1f7f8fc8909a2ca6f65e76c5f0d2fcfb8be47935ae3457e8bbceb20"
+    );
+    assert_eq!(issuer["priorityClassName"], "issuer-own");
+    assert_eq!(issuer["hostUsers"], false);
+    let secrets: Vec<&str> = issuer["imagePullSecrets"]
+        .as_sequence()
+        .unwrap()
+        .iter()
+        .map(|s| s["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(secrets, ["global-creds", "chart-creds"]);
+    let rotator = pod(&docs, "rotator");
+    assert_eq!(rotator["priorityClassName"], "from-global");
+    assert_eq!(rotator["enableServiceLinks"], true);
+    let container = &rotator["containers"][0];
+    assert!(container.get("livenessProbe").is_none());
+    assert_eq!(container["readinessProbe"]["periodSeconds"], 20);
+    assert_eq!(container["readinessProbe"]["httpGet"]["path"], "/readyz");
+    assert_eq!(
+        container["securityContext"]["readOnlyRootFilesystem"],
+        false
+    );
+    let deployment = find(&docs, "Deployment", "capstan-rotator").unwrap();
+    assert_eq!(deployment["metadata"]["annotations"]["owner"], "sre");
+    assert_eq!(deployment["spec"]["strategy"]["type"], "Recreate");
+    let pdb = find(&docs, "PodDisruptionBudget", "capstan-rotator").unwrap();
+    assert_eq!(pdb["spec"]["maxUnavailable"], "50%");
+    assert!(pdb["spec"].get("minAvailable").is_none());
+    assert!(find(&docs, "PodDisruptionBudget", "capstan-issuer").is_none());
+    let service = find(&docs, "Service", "capstan-rotator").unwrap();
+    assert_eq!(service["metadata"]["labels"]["scrape"], "yes");
+    let account = find(&docs, "ServiceAccount", "capstan-rotator").unwrap();
+    assert_eq!(account["metadata"]["labels"]["team"], "sre");
+    assert_eq!(account["automountServiceAccountToken"], false);
+    // global.logLevel 0 is warn; a component's config.logLevel wins.
+    assert_eq!(config(&docs, "rotator")["logLevel"], "warn");
+    assert_eq!(config(&docs, "issuer")["logLevel"], "trace");
+    assert_eq!(
+        config(&docs, "rotator")["leaderElection"]["leaseDuration"],
+        "60s"
+    );
+    // The binaries take the levels and lease duration the globals render.
+    for component in ["issuer", "rotator"] {
+        let config = config_text(&docs, component);
+        let (failed, out) = run_with_config(&format!("capstan-{component}"), &config);
+        assert!(
+            failed && out.contains("/nonexistent/kubeconfig"),
+            "capstan-{component} should get as far as the kubeconfig with\n{config}\n{out}"
+        );
+    }
+}
+
+#[test]
+fn rbac_and_approval_switches_and_bad_pdb_values_are_refused() {
+    // global.rbac.create=false: no RBAC at all; the workloads stay.
+    let docs = render(&["global.rbac.create=false"]);
+    for kind in ["ClusterRole", "ClusterRoleBinding", "Role", "RoleBinding"] {
+        assert!(kinds(&docs, kind).is_empty(), "{kind}");
+    }
+    assert_eq!(kinds(&docs, "Deployment").len(), 2);
+    // approval.subjects replaces cert-manager's ServiceAccount.
+    let docs = render(&[
+        "approval.subjects[0].kind=ServiceAccount",
+        "approval.subjects[0].name=cert-manager-approver-policy",
+        "approval.subjects[0].namespace=cert-manager",
+    ]);
+    let binding = find(&docs, "ClusterRoleBinding", "capstan-issuer:approve").unwrap();
+    assert_eq!(
+        binding["subjects"].as_sequence().unwrap().len(),
+        1,
+        "{binding:?}"
+    );
+    assert_eq!(
+        binding["subjects"][0]["name"],
+        "cert-manager-approver-policy"
+    );
+    // Both PDB bounds, or a malformed one, are refused before Kubernetes sees them.
+    let out = refused(&[
+        "issuer.podDisruptionBudget.enabled=true",
+        "issuer.podDisruptionBudget.minAvailable=1",
+        "issuer.podDisruptionBudget.maxUnavailable=1",
+    ]);
+    assert!(out.contains("podDisruptionBudget"), "{out}");
+    let out = refused(&["issuer.podDisruptionBudget.minAvailable=half"]);
+    assert!(out.contains("minAvailable"), "{out}");
+    let out = refused(&["global.logLevel=9"]);
+    assert!(out.contains("logLevel"), "{out}");
+    // A parent's globals for other charts are accepted.
+    render(&[
+        "global.storageClass=fast",
+        "global.podSecurityPolicy.enabled=false",
+    ]);
+}
+
+/// Installs `chart` (`-f values`) as `release` into namespace `ns` of its
+/// own control plane, where Pod Security Admission enforces the
+/// restricted standard, with `helm install --wait`; checks that every
+/// Deployment's pods are Ready. Returns the control plane, for more checks.
+async fn install_profile(
+    release: &str,
+    ns: &str,
+    chart: &Path,
+    values: &Path,
+    prepare: impl AsyncFnOnce(&ControlPlane, &Kubectl),
+) -> (ControlPlane, Kubectl, Vec<Value>) {
+    let server = ControlPlane::start().await.unwrap();
+    let kubectl = Kubectl::for_server(&server).unwrap();
+    kubectl.run_ok(&["create", "namespace", ns]).await.unwrap();
+    kubectl
+        .run_ok(&[
+            "label",
+            "namespace",
+            ns,
+            "pod-security.kubernetes.io/enforce=restricted",
+            "pod-security.kubernetes.io/enforce-version=latest",
+        ])
+        .await
+        .unwrap();
+    // The namespace does enforce it: a pod without the hardening is refused.
+    let plain = format!(
+        "apiVersion: v1\nkind: Pod\nmetadata: {{name: plain, namespace: {ns}}}\n\
+         spec: {{containers: [{{name: c, image: example.com/c}}]}}\n"
+    );
+    let out = kubectl
+        .run_with_stdin(&["create", "--dry-run=server", "-f", "-"], Some(&plain))
+        .await
+        .unwrap();
+    assert!(
+        !out.success() && out.stderr.contains("restricted"),
+        "Pod Security Admission should refuse a plain pod: {}",
+        out.stderr
+    );
+    prepare(&server, &kubectl).await;
+    let helm = helm_path().unwrap();
+    let kubeconfig = server.kubeconfig_path().to_str().unwrap().to_owned();
+    let (ok, out) = run(
+        &helm,
+        &[
+            "install",
+            release,
+            chart.to_str().unwrap(),
+            "--namespace",
+            ns,
+            "-f",
+            values.to_str().unwrap(),
+            "--wait",
+            "--timeout",
+            "180s",
+            "--kubeconfig",
+            &kubeconfig,
+        ],
+    )
+    .await;
+    assert!(ok, "helm install -f {}:\n{out}", values.display());
+    let deployments: serde_json::Value = serde_json::from_str(
+        &kubectl
+            .run_ok(&["get", "deployments", "-n", ns, "-o", "json"])
+            .await
+            .unwrap(),
+    )
+    .unwrap();
+    let mut expected = 0;
+    for deployment in deployments["items"].as_array().unwrap() {
+        let want = deployment["spec"]["replicas"].as_u64().unwrap();
+        assert_eq!(
+            deployment["status"]["readyReplicas"].as_u64(),
+            Some(want),
+            "{}",
+            deployment["metadata"]["name"]
+        );
+        expected += want;
+    }
+    let pods: serde_json::Value = serde_json::from_str(
+        &kubectl
+            .run_ok(&["get", "pods", "-n", ns, "-o", "json"])
+            .await
+            .unwrap(),
+    )
+    .unwrap();
+    let ready = pods["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|p| {
+            p["status"]["conditions"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .any(|c| c["type"] == "Ready" && c["status"] == "True")
+        })
+        .count() as u64;
+    assert_eq!(ready, expected, "Ready pods in {ns}");
+    let (ok, manifest) = helm_async(&[
+        "get",
+        "manifest",
+        release,
+        "--namespace",
+        ns,
+        "--kubeconfig",
+        &kubeconfig,
+    ])
+    .await;
+    assert!(ok, "{manifest}");
+    (server, kubectl, documents(&manifest).unwrap())
+}
+
+async fn helm_async(args: &[&str]) -> (bool, String) {
+    run(&helm_path().unwrap(), args).await
+}
+
+async fn nothing(_: &ControlPlane, _: &Kubectl) {}
+
+/// Names of the objects of `kind` in namespace `ns` (all namespaces' for
+/// cluster-scoped kinds when `ns` is empty).
+async fn names(kubectl: &Kubectl, kind: &str, ns: &str) -> Vec<String> {
+    let mut args = vec!["get", kind, "-o", "name"];
+    if !ns.is_empty() {
+        args.extend(["-n", ns]);
+    }
+    kubectl
+        .run_ok(&args)
+        .await
+        .unwrap()
+        .lines()
+        .map(str::to_owned)
+        .collect()
+}
+
+#[tokio::test]
+async fn the_default_profile_installs_with_ready_pods() {
+    let p = profile("default");
+    let (_server, kubectl, docs) =
+        install_profile("capstan", "capstan", &chart(), &p.values, nothing).await;
+    check_profile("default", &docs);
+    let crds = names(&kubectl, "crd", "").await;
+    assert!(
+        crds.contains(
+            &"customresourcedefinition.apiextensions.k8s.io/caissuers.capstan.dev".to_owned()
+        ),
+        "{crds:?}"
+    );
+}
+
+#[tokio::test]
+async fn the_openshift_profile_installs_with_ready_pods_and_no_fixed_uid() {
+    let p = profile("openshift");
+    let (_server, kubectl, docs) =
+        install_profile("capstan", "capstan", &chart(), &p.values, nothing).await;
+    check_profile("openshift", &docs);
+    // What kube-apiserver stored (after admission and defaulting) fixes no UID.
+    let pods = documents(
+        &kubectl
+            .run_ok(&["get", "pods", "-n", "capstan", "-o", "yaml"])
+            .await
+            .unwrap(),
+    )
+    .unwrap();
+    assert_eq!(run_as_user_anywhere(&pods), Vec::<String>::new());
+}
+
+#[tokio::test]
+async fn the_ha_profile_installs_two_ready_replicas_behind_a_disruption_budget() {
+    let p = profile("ha");
+    let (_server, kubectl, docs) =
+        install_profile("capstan", "capstan", &chart(), &p.values, nothing).await;
+    check_profile("ha", &docs);
+    for component in ["issuer", "rotator"] {
+        let pdb: serde_json::Value = serde_json::from_str(
+            &kubectl
+                .run_ok(&[
+                    "get",
+                    "pdb",
+                    &format!("capstan-{component}"),
+                    "-n",
+                    "capstan",
+                    "-o",
+                    "json",
+                ])
+                .await
+                .unwrap(),
+        )
+        .unwrap();
+        assert_eq!(pdb["spec"]["minAvailable"], 1);
+        // The budget's selector picks exactly the component's two pods.
+        let selector = pdb["spec"]["selector"]["matchLabels"]
+            .as_object()
+            .unwrap()
+            .iter()
+            .map(|(k, v)| format!("{k}={}", v.as_str().unwrap()))
+            .collect::<Vec<_>>()
+            .join(",");
+        let pods = names(&kubectl, "pods", "capstan").await;
+        let selected = kubectl
+            .run_ok(&[
+                "get", "pods", "-n", "capstan", "-l", &selector, "-o", "name",
+            ])
+            .await
+            .unwrap();
+        assert_eq!(selected.lines().count(), 2, "{selector}: {pods:?}");
+    }
+}
+
+#[tokio::test]
+async fn the_minimal_profile_installs_beside_crds_managed_outside_helm() {
+    let p = profile("minimal");
+    let (_server, kubectl, docs) = install_profile(
+        "capstan",
+        "capstan",
+        &chart(),
+        &p.values,
+        async |server: &ControlPlane, _: &Kubectl| {
+            // The CRDs come from elsewhere (crds.enabled=false).
+            server
+                .apply_crd_dir(&chart().join("files/crds"))
+                .await
+                .unwrap();
+        },
+    )
+    .await;
+    check_profile("minimal", &docs);
+    assert!(names(&kubectl, "services", "capstan").await.is_empty());
+    let roles = names(&kubectl, "clusterroles", "").await;
+    assert!(roles.contains(&"clusterrole.rbac.authorization.k8s.io/capstan-issuer".to_owned()));
+    assert!(
+        !roles.iter().any(|r| r.ends_with("capstan-issuer:approve")),
+        "{roles:?}"
+    );
+}
+
+#[tokio::test]
+async fn the_subchart_profile_installs_from_a_parent_chart_with_its_globals() {
+    let dir = tempfile::tempdir().unwrap();
+    let parent = parent_chart(dir.path(), &profile("subchart").parsed().unwrap()).unwrap();
+    let values = parent.join("values.yaml");
+    let (_server, kubectl, docs) = install_profile(
+        "platform",
+        "platform",
+        &parent,
+        &values,
+        async |_: &ControlPlane, kubectl: &Kubectl| {
+            // The platform's system pool (global.nodeSelector).
+            kubectl
+                .run_ok(&[
+                    "label",
+                    "node",
+                    "kwok-node-0",
+                    "platform.example.com/pool=system",
+                ])
+                .await
+                .unwrap();
+        },
+    )
+    .await;
+    check_subchart(&docs, "platform-capstan");
+    // In the cluster: the labelled objects are the release's, and the pods
+    // got the parent's PriorityClass from admission.
+    let labelled = kubectl
+        .run_ok(&[
+            "get",
+            "deployments",
+            "-n",
+            "platform",
+            "-l",
+            "platform.example.com/stack=monitoring,platform.example.com/owner=sre",
+            "-o",
+            "name",
+        ])
+        .await
+        .unwrap();
+    assert_eq!(labelled.lines().count(), 2, "{labelled}");
+    let priorities = kubectl
+        .run_ok(&[
+            "get",
+            "pods",
+            "-n",
+            "platform",
+            "-o",
+            "jsonpath={range .items[*]}{.spec.priority}{\"\\n\"}{end}",
+        ])
+        .await
+        .unwrap();
+    let priorities: Vec<&str> = priorities.lines().collect();
+    assert_eq!(priorities, ["1000000", "1000000"]);
+    let leases = names(&kubectl, "roles", "kube-system").await;
+    assert!(
+        leases
+            .iter()
+            .any(|r| r.ends_with("platform-capstan-issuer:leader-election")),
+        "{leases:?}"
+    );
+}
+
+#[test]
+fn the_namespace_value_moves_every_namespaced_object() {
+    // cert-manager's `namespace`, for a parent chart that installs capstan
+    // outside its own release namespace.
+    let docs = render(&["namespace=platform-system", "defaultIssuer.enabled=true"]);
+    let mut namespaced = 0;
+    for doc in &docs {
+        if let Some(ns) = doc["metadata"].get("namespace") {
+            assert_eq!(ns, "platform-system", "{doc:?}");
+            namespaced += 1;
+        }
+        for subject in doc["subjects"].as_sequence().into_iter().flatten() {
+            if subject["name"] != "cert-manager" {
+                assert_eq!(subject["namespace"], "platform-system", "{doc:?}");
+            }
+        }
+    }
+    // Deployment, ConfigMap, ServiceAccount, Service per component, and
+    // the two leader-election Roles and RoleBindings.
+    assert_eq!(namespaced, 12);
+    for component in ["issuer", "rotator"] {
+        let config = config(&docs, component);
+        assert_eq!(config["clusterResourceNamespace"], "platform-system");
+        assert_eq!(config["leaderElection"]["namespace"], "platform-system");
+    }
+}
+
+#[test]
+fn a_disruption_budget_that_blocks_drains_is_warned_about() {
+    let notes = |sets: &[&str]| {
+        let chart = chart();
+        let mut args = vec![
+            "install",
+            "--dry-run=client",
+            "capstan",
+            chart.to_str().unwrap(),
+            "--namespace",
+            "capstan",
+        ];
+        for s in sets {
+            args.extend(["--set", s]);
+        }
+        let (ok, out) = helm(&args);
+        assert!(ok, "{out}");
+        out
+    };
+    let one = notes(&["issuer.podDisruptionBudget.enabled=true"]);
+    assert!(
+        one.contains("WARNING: issuer.podDisruptionBudget keeps 1 of 1 replica(s)"),
+        "{one}"
+    );
+    let two = notes(&[
+        "issuer.podDisruptionBudget.enabled=true",
+        "issuer.replicaCount=2",
+    ]);
+    assert!(!two.contains("WARNING"), "{two}");
+    let unavailable = notes(&[
+        "rotator.podDisruptionBudget.enabled=true",
+        "rotator.podDisruptionBudget.maxUnavailable=1",
+    ]);
+    assert!(!unavailable.contains("WARNING"), "{unavailable}");
 }

@@ -3,6 +3,11 @@
 {{- default .Chart.Name .Values.nameOverride | trunc 63 | trimSuffix "-" -}}
 {{- end -}}
 
+{{/* The namespace of the release's namespaced objects: namespace, else the release's (cert-manager's value, for a parent chart that puts capstan elsewhere). */}}
+{{- define "capstan.namespace" -}}
+{{- default .Release.Namespace .Values.namespace -}}
+{{- end -}}
+
 {{/* The full name of a component: <release>-<component> unless the release already says capstan. */}}
 {{- define "capstan.fullname" -}}
 {{- $root := index . 0 -}}{{- $component := index . 1 -}}
@@ -29,6 +34,50 @@ app.kubernetes.io/part-of: capstan
 app.kubernetes.io/version: {{ $root.Chart.AppVersion | quote }}
 app.kubernetes.io/managed-by: {{ $root.Release.Service }}
 helm.sh/chart: {{ printf "%s-%s" $root.Chart.Name $root.Chart.Version | replace "+" "_" }}
+{{- include "capstan.commonLabels" $root }}
+{{- end -}}
+
+{{/* global.commonLabels (cert-manager's name), on a new line each, for every object the chart makes; empty when none. */}}
+{{- define "capstan.commonLabels" -}}
+{{- with .Values.global.commonLabels }}
+{{ toYaml . }}
+{{- end -}}
+{{- end -}}
+
+{{/* The labels of the release-wide objects (default issuer, metrics reader, rules): app.kubernetes.io/name is the argument. */}}
+{{- define "capstan.releaseLabels" -}}
+{{- $root := index . 0 -}}
+app.kubernetes.io/name: {{ index . 1 }}
+app.kubernetes.io/instance: {{ $root.Release.Name }}
+app.kubernetes.io/part-of: capstan
+app.kubernetes.io/managed-by: {{ $root.Release.Service }}
+{{- include "capstan.commonLabels" $root }}
+{{- end -}}
+
+{{/* A component's image: [registry/]repository, then @digest when set, else :tag (default the chart's appVersion), as cert-manager's charts spell it. */}}
+{{- define "capstan.image" -}}
+{{- $root := index . 0 -}}{{- $image := (index $root.Values (index . 1)).image -}}
+{{- if $image.registry -}}{{ printf "%s/%s" $image.registry $image.repository }}{{- else -}}{{ $image.repository }}{{- end -}}
+{{- if $image.digest -}}@{{ $image.digest }}{{- else -}}:{{ default $root.Chart.AppVersion $image.tag }}{{- end -}}
+{{- end -}}
+
+{{/* Namespace of the leader-election Leases: leaderElection.namespace, else global.leaderElection.namespace, else the release namespace. */}}
+{{- define "capstan.leaseNamespace" -}}
+{{- default (default (include "capstan.namespace" .) (dig "leaderElection" "namespace" "" .Values.global)) .Values.leaderElection.namespace -}}
+{{- end -}}
+
+{{/* "true" when the chart makes RBAC objects (global.rbac.create, cert-manager's name). */}}
+{{- define "capstan.rbac" -}}
+{{- if dig "rbac" "create" true .Values.global -}}true{{- end -}}
+{{- end -}}
+
+{{/* global.logLevel, cert-manager's verbosity 0-6, as a capstan log level: 0 warn, 1-2 info, 3-4 debug, 5-6 trace; empty when unset. */}}
+{{- define "capstan.globalLogLevel" -}}
+{{- $level := .Values.global.logLevel -}}
+{{- if and (not (kindIs "invalid" $level)) (ne (toString $level) "") -}}
+{{- $v := int $level -}}
+{{- if eq $v 0 -}}warn{{- else if le $v 2 -}}info{{- else if le $v 4 -}}debug{{- else -}}trace{{- end -}}
+{{- end -}}
 {{- end -}}
 
 {{/* The ServiceAccount name of a component. */}}
@@ -44,19 +93,26 @@ helm.sh/chart: {{ printf "%s-%s" $root.Chart.Name $root.Chart.Version | replace 
 
 {{/* Namespace of ClusterCAIssuer CA Secrets. */}}
 {{- define "capstan.clusterResourceNamespace" -}}
-{{- default .Release.Namespace .Values.clusterResourceNamespace -}}
+{{- default (include "capstan.namespace" .) .Values.clusterResourceNamespace -}}
 {{- end -}}
 
 {{/* The config file of a component: its config values plus the namespaces the chart decides, and the Service's DNS names as the default dnsNames of dynamic metrics TLS. */}}
 {{- define "capstan.config" -}}
 {{- $root := index . 0 -}}{{- $component := index . 1 -}}
 {{- $values := index $root.Values $component -}}
-{{- $chart := dict "clusterResourceNamespace" (include "capstan.clusterResourceNamespace" $root) "leaderElection" (dict "namespace" (default $root.Release.Namespace $root.Values.leaderElection.namespace)) -}}
+{{- $election := dict "namespace" (include "capstan.leaseNamespace" $root) -}}
+{{- with dig "leaderElection" "leaseDuration" "" $root.Values.global -}}
+{{- $_ := set $election "leaseDuration" . -}}
+{{- end -}}
+{{- $chart := dict "clusterResourceNamespace" (include "capstan.clusterResourceNamespace" $root) "leaderElection" $election -}}
+{{- with include "capstan.globalLogLevel" $root -}}
+{{- $_ := set $chart "logLevel" . -}}
+{{- end -}}
 {{- $config := mustMergeOverwrite $chart (deepCopy $values.config) -}}
 {{- $dynamic := dig "metricsTLSConfig" "dynamic" dict $config -}}
 {{- if and $dynamic.secretName (not $dynamic.dnsNames) -}}
 {{- $service := include "capstan.fullname" (list $root $component) -}}
-{{- $_ := set $dynamic "dnsNames" (list (printf "%s.%s.svc" $service $root.Release.Namespace) (printf "%s.%s.svc.cluster.local" $service $root.Release.Namespace)) -}}
+{{- $_ := set $dynamic "dnsNames" (list (printf "%s.%s.svc" $service (include "capstan.namespace" $root)) (printf "%s.%s.svc.cluster.local" $service (include "capstan.namespace" $root))) -}}
 {{- end -}}
 {{- toYaml $config -}}
 {{- end -}}
@@ -66,7 +122,7 @@ helm.sh/chart: {{ printf "%s-%s" $root.Chart.Name $root.Chart.Version | replace 
 {{- $root := index . 0 -}}{{- $values := index $root.Values (index . 1) -}}
 {{- $dynamic := dig "metricsTLSConfig" "dynamic" dict $values.config -}}
 {{- with $dynamic.secretName -}}
-{{- printf "%s/%s" (default $root.Release.Namespace $dynamic.secretNamespace) . -}}
+{{- printf "%s/%s" (default (include "capstan.namespace" $root) $dynamic.secretNamespace) . -}}
 {{- end -}}
 {{- end -}}
 
@@ -107,7 +163,7 @@ helm.sh/chart: {{ printf "%s-%s" $root.Chart.Name $root.Chart.Version | replace 
 {{- $auth := $root.Values.prometheus.authorization -}}
 {{- $endpoint := dict "port" "http-metrics" "path" "/metrics" "interval" $monitor.interval "scrapeTimeout" $monitor.scrapeTimeout "honorLabels" $monitor.honorLabels -}}
 {{- if include "capstan.metricsTLS" (list $root $component) -}}
-{{- $tlsConfig := dict "serverName" (default (printf "%s.%s.svc" (include "capstan.fullname" (list $root $component)) $root.Release.Namespace) $tls.serverName) -}}
+{{- $tlsConfig := dict "serverName" (default (printf "%s.%s.svc" (include "capstan.fullname" (list $root $component)) (include "capstan.namespace" $root)) $tls.serverName) -}}
 {{- if $tls.caConfigMap.name -}}
 {{- $_ := set $tlsConfig "ca" (dict "configMap" (dict "name" $tls.caConfigMap.name "key" $tls.caConfigMap.key)) -}}
 {{- else if include "capstan.dynamicCASecret" (list $root $component) -}}
