@@ -71,7 +71,10 @@ fn parse_ldd(stdout: &str) -> Result<Vec<PathBuf>> {
         }
     }
     if !missing.is_empty() {
-        bail!("libraries not found on this machine: {}", missing.join(", "));
+        bail!(
+            "libraries not found on this machine: {}",
+            missing.join(", ")
+        );
     }
     paths.sort();
     paths.dedup();
@@ -137,7 +140,9 @@ mod tests {
         let own = std::env::current_exe().expect("current exe");
         let paths = needed(&own).expect("ldd");
         assert!(
-            paths.iter().any(|p| p.to_string_lossy().contains("libc.so")),
+            paths
+                .iter()
+                .any(|p| p.to_string_lossy().contains("libc.so")),
             "{paths:?}"
         );
         assert!(paths.iter().all(|p| p.is_file()), "{paths:?}");

@@ -106,9 +106,9 @@ struct Args {
 /// When the build fails, a binary or one of its libraries is missing, or
 /// an archive cannot be written.
 pub fn run(root: &Path, args: &[String]) -> Result<()> {
-    let args = Args::try_parse_from(std::iter::once("cargo xtask image".to_owned()).chain(
-        args.iter().cloned(),
-    ))?;
+    let args = Args::try_parse_from(
+        std::iter::once("cargo xtask image".to_owned()).chain(args.iter().cloned()),
+    )?;
     let mut components = if args.components.is_empty() {
         Component::ALL.to_vec()
     } else {
@@ -116,8 +116,8 @@ pub fn run(root: &Path, args: &[String]) -> Result<()> {
     };
     components.sort();
     components.dedup();
-    let target = std::env::var_os("CARGO_TARGET_DIR")
-        .map_or_else(|| root.join("target"), PathBuf::from);
+    let target =
+        std::env::var_os("CARGO_TARGET_DIR").map_or_else(|| root.join("target"), PathBuf::from);
     if !args.no_build {
         let mut build = vec!["build", "--profile", args.profile.as_str()];
         for component in &components {
@@ -262,7 +262,10 @@ fn image(component: Component, binary: &Path, provenance: &Provenance) -> Result
             "org.opencontainers.image.description".to_owned(),
             component.description().to_owned(),
         ),
-        ("org.opencontainers.image.version".to_owned(), VERSION.to_owned()),
+        (
+            "org.opencontainers.image.version".to_owned(),
+            VERSION.to_owned(),
+        ),
         (
             "org.opencontainers.image.source".to_owned(),
             env!("CARGO_PKG_REPOSITORY").to_owned(),
@@ -335,7 +338,10 @@ mod tests {
         assert_eq!(image.user, "65532:65532");
         assert_eq!(image.entrypoint, ["/usr/local/bin/capstan-rotator"]);
         assert_eq!(image.labels["org.opencontainers.image.revision"], "abc");
-        assert_eq!(image.labels["org.opencontainers.image.licenses"], "Apache-2.0");
+        assert_eq!(
+            image.labels["org.opencontainers.image.licenses"],
+            "Apache-2.0"
+        );
         let paths: Vec<&str> = image
             .layers
             .iter()

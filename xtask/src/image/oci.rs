@@ -15,7 +15,7 @@ use std::io::Write as _;
 
 use anyhow::{Context, Result};
 use oci_spec::image::{
-    ANNOTATION_REF_NAME, Arch, Config, Descriptor, Digest, DescriptorBuilder, HistoryBuilder,
+    ANNOTATION_REF_NAME, Arch, Config, Descriptor, DescriptorBuilder, Digest, HistoryBuilder,
     ImageConfigurationBuilder, ImageIndexBuilder, ImageManifestBuilder, MediaType,
     OciLayoutBuilder, Os, RootFsBuilder, Sha256Digest,
 };
@@ -312,8 +312,20 @@ pub fn archive(image: &Image) -> Result<Archive> {
 
     let mut tar = tar::Builder::new(Vec::new());
     let mtime = image.created;
-    append_file(&mut tar, "oci-layout", 0o644, &canonical_json(&layout)?, mtime)?;
-    append_file(&mut tar, "index.json", 0o644, &canonical_json(&index)?, mtime)?;
+    append_file(
+        &mut tar,
+        "oci-layout",
+        0o644,
+        &canonical_json(&layout)?,
+        mtime,
+    )?;
+    append_file(
+        &mut tar,
+        "index.json",
+        0o644,
+        &canonical_json(&index)?,
+        mtime,
+    )?;
     append_dir(&mut tar, "blobs", mtime)?;
     append_dir(&mut tar, "blobs/sha256", mtime)?;
     blobs.sort_by(|a, b| a.digest.digest().cmp(b.digest.digest()));
@@ -381,7 +393,10 @@ mod tests {
     fn json_keys_are_sorted_so_digests_do_not_depend_on_hash_order() {
         let map: HashMap<String, u8> = (0..20).map(|i| (format!("k{i:02}"), i)).collect();
         let json = String::from_utf8(canonical_json(&map).unwrap()).unwrap();
-        let keys: Vec<&str> = json.match_indices("\"k").map(|(i, _)| &json[i..i + 4]).collect();
+        let keys: Vec<&str> = json
+            .match_indices("\"k")
+            .map(|(i, _)| &json[i..i + 4])
+            .collect();
         let mut sorted = keys.clone();
         sorted.sort_unstable();
         assert_eq!(keys, sorted);
@@ -428,7 +443,10 @@ mod tests {
         assert!(first.manifest_digest.starts_with("sha256:"));
         let first = first.bytes;
         let names: Vec<String> = entries(&first).into_iter().map(|e| e.0).collect();
-        assert_eq!(names[..4], ["oci-layout", "index.json", "blobs/", "blobs/sha256/"]);
+        assert_eq!(
+            names[..4],
+            ["oci-layout", "index.json", "blobs/", "blobs/sha256/"]
+        );
         assert_eq!(names.len(), 4 + 3, "one layer, a config and a manifest");
     }
 }
