@@ -323,6 +323,39 @@ mod tests {
         );
     }
 
+    /// The root `Dockerfile` builds the same images for those with a
+    /// container engine: same toolchain, version, user, entrypoints and
+    /// descriptions, so that the two cannot drift apart.
+    #[test]
+    fn the_dockerfile_builds_the_same_images() {
+        let root = crate::workspace_root().unwrap();
+        let dockerfile = std::fs::read_to_string(root.join("Dockerfile")).unwrap();
+        let toolchain = std::fs::read_to_string(root.join("rust-toolchain.toml")).unwrap();
+        let channel = toolchain
+            .lines()
+            .find_map(|l| l.strip_prefix("channel = "))
+            .unwrap()
+            .trim_matches('"');
+        let mut expected = vec![
+            format!("ARG RUST_VERSION={channel}\n"),
+            format!("ARG VERSION={VERSION}\n"),
+            format!("USER {USER_ID}:{USER_ID}\n"),
+        ];
+        for component in Component::ALL {
+            let name = component.binary();
+            let stage = name.trim_start_matches("capstan-");
+            expected.push(format!("FROM runtime AS {stage}\n"));
+            expected.push(format!("ENTRYPOINT [\"{BIN_DIR}/{name}\"]\n"));
+            expected.push(format!(
+                "org.opencontainers.image.description=\"{}\"",
+                component.description()
+            ));
+        }
+        for line in expected {
+            assert!(dockerfile.contains(&line), "the Dockerfile lacks {line:?}");
+        }
+    }
+
     #[test]
     fn the_image_runs_the_binary_as_non_root_with_oci_labels() {
         let own = std::env::current_exe().unwrap();
