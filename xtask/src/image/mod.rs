@@ -152,7 +152,7 @@ pub fn run(root: &Path, args: &[String]) -> Result<()> {
             path.display(),
             image.reference(),
             archive.manifest_digest,
-            f64::from(u32::try_from(archive.bytes.len()).unwrap_or(u32::MAX)) / 1_048_576.0
+            archive.bytes.len() as f64 / 1_048_576.0
         );
     }
     Ok(())
