@@ -89,8 +89,16 @@ impl KubeArgs {
 #[derive(Debug, Clone, clap::Args)]
 pub struct LeaderArgs {
     /// Elect a leader on a coordination.k8s.io Lease so that several
-    /// replicas are safe; only the leader writes.
-    #[arg(long = "leader-elect", env = "CAPSTAN_LEADER_ELECT", default_value_t = true, action = clap::ArgAction::Set)]
+    /// replicas are safe; only the leader writes. `--leader-elect` alone
+    /// means true, as cert-manager's boolean flag.
+    #[arg(
+        long = "leader-elect",
+        env = "CAPSTAN_LEADER_ELECT",
+        default_value_t = true,
+        num_args = 0..=1,
+        default_missing_value = "true",
+        action = clap::ArgAction::Set
+    )]
     pub enabled: bool,
 
     /// Namespace of the leader-election Lease. Default: the pod's own namespace.
@@ -107,6 +115,34 @@ pub struct LeaderArgs {
     /// How long before expiry the leader renews.
     #[arg(long = "leader-election-renew-grace", default_value = "5s", value_parser = parse_duration)]
     pub renew_grace: Duration,
+
+    /// cert-manager's way to say the renew grace: how long after its last
+    /// renewal the leader keeps trying to renew before it stops leading.
+    /// The grace becomes the lease duration minus this; when given, it
+    /// replaces `--leader-election-renew-grace`.
+    #[arg(long = "leader-election-renew-deadline", value_parser = parse_duration)]
+    pub renew_deadline: Option<Duration>,
+}
+
+/// The renew grace that a client-go style renew deadline stands for: the
+/// holder stops leading `deadline` after its last renewal, so it renews
+/// `lease_duration - deadline` before the lease expires.
+///
+/// # Errors
+/// When the deadline is not shorter than the lease duration.
+pub fn grace_from_deadline(
+    lease_duration: Duration,
+    deadline: Duration,
+) -> Result<Duration, String> {
+    lease_duration
+        .checked_sub(deadline)
+        .filter(|grace| !grace.is_zero())
+        .ok_or_else(|| {
+            format!(
+                "--leader-election-renew-deadline ({deadline:?}) must be shorter than \
+                 --leader-election-lease-duration ({lease_duration:?})"
+            )
+        })
 }
 
 /// How long one attempt to start leader election (read or create the
@@ -141,6 +177,20 @@ impl Campaign {
 }
 
 impl LeaderArgs {
+    /// How long before expiry the leader renews: `--leader-election-renew-grace`,
+    /// or what `--leader-election-renew-deadline` stands for when given.
+    ///
+    /// # Errors
+    /// When the renew deadline is not shorter than the lease duration.
+    pub fn grace(&self) -> anyhow::Result<Duration> {
+        match self.renew_deadline {
+            Some(deadline) => {
+                grace_from_deadline(self.lease_duration, deadline).map_err(anyhow::Error::msg)
+            }
+            None => Ok(self.renew_grace),
+        }
+    }
+
     /// Campaigns for lease `name` (or always leads when disabled). If the
     /// election task ends, `shutdown` is cancelled: writing without a lease
     /// would be unsafe. Await the [`Campaign`] after the controllers have
@@ -164,7 +214,7 @@ impl LeaderArgs {
             name: name.to_owned(),
             identity: identity.to_owned(),
             duration: self.lease_duration,
-            grace: self.renew_grace,
+            grace: self.grace()?,
         };
         // A transient API error at start must not crash the process (a
         // CrashLoopBackOff on every API server hiccup): retry until it works
@@ -278,6 +328,48 @@ mod tests {
             parse_duration("100000000h").is_err(),
             "past Go's maximum duration"
         );
+    }
+
+    #[derive(Debug, clap::Parser)]
+    struct Cli {
+        #[command(flatten)]
+        leader: LeaderArgs,
+    }
+
+    fn leader(args: &[&str]) -> LeaderArgs {
+        use clap::Parser as _;
+        Cli::try_parse_from(std::iter::once("x").chain(args.iter().copied()))
+            .expect("parse")
+            .leader
+    }
+
+    #[test]
+    fn leader_elect_alone_means_true_as_cert_managers_flag() {
+        assert!(leader(&["--leader-elect"]).enabled);
+        assert!(!leader(&["--leader-elect=false"]).enabled);
+        assert!(!leader(&["--leader-elect", "false"]).enabled);
+        assert!(leader(&[]).enabled);
+    }
+
+    #[test]
+    fn cert_managers_renew_deadline_sets_the_grace() {
+        let args = leader(&[
+            "--leader-election-lease-duration=60s",
+            "--leader-election-renew-deadline=40s",
+        ]);
+        assert_eq!(args.grace().expect("grace"), Duration::from_secs(20));
+        assert_eq!(
+            leader(&["--leader-election-renew-grace=7s"])
+                .grace()
+                .expect("grace"),
+            Duration::from_secs(7)
+        );
+        let e = leader(&["--leader-election-renew-deadline=15s"])
+            .grace()
+            .expect_err("deadline = duration")
+            .to_string();
+        assert!(e.contains("must be shorter"), "{e}");
+        assert!(grace_from_deadline(Duration::from_secs(10), Duration::from_secs(11)).is_err());
     }
 
     #[test]

@@ -1,8 +1,9 @@
 //! Structured logging: text for people, JSON for log pipelines.
 //!
 //! The filter comes from `--log-level` (any `tracing` `EnvFilter` directive,
-//! e.g. `info` or `info,capstan_issuer=debug`); `RUST_LOG`, when set, wins,
-//! as it does for every `tracing` program.
+//! e.g. `info` or `info,capstan_issuer=debug`) or from cert-manager's
+//! `-v` verbosity; `RUST_LOG`, when set, wins, as it does for every
+//! `tracing` program.
 
 use std::str::FromStr;
 
@@ -40,8 +41,43 @@ pub struct LogArgs {
     #[arg(long = "log-level", env = "CAPSTAN_LOG_LEVEL", default_value = "info")]
     pub level: String,
     /// Log line format.
-    #[arg(long = "log-format", env = "CAPSTAN_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
+    #[arg(
+        long = "log-format",
+        visible_alias = "logging-format",
+        env = "CAPSTAN_LOG_FORMAT",
+        value_enum,
+        default_value_t = LogFormat::Text
+    )]
     pub format: LogFormat,
+    /// Log verbosity as cert-manager (klog) counts it, for flags carried
+    /// over from cert-manager: 0 to 2 log at `info`, 3 and 4 at `debug`, 5
+    /// and more at `trace`. When given, it replaces `--log-level`.
+    #[arg(short = 'v', long = "v", value_name = "VERBOSITY")]
+    pub verbosity: Option<u8>,
+}
+
+impl LogArgs {
+    /// The filter directives in force: `-v`'s level when given, else
+    /// `--log-level`.
+    #[must_use]
+    pub fn directives(&self) -> &str {
+        match self.verbosity {
+            Some(verbosity) => verbosity_level(verbosity),
+            None => &self.level,
+        }
+    }
+}
+
+/// The level of a klog verbosity as cert-manager uses them (its `logf`
+/// levels: info at 2, extended info at 3, debug at 4, trace at 5; its
+/// chart's default is 2).
+#[must_use]
+pub fn verbosity_level(verbosity: u8) -> &'static str {
+    match verbosity {
+        0..=2 => "info",
+        3 | 4 => "debug",
+        _ => "trace",
+    }
 }
 
 /// Builds the filter: `RUST_LOG` when set, else `level`.
@@ -62,7 +98,7 @@ pub fn filter(level: &str) -> Result<EnvFilter, String> {
 /// # Errors
 /// When the filter does not parse or a subscriber is already installed.
 pub fn init(args: &LogArgs) -> Result<(), String> {
-    let filter = filter(&args.level)?;
+    let filter = filter(args.directives())?;
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr);
@@ -76,6 +112,44 @@ pub fn init(args: &LogArgs) -> Result<(), String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[derive(Debug, clap::Parser)]
+    struct Cli {
+        #[command(flatten)]
+        log: LogArgs,
+    }
+
+    fn parse(args: &[&str]) -> LogArgs {
+        use clap::Parser as _;
+        Cli::try_parse_from(std::iter::once("x").chain(args.iter().copied()))
+            .expect("parse")
+            .log
+    }
+
+    #[test]
+    fn cert_managers_logging_format_is_log_format() {
+        assert_eq!(
+            format!("{:?}", parse(&["--logging-format=json"])),
+            format!("{:?}", parse(&["--log-format=json"]))
+        );
+        assert_eq!(parse(&["--logging-format", "json"]).format, LogFormat::Json);
+    }
+
+    #[test]
+    fn cert_managers_verbosity_picks_a_level() {
+        assert_eq!(parse(&[]).directives(), "info");
+        assert_eq!(parse(&["--log-level=warn"]).directives(), "warn");
+        assert_eq!(parse(&["-v", "2"]).directives(), "info");
+        assert_eq!(parse(&["-v4"]).directives(), "debug");
+        assert_eq!(parse(&["--v=5"]).directives(), "trace");
+        assert_eq!(
+            parse(&["--log-level=warn", "-v", "3"]).directives(),
+            "debug",
+            "-v, when given, replaces --log-level"
+        );
+        assert_eq!(verbosity_level(0), "info");
+        assert_eq!(verbosity_level(255), "trace");
+    }
 
     #[test]
     fn parses_formats_case_insensitively() {

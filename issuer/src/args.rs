@@ -198,3 +198,54 @@ async fn gated(
     )
     .await;
 }
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::expect_used)]
+    use super::*;
+
+    fn parse(args: &[&str]) -> String {
+        let keys: Vec<(&str, &str)> = capstan_common::config::COMMON_KEYS
+            .iter()
+            .chain(CONFIG_KEYS)
+            .copied()
+            .collect();
+        let argv = std::iter::once("capstan-issuer").chain(args.iter().copied());
+        let args: Args = capstan_common::config::try_parse_from(argv, &keys).expect("parse");
+        format!("{args:?}")
+    }
+
+    /// A cert-manager controller's command line, as its Helm chart and
+    /// users write it, configures the issuer as capstan's own spelling does.
+    #[test]
+    fn cert_managers_flags_give_the_same_config() {
+        let theirs = parse(&[
+            "--v=4",
+            "--logging-format=json",
+            "--leader-elect",
+            "--leader-election-namespace=kube-system",
+            "--leader-election-lease-duration=60s",
+            "--leader-election-renew-deadline=40s",
+            "--cluster-resource-namespace=cert-manager",
+            "--internal-healthz-listen-address=:9404",
+            "--metrics-tls-min-version=VersionTLS13",
+            "--metrics-tls-cipher-suites=TLS_AES_128_GCM_SHA256",
+            "--concurrent-workers=5",
+        ]);
+        let ours = parse(&[
+            "--v=4",
+            "--log-format=json",
+            "--leader-elect=true",
+            "--leader-election-namespace=kube-system",
+            "--leader-election-lease-duration=60s",
+            "--leader-election-renew-deadline=40s",
+            "--cluster-resource-namespace=cert-manager",
+            "--health-listen-address=:9404",
+            "--tls-min-version=VersionTLS13",
+            "--tls-cipher-suites=TLS_AES_128_GCM_SHA256",
+            "--concurrent-workers=5",
+        ]);
+        assert_eq!(theirs, ours);
+        assert_ne!(theirs, parse(&[]), "the flags changed something");
+    }
+}

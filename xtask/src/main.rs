@@ -31,6 +31,13 @@
 //!   mTLS targets whose certificates capstan signs, through three root CA
 //!   rotations; per target, scrapes attempted and failed, and per rotation
 //!   the CA before and after.
+//! * `image [--out DIR] [--profile PROFILE] [--no-build] [issuer|rotator]...`
+//!   — builds the release binaries and packs each into an OCI image archive
+//!   (`target/images/capstan-issuer.tar`, `capstan-rotator.tar`) named as
+//!   the chart's default images, with no container engine: the binary and
+//!   only the shared libraries it loads, run as a non-root user, no shell
+//!   ([`image`]). `kind load image-archive` and `skopeo copy oci-archive:`
+//!   read them.
 //! * `check-generated` — renders all of the above again and fails, naming
 //!   the command to run, when a committed file differs; this crate's test
 //!   `every_generated_file_is_current` does the same in
@@ -41,6 +48,7 @@
 //! checking cannot drift apart.
 
 mod generated;
+mod image;
 mod msrv;
 mod reference;
 
@@ -62,13 +70,17 @@ fn main() -> Result<()> {
             &std::env::args().skip(2).collect::<Vec<_>>(),
         ),
         "drill" => drill(&workspace_root()?),
+        "image" => image::run(
+            &workspace_root()?,
+            &std::env::args().skip(2).collect::<Vec<_>>(),
+        ),
         "bench-peers" => bench_peers(
             &workspace_root()?,
             &std::env::args().skip(2).collect::<Vec<_>>(),
         ),
         "" | "help" | "--help" | "-h" => {
             println!(
-                "usage: cargo xtask <command>\n\ncommands:\n  ci     install test tools, check fmt and clippy, run all tests\n  crds   regenerate crds/*.yaml from the Rust types\n  chart-files   copy crds/ and the mixin's rules into charts/capstan/files\n  docs   regenerate docs/reference/*.md from the code\n  check-generated   fail when crds/, the chart's files or docs/reference are stale\n  control-plane build   build etcd, kube-apiserver, kube-controller-manager, kube-scheduler and kwok into the cache\n  control-plane up [--kubeconfig PATH] [--no-workloads]   start a real control plane (Ctrl-C stops it)\n  control-plane down [--kubeconfig PATH]   stop the one `up` started\n  drill   run the Prometheus drill (three root CA rotations under a real Prometheus) and print what it sees\n  bench-peers [N]   build the peers, then compare capstan with cert-manager's CA issuer (N Certificates, default 1000) and trust-manager on a real control plane"
+                "usage: cargo xtask <command>\n\ncommands:\n  ci     install test tools, check fmt and clippy, run all tests\n  crds   regenerate crds/*.yaml from the Rust types\n  chart-files   copy crds/ and the mixin's rules into charts/capstan/files\n  docs   regenerate docs/reference/*.md from the code\n  check-generated   fail when crds/, the chart's files or docs/reference are stale\n  control-plane build   build etcd, kube-apiserver, kube-controller-manager, kube-scheduler and kwok into the cache\n  control-plane up [--kubeconfig PATH] [--no-workloads]   start a real control plane (Ctrl-C stops it)\n  control-plane down [--kubeconfig PATH]   stop the one `up` started\n  drill   run the Prometheus drill (three root CA rotations under a real Prometheus) and print what it sees\n  image [--out DIR] [--profile PROFILE] [--no-build] [issuer|rotator]...   build capstan's images as OCI archives (target/images/*.tar) without a container engine\n  bench-peers [N]   build the peers, then compare capstan with cert-manager's CA issuer (N Certificates, default 1000) and trust-manager on a real control plane"
             );
             Ok(())
         }

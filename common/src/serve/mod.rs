@@ -53,6 +53,7 @@ pub struct ServeArgs {
     /// Address of the `/healthz` and `/readyz` server.
     #[arg(
         long,
+        visible_alias = "internal-healthz-listen-address",
         env = "CAPSTAN_HEALTH_LISTEN_ADDRESS",
         default_value = "0.0.0.0:9403"
     )]
@@ -104,11 +105,20 @@ pub struct ServeArgs {
     pub tls_security_profile: String,
 
     /// Custom profile: lowest TLS version (VersionTLS12 or VersionTLS13).
-    #[arg(long, env = "CAPSTAN_TLS_MIN_VERSION")]
+    #[arg(
+        long,
+        visible_alias = "metrics-tls-min-version",
+        env = "CAPSTAN_TLS_MIN_VERSION"
+    )]
     pub tls_min_version: Option<String>,
 
     /// Custom profile: cipher suites, OpenSSL or IANA names (comma-separated).
-    #[arg(long, env = "CAPSTAN_TLS_CIPHER_SUITES", value_delimiter = ',')]
+    #[arg(
+        long,
+        visible_alias = "metrics-tls-cipher-suites",
+        env = "CAPSTAN_TLS_CIPHER_SUITES",
+        value_delimiter = ','
+    )]
     pub tls_cipher_suites: Vec<String>,
 
     /// Require scrapers of `/metrics` to present a bearer token that a
@@ -524,6 +534,39 @@ mod tests {
             .map_err(|e| Error::Config(e.to_string()))?
             .serve
             .plan("capstan")
+    }
+
+    fn args(args: &[&str]) -> String {
+        let cli =
+            Cli::try_parse_from(std::iter::once("x").chain(args.iter().copied())).expect("parse");
+        format!("{:?}", cli.serve)
+    }
+
+    #[test]
+    fn cert_managers_spellings_set_the_same_fields() {
+        for (theirs, ours) in [
+            (
+                ["--internal-healthz-listen-address", "127.0.0.1:9999"],
+                ["--health-listen-address", "127.0.0.1:9999"],
+            ),
+            (
+                ["--metrics-tls-min-version", "VersionTLS13"],
+                ["--tls-min-version", "VersionTLS13"],
+            ),
+            (
+                [
+                    "--metrics-tls-cipher-suites",
+                    "TLS_AES_128_GCM_SHA256,TLS_AES_256_GCM_SHA384",
+                ],
+                [
+                    "--tls-cipher-suites",
+                    "TLS_AES_128_GCM_SHA256,TLS_AES_256_GCM_SHA384",
+                ],
+            ),
+        ] {
+            assert_eq!(args(&theirs), args(&ours), "{theirs:?}");
+            assert_ne!(args(&theirs), args(&[]), "{theirs:?} changes something");
+        }
     }
 
     #[test]

@@ -54,7 +54,16 @@ pub fn render() -> Result<String> {
          are written as YAML mappings: `metricsTLSConfig.filesystem.certFile: /tls/tls.crt` \
          is\n\n```yaml\nmetricsTLSConfig:\n  filesystem:\n    certFile: /tls/tls.crt\n```\n\n\
          and list values (comma-separated on the command line) may be YAML lists. An \
-         unknown key is an error that names the file and lists the known keys.\n\n",
+         unknown key is an error that names the file and lists the known keys.\n\n\
+         Where cert-manager's controller names the same setting differently, its flag is \
+         accepted too (listed as an alias), so flags carry over from a cert-manager \
+         deployment: `--logging-format`, `--internal-healthz-listen-address`, \
+         `--metrics-tls-min-version`, `--metrics-tls-cipher-suites` (the last two, as every \
+         custom TLS setting, with `--tls-security-profile Custom`; other profiles refuse \
+         them with an error). Its `-v` verbosity and \
+         `--leader-election-renew-deadline` are flags of their own that translate into \
+         capstan's settings, as their descriptions say; `--leader-elect` alone means true, \
+         as in cert-manager.\n\n",
     );
     for binary in &binaries {
         let name = binary.command.get_name();
@@ -94,6 +103,10 @@ fn render_binary(binary: &Binary) -> Result<String> {
             };
             if let Some(short) = arg.get_short() {
                 flag = format!("`-{short}`, {flag}");
+            }
+            // cert-manager's spellings of the same setting.
+            for alias in arg.get_visible_aliases().unwrap_or_default() {
+                flag.push_str(&format!(", alias {}", code(&format!("--{alias}"))));
             }
             let env = arg
                 .get_env()
@@ -166,6 +179,9 @@ mod tests {
         /// Quiet.
         #[arg(long)]
         quiet: bool,
+        /// Output format.
+        #[arg(long, visible_alias = "output-format", default_value = "text")]
+        format: String,
     }
 
     #[test]
@@ -177,6 +193,12 @@ mod tests {
         );
         assert!(
             page.contains("| `--quiet` |  | `false` |  | Quiet. |"),
+            "{page}"
+        );
+        assert!(
+            page.contains(
+                "| `--format <FORMAT>`, alias `--output-format` |  | `text` |  | Output format. |"
+            ),
             "{page}"
         );
     }
