@@ -30,7 +30,7 @@ use kube::core::PartialObjectMeta;
 use kube::runtime::{WatchStreamExt, watcher};
 use tokio_util::sync::CancellationToken;
 
-use super::hash::{config_hash, object_digest};
+use super::hash::{config_hash, config_map_digest, secret_digest};
 use super::rollout::RolloutState;
 use super::schedule::{Backoff, Limits, Scheduler, WorkloadKey};
 use super::sources::{self, SourceKind, SourceRef};
@@ -419,40 +419,17 @@ impl Restarter {
     async fn fetch(&self, (namespace, source): &SourceKey) -> Result<Option<String>> {
         let client = self.ctx.client.clone();
         let action = || format!("reading {source} -n {namespace}");
-        let to_bytes = |m: BTreeMap<String, String>| -> BTreeMap<String, Vec<u8>> {
-            m.into_iter().map(|(k, v)| (k, v.into_bytes())).collect()
-        };
         Ok(match source.kind {
             SourceKind::Secret => Api::<Secret>::namespaced(client, namespace)
                 .get_opt(&source.name)
                 .await
                 .map_err(|e| Error::kube(action(), e))?
-                .map(|s| {
-                    let data: BTreeMap<String, Vec<u8>> = s
-                        .data
-                        .unwrap_or_default()
-                        .into_iter()
-                        .map(|(k, v)| (k, v.0))
-                        .collect();
-                    object_digest(SourceKind::Secret, &[("data", &data)])
-                }),
+                .map(|s| secret_digest(&s)),
             SourceKind::ConfigMap => Api::<ConfigMap>::namespaced(client, namespace)
                 .get_opt(&source.name)
                 .await
                 .map_err(|e| Error::kube(action(), e))?
-                .map(|c| {
-                    let data = to_bytes(c.data.unwrap_or_default());
-                    let binary: BTreeMap<String, Vec<u8>> = c
-                        .binary_data
-                        .unwrap_or_default()
-                        .into_iter()
-                        .map(|(k, v)| (k, v.0))
-                        .collect();
-                    object_digest(
-                        SourceKind::ConfigMap,
-                        &[("data", &data), ("binaryData", &binary)],
-                    )
-                }),
+                .map(|c| config_map_digest(&c)),
         })
     }
 

@@ -8,6 +8,8 @@
 //!
 //! * [`object_digest`] — SHA-256 over one object's kind, key names and values
 //!   (ConfigMap `data` and `binaryData` are told apart);
+//! * [`secret_digest`], [`config_map_digest`] — [`object_digest`] of a
+//!   Secret's or ConfigMap's content, the sections the controller reads;
 //! * [`config_hash`] — SHA-256 over the kind, name and digest of every source
 //!   a workload is restarted for, in a stable order; a missing source counts
 //!   as such, so its creation rolls the workload too.
@@ -54,6 +56,41 @@ pub fn object_digest(kind: SourceKind, sections: &[(&str, &BTreeMap<String, Vec<
         }
     }
     hex(ctx.finish().as_ref())
+}
+
+/// The digest of a Secret's content (its `data`), as the restart
+/// controller computes it.
+#[must_use]
+pub fn secret_digest(secret: &k8s_openapi::api::core::v1::Secret) -> String {
+    let data: BTreeMap<String, Vec<u8>> = secret
+        .data
+        .iter()
+        .flatten()
+        .map(|(k, v)| (k.clone(), v.0.clone()))
+        .collect();
+    object_digest(SourceKind::Secret, &[("data", &data)])
+}
+
+/// The digest of a ConfigMap's content (`data` and `binaryData`, told
+/// apart), as the restart controller computes it.
+#[must_use]
+pub fn config_map_digest(config_map: &k8s_openapi::api::core::v1::ConfigMap) -> String {
+    let data: BTreeMap<String, Vec<u8>> = config_map
+        .data
+        .iter()
+        .flatten()
+        .map(|(k, v)| (k.clone(), v.clone().into_bytes()))
+        .collect();
+    let binary: BTreeMap<String, Vec<u8>> = config_map
+        .binary_data
+        .iter()
+        .flatten()
+        .map(|(k, v)| (k.clone(), v.0.clone()))
+        .collect();
+    object_digest(
+        SourceKind::ConfigMap,
+        &[("data", &data), ("binaryData", &binary)],
+    )
 }
 
 /// The hash a workload's pod template carries: over each source's kind,
@@ -112,6 +149,45 @@ mod tests {
             secret,
             object_digest(SourceKind::Secret, &[("data", &reordered)])
         );
+    }
+
+    #[test]
+    fn object_digests_read_the_sections_the_controller_reads() {
+        use k8s_openapi::ByteString;
+        use k8s_openapi::api::core::v1::{ConfigMap, Secret};
+        let secret = Secret {
+            data: Some(BTreeMap::from([(
+                "tls.crt".to_owned(),
+                ByteString(b"PEM".to_vec()),
+            )])),
+            ..Secret::default()
+        };
+        assert_eq!(
+            secret_digest(&secret),
+            object_digest(SourceKind::Secret, &[("data", &map(&[("tls.crt", "PEM")]))])
+        );
+        let text = ConfigMap {
+            data: Some(BTreeMap::from([("k".to_owned(), "v".to_owned())])),
+            ..ConfigMap::default()
+        };
+        let binary = ConfigMap {
+            binary_data: Some(BTreeMap::from([(
+                "k".to_owned(),
+                ByteString(b"v".to_vec()),
+            )])),
+            ..ConfigMap::default()
+        };
+        assert_eq!(
+            config_map_digest(&text),
+            object_digest(
+                SourceKind::ConfigMap,
+                &[
+                    ("data", &map(&[("k", "v")])),
+                    ("binaryData", &BTreeMap::new())
+                ]
+            )
+        );
+        assert_ne!(config_map_digest(&text), config_map_digest(&binary));
     }
 
     #[test]
