@@ -20,7 +20,10 @@ pub fn file_name(crd: &CustomResourceDefinition) -> String {
 /// # Errors
 /// When serialization fails (it does not for well-formed CRDs).
 pub fn render(crd: &CustomResourceDefinition) -> Result<String, serde_norway::Error> {
-    Ok(format!("{GENERATED_HEADER}{}", serde_norway::to_string(crd)?))
+    Ok(format!(
+        "{GENERATED_HEADER}{}",
+        serde_norway::to_string(crd)?
+    ))
 }
 
 /// The files under `dir` that differ from what `crds` render to (missing or

@@ -1,6 +1,7 @@
 //! The issuer's Prometheus metrics.
 
 use crate::api::identity::IssuerKey;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use prometheus::{HistogramOpts, HistogramVec, IntCounterVec, IntGaugeVec, Opts, Registry};
 
 /// Every metric the issuer exports, registered once per process.
@@ -14,6 +15,10 @@ pub struct Metrics {
     pub signing_seconds: HistogramVec,
     /// notAfter of the CA that signs, as a Unix timestamp, per issuer.
     pub ca_not_after: IntGaugeVec,
+    /// When the signing CA of a self-managed issuer rotates on schedule, as
+    /// a Unix timestamp; absent while a rotation is publishing and for a
+    /// user-provided CA.
+    pub ca_next_rotation: IntGaugeVec,
     /// 1 when the issuer is Ready, else 0.
     pub ready: IntGaugeVec,
     /// CAs in each issuer's published bundle.
@@ -70,6 +75,13 @@ impl Metrics {
                 ),
                 &ISSUER_LABELS,
             )?,
+            ca_next_rotation: IntGaugeVec::new(
+                Opts::new(
+                    "capstan_issuer_ca_next_rotation_timestamp_seconds",
+                    "When the self-managed signing CA next rotates on schedule, Unix time; absent while a new CA is being published and for a user-provided CA.",
+                ),
+                &ISSUER_LABELS,
+            )?,
             ready: IntGaugeVec::new(
                 Opts::new("capstan_issuer_ready", "1 when the issuer is Ready."),
                 &ISSUER_LABELS,
@@ -100,6 +112,7 @@ impl Metrics {
         registry.register(Box::new(metrics.failed.clone()))?;
         registry.register(Box::new(metrics.signing_seconds.clone()))?;
         registry.register(Box::new(metrics.ca_not_after.clone()))?;
+        registry.register(Box::new(metrics.ca_next_rotation.clone()))?;
         registry.register(Box::new(metrics.ready.clone()))?;
         registry.register(Box::new(metrics.bundle_size.clone()))?;
         registry.register(Box::new(metrics.reconcile_errors.clone()))?;
@@ -109,12 +122,28 @@ impl Metrics {
 }
 
 impl Metrics {
+    /// Sets the next scheduled rotation of the issuer with `labels`, or
+    /// removes the series when there is none.
+    pub fn set_next_rotation(&self, labels: &[&str], at: Option<&Time>) {
+        match at {
+            Some(at) => self
+                .ca_next_rotation
+                .with_label_values(labels)
+                .set(at.0.as_second()),
+            // Absent already is fine.
+            None => {
+                let _ = self.ca_next_rotation.remove_label_values(labels);
+            }
+        }
+    }
+
     /// Drops every per-issuer series of a deleted issuer, so no alert fires
     /// for a CA that no longer exists. Counters keep their history.
     pub fn forget_issuer(&self, key: &IssuerKey) {
         let labels = key.labels();
         for gauge in [
             &self.ca_not_after,
+            &self.ca_next_rotation,
             &self.ready,
             &self.bundle_size,
             &self.pending,
@@ -148,6 +177,18 @@ mod tests {
         m.ready
             .with_label_values(&["ClusterCAIssuer", "", "ca"])
             .set(1);
+        let labels = ["ClusterCAIssuer", "", "ca"];
+        m.set_next_rotation(&labels, Some(&crate::fixtures::at(60)));
+        assert_eq!(
+            m.ca_next_rotation.with_label_values(&labels).get(),
+            1_767_225_660
+        );
+        m.set_next_rotation(&labels, None);
+        assert!(
+            m.ca_next_rotation.remove_label_values(&labels).is_err(),
+            "removed with no next rotation"
+        );
+        m.set_next_rotation(&labels, Some(&crate::fixtures::at(60)));
         m.bundle_size
             .with_label_values(&["ClusterCAIssuer", "", "ca"])
             .set(2);
@@ -162,7 +203,7 @@ mod tests {
             .iter()
             .map(|f| f.name().to_owned())
             .collect();
-        assert_eq!(names.len(), 8, "{names:?}");
+        assert_eq!(names.len(), 9, "{names:?}");
         assert!(
             Metrics::register(&registry).is_err(),
             "double registration must fail"

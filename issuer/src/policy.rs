@@ -4,17 +4,13 @@
 use std::time::Duration;
 
 use crate::api::ca_issuer::{IssuerSpec, KeyAlgorithm, SelfManagedCa};
+use crate::api::rules::{self, field_message, value_message};
+pub use crate::api::rules::{
+    DEFAULT_CA_DURATION, DEFAULT_MAX_DURATION, DEFAULT_PROPAGATION_DELAY, DEFAULT_ROTATION_FRACTION,
+};
 
-/// Default `maxDuration`: 90 days, cert-manager's default certificate lifetime.
-pub const DEFAULT_MAX_DURATION: Duration = Duration::from_secs(90 * 24 * 3600);
-/// Default lifetime of a self-managed root CA: 2 years.
-pub const DEFAULT_CA_DURATION: Duration = Duration::from_secs(2 * 365 * 24 * 3600);
-/// Default share of a CA's lifetime left when rotation starts.
-pub const DEFAULT_ROTATION_FRACTION: f64 = 1.0 / 3.0;
-/// Default time a new CA sits in the bundle before it signs.
-pub const DEFAULT_PROPAGATION_DELAY: Duration = Duration::from_secs(5 * 60);
-
-/// A spec the issuer cannot work with; the message names the field.
+/// A spec the issuer cannot work with; the message names the field, in the
+/// words the CRD's validation uses ([`crate::api::rules`]).
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("{0}")]
 pub struct SpecError(pub String);
@@ -69,7 +65,8 @@ pub struct IssuerPolicy {
 }
 
 /// Parses a duration written as cert-manager writes them (Go's
-/// `time.ParseDuration` syntax: `15s`, `5m`, `2160h`, `1h30m`).
+/// `time.ParseDuration` syntax: `15s`, `5m`, `2160h`, `1h30m`), for a
+/// request's `spec.duration`.
 ///
 /// # Errors
 /// When the text is not a duration, or is zero or negative.
@@ -77,59 +74,72 @@ pub fn parse_duration(field: &str, text: &str) -> Result<Duration, SpecError> {
     capstan_common::cli::parse_duration(text).map_err(|e| SpecError(format!("{field}: {e}")))
 }
 
-fn optional_duration(field: &str, text: Option<&str>) -> Result<Option<Duration>, SpecError> {
-    text.map(|t| parse_duration(field, t)).transpose()
+/// A duration field of the spec, as the CRD's rule reads it.
+fn spec_duration(field: &str, text: Option<&str>) -> Result<Option<Duration>, SpecError> {
+    text.map(|t| rules::duration(field, t).map_err(SpecError))
+        .transpose()
 }
 
 /// Resolves `spec` for the issuer called `issuer_name`.
 ///
 /// # Errors
-/// When neither or both CA sources are set, or a value is invalid.
+/// The first rule of [`crate::api::rules`] `spec` breaks.
 pub fn resolve(issuer_name: &str, spec: &IssuerSpec) -> Result<IssuerPolicy, SpecError> {
     let source = match (&spec.ca, &spec.self_managed) {
         (Some(ca), None) => {
             if ca.secret_name.is_empty() {
-                return Err(SpecError("spec.ca.secretName must not be empty".into()));
+                return Err(SpecError(field_message(
+                    "spec.ca.secretName",
+                    rules::MUST_NOT_BE_EMPTY,
+                )));
             }
             CaSource::Secret {
                 secret_name: ca.secret_name.clone(),
             }
         }
         (None, Some(managed)) => CaSource::SelfManaged(resolve_self_managed(issuer_name, managed)?),
-        (Some(_), Some(_)) => {
-            return Err(SpecError(
-                "set only one of spec.ca and spec.selfManaged".into(),
-            ));
-        }
-        (None, None) => return Err(SpecError("set one of spec.ca or spec.selfManaged".into())),
+        (Some(_), Some(_)) => return Err(SpecError(rules::SET_ONLY_ONE_SOURCE.into())),
+        (None, None) => return Err(SpecError(rules::SET_ONE_SOURCE.into())),
     };
-    let max_duration = optional_duration("spec.maxDuration", spec.max_duration.as_deref())?
+    let max_duration = spec_duration("spec.maxDuration", spec.max_duration.as_deref())?
         .unwrap_or(DEFAULT_MAX_DURATION);
-    let default_duration =
-        optional_duration("spec.defaultDuration", spec.default_duration.as_deref())?
-            .unwrap_or(max_duration);
+    let default_duration = spec_duration("spec.defaultDuration", spec.default_duration.as_deref())?
+        .unwrap_or(max_duration);
     if default_duration > max_duration {
-        return Err(SpecError(
-            "spec.defaultDuration must not exceed spec.maxDuration".into(),
-        ));
+        return Err(SpecError(rules::DEFAULT_OVER_MAX.into()));
     }
     if let Some(usage) = spec
         .allowed_usages
         .iter()
-        .find(|u| !capstan_pki::is_known_usage(u))
+        .find(|u| !rules::USAGES.contains(&u.as_str()))
     {
-        return Err(SpecError(format!(
-            "spec.allowedUsages: unknown usage {usage:?}"
+        return Err(SpecError(value_message(
+            "spec.allowedUsages",
+            usage,
+            rules::UNKNOWN_USAGE,
         )));
     }
     let constraints = spec.name_constraints.clone().unwrap_or_default();
     if let Some(bad) = constraints
+        .permitted_dns_domains
+        .iter()
+        .find(|d| !rules::is_dns_domain(d))
+    {
+        return Err(SpecError(value_message(
+            "spec.nameConstraints.permittedDnsDomains",
+            bad,
+            rules::NOT_DNS_DOMAIN,
+        )));
+    }
+    if let Some(bad) = constraints
         .permitted_ip_ranges
         .iter()
-        .find(|r| capstan_pki::parse_cidr(r).is_none())
+        .find(|r| !rules::is_cidr(r))
     {
-        return Err(SpecError(format!(
-            "spec.nameConstraints.permittedIpRanges: {bad:?} is not an IP range in CIDR notation (e.g. 10.0.0.0/8)"
+        return Err(SpecError(value_message(
+            "spec.nameConstraints.permittedIpRanges",
+            bad,
+            rules::NOT_CIDR,
         )));
     }
     Ok(IssuerPolicy {
@@ -147,44 +157,42 @@ fn resolve_self_managed(
     spec: &SelfManagedCa,
 ) -> Result<SelfManagedPolicy, SpecError> {
     if spec.secret_name.is_empty() {
-        return Err(SpecError(
-            "spec.selfManaged.secretName must not be empty".into(),
-        ));
-    }
-    let ca_duration = optional_duration("spec.selfManaged.duration", spec.duration.as_deref())?
-        .unwrap_or(DEFAULT_CA_DURATION);
-    if ca_duration > capstan_pki::ca::MAX_CA_LIFETIME {
-        return Err(SpecError(format!(
-            "spec.selfManaged.duration must be at most {}h (100 years)",
-            capstan_pki::ca::MAX_CA_LIFETIME.as_secs() / 3600
+        return Err(SpecError(field_message(
+            "spec.selfManaged.secretName",
+            rules::MUST_NOT_BE_EMPTY,
         )));
     }
-    let rotate_before = match (&spec.rotate_before, spec.rotation_fraction) {
-        (Some(text), _) => parse_duration("spec.selfManaged.rotateBefore", text)?,
-        (None, fraction) => {
-            let fraction = fraction.unwrap_or(DEFAULT_ROTATION_FRACTION);
-            if !(fraction > 0.0 && fraction < 1.0) {
-                return Err(SpecError(format!(
-                    "spec.selfManaged.rotationFraction: {fraction} must be between 0 and 1"
-                )));
-            }
-            ca_duration.mul_f64(fraction)
-        }
+    let ca_duration = spec_duration("spec.selfManaged.duration", spec.duration.as_deref())?
+        .unwrap_or(DEFAULT_CA_DURATION);
+    if ca_duration > capstan_pki::ca::MAX_CA_LIFETIME {
+        return Err(SpecError(field_message(
+            "spec.selfManaged.duration",
+            &rules::ca_too_long(),
+        )));
+    }
+    if let Some(fraction) = spec.rotation_fraction
+        && !(fraction > 0.0 && fraction < 1.0)
+    {
+        return Err(SpecError(field_message(
+            "spec.selfManaged.rotationFraction",
+            rules::ROTATION_FRACTION,
+        )));
+    }
+    let rotate_before = match &spec.rotate_before {
+        Some(text) => rules::duration("spec.selfManaged.rotateBefore", text).map_err(SpecError)?,
+        None => ca_duration.mul_f64(spec.rotation_fraction.unwrap_or(DEFAULT_ROTATION_FRACTION)),
     };
     if rotate_before >= ca_duration {
-        return Err(SpecError(
-            "spec.selfManaged.rotateBefore must be shorter than spec.selfManaged.duration".into(),
-        ));
+        return Err(SpecError(rules::ROTATE_BEFORE_TOO_LONG.into()));
     }
-    let propagation_delay = optional_duration(
+    let propagation_delay = spec_duration(
         "spec.selfManaged.propagationDelay",
         spec.propagation_delay.as_deref(),
     )?
     .unwrap_or(DEFAULT_PROPAGATION_DELAY);
+    let overlap = spec_duration("spec.selfManaged.overlap", spec.overlap.as_deref())?;
     if propagation_delay >= rotate_before {
-        return Err(SpecError(
-            "spec.selfManaged.propagationDelay must be shorter than the rotation window (rotateBefore)".into(),
-        ));
+        return Err(SpecError(rules::PROPAGATION_TOO_LONG.into()));
     }
     Ok(SelfManagedPolicy {
         secret_name: spec.secret_name.clone(),
@@ -196,7 +204,7 @@ fn resolve_self_managed(
         ca_duration,
         rotate_before,
         propagation_delay,
-        overlap: optional_duration("spec.selfManaged.overlap", spec.overlap.as_deref())?,
+        overlap,
     })
 }
 

@@ -287,3 +287,25 @@ pub fn bundle_without(
         pem: b.pem,
     })
 }
+
+/// The CAs of the bundle [`bundle`] builds from `pems`, in bundle order
+/// (newest first), each with its identity and validity.
+///
+/// # Errors
+/// As [`bundle`].
+pub fn bundle_cas(pems: &[&[u8]], now: Timestamp) -> Result<Vec<CaSummary>, String> {
+    let b = pki::normalize_bundle(pems, to_offset(now)).map_err(|e| e.to_string())?;
+    pem::parse_many(b.pem.as_bytes())
+        .map_err(|e| e.to_string())?
+        .iter()
+        .map(|block| {
+            let s = pki::summarize(block.contents()).map_err(|e| e.to_string())?;
+            Ok(CaSummary {
+                fingerprint: s.fingerprint,
+                subject: s.subject,
+                not_before: Time(to_timestamp(s.not_before)),
+                not_after: Time(to_timestamp(s.not_after)),
+            })
+        })
+        .collect()
+}

@@ -13,8 +13,16 @@ use tokio::io::{AsyncBufReadExt as _, BufReader};
 use tokio::process::{Child, Command};
 
 /// The workspace root (the parent of this crate).
+///
+/// `cargo test` says where this crate is at run time; that comes first,
+/// because the compile-time path is that of whichever checkout compiled
+/// this library, and checkouts sharing one build directory reuse it.
 pub fn workspace_root() -> PathBuf {
-    let here = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let runtime = std::env::var_os("CARGO_MANIFEST_DIR").map(PathBuf::from);
+    let here = runtime
+        .as_deref()
+        .filter(|dir| dir.join("Cargo.toml").is_file())
+        .unwrap_or(Path::new(env!("CARGO_MANIFEST_DIR")));
     here.parent()
         .map(Path::to_path_buf)
         .unwrap_or_else(|| here.to_path_buf())

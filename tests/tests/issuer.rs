@@ -614,6 +614,23 @@ spec:
         .as_str()
         .unwrap()
         .to_owned();
+    // Stable: one signing CA, the next rotation 20 minutes before it expires,
+    // shown by `kubectl get` and served as a metric.
+    let stable = &before["status"];
+    assert_eq!(stable["rotation"]["phase"], "Stable", "{stable}");
+    let next_rotation = stable["rotation"]["nextRotationTime"].as_str().unwrap();
+    assert_eq!(
+        unix(next_rotation),
+        unix(stable["ca"]["notAfter"].as_str().unwrap()) - 20 * 60,
+        "{stable}"
+    );
+    assert_eq!(stable["rotation"].get("switchTime"), None, "{stable}");
+    assert_eq!(
+        bundle_roles(stable),
+        [(first.clone(), "Signing".to_owned())]
+    );
+    assert_columns(&env, &["Stable", next_rotation]).await;
+    assert_next_rotation_metric(&env, Some(unix(next_rotation))).await;
     let csr = env.csr(
         "leaf",
         &["-algorithm", "EC", "-pkeyopt", "ec_paramgen_curve:P-256"],
@@ -625,9 +642,9 @@ spec:
         .await
         .unwrap();
     // Published: two CAs in the bundle, the old one still signs.
-    let published = await_condition("two CAs in the bundle", WAIT, POLL, || async {
+    let published = await_condition("the Publishing phase", WAIT, POLL, || async {
         let issuer = env.get_json(&["clustercaissuer", "monitoring-ca"]).await?;
-        (issuer["status"]["bundleSize"] == 2).then_some(issuer)
+        (issuer["status"]["rotation"]["phase"] == "Publishing").then_some(issuer)
     })
     .await
     .unwrap();
@@ -636,6 +653,32 @@ spec:
         first.as_str(),
         "the new CA must not sign yet"
     );
+    assert_eq!(published["status"]["bundleSize"], 2, "{published}");
+    let roles = bundle_roles(&published["status"]);
+    assert_eq!(
+        roles.iter().map(|(_, r)| r.as_str()).collect::<Vec<_>>(),
+        ["Next", "Signing"],
+        "{published}"
+    );
+    assert_eq!(roles[1].0, first);
+    let next_fp = roles[0].0.clone();
+    // The switch comes propagationDelay (6s) after the publication the CA
+    // Secret records.
+    let secret = env
+        .get_json(&["secret", "monitoring-ca", "-n", "default"])
+        .await
+        .unwrap();
+    let published_at = secret["metadata"]["annotations"]["capstan.dev/next-published-at"]
+        .as_str()
+        .unwrap();
+    let rotation = &published["status"]["rotation"];
+    assert_eq!(
+        unix(rotation["switchTime"].as_str().unwrap()),
+        unix(published_at) + 6,
+        "{rotation}"
+    );
+    assert_eq!(rotation.get("nextRotationTime"), None, "{rotation}");
+    assert_next_rotation_metric(&env, None).await;
     env.request("during", &csr, "", "ClusterCAIssuer").await;
     env.approve("during", "Approved").await;
     let during = env
@@ -655,6 +698,49 @@ spec:
     .await
     .unwrap();
     assert_eq!(ready_reason(&switched), "Ready");
+    // Retiring: the new CA signs, the old one stays in the bundle until the
+    // retire time the CA Secret records (the longest leaf, 10m).
+    let retiring = await_condition("the Retiring phase", WAIT, POLL, || async {
+        let issuer = env.get_json(&["clustercaissuer", "monitoring-ca"]).await?;
+        (issuer["status"]["rotation"]["phase"] == "Retiring").then_some(issuer)
+    })
+    .await
+    .unwrap();
+    let status = &retiring["status"];
+    assert_eq!(status["ca"]["fingerprint"], next_fp.as_str(), "{status}");
+    assert_eq!(
+        bundle_roles(status),
+        [
+            (next_fp.clone(), "Signing".to_owned()),
+            (first.clone(), "Retired".to_owned())
+        ]
+    );
+    let secret = env
+        .get_json(&["secret", "monitoring-ca", "-n", "default"])
+        .await
+        .unwrap();
+    let retired: Value = serde_json::from_str(
+        secret["metadata"]["annotations"]["capstan.dev/retired"]
+            .as_str()
+            .unwrap(),
+    )
+    .unwrap();
+    let retire_time = status["bundle"][1]["retireTime"].as_str().unwrap();
+    assert_eq!(retired[0]["fingerprint"], first.as_str());
+    assert_eq!(
+        unix(retire_time),
+        unix(retired[0]["dropAfter"].as_str().unwrap()),
+        "{status}"
+    );
+    assert_eq!(status["bundle"][0].get("retireTime"), None, "{status}");
+    let next_rotation = status["rotation"]["nextRotationTime"].as_str().unwrap();
+    assert_eq!(
+        unix(next_rotation),
+        unix(status["ca"]["notAfter"].as_str().unwrap()) - 20 * 60
+    );
+    assert_columns(&env, &["Retiring", next_rotation]).await;
+    assert_next_rotation_metric(&env, Some(unix(next_rotation))).await;
+    assert_status_is_not_rewritten(&env).await;
     env.request("after", &csr, "", "ClusterCAIssuer").await;
     env.approve("after", "Approved").await;
     let after = env
@@ -717,6 +803,116 @@ spec:
         );
     }
     env.assert_no_key_leaks().await;
+}
+
+/// An RFC 3339 time as Unix seconds.
+fn unix(time: &str) -> i64 {
+    time.parse::<k8s_openapi::jiff::Timestamp>()
+        .unwrap_or_else(|e| panic!("{time:?}: {e}"))
+        .as_second()
+}
+
+/// `status.bundle` as (fingerprint, role), in order.
+fn bundle_roles(status: &Value) -> Vec<(String, String)> {
+    status["bundle"]
+        .as_array()
+        .unwrap_or_else(|| panic!("no bundle: {status}"))
+        .iter()
+        .map(|ca| {
+            (
+                ca["fingerprint"].as_str().unwrap().to_owned(),
+                ca["role"].as_str().unwrap().to_owned(),
+            )
+        })
+        .collect()
+}
+
+/// `kubectl get clustercaissuers` shows the Phase and Next Rotation columns
+/// with `values` in the issuer's row.
+async fn assert_columns(env: &Env, values: &[&str]) {
+    let table = env
+        .kubectl
+        .run_ok(&["get", "clustercaissuers"])
+        .await
+        .unwrap();
+    let header = table.lines().next().unwrap_or_default();
+    assert!(
+        header.contains("PHASE") && header.contains("NEXT ROTATION"),
+        "{table}"
+    );
+    let row = table
+        .lines()
+        .find(|l| l.starts_with("monitoring-ca "))
+        .unwrap_or_else(|| panic!("no row: {table}"));
+    for value in values {
+        assert!(row.contains(value), "{value} missing: {table}");
+    }
+}
+
+/// The issuer serves `capstan_issuer_ca_next_rotation_timestamp_seconds`
+/// for the issuer with `expected` (absent for `None`), once it has caught up.
+async fn assert_next_rotation_metric(env: &Env, expected: Option<i64>) {
+    let labels = [
+        ("issuer_kind", "ClusterCAIssuer"),
+        ("issuer_name", "monitoring-ca"),
+    ];
+    let want = expected.map(|t| t as f64);
+    let served = await_condition("the next rotation metric", WAIT, POLL, || async {
+        let body = scrape_metrics(&env.issuer, WAIT).await?;
+        let value = metric_value(
+            &body,
+            "capstan_issuer_ca_next_rotation_timestamp_seconds",
+            &labels,
+        );
+        (value == want).then_some(value)
+    })
+    .await;
+    assert!(served.is_ok(), "expected {want:?}: {served:?}");
+}
+
+/// A reconcile that finds nothing new writes no status: two Secret changes
+/// the issuer reacts to (each seen as its read of the Secret in the audit
+/// log) leave the issuer's status patches where they were.
+async fn assert_status_is_not_rewritten(env: &Env) {
+    let count = |verb: &'static str, resource: &'static str, subresource: &'static str| {
+        env._server
+            .request_log()
+            .iter()
+            .filter(|r| {
+                r.user == ISSUER_USER
+                    && r.verb == verb
+                    && r.resource == resource
+                    && r.subresource == subresource
+                    && r.name == "monitoring-ca"
+            })
+            .count()
+    };
+    let patches = count("patch", "clustercaissuers", "status");
+    for poke in ["1", "2"] {
+        let reads = count("get", "secrets", "");
+        env.kubectl
+            .run_ok(&[
+                "annotate",
+                "--overwrite",
+                "secret",
+                "monitoring-ca",
+                "-n",
+                "default",
+                &format!("test.capstan.dev/poke={poke}"),
+            ])
+            .await
+            .unwrap();
+        await_condition("the issuer to re-read its Secret", WAIT, POLL, || async {
+            (count("get", "secrets", "") > reads).then_some(())
+        })
+        .await
+        .unwrap();
+    }
+    assert_eq!(
+        count("patch", "clustercaissuers", "status"),
+        patches,
+        "an unchanged status was written again"
+    );
 }
 
 /// The CA source a user provides: missing, then a key that does not match,

@@ -717,7 +717,16 @@ spec:
         .unwrap();
     assert_eq!(
         header(&out),
-        ["NAME", "READY", "REASON", "CA EXPIRY", "STATUS", "AGE"],
+        [
+            "NAME",
+            "READY",
+            "REASON",
+            "PHASE",
+            "CA EXPIRY",
+            "NEXT ROTATION",
+            "STATUS",
+            "AGE"
+        ],
         "{out}"
     );
     let (status, reason, message) = ready_condition(&ccai);
@@ -725,9 +734,17 @@ spec:
     assert_eq!(row["NAME"], "monitoring-ca", "{out}");
     assert_eq!(row["READY"], status, "{out}");
     assert_eq!(row["REASON"], reason, "{out}");
+    assert_eq!(row["PHASE"], "Stable", "{out}");
     assert_eq!(
         row["CA EXPIRY"],
         ccai["status"]["ca"]["notAfter"].as_str().unwrap(),
+        "{out}"
+    );
+    assert_eq!(
+        row["NEXT ROTATION"],
+        ccai["status"]["rotation"]["nextRotationTime"]
+            .as_str()
+            .unwrap(),
         "{out}"
     );
     assert_eq!(row["STATUS"], message, "{out}");
@@ -735,7 +752,15 @@ spec:
     let out = k.run_ok(&["get", "ccai"]).await.unwrap();
     assert_eq!(
         header(&out),
-        ["NAME", "READY", "REASON", "CA EXPIRY", "AGE"],
+        [
+            "NAME",
+            "READY",
+            "REASON",
+            "PHASE",
+            "CA EXPIRY",
+            "NEXT ROTATION",
+            "AGE"
+        ],
         "{out}"
     );
 
@@ -759,7 +784,9 @@ spec:
             "NAME",
             "READY",
             "REASON",
+            "PHASE",
             "CA EXPIRY",
+            "NEXT ROTATION",
             "STATUS",
             "AGE"
         ],
@@ -777,6 +804,16 @@ spec:
     assert_eq!(
         row["CA EXPIRY"],
         cai["status"]["ca"]["notAfter"].as_str().unwrap(),
+        "{out}"
+    );
+    assert_eq!(
+        (row["PHASE"].as_str(), row["NEXT ROTATION"].as_str()),
+        (
+            "Stable",
+            cai["status"]["rotation"]["nextRotationTime"]
+                .as_str()
+                .unwrap()
+        ),
         "{out}"
     );
 

@@ -12,12 +12,19 @@
 #![allow(clippy::duplicated_attributes)]
 
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
-use kube::CustomResource;
+use kube::{CustomResource, KubeSchema};
 use schemars::JsonSchema;
+
+use super::rules;
 use serde::{Deserialize, Serialize};
 
 /// `spec` of a namespaced `CAIssuer`: signs requests in its own namespace.
-#[derive(CustomResource, Deserialize, Serialize, Clone, Debug, PartialEq, Default, JsonSchema)]
+#[derive(CustomResource, Deserialize, Serialize, Clone, Debug, PartialEq, Default, KubeSchema)]
+#[x_kube(
+    validation = rules::spec_rules()[0].clone(),
+    validation = rules::spec_rules()[1].clone(),
+    validation = rules::spec_rules()[2].clone()
+)]
 #[kube(
     group = "capstan.dev",
     version = "v1alpha1",
@@ -40,10 +47,16 @@ use serde::{Deserialize, Serialize};
         type_ = "string",
         json_path = ".status.conditions[?(@.type==\"Ready\")].reason"
     ),
+    printcolumn(name = "Phase", type_ = "string", json_path = ".status.rotation.phase"),
     printcolumn(
         name = "CA Expiry",
         type_ = "string",
         json_path = ".status.ca.notAfter"
+    ),
+    printcolumn(
+        name = "Next Rotation",
+        type_ = "string",
+        json_path = ".status.rotation.nextRotationTime"
     ),
     printcolumn(
         name = "Status",
@@ -67,7 +80,12 @@ pub struct CAIssuerSpec {
 ///
 /// Its CA Secret lives in the cluster resource namespace
 /// (`--cluster-resource-namespace`), as for cert-manager's ClusterIssuers.
-#[derive(CustomResource, Deserialize, Serialize, Clone, Debug, PartialEq, Default, JsonSchema)]
+#[derive(CustomResource, Deserialize, Serialize, Clone, Debug, PartialEq, Default, KubeSchema)]
+#[x_kube(
+    validation = rules::spec_rules()[0].clone(),
+    validation = rules::spec_rules()[1].clone(),
+    validation = rules::spec_rules()[2].clone()
+)]
 #[kube(
     group = "capstan.dev",
     version = "v1alpha1",
@@ -89,10 +107,16 @@ pub struct CAIssuerSpec {
         type_ = "string",
         json_path = ".status.conditions[?(@.type==\"Ready\")].reason"
     ),
+    printcolumn(name = "Phase", type_ = "string", json_path = ".status.rotation.phase"),
     printcolumn(
         name = "CA Expiry",
         type_ = "string",
         json_path = ".status.ca.notAfter"
+    ),
+    printcolumn(
+        name = "Next Rotation",
+        type_ = "string",
+        json_path = ".status.rotation.nextRotationTime"
     ),
     printcolumn(
         name = "Status",
@@ -113,7 +137,10 @@ pub struct ClusterCAIssuerSpec {
 }
 
 /// Configuration shared by `CAIssuer` and `ClusterCAIssuer`.
-#[derive(Deserialize, Serialize, Clone, Debug, PartialEq, Default, JsonSchema)]
+///
+/// The CRD checks the rules of [`rules`] at `kubectl apply`, in the words
+/// the issuer would use for `InvalidSpec`.
+#[derive(Deserialize, Serialize, Clone, Debug, PartialEq, Default, KubeSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct IssuerSpec {
     /// Sign with an existing CA key pair from a `kubernetes.io/tls` Secret.
@@ -127,13 +154,20 @@ pub struct IssuerSpec {
     /// Longest leaf lifetime the issuer signs; longer requests are shortened
     /// to it. Default `2160h` (90 days).
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = rules::DURATION_MAX_LENGTH))]
+    #[x_kube(validation = rules::duration_rule())]
     pub max_duration: Option<String>,
-    /// Leaf lifetime when a request asks for none. Default: `maxDuration`.
+    /// Leaf lifetime when a request asks for none, at most `maxDuration`.
+    /// Default: `maxDuration`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = rules::DURATION_MAX_LENGTH))]
+    #[x_kube(validation = rules::duration_rule())]
     pub default_duration: Option<String>,
     /// Usages a request may ask for, in cert-manager's spelling (`server auth`,
     /// `client auth`, `digital signature`, ...). Empty: any usage.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = rules::LIST_MAX_ITEMS), inner(length(max = 64)))]
+    #[x_kube(validation = rules::usages_rule())]
     pub allowed_usages: Vec<String>,
     /// Names every requested SAN must fall within; a request outside them fails.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -141,12 +175,13 @@ pub struct IssuerSpec {
 }
 
 /// `spec.ca`: a CA key pair the user provides.
-#[derive(Deserialize, Serialize, Clone, Debug, PartialEq, Default, JsonSchema)]
+#[derive(Deserialize, Serialize, Clone, Debug, PartialEq, Default, KubeSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct CaSecretSource {
     /// Name of a Secret with `tls.crt`, `tls.key` and optionally `ca.crt`. For a
     /// `CAIssuer` it is in the issuer's namespace; for a `ClusterCAIssuer`, in
     /// the cluster resource namespace.
+    #[x_kube(validation = rules::not_empty_rule())]
     pub secret_name: String,
 }
 
@@ -155,10 +190,18 @@ pub struct CaSecretSource {
 /// Rotation order: the new CA is published in the bundle first, signs only
 /// after `propagationDelay`, and the retired CA stays in the bundle for
 /// `overlap` (default: until the last leaf it signed has expired).
-#[derive(Deserialize, Serialize, Clone, Debug, PartialEq, Default, JsonSchema)]
+///
+/// `rotateBefore` must be shorter than `duration`, and `propagationDelay`
+/// shorter than the rotation window.
+#[derive(Deserialize, Serialize, Clone, Debug, PartialEq, Default, KubeSchema)]
+#[x_kube(
+    validation = rules::self_managed_rules()[0].clone(),
+    validation = rules::self_managed_rules()[1].clone()
+)]
 #[serde(rename_all = "camelCase")]
 pub struct SelfManagedCa {
     /// Name of the Secret the issuer creates and owns for the CA.
+    #[x_kube(validation = rules::not_empty_rule())]
     pub secret_name: String,
     /// Subject common name of the root CA. Default: the issuer's name.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -166,24 +209,34 @@ pub struct SelfManagedCa {
     /// Key algorithm of the root CA (default `ECDSAP256`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub key_algorithm: Option<KeyAlgorithm>,
-    /// Lifetime of each root CA. Default `17520h` (2 years).
+    /// Lifetime of each root CA, at most `876600h` (100 years). Default
+    /// `17520h` (2 years).
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = rules::DURATION_MAX_LENGTH))]
+    #[x_kube(validation = rules::duration_rule(), validation = rules::ca_duration_rule())]
     pub duration: Option<String>,
     /// Start a rotation when this much of the CA's lifetime is left.
     /// Overrides `rotationFraction`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = rules::DURATION_MAX_LENGTH))]
+    #[x_kube(validation = rules::duration_rule())]
     pub rotate_before: Option<String>,
     /// Start a rotation when this fraction of the CA's lifetime is left
     /// (between 0 and 1, exclusive). Default `0.3333`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[x_kube(validation = rules::rotation_fraction_rule())]
     pub rotation_fraction: Option<f64>,
     /// How long a new CA sits in the bundle before it signs anything, so that
     /// every client trusts it first. Default `5m`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = rules::DURATION_MAX_LENGTH))]
+    #[x_kube(validation = rules::duration_rule())]
     pub propagation_delay: Option<String>,
     /// How long a retired CA stays in the bundle. Default: until the last
     /// leaf it signed has expired.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = rules::DURATION_MAX_LENGTH))]
+    #[x_kube(validation = rules::duration_rule())]
     pub overlap: Option<String>,
 }
 
@@ -212,14 +265,19 @@ pub enum KeyAlgorithm {
 }
 
 /// Names requests are confined to (RFC 5280 name-constraint semantics).
-#[derive(Deserialize, Serialize, Clone, Debug, PartialEq, Default, JsonSchema)]
+#[derive(Deserialize, Serialize, Clone, Debug, PartialEq, Default, KubeSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct NameConstraints {
-    /// DNS domains SANs must equal or fall under, e.g. `svc.cluster.local`.
+    /// DNS domains SANs must equal or fall under, e.g. `svc.cluster.local`;
+    /// `.example.com` permits only names under `example.com`.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = rules::LIST_MAX_ITEMS), inner(length(max = 254)))]
+    #[x_kube(validation = rules::dns_domains_rule())]
     pub permitted_dns_domains: Vec<String>,
     /// IP ranges (CIDR) IP SANs must fall within, e.g. `10.0.0.0/8`.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = rules::LIST_MAX_ITEMS), inner(length(max = 64)))]
+    #[x_kube(validation = rules::ip_ranges_rule())]
     pub permitted_ip_ranges: Vec<String>,
 }
 
@@ -242,10 +300,14 @@ pub struct IssuerStatus {
     /// The `metadata.generation` this status describes.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub observed_generation: Option<i64>,
-    /// Where a self-managed CA is in its rotation (absent for `spec.ca`).
+    /// Where a self-managed CA is in its rotation (absent for `spec.ca`:
+    /// a user-provided CA is rotated by its user).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub rotation: Option<RotationStatus>,
-    /// Every CA in the published bundle (`ca-bundle.crt`), newest first.
+    /// Every CA in the published bundle, newest first, as the rotator
+    /// publishes it: unexpired, de-duplicated. For `selfManaged` the CA
+    /// Secret's `ca-bundle.crt`; for `spec.ca` its `ca-bundle.crt`, else
+    /// `ca.crt`, else `tls.crt`.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub bundle: Vec<BundleCa>,
 }
@@ -256,11 +318,14 @@ pub struct IssuerStatus {
 pub struct RotationStatus {
     /// `Stable`, `Publishing` or `Retiring`.
     pub phase: RotationPhase,
-    /// When the next rotation starts on schedule (the signing CA's rotation
-    /// point). Absent while a rotation is under way.
+    /// When the next rotation starts on schedule: the signing CA's rotation
+    /// point (its notAfter minus `rotateBefore`). Absent while `Publishing`,
+    /// when the next CA is already chosen. A `capstan.dev/rotate` trigger
+    /// starts one earlier.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub next_rotation_time: Option<Time>,
-    /// While `Publishing`: when the published CA starts signing.
+    /// While `Publishing`: when the published CA starts signing (its
+    /// publication plus `propagationDelay`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub switch_time: Option<Time>,
 }
@@ -290,7 +355,8 @@ pub struct BundleCa {
     pub not_before: Time,
     /// End of validity.
     pub not_after: Time,
-    /// `Signing`, `Next` (published, not signing yet) or `Retired`.
+    /// `Signing`, `Next` (published, not signing yet), `Retired` or
+    /// `Trusted`.
     pub role: BundleRole,
     /// For a `Retired` CA: when it leaves the bundle.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -306,6 +372,10 @@ pub enum BundleRole {
     Next,
     /// No longer signs; trusted until its `retireTime` so its leaves verify.
     Retired,
+    /// In the bundle, but capstan neither signs with it nor rotates it: the
+    /// root above a user-provided intermediate, or another CA a user put in
+    /// the Secret's bundle.
+    Trusted,
 }
 
 /// Identity and validity of a CA certificate.

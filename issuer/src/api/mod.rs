@@ -6,13 +6,16 @@
 //!   `CertificateRequest` (`cert-manager.io/v1`) the issuer needs;
 //! * [`conditions`] — condition types and reasons, as constants;
 //! * [`identity`] — which issuer an object names ([`identity::IssuerKey`]);
-//! * [`metadata`] — object metadata decoded without `managedFields`.
+//! * [`metadata`] — object metadata decoded without `managedFields`;
+//! * [`rules`] — the rules a spec must follow, for the CRD's CEL validation
+//!   and the issuer's `InvalidSpec` alike.
 
 pub mod ca_issuer;
 pub mod cert_manager;
 pub mod conditions;
 pub mod identity;
 pub mod metadata;
+pub mod rules;
 
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
 use kube::CustomResourceExt;

@@ -119,6 +119,12 @@ pub fn rotation_point(signing: &CaRecord, timing: &RotationTiming) -> Timestamp 
     before(signing.not_after, timing.rotate_before)
 }
 
+/// When a CA published at `published_at` starts signing.
+#[must_use]
+pub fn switch_point(published_at: Timestamp, timing: &RotationTiming) -> Timestamp {
+    after(published_at, timing.propagation_delay)
+}
+
 /// When a CA retired at `now` may leave the bundle: after `overlap` if set,
 /// else when the longest leaf it could have signed expires (never later than
 /// the CA itself, since no leaf outlives its CA).
@@ -142,7 +148,7 @@ pub fn plan(
     let mut checks: Vec<Timestamp> = state.retired.iter().map(|r| r.drop_after).collect();
 
     let step = if let Some((_, published_at)) = &state.next {
-        let switch_at = after(*published_at, timing.propagation_delay);
+        let switch_at = switch_point(*published_at, timing);
         if now >= switch_at {
             Step::Switch(Retired {
                 fingerprint: state.signing.fingerprint.clone(),

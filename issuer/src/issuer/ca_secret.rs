@@ -12,6 +12,7 @@ use k8s_openapi::api::core::v1::Secret;
 use k8s_openapi::jiff::Timestamp;
 use kube::api::{Api, ObjectMeta};
 
+use crate::api::ca_issuer::CaSummary;
 use crate::ca::layout::{self, Record};
 use crate::ca::rotation::{PublishReason, RotationState, RotationTiming, Step};
 use crate::error::{Error, Result};
@@ -65,8 +66,8 @@ pub struct SecretState {
     pub rotation: RotationState,
     /// The Secret's rotation record (annotations).
     pub record: Record,
-    /// CAs in the bundle (the signing CA at least).
-    pub bundle_size: usize,
+    /// The CAs of the published bundle, newest first.
+    pub bundle: Vec<CaSummary>,
 }
 
 /// Reads the rotation state out of a self-managed CA Secret.
@@ -92,7 +93,7 @@ pub fn state(secret: &Secret, now: Timestamp) -> std::result::Result<SecretState
         _ => None,
     };
     let bundle_pem = bytes(data, layout::CA_BUNDLE).unwrap_or_default();
-    let bundle_size = signing::bundle(&[&signing_pem, &bundle_pem], now).map_or(1, |b| b.count);
+    let bundle = bundle_or_signing(&[&signing_pem, &bundle_pem], &signing_pem, now);
     Ok(SecretState {
         rotation: RotationState {
             signing,
@@ -101,8 +102,33 @@ pub fn state(secret: &Secret, now: Timestamp) -> std::result::Result<SecretState
             handled_trigger: record.rotate_handled.clone(),
         },
         record,
-        bundle_size,
+        bundle,
     })
+}
+
+/// The CAs a user-provided CA Secret publishes, as the rotator reads it:
+/// `ca-bundle.crt`, else `ca.crt`, else `tls.crt`.
+#[must_use]
+pub fn published_cas(secret: &Secret, now: Timestamp) -> Vec<CaSummary> {
+    let empty = BTreeMap::new();
+    let data = secret.data.as_ref().unwrap_or(&empty);
+    let signing_pem = bytes(data, layout::TLS_CRT).unwrap_or_default();
+    let published = [layout::CA_BUNDLE, layout::CA_CRT, layout::TLS_CRT]
+        .into_iter()
+        .find_map(|key| bytes(data, key))
+        .unwrap_or_default();
+    bundle_or_signing(&[&published], &signing_pem, now)
+}
+
+/// The CAs of the bundle built from `pems`; when that cannot be read (the
+/// rotator then publishes nothing and says why), the signing CA alone, as
+/// the one CA the issuer is sure of.
+fn bundle_or_signing(pems: &[&[u8]], signing_pem: &[u8], now: Timestamp) -> Vec<CaSummary> {
+    signing::bundle_cas(pems, now)
+        .ok()
+        .filter(|cas| !cas.is_empty())
+        .or_else(|| signing::bundle_cas(&[signing_pem], now).ok())
+        .unwrap_or_default()
 }
 
 /// The rotation timing of a self-managed CA under `policy`.

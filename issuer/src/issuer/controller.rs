@@ -15,7 +15,6 @@ use capstan_common::backoff::WatchBackoff;
 use capstan_common::events::{self, Record};
 use futures::{StreamExt, TryStreamExt};
 use k8s_openapi::api::core::v1::Secret;
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use k8s_openapi::jiff::Timestamp;
 use kube::api::{Api, Patch};
 use kube::core::PartialObjectMeta;
@@ -111,7 +110,10 @@ async fn reconcile<K: IssuerObject>(issuer: Arc<K>, ctx: Arc<Context>) -> Result
     let health = &report.health;
     let live = ctx.signers.update(&key, &uid, report.ca, || match health {
         Health::Ready {
-            ca, bundle_size, ..
+            ca,
+            bundle,
+            rotation,
+            ..
         } => {
             ctx.metrics.ready.with_label_values(&labels).set(1);
             ctx.metrics
@@ -121,7 +123,11 @@ async fn reconcile<K: IssuerObject>(issuer: Arc<K>, ctx: Arc<Context>) -> Result
             ctx.metrics
                 .bundle_size
                 .with_label_values(&labels)
-                .set(i64::from(*bundle_size));
+                .set(i64::try_from(bundle.len()).unwrap_or(i64::MAX));
+            let next_rotation = rotation
+                .as_ref()
+                .and_then(|r| r.next_rotation_time.as_ref());
+            ctx.metrics.set_next_rotation(&labels, next_rotation);
         }
         Health::NotReady { .. } => ctx.metrics.ready.with_label_values(&labels).set(0),
     });
@@ -271,13 +277,13 @@ async fn write_status<K: IssuerObject>(issuer: &K, health: &Health, ctx: &Contex
         previous,
         health,
         issuer.meta().generation,
-        &Time(Timestamp::now()),
+        &issuer_status::seconds(Timestamp::now()),
     );
     if !issuer_status::differs(previous, &desired) {
         return Ok(());
     }
     let api = issuer.api_for(ctx.client.clone());
-    let patch = serde_json::json!({ "status": desired });
+    let patch = issuer_status::merge_patch(previous, &desired);
     api.patch_status(
         &issuer.name_any(),
         &crate::context::patch_params(),

@@ -10,14 +10,13 @@
 use std::time::Duration;
 
 use k8s_openapi::api::core::v1::Secret;
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use k8s_openapi::jiff::Timestamp;
 
 use super::ca_secret::{self, StepWrite};
-use super::status::Health;
-use crate::api::ca_issuer::IssuerSpec;
+use super::status::{self, Health};
+use crate::api::ca_issuer::{CaSummary, IssuerSpec, RotationStatus};
 use crate::api::conditions::issuer as reason;
-use crate::ca::rotation::{self, Step};
+use crate::ca::rotation::{self, RotationState, Step};
 use crate::policy::{self, CaSource, IssuerPolicy, SelfManagedPolicy};
 use crate::signing::{CaMaterial, CaProblem, ReadyCa};
 
@@ -106,13 +105,15 @@ fn report(report: Report) -> Decision {
     Decision::Report(Box::new(report))
 }
 
-/// The Secret an issuer's CA lives in, if its spec names one.
+/// The Secret an issuer's CA lives in, if its spec names one (an empty
+/// name is none: [`plan`] reports it as an invalid spec).
 #[must_use]
 pub fn secret_name(spec: &IssuerSpec) -> Option<&str> {
     spec.ca
         .as_ref()
         .map(|c| c.secret_name.as_str())
         .or_else(|| spec.self_managed.as_ref().map(|m| m.secret_name.as_str()))
+        .filter(|name| !name.is_empty())
 }
 
 /// Decides what to do with the issuer `observed` describes.
@@ -141,7 +142,11 @@ pub fn plan(observed: &Observed<'_>) -> Decision {
                     None,
                 ));
             };
-            report(load(&material, &policy, 1, None, None, observed.now))
+            let published = Published {
+                cas: ca_secret::published_cas(found, observed.now),
+                ..Published::default()
+            };
+            report(load(&material, &policy, &published, observed.now))
         }
         CaSource::SelfManaged(managed) => self_managed(observed, &policy, managed),
     }
@@ -184,25 +189,37 @@ fn self_managed(
             "tls.crt or tls.key is missing",
         ));
     };
-    let step_at = next.recheck_at.map(|at| until(observed.now, at));
-    report(load(
-        &material,
-        policy,
-        state.bundle_size,
-        state.record.last_rotation_time,
-        step_at,
-        observed.now,
-    ))
+    let published = Published {
+        cas: state.bundle,
+        rotation: Some(status::rotation_status(&state.rotation, &timing)),
+        last_rotation: state.record.last_rotation_time,
+        step_at: next.recheck_at.map(|at| until(observed.now, at)),
+        state: Some(state.rotation),
+    };
+    report(load(&material, policy, &published, observed.now))
+}
+
+/// What an issuer publishes besides its signing CA, for the status.
+#[derive(Debug, Default)]
+struct Published {
+    /// The CAs of the published bundle, newest first.
+    cas: Vec<CaSummary>,
+    /// The rotation state (self-managed only).
+    state: Option<RotationState>,
+    /// Where the rotation stands (self-managed only).
+    rotation: Option<RotationStatus>,
+    /// When signing last switched CAs (self-managed only).
+    last_rotation: Option<Timestamp>,
+    /// When the next rotation step is due by the clock.
+    step_at: Option<Duration>,
 }
 
 /// Loads the CA from `material`: Ready, looking again when it expires or
-/// at `step_at` (the next rotation step), whichever is first.
+/// at the next rotation step, whichever is first.
 fn load(
     material: &CaMaterial,
     policy: &IssuerPolicy,
-    bundle_size: usize,
-    last_rotation: Option<Timestamp>,
-    step_at: Option<Duration>,
+    published: &Published,
     now: Timestamp,
 ) -> Report {
     let ca = match ReadyCa::load(material, policy, now) {
@@ -212,13 +229,22 @@ fn load(
         }
     };
     let expires_in = until(now, ca.not_after());
+    let summary = ca.summary();
     Report {
         health: Health::Ready {
-            ca: ca.summary(),
-            bundle_size: i32::try_from(bundle_size).unwrap_or(i32::MAX),
-            last_rotation_time: last_rotation.map(Time),
+            bundle: status::bundle(
+                &published.cas,
+                &summary.fingerprint,
+                published.state.as_ref(),
+            ),
+            ca: summary,
+            last_rotation_time: published.last_rotation.map(status::seconds),
+            rotation: published.rotation.clone(),
         },
-        recheck: [Some(expires_in), step_at].into_iter().flatten().min(),
+        recheck: [Some(expires_in), published.step_at]
+            .into_iter()
+            .flatten()
+            .min(),
         ca: Some(ca),
     }
 }
@@ -240,7 +266,10 @@ mod tests {
     use super::*;
     use crate::api::ca_issuer::{CaSecretSource, SelfManagedCa};
     use crate::ca::layout;
-    use crate::ca::rotation::PublishReason;
+    use k8s_openapi::jiff::SignedDuration;
+
+    use crate::api::ca_issuer::{BundleCa, BundleRole, RotationPhase};
+    use crate::ca::rotation::{PublishReason, Retired};
     use crate::signing;
 
     const NS: &str = "certs";
@@ -296,6 +325,36 @@ mod tests {
         }
     }
 
+    /// The status parts of a ready report.
+    fn ready(report: &Report) -> (CaSummary, Vec<BundleCa>, Option<RotationStatus>) {
+        match &report.health {
+            Health::Ready {
+                ca,
+                bundle,
+                rotation,
+                ..
+            } => (ca.clone(), bundle.clone(), rotation.clone()),
+            other => panic!("expected ready, got {other:?}"),
+        }
+    }
+
+    fn roles(bundle: &[BundleCa]) -> Vec<(String, BundleRole)> {
+        bundle
+            .iter()
+            .map(|b| (b.fingerprint.clone(), b.role))
+            .collect()
+    }
+
+    fn pem_of(secret: &Secret, key: &str) -> ByteString {
+        secret.data.as_ref().unwrap()[key].clone()
+    }
+
+    fn fingerprint_of(secret: &Secret) -> String {
+        signing::record(&pem_of(secret, layout::TLS_CRT).0)
+            .unwrap()
+            .fingerprint
+    }
+
     fn observed<'a>(spec: &'a IssuerSpec, secret: Option<&'a Secret>) -> Observed<'a> {
         Observed {
             name: "monitoring-ca",
@@ -328,6 +387,19 @@ mod tests {
     }
 
     #[test]
+    fn an_empty_secret_name_names_no_secret_to_read() {
+        let mut spec = secret_spec();
+        assert_eq!(secret_name(&spec), Some("user-ca"));
+        spec.ca = Some(CaSecretSource {
+            secret_name: String::new(),
+        });
+        assert_eq!(secret_name(&spec), None);
+        let (reason, message, _) = not_ready(plan(&observed(&spec, None)));
+        assert_eq!(reason, reason::INVALID_SPEC);
+        assert_eq!(message, "spec.ca.secretName: must not be empty");
+    }
+
+    #[test]
     fn a_user_secret_that_is_missing_or_incomplete_is_named() {
         let spec = secret_spec();
         let (reason, message, _) = not_ready(plan(&observed(&spec, None)));
@@ -350,10 +422,11 @@ mod tests {
         let Decision::Report(report) = plan(&observed(&spec, Some(&secret))) else {
             panic!("expected a report")
         };
-        assert!(matches!(
-            report.health,
-            Health::Ready { bundle_size: 1, .. }
-        ));
+        let (ca, bundle, rotation) = ready(&report);
+        assert_eq!(rotation, None, "a user's CA has no rotation");
+        assert_eq!(bundle.len(), 1);
+        assert_eq!(bundle[0].role, BundleRole::Signing);
+        assert_eq!(bundle[0].fingerprint, ca.fingerprint);
         assert!(report.ca.is_some());
         // Looked at again no later than the CA's expiry (1h).
         assert!(
@@ -390,7 +463,16 @@ mod tests {
         let Decision::Report(report) = plan(&observed(&spec, Some(&secret))) else {
             panic!("expected a report")
         };
-        assert!(matches!(report.health, Health::Ready { .. }));
+        let (ca, bundle, rotation) = ready(&report);
+        let rotation = rotation.expect("self-managed");
+        assert_eq!(rotation.phase, RotationPhase::Stable);
+        assert_eq!(
+            rotation.next_rotation_time,
+            Some(status::seconds(
+                ca.not_after.0 - SignedDuration::from_mins(20)
+            ))
+        );
+        assert_eq!(roles(&bundle), vec![(ca.fingerprint, BundleRole::Signing)]);
         // The rotation point: 40 minutes into a 1h root.
         let recheck = report.recheck.unwrap();
         assert!(
@@ -436,6 +518,121 @@ mod tests {
         assert_eq!(reason, reason::INVALID_KEY_PAIR);
         assert!(message.starts_with("CA Secret certs/root: "), "{message}");
         assert_eq!(recheck, Some(NOT_READY_RECHECK));
+    }
+
+    #[test]
+    fn mid_rotation_the_status_shows_the_phase_and_each_cas_role() {
+        let spec = self_managed_spec();
+        let start = now();
+        let old = managed_secret(&spec, start);
+        let new = managed_secret(&spec, start + SignedDuration::from_secs(1));
+        let (old_fp, new_fp) = (fingerprint_of(&old), fingerprint_of(&new));
+        let both = ByteString(
+            [
+                pem_of(&new, layout::TLS_CRT).0,
+                pem_of(&old, layout::TLS_CRT).0,
+            ]
+            .concat(),
+        );
+        let published_at = start + SignedDuration::new(10, 500_000_000);
+
+        // Publishing: the new CA waits in the bundle; the old one signs.
+        let mut publishing = old.clone();
+        let data = publishing.data.as_mut().unwrap();
+        data.insert(layout::NEXT_CRT.into(), pem_of(&new, layout::TLS_CRT));
+        data.insert(layout::NEXT_KEY.into(), pem_of(&new, layout::TLS_KEY));
+        data.insert(layout::CA_BUNDLE.into(), both.clone());
+        publishing.metadata.annotations = Some(BTreeMap::from([(
+            layout::NEXT_PUBLISHED_AT.to_owned(),
+            published_at.to_string(),
+        )]));
+        let seen = Observed {
+            now: start + SignedDuration::from_secs(20),
+            ..observed(&spec, Some(&publishing))
+        };
+        let Decision::Report(report) = plan(&seen) else {
+            panic!("nothing is due within the propagation delay")
+        };
+        let (ca, bundle, rotation) = ready(&report);
+        assert_eq!(ca.fingerprint, old_fp);
+        assert_eq!(
+            rotation,
+            Some(RotationStatus {
+                phase: RotationPhase::Publishing,
+                next_rotation_time: None,
+                switch_time: Some(status::seconds(published_at + SignedDuration::from_mins(1))),
+            })
+        );
+        assert_eq!(
+            roles(&bundle),
+            vec![
+                (new_fp.clone(), BundleRole::Next),
+                (old_fp.clone(), BundleRole::Signing)
+            ]
+        );
+
+        // Retiring: the new CA signs, the old one stays until its retire time.
+        let drop_after = start + SignedDuration::from_mins(12);
+        let mut retiring = new.clone();
+        retiring
+            .data
+            .as_mut()
+            .unwrap()
+            .insert(layout::CA_BUNDLE.into(), both);
+        retiring.metadata.annotations = Some(
+            layout::write(&layout::Record {
+                retired: vec![Retired {
+                    fingerprint: old_fp.clone(),
+                    drop_after,
+                }],
+                ..layout::Record::default()
+            })
+            .into_iter()
+            .filter_map(|(k, v)| v.map(|v| (k.to_owned(), v)))
+            .collect(),
+        );
+        let Decision::Report(report) = plan(&observed(&spec, Some(&retiring))) else {
+            panic!("nothing is due before the retire time")
+        };
+        let (ca, bundle, rotation) = ready(&report);
+        let rotation = rotation.unwrap();
+        assert_eq!(rotation.phase, RotationPhase::Retiring);
+        assert_eq!(
+            rotation.next_rotation_time,
+            Some(status::seconds(
+                ca.not_after.0 - SignedDuration::from_mins(20)
+            ))
+        );
+        assert_eq!(
+            roles(&bundle),
+            vec![(new_fp, BundleRole::Signing), (old_fp, BundleRole::Retired)]
+        );
+        assert_eq!(bundle[1].retire_time, Some(status::seconds(drop_after)));
+        assert_eq!(bundle[0].retire_time, None);
+    }
+
+    #[test]
+    fn a_user_secret_publishes_its_bundle_key_first() {
+        let spec = secret_spec();
+        let mut secret = managed_secret(&self_managed_spec(), now());
+        let other = managed_secret(&self_managed_spec(), now() + SignedDuration::from_secs(1));
+        let signing_fp = fingerprint_of(&secret);
+        // ca.crt names only another CA: that is what the rotator publishes.
+        secret.data.as_mut().unwrap().remove(layout::CA_BUNDLE);
+        secret
+            .data
+            .as_mut()
+            .unwrap()
+            .insert(layout::CA_CRT.into(), pem_of(&other, layout::TLS_CRT));
+        let Decision::Report(report) = plan(&observed(&spec, Some(&secret))) else {
+            panic!("expected a report")
+        };
+        let (ca, bundle, _) = ready(&report);
+        assert_eq!(ca.fingerprint, signing_fp);
+        assert_eq!(
+            roles(&bundle),
+            vec![(fingerprint_of(&other), BundleRole::Trusted)]
+        );
     }
 
     #[test]

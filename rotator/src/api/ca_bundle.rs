@@ -7,12 +7,17 @@
 #![allow(clippy::duplicated_attributes)]
 
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, LabelSelector};
-use kube::CustomResource;
+use kube::{CustomResource, KubeSchema};
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
+use super::rules;
+
 /// `spec` of a `CABundle`.
-#[derive(CustomResource, Deserialize, Serialize, Clone, Debug, PartialEq, Default, JsonSchema)]
+///
+/// The CRD refuses at `kubectl apply` what the rotator would report as
+/// `InvalidSource`, in the same words.
+#[derive(CustomResource, Deserialize, Serialize, Clone, Debug, PartialEq, Default, KubeSchema)]
 #[kube(
     group = "capstan.dev",
     version = "v1alpha1",
@@ -22,6 +27,7 @@ use serde::{Deserialize, Serialize};
     category = "capstan",
     derive = "PartialEq",
     derive = "Default",
+    validation = rules::name_rule(),
     doc = "A trust bundle assembled from Secrets, ConfigMaps and inline PEM, written into a ConfigMap in every selected namespace.",
     printcolumn(
         name = "Ready",
@@ -50,6 +56,8 @@ use serde::{Deserialize, Serialize};
 pub struct CABundleSpec {
     /// Where the CA certificates come from. Private keys are never copied: a
     /// source holding one is refused.
+    #[schemars(length(max = rules::MAX_SOURCES))]
+    #[x_kube(validation = rules::sources_rule())]
     pub sources: Vec<BundleSource>,
     /// The ConfigMap written in each selected namespace.
     pub target: BundleTarget,
@@ -59,7 +67,8 @@ pub struct CABundleSpec {
 }
 
 /// One source of CA certificates. Set exactly one field.
-#[derive(Deserialize, Serialize, Clone, Debug, PartialEq, Default, JsonSchema)]
+#[derive(Deserialize, Serialize, Clone, Debug, PartialEq, Default, KubeSchema)]
+#[x_kube(validation = rules::source_rule())]
 #[serde(rename_all = "camelCase")]
 pub struct BundleSource {
     /// A key of a Secret (for example an issuer's CA Secret).
@@ -88,13 +97,17 @@ pub struct ObjectKeySource {
 }
 
 /// The ConfigMap a bundle is written to.
-#[derive(Deserialize, Serialize, Clone, Debug, PartialEq, Default, JsonSchema)]
+#[derive(Deserialize, Serialize, Clone, Debug, PartialEq, Default, KubeSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct BundleTarget {
     /// ConfigMap name, the same in every namespace.
+    #[schemars(length(max = 512))]
+    #[x_kube(validation = rules::config_map_name_rule())]
     pub config_map: String,
     /// Key of the ConfigMap. Default `ca-bundle.crt`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = 253))]
+    #[x_kube(validation = rules::config_map_key_rule())]
     pub key: Option<String>,
 }
 

@@ -1,8 +1,11 @@
-//! The rotator's API: the `CABundle` CRD and the annotations it reads.
+//! The rotator's API: the `CABundle` CRD and the annotations it reads, and
+//! the rules a `CABundle` must follow ([`rules`]: CEL in the CRD and the
+//! rotator's checks, in the same words).
 
 pub mod ca_bundle;
 pub mod injection;
 pub mod issuer_ref;
+pub mod rules;
 
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
 use kube::CustomResourceExt;

@@ -47,6 +47,7 @@ use super::status::{self, Outcome};
 use super::targets::{self, Action as TargetAction, BUNDLE_LABEL};
 use super::{Config, Retries, config_map_ref, publish};
 use crate::api::ca_bundle::{BundleSource, CABundle, CABundleSpec};
+use crate::api::rules;
 use crate::context::{BUNDLE_MANAGER, Context};
 use crate::error::{Error, Result};
 
@@ -381,7 +382,7 @@ impl Bundles {
     /// The bundle of every source, or the first problem.
     async fn build(&self, spec: &CABundleSpec) -> Result<Result<capstan_pki::Bundle, Problem>> {
         if spec.sources.is_empty() {
-            return Ok(Err(Problem::Invalid("spec.sources is empty".to_owned())));
+            return Ok(Err(Problem::Invalid(rules::no_sources("spec.sources"))));
         }
         let mut inputs: Vec<Vec<u8>> = Vec::with_capacity(spec.sources.len());
         for (i, s) in spec.sources.iter().enumerate() {
@@ -461,9 +462,9 @@ impl Bundles {
                         .map(<[u8]>::to_vec),
                 )
             }
-            _ => Ok(Err(Problem::Invalid(format!(
-                "spec.sources[{i}]: set exactly one of secret, configMap and inline"
-            )))),
+            _ => Ok(Err(Problem::Invalid(rules::one_source_kind(&format!(
+                "spec.sources[{i}]"
+            ))))),
         }
     }
 

@@ -10,6 +10,7 @@ use super::source::Problem;
 use super::targets::{BUNDLE_LABEL, Observed};
 use crate::api::ca_bundle::{CABundle, CABundleSpec, ObjectKeySource};
 use crate::api::injection::{DEFAULT_KEY, is_config_map_key};
+use crate::api::rules;
 
 /// The namespace selector of a spec; absent selects every namespace.
 ///
@@ -49,9 +50,7 @@ pub fn namespaces<'a>(
 /// [`Problem::Invalid`] saying so.
 pub fn labelable(bundle: &str) -> Result<(), Problem> {
     if bundle.len() > 63 {
-        return Err(Problem::Invalid(format!(
-            "the name {bundle:?} is longer than 63 characters and cannot label the ConfigMaps it creates"
-        )));
+        return Err(Problem::Invalid(rules::name_too_long(bundle)));
     }
     Ok(())
 }
@@ -68,14 +67,18 @@ pub fn target(spec: &CABundleSpec) -> Result<(String, String), Problem> {
             .chars()
             .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-' || c == '.');
     if !valid_name {
-        return Err(Problem::Invalid(format!(
-            "spec.target.configMap: {name:?} is not a valid ConfigMap name"
+        return Err(Problem::Invalid(rules::value_message(
+            "spec.target.configMap",
+            name,
+            rules::NOT_A_CONFIG_MAP_NAME,
         )));
     }
     let key = spec.target.key.as_deref().unwrap_or(DEFAULT_KEY);
     if !is_config_map_key(key) {
-        return Err(Problem::Invalid(format!(
-            "spec.target.key: {key:?} is not a valid ConfigMap key"
+        return Err(Problem::Invalid(rules::value_message(
+            "spec.target.key",
+            key,
+            rules::NOT_A_CONFIG_MAP_KEY,
         )));
     }
     Ok((name.to_owned(), key.to_owned()))

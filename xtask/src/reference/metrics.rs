@@ -69,6 +69,7 @@ fn issuer() -> Result<Vec<Metric>> {
         failed,
         signing_seconds,
         ca_not_after,
+        ca_next_rotation,
         ready,
         bundle_size,
         reconcile_errors,
@@ -80,6 +81,7 @@ fn issuer() -> Result<Vec<Metric>> {
     metrics.extend(describe(&failed));
     metrics.extend(describe_histogram(&signing_seconds));
     metrics.extend(describe(&ca_not_after));
+    metrics.extend(describe(&ca_next_rotation));
     metrics.extend(describe(&ready));
     metrics.extend(describe(&bundle_size));
     metrics.extend(describe(&reconcile_errors));
