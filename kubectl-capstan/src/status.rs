@@ -136,6 +136,7 @@ fn role_name(role: BundleRole) -> &'static str {
         BundleRole::Signing => "Signing",
         BundleRole::Next => "Next",
         BundleRole::Retired => "Retired",
+        BundleRole::Trusted => "Trusted",
     }
 }
 
