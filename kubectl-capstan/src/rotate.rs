@@ -164,7 +164,7 @@ impl Progress {
             .filter(|e| self.seen.insert(key(e)))
             .map(EventView::of)
             .collect();
-        fresh.sort_by(|a, b| a.last_timestamp.cmp(&b.last_timestamp));
+        fresh.sort_by_key(|e| e.last_timestamp);
         let mut steps: Vec<Step> = fresh.into_iter().map(Step::Event).collect();
         let phase = phase_of(status);
         if phase != self.phase {
