@@ -9,7 +9,8 @@
 //! injected ConfigMap, a CABundle's target and the restart-annotated
 //! Deployment in sync;
 //! `rotate --no-wait` sets `capstan.dev/rotate`, and `rotate` (waiting)
-//! follows a second rotation to its end; with the rotator stopped, a
+//! follows a second rotation to its end, a third one outlasts `--timeout`
+//! (exit 4); with the rotator stopped, a
 //! tampered bundle and a changed Secret make `check` exit 3 and say why.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
@@ -377,6 +378,36 @@ async fn kubectl_capstan_status_inspect_check_and_rotate() {
             text.stdout
         );
     }
+    // kubectl's --kubeconfig and --context, as kube-rs loads them.
+    let context = env
+        .kubectl
+        .run_ok(&["config", "current-context"])
+        .await
+        .unwrap();
+    let kubeconfig = env.kubeconfig.to_str().unwrap().to_owned();
+    let explicit = env
+        .capstan(&[
+            "status",
+            "monitoring-ca",
+            "--kubeconfig",
+            &kubeconfig,
+            "--context",
+            context.trim(),
+            "-o",
+            "yaml",
+        ])
+        .await;
+    assert_eq!(explicit.code, 0, "{explicit:?}");
+    assert!(
+        explicit.stdout.contains("phase: Stable"),
+        "{}",
+        explicit.stdout
+    );
+    let wrong = env
+        .capstan(&["status", "monitoring-ca", "--context", "no-such-context"])
+        .await;
+    assert_eq!(wrong.code, 1, "{wrong:?}");
+    assert!(wrong.stderr.contains("kubeconfig"), "{wrong:?}");
     let missing = env.capstan(&["status", "caissuer/nope", "-n", NS]).await;
     assert_eq!(missing.code, 1, "{missing:?}");
     assert!(
@@ -529,6 +560,19 @@ async fn kubectl_capstan_status_inspect_check_and_rotate() {
             .any(|c| c["retireTime"].is_string())
     );
 
+    // A timeout shorter than propagationDelay (3s): exit code 4, and the
+    // rotation goes on without the plugin.
+    let short = env
+        .capstan(&["rotate", "monitoring-ca", "--timeout", "1s"])
+        .await;
+    assert_eq!(short.code, 4, "{short:?}");
+    assert!(short.stderr.contains("did not sign within 1s"), "{short:?}");
+    let fourth = env
+        .wait("the timed-out rotation's CA signs anyway", || async {
+            env.signing_fingerprint().await.filter(|f| *f != third)
+        })
+        .await;
+
     // The rotator catches up with the new bundle; then, with it stopped, a
     // tampered bundle and a changed Secret are out of sync, with reasons.
     env.wait("check in sync after the rotations", || async {
@@ -585,14 +629,12 @@ async fn kubectl_capstan_status_inspect_check_and_rotate() {
     let cm = items(&check, "ConfigMap", "scrape-ca")[0];
     assert_eq!(cm["state"], "OutOfSync");
     let reason = cm["reason"].as_str().unwrap();
+    let (lacks, holds) = reason.split_once("; still holds").unwrap();
     assert!(
-        reason.contains(&format!("lacks {}", &third[..16])),
+        lacks.contains(&fourth[..16]) && lacks.contains(&third[..16]),
         "{reason}"
     );
-    assert!(
-        reason.contains(&format!("still holds {}", &stranger_fp[..16])),
-        "{reason}"
-    );
+    assert!(holds.trim() == &stranger_fp[..16], "{reason}");
     let deploy = items(&check, "Deployment", "exporter")[0];
     assert_eq!(deploy["state"], "OutOfSync");
     assert!(
