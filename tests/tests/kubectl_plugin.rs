@@ -641,6 +641,43 @@ async fn kubectl_capstan_status_inspect_check_and_rotate() {
         deploy["reason"].as_str().unwrap().contains("differs"),
         "{deploy}"
     );
+    // A CABundle reading an injection target is refused, as the rotator
+    // refuses it (SourceIsTarget), even before its target exists.
+    env.kubectl
+        .apply(
+            "apiVersion: capstan.dev/v1alpha1
+kind: CABundle
+metadata:
+  name: loop
+spec:
+  sources:
+    - configMap: {namespace: apps, name: scrape-ca}
+  target: {configMap: loop-out}
+",
+        )
+        .await;
+    let out = env
+        .capstan(&[
+            "check",
+            "-n",
+            NS,
+            "--cluster-resource-namespace",
+            "certs",
+            "-o",
+            "yaml",
+        ])
+        .await;
+    assert_eq!(out.code, 3, "{out:?}");
+    let check: Value = serde_norway::from_str(&out.stdout).unwrap();
+    let looped = items(&check, "ConfigMap", "loop-out")[0];
+    assert_eq!(looped["state"], "Error");
+    assert!(
+        looped["reason"]
+            .as_str()
+            .unwrap()
+            .starts_with("SourceIsTarget: spec.sources[0]: ConfigMap/scrape-ca -n apps"),
+        "{looped}"
+    );
     let table = env
         .capstan(&["check", "-n", NS, "--cluster-resource-namespace", "certs"])
         .await;

@@ -7,12 +7,13 @@ use capstan_rotator::api::ca_bundle::{BundleSource, CABundle};
 use capstan_rotator::api::injection::{self, InjectSource};
 use capstan_rotator::api::issuer_ref;
 use capstan_rotator::bundle::source::{DEFAULT_KEYS, ISSUER_KEYS, Problem};
-use capstan_rotator::bundle::{select, source};
+use capstan_rotator::bundle::{conflict, select, source};
 use capstan_rotator::restart::hash::{config_hash, config_map_digest, secret_digest};
 use capstan_rotator::restart::sources::{self, SourceKind, SourceRef};
 use capstan_rotator::restart::workload::Workload;
 use k8s_openapi::api::apps::v1::{DaemonSet, Deployment, StatefulSet};
 use k8s_openapi::api::core::v1::{ConfigMap, Namespace, Secret};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use kube::api::{Api, DynamicObject, ListParams};
 use kube::{Client, ResourceExt};
 use time::OffsetDateTime;
@@ -23,7 +24,7 @@ use crate::error::{EXIT_OUT_OF_SYNC, Error, Result};
 use crate::output::{Format, encode};
 
 use super::objects::object_data;
-use super::{print, secret_data};
+use super::{config_map_data, print, secret_data};
 
 /// What `check -o json|yaml` prints.
 #[derive(serde::Serialize)]
@@ -175,9 +176,18 @@ async fn injection_targets(
     Ok(())
 }
 
+/// What a `CABundle` source is read against: every `CABundle` and
+/// Namespace, to refuse a source that is some bundle's output as the
+/// rotator does.
+struct Context<'a> {
+    bundles: &'a [CABundle],
+    namespaces: Vec<&'a ObjectMeta>,
+}
+
 /// The certificates of one `CABundle` source, as the rotator reads them.
 async fn bundle_source(
     client: &Client,
+    cx: &Context<'_>,
     i: usize,
     s: &BundleSource,
 ) -> Result<Result<Vec<u8>, Problem>> {
@@ -189,27 +199,31 @@ async fn bundle_source(
                     .map(<[u8]>::to_vec),
             )
         }
-        (Some(r), None, None) | (None, Some(r), None) => {
-            let kind = if s.secret.is_some() {
-                ObjectKind::Secret
-            } else {
-                ObjectKind::Configmap
-            };
-            let data = match object_data(client, &r.namespace, kind, &r.name).await {
+        (Some(r), None, None) => {
+            let what = format!("Secret/{} -n {}", r.name, r.namespace);
+            let data = match object_data(client, &r.namespace, ObjectKind::Secret, &r.name).await {
                 Ok((_, d)) => d,
                 Err(Error::NotFound(m)) => return Ok(Err(Problem::Missing(m))),
                 Err(e) => return Err(e),
             };
-            let what = format!(
-                "{}/{} -n {}",
-                if kind == ObjectKind::Secret {
-                    "Secret"
-                } else {
-                    "ConfigMap"
-                },
-                r.name,
-                r.namespace
-            );
+            Ok(source::read_key(&what, &data, r.key.as_deref(), DEFAULT_KEYS).map(<[u8]>::to_vec))
+        }
+        (None, Some(r), None) => {
+            let what = format!("ConfigMap/{} -n {}", r.name, r.namespace);
+            let cm = Api::<ConfigMap>::namespaced(client.clone(), &r.namespace)
+                .get_opt(&r.name)
+                .await
+                .map_err(|e| Error::api(format!("reading {what}"), e))?;
+            let Some(cm) = cm else {
+                return Ok(Err(Problem::Missing(format!("{what} not found"))));
+            };
+            if let Some(why) = conflict::source_is_target(cx.bundles, &cx.namespaces, &cm.metadata)
+            {
+                return Ok(Err(Problem::SourceIsTarget(format!(
+                    "spec.sources[{i}]: {why}; a bundle cannot read its own output"
+                ))));
+            }
+            let data = config_map_data(cm);
             Ok(source::read_key(&what, &data, r.key.as_deref(), DEFAULT_KEYS).map(<[u8]>::to_vec))
         }
         _ => Ok(Err(Problem::Invalid(format!(
@@ -240,7 +254,11 @@ async fn bundle_targets(
         .list_metadata(&ListParams::default())
         .await
         .map_err(|e| Error::api("listing Namespaces", e))?;
-    for bundle in bundles {
+    let cx = Context {
+        bundles: &bundles,
+        namespaces: namespaces.items.iter().map(|n| &n.metadata).collect(),
+    };
+    for bundle in &bundles {
         let via = format!("CABundle/{}", bundle.name_any());
         let (target, key) = match select::target(&bundle.spec) {
             Ok(t) => t,
@@ -276,7 +294,7 @@ async fn bundle_targets(
             let mut inputs = Vec::new();
             let mut problem = None;
             for (i, s) in bundle.spec.sources.iter().enumerate() {
-                match bundle_source(client, i, s).await? {
+                match bundle_source(client, &cx, i, s).await? {
                     Ok(b) => inputs.push(b),
                     Err(p) => {
                         problem = Some(p);
@@ -301,14 +319,14 @@ async fn bundle_targets(
                 .await
                 .map_err(|e| Error::api(format!("reading ConfigMap/{target} -n {ns}"), e))?;
             let (state, reason) = match cm {
-                None => (
+                None if desired.is_ok() => (
                     State::OutOfSync,
                     format!("ConfigMap {target} does not exist yet"),
                 ),
-                Some(cm) => {
+                cm => {
                     let current = cm
-                        .data
                         .as_ref()
+                        .and_then(|c| c.data.as_ref())
                         .and_then(|d| d.get(&key))
                         .map(String::as_str);
                     check::bundle(current, &key, &desired, now)
