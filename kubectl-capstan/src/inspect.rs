@@ -240,7 +240,11 @@ pub fn render(r: &Report, now: OffsetDateTime) -> String {
             };
             t.row(vec![
                 c.position.to_string(),
-                c.subject.clone(),
+                if c.subject.is_empty() {
+                    "-".into()
+                } else {
+                    c.subject.clone()
+                },
                 if c.sans.is_empty() {
                     "-".into()
                 } else {
