@@ -11,6 +11,8 @@
 //! * [`bundle`] — trust bundles: parse, de-duplicate, drop expired, order
 //!   newest first, serialize deterministically;
 //! * [`cert`] — certificate summaries and fingerprints;
+//! * [`inspect`] — what PEM a user holds carries: certificates (private keys
+//!   counted, never returned), every SAN, which CA's signature verifies;
 //! * [`serving`] — a serving certificate signed locally for the metrics
 //!   endpoint's dynamic TLS;
 //! * [`secret_key`] — a private-key wrapper that never prints its contents.
@@ -29,6 +31,7 @@ pub mod cert;
 pub mod csr;
 pub mod duration;
 mod error;
+pub mod inspect;
 mod keys;
 pub mod secret_key;
 pub mod serving;
