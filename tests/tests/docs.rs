@@ -478,12 +478,13 @@ fn is_reason(reason: &str, literals: &[String]) -> bool {
 }
 
 /// Event reasons that the code spells out: literals handed to
-/// `Record::normal`/`Record::warning`, and constants documented as an Event
-/// reason.
+/// `Record::normal`/`Record::warning`, and the constants of the reasons
+/// modules whose doc comment says they are an Event's (`/// Event: ...`,
+/// `/// Condition and Event: ...`, `/// ... Event reason ...`).
 fn recorded_reasons(code: &str) -> BTreeSet<String> {
     let direct = regex::Regex::new(r#"Record::(?:normal|warning)\(\s*"([A-Za-z]+)""#).unwrap();
     let constant = regex::Regex::new(
-        r#"///[^\n]*Event reason[^\n]*\n\s*pub const [A-Z_]+: &str = "([A-Za-z]+)";"#,
+        r#"///[^\n]*\bEvent\b[^\n]*\n\s*pub const [A-Z_]+: &str = "([A-Za-z]+)";"#,
     )
     .unwrap();
     direct
