@@ -1,6 +1,6 @@
 //! `capstan-test-apiserver`: the test Kubernetes API server as a process, for
-//! the end-to-end suites that restart it and for running capstan's binaries
-//! by hand against it.
+//! running capstan's binaries by hand against it (`tests/binary.rs` checks
+//! it, restarts with `--data-dir` included).
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
