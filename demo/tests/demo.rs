@@ -3,12 +3,52 @@
 //! stops cleanly on Ctrl-C (SIGINT).
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::time::Duration;
 
-use capstan_tests::harness::{Kubectl, await_condition};
 use tokio::io::{AsyncBufReadExt as _, BufReader};
 use tokio::process::Command;
+
+/// The real kubectl, where the e2e suites find it: `$CAPSTAN_KUBECTL`, else
+/// the workspace's `.tools/bin/kubectl` (installed by `scripts/install-tools`).
+fn kubectl_path() -> PathBuf {
+    let path = std::env::var_os("CAPSTAN_KUBECTL").map_or_else(
+        || Path::new(env!("CARGO_MANIFEST_DIR")).join("../.tools/bin/kubectl"),
+        PathBuf::from,
+    );
+    assert!(
+        path.is_file(),
+        "kubectl not found at {} (set CAPSTAN_KUBECTL or run scripts/install-tools)",
+        path.display()
+    );
+    path
+}
+
+/// Runs kubectl with `kubeconfig` (and a discovery cache of its own beside
+/// it) and returns its stdout, panicking with its stderr when it fails.
+async fn kubectl(kubeconfig: &Path, args: &[&str]) -> String {
+    let out = Command::new(kubectl_path())
+        .arg("--kubeconfig")
+        .arg(kubeconfig)
+        .args(args)
+        .env("KUBECACHEDIR", kubeconfig.with_extension("kubecache"))
+        .stdin(Stdio::null())
+        .kill_on_drop(true)
+        .output();
+    let out = tokio::time::timeout(Duration::from_secs(60), out)
+        .await
+        .unwrap_or_else(|_| panic!("kubectl {} did not finish in 60 s", args.join(" ")))
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "kubectl {} failed ({}): {}",
+        args.join(" "),
+        out.status,
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).unwrap()
+}
 
 #[tokio::test]
 async fn the_demo_tells_the_rotation_story_and_stops_on_ctrl_c() {
@@ -31,17 +71,18 @@ async fn the_demo_tells_the_rotation_story_and_stops_on_ctrl_c() {
         }
     });
     let text = || lines.lock().unwrap().join("\n");
-    let told = await_condition(
-        "the story to be told",
-        Duration::from_secs(300),
-        Duration::from_millis(200),
-        || {
-            let t = text();
-            async move { (t.contains("Press Ctrl-C") || t.contains("failed")).then_some(t) }
-        },
-    )
-    .await
-    .unwrap_or_else(|e| panic!("{e}\n{}", text()));
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(300);
+    let told = loop {
+        let t = text();
+        if t.contains("Press Ctrl-C") || t.contains("failed") {
+            break t;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "timed out after 300 s waiting for the story to be told:\n{t}"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
     assert!(told.contains("Press Ctrl-C"), "{told}");
     for expected in [
         "DNS names              metrics-app.monitoring.svc",
@@ -56,16 +97,13 @@ async fn the_demo_tells_the_rotation_story_and_stops_on_ctrl_c() {
     }
 
     // While it runs, the kubeconfig it left works with the real kubectl.
-    let kubectl = Kubectl::new(&dir.path().join("kubeconfig")).unwrap();
-    let issuers = kubectl.run_ok(&["get", "clustercaissuers"]).await.unwrap();
+    let kubeconfig = dir.path().join("kubeconfig");
+    let issuers = kubectl(&kubeconfig, &["get", "clustercaissuers"]).await;
     assert!(
         issuers.contains("monitoring-ca") && issuers.contains("True"),
         "{issuers}"
     );
-    let events = kubectl
-        .run_ok(&["get", "events", "-n", "monitoring"])
-        .await
-        .unwrap();
+    let events = kubectl(&kubeconfig, &["get", "events", "-n", "monitoring"]).await;
     assert!(events.contains("RolloutCompleted"), "{events}");
 
     // Ctrl-C stops it cleanly.

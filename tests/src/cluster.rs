@@ -12,10 +12,10 @@ use std::time::Duration;
 
 use anyhow::Context as _;
 use base64::Engine as _;
+use capstan_testserver::auth::UserInfo;
+use capstan_testserver::{TestApiServer, kubeconfig};
 use serde_json::Value;
 
-use crate::apiserver::auth::UserInfo;
-use crate::apiserver::{TestApiServer, kubeconfig};
 use crate::controlplane::ControlPlane;
 use crate::harness::{
     Cluster, Kubectl, Output, RunningBinary, await_condition, shared_dir, workspace_binary,

@@ -538,3 +538,34 @@ pub fn condition<'a>(obj: &'a Value, type_: &str) -> Option<&'a Value> {
         .iter()
         .find(|c| c["type"] == type_)
 }
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn running_binary_collects_stdout_and_stderr_and_is_killed() {
+        let mut bin = RunningBinary::start(
+            Path::new("/bin/sh"),
+            &["-c", "echo out $CAPSTAN_X; echo err >&2; exec sleep 600"],
+            &[("CAPSTAN_X", "given")],
+        )
+        .unwrap();
+        let line = bin
+            .wait_for_log(Duration::from_secs(20), |l| l.starts_with("out"))
+            .await
+            .unwrap();
+        assert_eq!(line, "out given");
+        bin.wait_for_log(Duration::from_secs(20), |l| l == "err")
+            .await
+            .unwrap();
+        assert!(bin.is_running());
+        let missing = bin
+            .wait_for_log(Duration::from_millis(200), |l| l == "never")
+            .await
+            .unwrap_err();
+        assert!(format!("{missing:#}").contains("out given"), "{missing:#}");
+        bin.kill().await.unwrap();
+    }
+}

@@ -1,6 +1,7 @@
-//! capstan's test Kubernetes API server and end-to-end test harness.
+//! capstan's end-to-end test harness: the real control plane the suites run
+//! against, and the helpers they share. The embedded API server they compare
+//! with it is the `capstan_testserver` crate.
 
-pub mod apiserver;
 pub mod chart;
 pub mod cluster;
 pub mod controlplane;

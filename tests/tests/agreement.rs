@@ -15,9 +15,9 @@
 use std::fmt::Write as _;
 use std::time::Duration;
 
-use capstan_tests::apiserver::TestApiServer;
 use capstan_tests::controlplane::ControlPlane;
 use capstan_tests::harness::{Cluster, Kubectl, await_condition, workspace_root};
+use capstan_testserver::TestApiServer;
 use futures::{StreamExt as _, TryStreamExt as _};
 use k8s_openapi::api::core::v1::ConfigMap;
 use kube::api::{Api, PostParams, WatchEvent, WatchParams};

@@ -4,8 +4,8 @@
 
 use std::time::Duration;
 
-use capstan_tests::apiserver::TestApiServer;
 use capstan_tests::harness::eventually;
+use capstan_testserver::TestApiServer;
 use futures::{StreamExt as _, TryStreamExt as _};
 use k8s_openapi::api::certificates::v1::CertificateSigningRequest;
 use k8s_openapi::api::core::v1::{ConfigMap, Event, Secret};

@@ -20,7 +20,6 @@
 use std::path::Path;
 use std::time::Duration;
 
-use capstan_tests::apiserver::RequestRecord;
 use capstan_tests::cluster::{
     self, MASTERS, decode_b64, metric_value, openssl_in, p256_ca, request_condition_args,
     request_condition_patch, user_kubeconfig,
@@ -29,6 +28,7 @@ use capstan_tests::controlplane::ControlPlane;
 use capstan_tests::controlplane::cert_manager::{self, APPROVER, CertManager};
 use capstan_tests::harness::{Kubectl, RunningBinary, await_condition, condition, rendered_chart};
 use capstan_tests::hygiene;
+use capstan_testserver::RequestRecord;
 use serde_json::Value;
 
 const WAIT: Duration = Duration::from_secs(90);

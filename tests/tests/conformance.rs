@@ -6,8 +6,8 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
-use capstan_tests::apiserver::{Faults, Rule, TestApiServer, UserInfo};
 use capstan_tests::harness::{await_condition, eventually};
+use capstan_testserver::{Faults, Rule, TestApiServer, UserInfo};
 use futures::{StreamExt as _, TryStreamExt as _};
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::authentication::v1::TokenReview;

@@ -22,11 +22,11 @@
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use capstan_tests::apiserver::faults::{Faults, FaultsHandle};
 use capstan_tests::cluster::{MASTERS, p256_csr, start_binary, user_kubeconfig_at};
 use capstan_tests::controlplane::proxy::FaultProxy;
 use capstan_tests::controlplane::{ControlPlane, free_port};
 use capstan_tests::harness::{Kubectl, RunningBinary, await_condition, strip_ansi};
+use capstan_testserver::faults::{Faults, FaultsHandle};
 use serde_json::Value;
 
 /// How long a binary may take to exit after SIGTERM.

@@ -17,12 +17,12 @@
 
 use std::time::Duration;
 
-use capstan_tests::apiserver::faults::{Faults, FaultsHandle};
 use capstan_tests::cluster::{MASTERS, scraped_series, start_binary, user_kubeconfig_at};
 use capstan_tests::controlplane::ControlPlane;
 use capstan_tests::controlplane::proxy::FaultProxy;
 use capstan_tests::harness::{Kubectl, RunningBinary, await_condition, strip_ansi};
 use capstan_tests::hygiene;
+use capstan_testserver::faults::{Faults, FaultsHandle};
 use k8s_openapi::api::apps::v1::{DaemonSet, Deployment, StatefulSet};
 use k8s_openapi::api::core::v1::{ConfigMap, Event, Namespace, Pod, Secret};
 use kube::api::{Api, Patch, PatchParams, PostParams};

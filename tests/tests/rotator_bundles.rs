@@ -29,7 +29,6 @@ use std::process::Command;
 use std::time::Duration;
 
 use base64::Engine;
-use capstan_tests::apiserver::faults::{Faults, FaultsHandle};
 use capstan_tests::cluster::{
     MASTERS, decode_b64, openssl_ok, p256_ca, p256_csr, scraped_series, start_binary, start_issuer,
     user_kubeconfig_at,
@@ -38,6 +37,7 @@ use capstan_tests::controlplane::ControlPlane;
 use capstan_tests::controlplane::proxy::{self, FaultProxy, Seen};
 use capstan_tests::harness::{Kubectl, RunningBinary, await_condition};
 use capstan_tests::hygiene;
+use capstan_testserver::faults::{Faults, FaultsHandle};
 use k8s_openapi::api::core::v1::ConfigMap;
 use kube::api::Api;
 use serde_json::Value;

@@ -48,12 +48,12 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use base64::Engine as _;
-use capstan_tests::apiserver::{Faults, FaultsHandle, RequestRecord};
 use capstan_tests::cluster::{MASTERS, create_crds};
 use capstan_tests::controlplane::ControlPlane;
 use capstan_tests::controlplane::proxy::{FaultProxy, Seen, is_watch};
 use capstan_tests::harness::{Kubectl, RunningBinary, await_condition, workspace_binary};
 use capstan_tests::hygiene;
+use capstan_testserver::{Faults, FaultsHandle, RequestRecord};
 use futures::{StreamExt as _, TryStreamExt as _};
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::coordination::v1::Lease;

@@ -19,11 +19,11 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use anyhow::bail;
-use capstan_tests::apiserver::auth::UserInfo;
-use capstan_tests::apiserver::{TestApiServer, kubeconfig};
 use capstan_tests::cluster::create_crds;
 use capstan_tests::harness::{RunningBinary, await_condition, workspace_binary};
 use capstan_tests::procfs;
+use capstan_testserver::auth::UserInfo;
+use capstan_testserver::{TestApiServer, kubeconfig};
 use futures::{StreamExt, TryStreamExt, stream};
 use kube::api::{Api, DynamicObject, Patch, PatchParams, PostParams};
 use kube::core::{ApiResource, GroupVersionKind};

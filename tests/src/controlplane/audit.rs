@@ -5,9 +5,8 @@
 use std::path::Path;
 
 use anyhow::Context as _;
+use capstan_testserver::RequestRecord;
 use serde::Deserialize;
-
-use crate::apiserver::RequestRecord;
 
 /// One audited request (`audit.k8s.io/v1` Event, the fields the suites use).
 #[derive(Debug, Clone, Deserialize)]

@@ -29,11 +29,11 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use anyhow::{Context as _, bail};
+use capstan_testserver::kubeconfig;
 use k8s_openapi::api::authentication::v1::{TokenRequest, TokenRequestSpec};
 use k8s_openapi::api::core::v1::{Namespace, Node, ServiceAccount};
 use kube::api::{Api, PostParams};
 
-use crate::apiserver::kubeconfig;
 use flags::Layout;
 use process::Process;
 
@@ -535,7 +535,7 @@ current-context: capstan-test
     /// test API server's request log (the impersonated user as the user).
     /// The audit log is written as each request completes, so a suite that
     /// counts requests it just made polls for them.
-    pub fn request_log(&self) -> Vec<crate::apiserver::RequestRecord> {
+    pub fn request_log(&self) -> Vec<capstan_testserver::RequestRecord> {
         self.audit_events()
             .unwrap_or_default()
             .iter()
@@ -616,7 +616,7 @@ impl Drop for ControlPlane {
 
 /// A kube client for a kubeconfig file.
 pub async fn client_for(kubeconfig: &Path) -> anyhow::Result<kube::Client> {
-    crate::apiserver::tls::install_crypto_provider();
+    capstan_testserver::tls::install_crypto_provider();
     let kc = kube::config::Kubeconfig::read_from(kubeconfig)
         .with_context(|| format!("reading {}", kubeconfig.display()))?;
     let config =

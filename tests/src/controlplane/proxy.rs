@@ -16,11 +16,11 @@ use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 
 use anyhow::Context as _;
+use capstan_testserver::faults::{FaultsHandle, Target, WatchCut};
 use http_body_util::{BodyExt as _, Full, StreamBody, combinators::BoxBody};
 use hyper::body::{Bytes, Incoming};
 
 use super::ControlPlane;
-use crate::apiserver::faults::{FaultsHandle, Target, WatchCut};
 
 /// What the proxy saw of one request.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -63,7 +63,7 @@ impl FaultProxy {
     /// kube-apiserver, injecting `faults` (changeable through
     /// [`FaultProxy::faults`]). The admin's token is known as `admin`.
     pub async fn start(cp: &ControlPlane, faults: FaultsHandle) -> anyhow::Result<Self> {
-        crate::apiserver::tls::install_crypto_provider();
+        capstan_testserver::tls::install_crypto_provider();
         let upstream: SocketAddr = cp
             .url()
             .trim_start_matches("https://")
@@ -83,7 +83,7 @@ impl FaultProxy {
         let serving = cp
             .serving_ca()
             .serving("capstan fault proxy", &["127.0.0.1", "localhost"])?;
-        let server_config = crate::apiserver::tls::ServingCert {
+        let server_config = capstan_testserver::tls::ServingCert {
             ca_pem: cp.ca_pem().to_owned(),
             cert_pem: serving.cert_pem,
             key_pem: serving.key_pem,

@@ -1085,8 +1085,11 @@ mod tests {
     use super::*;
 
     fn crd_schema(file: &str) -> Value {
-        let text =
-            std::fs::read_to_string(format!("/work/shared/cert-manager-crds/{file}")).unwrap();
+        let text = std::fs::read_to_string(format!(
+            "{}/../tests/fixtures/cert-manager-crds/{file}",
+            env!("CARGO_MANIFEST_DIR")
+        ))
+        .unwrap();
         let crd: Value = serde_norway::from_str(&text).unwrap();
         crd["spec"]["versions"]
             .as_array()

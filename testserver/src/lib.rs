@@ -1,4 +1,9 @@
-//! The test Kubernetes API server.
+//! capstan's embedded Kubernetes API server: an in-memory REST endpoint over
+//! HTTPS on 127.0.0.1 that kubectl, helm and kube-rs clients use as they
+//! would a cluster. `capstan-demo` runs capstan on it with no cluster at
+//! all; the suites in `capstan-tests` compare it with the real
+//! kube-apiserver; the `capstan-test-apiserver` binary serves it as a
+//! process.
 //!
 //! Pure building blocks (no IO) live in their own modules so they can be unit
 //! tested: [`patch`] (JSON, merge, strategic-merge patches and server-side

@@ -2,11 +2,11 @@
 //! control endpoints, and `--data-dir` surviving a SIGKILL.
 #![allow(clippy::unwrap_used)]
 
+use std::future::Future;
 use std::path::Path;
 use std::process::Stdio;
 use std::time::Duration;
 
-use capstan_tests::harness::eventually;
 use k8s_openapi::api::core::v1::ConfigMap;
 use kube::api::{Api, PostParams};
 use serde_json::json;
@@ -34,6 +34,24 @@ async fn start(listen: &str, kubeconfig: &Path, data_dir: &Path) -> (Child, Stri
     (child, url)
 }
 
+/// Polls `check` every 50 ms until it returns `Some`, failing after 10 s.
+async fn eventually<T, Fut>(what: &str, mut check: impl FnMut() -> Fut) -> anyhow::Result<T>
+where
+    Fut: Future<Output = Option<T>>,
+{
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        if let Some(v) = check().await {
+            return Ok(v);
+        }
+        anyhow::ensure!(
+            tokio::time::Instant::now() < deadline,
+            "timed out after 10 s waiting for {what}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
 async fn client(kubeconfig: &Path) -> kube::Client {
     let kc = kube::config::Kubeconfig::read_from(kubeconfig).unwrap();
     let cfg = kube::Config::from_custom_kubeconfig(kc, &Default::default())
@@ -50,6 +68,11 @@ async fn binary_serves_persists_and_exposes_test_endpoints() {
     let (mut child, url) = start("127.0.0.1:0", &kubeconfig, &data).await;
     let port = url.rsplit(':').next().unwrap().to_string();
     let c = client(&kubeconfig).await;
+    let version = c.apiserver_version().await.unwrap();
+    assert_eq!(
+        version.git_version,
+        capstan_testserver::discovery::GIT_VERSION
+    );
     let api: Api<ConfigMap> = Api::namespaced(c.clone(), "default");
     let created = api
         .create(
@@ -127,28 +150,4 @@ async fn binary_serves_persists_and_exposes_test_endpoints() {
             .unwrap()
     };
     assert!(rv(&next) > rv(&created));
-}
-
-#[tokio::test]
-async fn harness_runs_the_server_binary_and_reads_its_logs() {
-    use capstan_tests::harness::RunningBinary;
-    let dir = tempfile::tempdir().unwrap();
-    let kubeconfig = dir.path().join("kubeconfig");
-    let bin = RunningBinary::start(
-        Path::new(env!("CARGO_BIN_EXE_capstan-test-apiserver")),
-        &["--kubeconfig", kubeconfig.to_str().unwrap()],
-        &[],
-    )
-    .unwrap();
-    let line = bin
-        .wait_for_log(Duration::from_secs(20), |l| {
-            l.starts_with("kubeconfig written to")
-        })
-        .await
-        .unwrap();
-    assert!(line.ends_with("kubeconfig"));
-    let c = client(&kubeconfig).await;
-    let v = c.apiserver_version().await.unwrap();
-    assert_eq!(v.git_version, "v1.34.0");
-    bin.kill().await.unwrap();
 }

@@ -1,12 +1,13 @@
 //! `capstan-test-apiserver`: the test Kubernetes API server as a process, for
-//! the embedded demo and for running capstan's binaries by hand against it.
+//! running capstan's binaries by hand against it (`tests/binary.rs` checks
+//! it, restarts with `--data-dir` included).
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
 use anyhow::Context as _;
-use capstan_tests::apiserver::{Faults, TestApiServer, UserInfo};
+use capstan_testserver::{Faults, TestApiServer, UserInfo};
 use clap::Parser;
 
 /// Serves the test API server until SIGTERM or SIGINT.

@@ -1140,9 +1140,10 @@ mod tests {
     }
 
     fn cert_manager_columns() -> Value {
-        let text = std::fs::read_to_string(
-            "/work/shared/cert-manager-crds/cert-manager.io_certificaterequests.yaml",
-        )
+        let text = std::fs::read_to_string(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/../tests/fixtures/cert-manager-crds/cert-manager.io_certificaterequests.yaml"
+        ))
         .unwrap();
         let crd: Value = serde_norway::from_str(&text).unwrap();
         crd["spec"]["versions"]
