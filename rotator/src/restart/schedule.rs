@@ -13,6 +13,8 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::{Duration, Instant};
 
+use capstan_common::backoff::Policy;
+
 use super::sources::SourceRef;
 
 /// A workload, by kind, namespace and name.
@@ -71,15 +73,11 @@ impl Pending {
     }
 }
 
-/// Delay before retry number `failures` (1-based): doubling from 1 s, at
-/// most 60 s.
-#[must_use]
-pub fn retry_delay(failures: u32) -> Duration {
-    let exp = failures.saturating_sub(1).min(6);
-    Duration::from_secs(1u64 << exp).min(Duration::from_secs(60))
-}
+/// How failed patches, fetches and decisions back off: the workspace's one
+/// policy for failed reconciles (doubling from 1 s, at most 5 minutes).
+const RETRY: Policy = Policy::RECONCILE;
 
-/// Failed work to do again, per key, after [`retry_delay`].
+/// Failed work to do again, per key, after [`RETRY`]'s delay.
 #[derive(Debug, Clone)]
 pub struct Backoff<K> {
     entries: BTreeMap<K, (u32, Instant)>,
@@ -98,7 +96,7 @@ impl<K: Ord + Clone> Backoff<K> {
     pub fn failed(&mut self, key: K, now: Instant) -> Instant {
         let entry = self.entries.entry(key).or_insert((0, now));
         entry.0 = entry.0.saturating_add(1);
-        entry.1 = now + retry_delay(entry.0);
+        entry.1 = now + RETRY.delay(entry.0);
         entry.1
     }
 
@@ -189,7 +187,7 @@ impl Scheduler {
             });
         pending.changed.extend(start.changed);
         pending.failures = pending.failures.max(start.failures).saturating_add(1);
-        let at = now + retry_delay(pending.failures);
+        let at = now + RETRY.delay(pending.failures);
         pending.not_before = Some(at);
         pending.due_at(self.limits.debounce)
     }
@@ -442,7 +440,7 @@ mod tests {
         b.succeeded(&"tls");
         assert!(!b.contains(&"tls"));
         assert_eq!(b.failed("tls", secs(t0, 5)), secs(t0, 6));
-        assert_eq!(retry_delay(30), Duration::from_secs(60));
+        assert_eq!(RETRY.delay(30), Policy::RECONCILE.max);
     }
 
     #[test]
