@@ -11,5 +11,6 @@ pub mod context;
 pub mod error;
 pub mod metrics;
 pub mod restart;
+pub mod scope;
 
 pub use args::{Args, CONFIG_KEYS};

@@ -18,7 +18,6 @@ use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use capstan_common::backoff::WatchBackoff;
 use capstan_common::events::Record;
 use futures::StreamExt;
 use futures::stream::{BoxStream, SelectAll};
@@ -27,16 +26,19 @@ use k8s_openapi::api::core::v1::{ConfigMap, ObjectReference, Secret};
 use kube::ResourceExt;
 use kube::api::{Api, Patch, PatchParams};
 use kube::core::PartialObjectMeta;
-use kube::runtime::{WatchStreamExt, watcher};
+use kube::runtime::watcher;
 use tokio_util::sync::CancellationToken;
 
+use super::compat::{self, Warned};
 use super::hash::{config_hash, object_digest};
 use super::rollout::RolloutState;
 use super::schedule::{Backoff, Limits, Scheduler, WorkloadKey};
-use super::sources::{self, SourceKind, SourceRef};
+use super::sources::{self, Marks, SourceKind, SourceRef, Watched};
 use super::workload::{self, Workload};
 use crate::context::{Context, RESTART_MANAGER};
 use crate::error::{Error, Result};
+use crate::scope::namespaces::Moved;
+use crate::scope::watch::scoped;
 
 /// A source in its namespace.
 type SourceKey = (String, SourceRef);
@@ -47,6 +49,8 @@ enum Input {
     SecretMeta(watcher::Event<PartialObjectMeta<Secret>>),
     ConfigMapMeta(watcher::Event<PartialObjectMeta<ConfigMap>>),
     LeaderGained,
+    /// A namespace entered or left the scope.
+    Moved(Moved),
     Tick,
 }
 
@@ -55,6 +59,8 @@ enum Input {
 struct Known {
     resource_version: Option<String>,
     digest: Option<String>,
+    /// Its `ignore` and `match` annotations.
+    marks: Marks,
 }
 
 /// The restart controller's state.
@@ -62,7 +68,7 @@ pub struct Restarter {
     ctx: Arc<Context>,
     limits: Limits,
     scheduler: Scheduler,
-    workloads: HashMap<WorkloadKey, (Workload, BTreeSet<SourceRef>)>,
+    workloads: HashMap<WorkloadKey, (Workload, Watched)>,
     users: HashMap<SourceKey, BTreeSet<WorkloadKey>>,
     known: HashMap<SourceKey, Known>,
     /// Sources to fetch again, with the resourceVersion last seen (`None`
@@ -77,6 +83,8 @@ pub struct Restarter {
     /// the baseline again (by then it could include a change, which would
     /// then never roll).
     baselines: HashMap<WorkloadKey, String>,
+    /// The Reloader annotations not honoured that were reported, per workload.
+    warned: Warned<WorkloadKey>,
 }
 
 impl Restarter {
@@ -95,6 +103,7 @@ impl Restarter {
             rework: Backoff::default(),
             rework_objects: HashMap::new(),
             baselines: HashMap::new(),
+            warned: Warned::default(),
         }
     }
 
@@ -102,39 +111,40 @@ impl Restarter {
     pub async fn run(mut self, shutdown: CancellationToken) {
         let client = self.ctx.client.clone();
         let config = watcher::Config::default().any_semantic();
+        let scope = self.ctx.scope.scope().clone();
         let mut inputs: SelectAll<BoxStream<'static, Input>> = SelectAll::new();
         inputs.push(workloads::<Deployment>(
             &client,
+            &scope,
             &config,
             Workload::Deployment,
         ));
         inputs.push(workloads::<StatefulSet>(
             &client,
+            &scope,
             &config,
             Workload::StatefulSet,
         ));
         inputs.push(workloads::<DaemonSet>(
             &client,
+            &scope,
             &config,
             Workload::DaemonSet,
         ));
         inputs.push(
-            watcher(
-                Api::<PartialObjectMeta<Secret>>::all(client.clone()),
-                config.clone(),
-            )
-            .backoff(WatchBackoff::default())
-            .filter_map(|e| std::future::ready(e.ok().map(Input::SecretMeta)))
-            .boxed(),
+            scoped::<PartialObjectMeta<Secret>>(&client, &scope, &config)
+                .map(Input::SecretMeta)
+                .boxed(),
         );
         inputs.push(
-            watcher(
-                Api::<PartialObjectMeta<ConfigMap>>::all(client.clone()),
-                config,
-            )
-            .backoff(WatchBackoff::default())
-            .filter_map(|e| std::future::ready(e.ok().map(Input::ConfigMapMeta)))
-            .boxed(),
+            scoped::<PartialObjectMeta<ConfigMap>>(&client, &scope, &config)
+                .map(Input::ConfigMapMeta)
+                .boxed(),
+        );
+        inputs.push(
+            tokio_stream::wrappers::BroadcastStream::new(self.ctx.scope.moves())
+                .filter_map(|m| std::future::ready(m.ok().map(Input::Moved)))
+                .boxed(),
         );
         inputs.push(
             self.ctx
@@ -235,6 +245,7 @@ impl Restarter {
                     self.apply_workload(w, false).await
                 }
                 watcher::Event::Delete(w) => {
+                    self.warned.forget(&w.key());
                     self.forget(&w.key());
                     Ok(())
                 }
@@ -243,6 +254,7 @@ impl Restarter {
             Input::SecretMeta(event) => self.source_event(SourceKind::Secret, event).await,
             Input::ConfigMapMeta(event) => self.source_event(SourceKind::ConfigMap, event).await,
             Input::LeaderGained => self.resync().await,
+            Input::Moved(moved) => self.moved(moved).await,
             Input::Tick => Ok(()),
         }
     }
@@ -278,25 +290,31 @@ impl Restarter {
     /// the content current then), or the echo of the rotator's own write.
     async fn workload_applied(&mut self, w: Workload, recheck: bool) -> Result<()> {
         let key = w.key();
+        if !self.ctx.scope.admits(&key.namespace) {
+            self.forget(&key);
+            return Ok(());
+        }
+        self.warn_unsupported(&w).await;
         let Some(watched) = sources::watched(&w.annotations(), &w.template()) else {
             self.forget(&key);
             return Ok(());
         };
         let first_seen = !self.workloads.contains_key(&key);
         self.forget_users(&key);
-        for source in &watched {
+        for source in watched.sources() {
             self.users
                 .entry((key.namespace.clone(), source.clone()))
                 .or_default()
                 .insert(key.clone());
             let skey = (key.namespace.clone(), source.clone());
             if !self.known.contains_key(&skey) {
-                let digest = self.fetch(&skey).await?;
+                let (digest, marks) = self.fetch(&skey).await?;
                 self.known.insert(
                     skey,
                     Known {
                         resource_version: None,
                         digest,
+                        marks,
                     },
                 );
             }
@@ -306,7 +324,7 @@ impl Restarter {
         if first_seen {
             // Logged once the current content is known, so a change from
             // here on is seen as one.
-            let names: Vec<String> = watched.iter().map(ToString::to_string).collect();
+            let names: Vec<String> = watched.sources().map(ToString::to_string).collect();
             tracing::info!(workload = %key, sources = %names.join(", "), "watching the sources of {key}");
         }
         let in_flight = self.scheduler.in_flight().contains(&key);
@@ -350,8 +368,9 @@ impl Restarter {
                 if applied != current && !in_flight && !pending && (first_seen || recheck) =>
             {
                 // Changed while nobody watched (or before this replica led):
-                // restart for every source, as the change cannot be narrowed.
-                for source in self.workloads[&key].1.clone() {
+                // restart for every source that counts, as the change cannot
+                // be narrowed.
+                for source in self.counted(&key.namespace, &self.workloads[&key].1) {
                     self.scheduler.changed(key.clone(), source, Instant::now());
                 }
                 Ok(())
@@ -381,9 +400,9 @@ impl Restarter {
             self.refetch_versions.remove(&skey);
             return Ok(());
         }
-        let digest = if rv.is_some() {
+        let (digest, marks) = if rv.is_some() {
             match self.fetch(&skey).await {
-                Ok(digest) => digest,
+                Ok(fetched) => fetched,
                 Err(error) => {
                     // The resourceVersion stays unrecorded, so the change
                     // is still a change when the fetch is retried.
@@ -393,7 +412,7 @@ impl Restarter {
                 }
             }
         } else {
-            None
+            (None, Marks::default())
         };
         self.refetch.succeeded(&skey);
         self.refetch_versions.remove(&skey);
@@ -403,44 +422,59 @@ impl Restarter {
             Known {
                 resource_version: rv,
                 digest,
+                marks,
             },
         );
-        tracing::debug!(source = %skey.1, namespace = %skey.0, changed, "source content checked");
+        tracing::debug!(source = %skey.1, namespace = %skey.0, changed, ?marks, "source content checked");
         if changed {
+            // Only the workloads it triggers: not when it is ignored, and in
+            // search mode only while it is matched.
             for workload in users {
-                self.scheduler
-                    .changed(workload, skey.1.clone(), Instant::now());
+                let triggers = self
+                    .workloads
+                    .get(&workload)
+                    .is_some_and(|(_, watched)| watched.triggers(&skey.1, marks));
+                if triggers {
+                    self.scheduler
+                        .changed(workload, skey.1.clone(), Instant::now());
+                }
             }
         }
         Ok(())
     }
 
-    /// Fetches a source and reduces it to a digest (`None` if missing).
-    async fn fetch(&self, (namespace, source): &SourceKey) -> Result<Option<String>> {
+    /// Fetches a source and reduces it to a digest (`None` if missing) and
+    /// its [`Marks`].
+    async fn fetch(&self, (namespace, source): &SourceKey) -> Result<(Option<String>, Marks)> {
         let client = self.ctx.client.clone();
         let action = || format!("reading {source} -n {namespace}");
         let to_bytes = |m: BTreeMap<String, String>| -> BTreeMap<String, Vec<u8>> {
             m.into_iter().map(|(k, v)| (k, v.into_bytes())).collect()
         };
-        Ok(match source.kind {
+        let fetched = match source.kind {
             SourceKind::Secret => Api::<Secret>::namespaced(client, namespace)
                 .get_opt(&source.name)
                 .await
                 .map_err(|e| Error::kube(action(), e))?
                 .map(|s| {
+                    let marks = Marks::of(s.annotations());
                     let data: BTreeMap<String, Vec<u8>> = s
                         .data
                         .unwrap_or_default()
                         .into_iter()
                         .map(|(k, v)| (k, v.0))
                         .collect();
-                    object_digest(SourceKind::Secret, &[("data", &data)])
+                    (
+                        object_digest(SourceKind::Secret, &[("data", &data)]),
+                        marks,
+                    )
                 }),
             SourceKind::ConfigMap => Api::<ConfigMap>::namespaced(client, namespace)
                 .get_opt(&source.name)
                 .await
                 .map_err(|e| Error::kube(action(), e))?
                 .map(|c| {
+                    let marks = Marks::of(c.annotations());
                     let data = to_bytes(c.data.unwrap_or_default());
                     let binary: BTreeMap<String, Vec<u8>> = c
                         .binary_data
@@ -448,25 +482,49 @@ impl Restarter {
                         .into_iter()
                         .map(|(k, v)| (k, v.0))
                         .collect();
-                    object_digest(
-                        SourceKind::ConfigMap,
-                        &[("data", &data), ("binaryData", &binary)],
+                    (
+                        object_digest(
+                            SourceKind::ConfigMap,
+                            &[("data", &data), ("binaryData", &binary)],
+                        ),
+                        marks,
                     )
                 }),
-        })
+        };
+        Ok(fetched.map_or((None, Marks::default()), |(digest, marks)| {
+            (Some(digest), marks)
+        }))
     }
 
-    /// The hash a workload should carry now.
-    fn hash_of(&self, namespace: &str, watched: &BTreeSet<SourceRef>) -> String {
-        let digests: BTreeMap<SourceRef, Option<String>> = watched
-            .iter()
+    /// The watched sources that count for a workload now: those that
+    /// trigger it, given their marks (see [`Watched::triggers`]).
+    fn counted(&self, namespace: &str, watched: &Watched) -> BTreeSet<SourceRef> {
+        watched
+            .sources()
+            .filter(|s| {
+                let marks = self
+                    .known
+                    .get(&(namespace.to_owned(), (*s).clone()))
+                    .map_or_else(Marks::default, |k| k.marks);
+                watched.triggers(s, marks)
+            })
+            .cloned()
+            .collect()
+    }
+
+    /// The hash a workload should carry now: over the sources that count,
+    /// so an ignored (or, in search mode, unmatched) source's content never
+    /// rolls it.
+    fn hash_of(&self, namespace: &str, watched: &Watched) -> String {
+        let digests: BTreeMap<SourceRef, Option<String>> = self
+            .counted(namespace, watched)
+            .into_iter()
             .map(|s| {
-                (
-                    s.clone(),
-                    self.known
-                        .get(&(namespace.to_owned(), s.clone()))
-                        .and_then(|k| k.digest.clone()),
-                )
+                let digest = self
+                    .known
+                    .get(&(namespace.to_owned(), s.clone()))
+                    .and_then(|k| k.digest.clone());
+                (s, digest)
             })
             .collect();
         config_hash(&digests)
@@ -606,6 +664,46 @@ impl Restarter {
         first_error.map_or(Ok(()), Err)
     }
 
+    /// A Warning naming the Reloader annotations of `w` capstan does not
+    /// honour, once per workload and set of them (leader only).
+    async fn warn_unsupported(&mut self, w: &Workload) {
+        if !self.ctx.leadership.is_leader() {
+            return;
+        }
+        let key = w.key();
+        let template = w.template().metadata.and_then(|m| m.annotations).unwrap_or_default();
+        let unsupported = compat::unsupported(&w.annotations(), &template);
+        if self.warned.is_news(&key, &unsupported) {
+            let message = compat::message(&key.to_string(), &unsupported);
+            self.event(w, Record::warning(compat::UNSUPPORTED_ANNOTATION, message))
+                .await;
+        }
+    }
+
+    /// A namespace left the scope (its workloads are dropped) or entered it
+    /// (its workloads are read and handled as if first seen).
+    async fn moved(&mut self, moved: Moved) -> Result<()> {
+        if !moved.admitted {
+            let gone: Vec<WorkloadKey> = self
+                .workloads
+                .keys()
+                .filter(|k| k.namespace == moved.namespace)
+                .cloned()
+                .collect();
+            for key in gone {
+                self.forget(&key);
+            }
+            return Ok(());
+        }
+        let mut first_error = None;
+        for w in workload::list_in(&self.ctx.client, &moved.namespace).await? {
+            if let Err(error) = self.apply_workload(w, true).await {
+                first_error.get_or_insert(error);
+            }
+        }
+        first_error.map_or(Ok(()), Err)
+    }
+
     async fn event(&self, w: &Workload, record: Record) {
         let key = w.key();
         tracing::info!(workload = %key, reason = %record.reason, "{}", record.message);
@@ -663,32 +761,22 @@ fn object_ref<K: kube::Resource<DynamicType = ()>>(obj: &K) -> ObjectReference {
     obj.object_ref(&())
 }
 
-/// A watch of one workload kind as loop inputs.
+/// A watch of one workload kind in the scope as loop inputs.
 fn workloads<K>(
     client: &kube::Client,
+    scope: &crate::scope::Scope,
     config: &watcher::Config,
     wrap: fn(K) -> Workload,
 ) -> BoxStream<'static, Input>
 where
-    K: kube::Resource<DynamicType = ()>
+    K: kube::Resource<DynamicType = (), Scope = kube::core::NamespaceResourceScope>
         + Clone
         + serde::de::DeserializeOwned
         + std::fmt::Debug
         + Send
         + 'static,
 {
-    watcher(Api::<K>::all(client.clone()), config.clone())
-        .backoff(WatchBackoff::default())
-        .filter_map(move |event| {
-            std::future::ready(event.ok().map(|e| {
-                Input::Workload(Box::new(match e {
-                    watcher::Event::Apply(o) => watcher::Event::Apply(wrap(o)),
-                    watcher::Event::InitApply(o) => watcher::Event::InitApply(wrap(o)),
-                    watcher::Event::Delete(o) => watcher::Event::Delete(wrap(o)),
-                    watcher::Event::Init => watcher::Event::Init,
-                    watcher::Event::InitDone => watcher::Event::InitDone,
-                }))
-            }))
-        })
+    scoped::<K>(client, scope, config)
+        .map(move |e| Input::Workload(Box::new(crate::scope::namespaces::map_event(e, wrap))))
         .boxed()
 }

@@ -3,12 +3,14 @@
 //! * [`sources`] — which Secrets and ConfigMaps a pod template uses, and which
 //!   of them a workload asked to be restarted for (capstan's and Reloader's
 //!   annotations);
+//! * [`compat`] — Reloader annotations capstan does not honour, reported once;
 //! * [`schedule`] — debounce windows and the per-namespace rollout limit;
 //! * [`workload`] — Deployments, StatefulSets and DaemonSets behind one type;
 //! * [`controller`] — the event loop that applies restarts and follows rollouts;
 //! * [`hash`] — the content hash a restart sets on the pod template;
 //! * [`rollout`] — whether a rollout has finished, as `kubectl rollout status` judges it.
 
+pub mod compat;
 pub mod controller;
 pub mod hash;
 pub mod rollout;
