@@ -14,8 +14,8 @@ use std::hash::Hash;
 
 use super::sources::{
     RELOADER_AUTO, RELOADER_CONFIGMAP_AUTO, RELOADER_CONFIGMAP_EXCLUDE, RELOADER_CONFIGMAP_RELOAD,
-    RELOADER_IGNORE, RELOADER_MATCH, RELOADER_SEARCH, RELOADER_SECRET_AUTO, RELOADER_SECRET_EXCLUDE,
-    RELOADER_SECRET_RELOAD,
+    RELOADER_IGNORE, RELOADER_MATCH, RELOADER_SEARCH, RELOADER_SECRET_AUTO,
+    RELOADER_SECRET_EXCLUDE, RELOADER_SECRET_RELOAD,
 };
 
 /// Event reason of the Warning naming the annotations not honoured.
@@ -64,7 +64,9 @@ fn why(key: &str) -> &'static str {
         "deployment.reloader.stakater.com/paused-at" => {
             "Reloader paused this Deployment at that time; capstan never pauses or resumes one, so check spec.paused"
         }
-        RELOADER_IGNORE | RELOADER_MATCH => "it belongs on a Secret or ConfigMap, not on a workload",
+        RELOADER_IGNORE | RELOADER_MATCH => {
+            "it belongs on a Secret or ConfigMap, not on a workload"
+        }
         k if k.starts_with("secretproviderclass.") => {
             "capstan does not watch Secrets Store CSI SecretProviderClasses"
         }
@@ -221,7 +223,9 @@ mod tests {
                 "secretproviderclass.reloader.stakater.com/auto",
             ]
         );
-        assert!(found["deployment.reloader.stakater.com/pause-period"].contains("--restart-debounce"));
+        assert!(
+            found["deployment.reloader.stakater.com/pause-period"].contains("--restart-debounce")
+        );
         let text = message("Deployment/web -n shop", &found);
         assert!(text.starts_with("Deployment/web -n shop: "));
         assert!(text.contains(
@@ -231,7 +235,10 @@ mod tests {
 
     #[test]
     fn regular_expressions_in_reload_lists_are_reported() {
-        let found = unsupported(&map(&[(RELOADER_CONFIGMAP_RELOAD, "app-config, db-.*")]), &map(&[]));
+        let found = unsupported(
+            &map(&[(RELOADER_CONFIGMAP_RELOAD, "app-config, db-.*")]),
+            &map(&[]),
+        );
         assert!(found[RELOADER_CONFIGMAP_RELOAD].contains("(db-.*)"));
     }
 
@@ -242,7 +249,10 @@ mod tests {
         assert!(warned.is_news(&"w", &a));
         assert!(!warned.is_news(&"w", &a), "a resync says nothing new");
         let mut b = a.clone();
-        b.insert("deployment.reloader.stakater.com/pause-period".into(), "why".into());
+        b.insert(
+            "deployment.reloader.stakater.com/pause-period".into(),
+            "why".into(),
+        );
         assert!(warned.is_news(&"w", &b), "a new annotation is news");
         assert!(warned.is_news(&"other", &a));
         assert!(!warned.is_news(&"w", &BTreeMap::new()));

@@ -464,10 +464,7 @@ impl Restarter {
                         .into_iter()
                         .map(|(k, v)| (k, v.0))
                         .collect();
-                    (
-                        object_digest(SourceKind::Secret, &[("data", &data)]),
-                        marks,
-                    )
+                    (object_digest(SourceKind::Secret, &[("data", &data)]), marks)
                 }),
             SourceKind::ConfigMap => Api::<ConfigMap>::namespaced(client, namespace)
                 .get_opt(&source.name)
@@ -671,7 +668,11 @@ impl Restarter {
             return;
         }
         let key = w.key();
-        let template = w.template().metadata.and_then(|m| m.annotations).unwrap_or_default();
+        let template = w
+            .template()
+            .metadata
+            .and_then(|m| m.annotations)
+            .unwrap_or_default();
         let unsupported = compat::unsupported(&w.annotations(), &template);
         if self.warned.is_news(&key, &unsupported) {
             let message = compat::message(&key.to_string(), &unsupported);

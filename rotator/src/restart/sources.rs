@@ -450,7 +450,10 @@ mod tests {
             None
         );
         assert_eq!(
-            watched(&annotations(&[(RELOADER_SEARCH, "false")]), &prometheus_like()),
+            watched(
+                &annotations(&[(RELOADER_SEARCH, "false")]),
+                &prometheus_like()
+            ),
             None
         );
     }
@@ -590,12 +593,21 @@ mod tests {
 
     #[test]
     fn ignored_sources_never_trigger() {
-        let w = watched(&annotations(&[(RESTART_ON_CHANGE, "true")]), &prometheus_like())
-            .expect("opted in");
-        let ignored = Marks::of(&annotations(&[(RELOADER_IGNORE, "true"), (RELOADER_MATCH, "true")]));
+        let w = watched(
+            &annotations(&[(RESTART_ON_CHANGE, "true")]),
+            &prometheus_like(),
+        )
+        .expect("opted in");
+        let ignored = Marks::of(&annotations(&[
+            (RELOADER_IGNORE, "true"),
+            (RELOADER_MATCH, "true"),
+        ]));
         assert!(ignored.ignore && ignored.matched);
         assert!(!w.triggers(&SourceRef::secret("token"), ignored));
-        assert_eq!(Marks::of(&annotations(&[(RELOADER_IGNORE, "no")])), Marks::default());
+        assert_eq!(
+            Marks::of(&annotations(&[(RELOADER_IGNORE, "no")])),
+            Marks::default()
+        );
     }
 
     #[test]

@@ -90,9 +90,13 @@ impl Workload {
 ///
 /// # Errors
 /// When a list fails.
-pub async fn list_in(client: &kube::Client, namespace: &str) -> crate::error::Result<Vec<Workload>> {
+pub async fn list_in(
+    client: &kube::Client,
+    namespace: &str,
+) -> crate::error::Result<Vec<Workload>> {
     use kube::api::{Api, ListParams};
-    let fail = |kind: &str, e| crate::error::Error::kube(format!("listing {kind}s -n {namespace}"), e);
+    let fail =
+        |kind: &str, e| crate::error::Error::kube(format!("listing {kind}s -n {namespace}"), e);
     let params = ListParams::default();
     let mut out: Vec<Workload> = Vec::new();
     let deployments = Api::<Deployment>::namespaced(client.clone(), namespace)

@@ -56,6 +56,20 @@ impl Scope {
         })
     }
 
+    /// Where sources (CA Secrets, bundle sources) are watched: every
+    /// namespace, or for a fixed list, those namespaces and `also` (the
+    /// cluster resource namespace, where `ClusterCAIssuer`s keep their CA).
+    #[must_use]
+    pub fn sources(&self, also: &str) -> Self {
+        match self.fixed() {
+            None => Self::default(),
+            Some(mut namespaces) => {
+                namespaces.push(also.to_owned());
+                Self::new(namespaces, [], None)
+            }
+        }
+    }
+
     /// Whether deciding needs the Namespaces' labels.
     #[must_use]
     pub fn needs_labels(&self) -> bool {
@@ -93,7 +107,11 @@ impl std::fmt::Display for Scope {
         if !self.namespaces.is_empty() {
             parts.push(format!(
                 "namespaces {}",
-                self.namespaces.iter().cloned().collect::<Vec<_>>().join(", ")
+                self.namespaces
+                    .iter()
+                    .cloned()
+                    .collect::<Vec<_>>()
+                    .join(", ")
             ));
         }
         if let Some(selector) = &self.selector {
@@ -272,16 +290,23 @@ mod tests {
 
     #[test]
     fn fixed_namespaces_minus_ignored() {
-        let scope = Scope::new(
-            ["a".to_owned(), "b".to_owned()],
-            ["b".to_owned()],
-            None,
-        );
+        let scope = Scope::new(["a".to_owned(), "b".to_owned()], ["b".to_owned()], None);
         assert!(scope.admits("a", None));
         assert!(!scope.admits("b", None), "ignored wins");
         assert!(!scope.admits("c", None));
         assert_eq!(scope.fixed(), Some(vec!["a".to_owned()]));
         assert_eq!(scope.to_string(), "namespaces a, b; not b");
+    }
+
+    #[test]
+    fn sources_are_watched_in_the_fixed_namespaces_and_the_cluster_resource_namespace() {
+        let fixed = Scope::new(["a".to_owned()], ["x".to_owned()], None);
+        assert_eq!(
+            fixed.sources("capstan").fixed(),
+            Some(vec!["a".to_owned(), "capstan".to_owned()])
+        );
+        let selected = Scope::new([], [], Some(parse_selector("a=b").expect("valid")));
+        assert!(selected.sources("capstan").is_everything());
     }
 
     #[test]
@@ -291,7 +316,10 @@ mod tests {
         assert!(scope.needs_labels());
         assert!(scope.admits("p", Some(&labels(&[("team", "payments"), ("env", "prod")]))));
         assert!(!scope.admits("p", Some(&labels(&[("team", "payments")]))));
-        assert!(!scope.admits("p", None), "an unknown namespace is not in scope");
+        assert!(
+            !scope.admits("p", None),
+            "an unknown namespace is not in scope"
+        );
         assert!(!scope.admits(
             "kube-system",
             Some(&labels(&[("team", "payments"), ("env", "prod")]))

@@ -66,7 +66,9 @@ impl Labels {
                 return Vec::new();
             }
             watcher::Event::InitApply((name, labels)) => {
-                self.relist.get_or_insert_with(HashMap::new).insert(name, labels);
+                self.relist
+                    .get_or_insert_with(HashMap::new)
+                    .insert(name, labels);
                 return Vec::new();
             }
             watcher::Event::InitDone => {
@@ -228,7 +230,10 @@ mod tests {
         let scope = Scope::new([], [], Some(parse_selector("capstan=on").expect("valid")));
         let mut labels = Labels::default();
         assert!(labels.apply(&scope, watcher::Event::Init).is_empty());
-        labels.apply(&scope, watcher::Event::InitApply(ns("a", &[("capstan", "on")])));
+        labels.apply(
+            &scope,
+            watcher::Event::InitApply(ns("a", &[("capstan", "on")])),
+        );
         labels.apply(&scope, watcher::Event::InitApply(ns("b", &[])));
         assert!(!labels.synced());
         assert_eq!(
@@ -248,7 +253,10 @@ mod tests {
         );
         assert!(
             labels
-                .apply(&scope, watcher::Event::Apply(ns("b", &[("capstan", "on"), ("x", "y")])))
+                .apply(
+                    &scope,
+                    watcher::Event::Apply(ns("b", &[("capstan", "on"), ("x", "y")]))
+                )
                 .is_empty(),
             "a label that does not change the answer moves nothing"
         );
