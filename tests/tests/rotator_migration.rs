@@ -416,7 +416,7 @@ async fn reloader_annotations_mean_what_they_meant_in_reloader() {
 }
 
 #[tokio::test]
-async fn namespace_flags_keep_restarts_and_injection_in_scope() {
+async fn namespace_flags_keep_restarts_injection_and_cabundles_in_scope() {
     let on = json!({"capstan": "on"});
     let env = start(
         &[
@@ -443,6 +443,27 @@ async fn namespace_flags_keep_restarts_and_injection_in_scope() {
     let ca = json!({"metadata": {"name": "ca"}, "stringData": {"ca.crt": crt}});
     Api::<Secret>::namespaced(env.client.clone(), "inside")
         .create(&PostParams::default(), &serde_json::from_value(ca).unwrap())
+        .await
+        .unwrap();
+    // A CABundle for every namespace: its targets too stay in the scope. A
+    // ConfigMap it would own outside the scope is left as it is.
+    env.kubectl.apply_crds(false).await.unwrap();
+    let stale = json!({"metadata": {"name": "fleet-trust", "labels": {"capstan.dev/bundle": "fleet"}},
+        "data": {"ca-bundle.crt": "left alone"}});
+    Api::<ConfigMap>::namespaced(env.client.clone(), "unlisted")
+        .create(
+            &PostParams::default(),
+            &serde_json::from_value(stale).unwrap(),
+        )
+        .await
+        .unwrap();
+    let bundle = json!({"apiVersion": "capstan.dev/v1alpha1", "kind": "CABundle",
+        "metadata": {"name": "fleet"},
+        "spec": {"sources": [{"inline": crt}], "target": {"configMap": "fleet-trust"}}});
+    let file = env.dir.path().join("bundle.json");
+    std::fs::write(&file, bundle.to_string()).unwrap();
+    env.kubectl
+        .run_ok(&["apply", "-f", file.to_str().unwrap()])
         .await
         .unwrap();
     for ns in ["inside", "later", "ignored", "unlisted"] {
@@ -488,7 +509,28 @@ async fn namespace_flags_keep_restarts_and_injection_in_scope() {
     env.wait_message("inside", "RolloutTriggered", "web").await;
     env.wait_message("inside", "RolloutCompleted", "web").await;
 
-    // Outside the scope: not baselined, not rolled, not injected.
+    let fleet = |ns: &'static str| {
+        let client = env.client.clone();
+        async move {
+            Api::<ConfigMap>::namespaced(client, ns)
+                .get_opt("fleet-trust")
+                .await
+                .unwrap()
+                .and_then(|c| c.data)
+                .and_then(|d| d.get("ca-bundle.crt").cloned())
+        }
+    };
+    await_condition("the CABundle target in inside", WAIT, POLL, || {
+        fleet("inside")
+    })
+    .await
+    .unwrap();
+
+    // Outside the scope: not baselined, not rolled, not injected, no
+    // CABundle target created or updated.
+    assert_eq!(fleet("later").await, None);
+    assert_eq!(fleet("ignored").await, None);
+    assert_eq!(fleet("unlisted").await.as_deref(), Some("left alone"));
     for ns in ["later", "ignored", "unlisted"] {
         assert_eq!(env.recorded_hash(ns, "web").await, None, "{ns}");
         assert!(
@@ -508,6 +550,11 @@ async fn namespace_flags_keep_restarts_and_injection_in_scope() {
     await_condition("the CA injected in later", WAIT, POLL, || injected("later"))
         .await
         .unwrap();
+    await_condition("the CABundle target in later", WAIT, POLL, || {
+        fleet("later")
+    })
+    .await
+    .unwrap();
     env.wait_baseline("later", "web").await;
     env.set_secret("later", "token", "v3").await;
     env.wait_message("later", "RolloutTriggered", "web").await;
@@ -556,4 +603,17 @@ async fn namespace_flags_keep_restarts_and_injection_in_scope() {
         assert_eq!(env.recorded_hash(ns, "web").await, None, "{ns}");
         assert_eq!(injected(ns).await, None, "{ns}");
     }
+    assert_eq!(fleet("unlisted").await.as_deref(), Some("left alone"));
+    // Its status counts the namespaces in scope only.
+    await_condition("CABundle/fleet counting 2 targets", WAIT, POLL, || async {
+        let out = env
+            .kubectl
+            .run_ok(&["get", "cabundle", "fleet", "-o", "json"])
+            .await
+            .ok()?;
+        let bundle: Value = serde_json::from_str(&out).ok()?;
+        (bundle["status"]["targets"] == 2 && bundle["status"]["targetsInSync"] == 2).then_some(())
+    })
+    .await
+    .unwrap();
 }
