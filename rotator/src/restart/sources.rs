@@ -180,6 +180,14 @@ fn is_true(annotations: &BTreeMap<String, String>, key: &str) -> bool {
         .is_some_and(|v| v.trim().eq_ignore_ascii_case("true"))
 }
 
+/// Reloader reads `auto` values with Go's `strconv.ParseBool`: `1`, `t`,
+/// `T`, `TRUE`, `true` and `True` are true.
+fn go_true(annotations: &BTreeMap<String, String>, key: &str) -> bool {
+    annotations
+        .get(key)
+        .is_some_and(|v| ["1", "t", "T", "TRUE", "true", "True"].contains(&v.trim()))
+}
+
 fn names(annotations: &BTreeMap<String, String>, key: &str) -> impl Iterator<Item = String> {
     annotations
         .get(key)
@@ -336,8 +344,8 @@ pub fn watched(
     for kind in [SourceKind::ConfigMap, SourceKind::Secret] {
         let own = for_kind(kind, annotations, template_annotations);
         let all = is_true(own, RESTART_ON_CHANGE)
-            || is_true(own, RELOADER_AUTO)
-            || is_true(own, kind.typed_auto());
+            || go_true(own, RELOADER_AUTO)
+            || go_true(own, kind.typed_auto());
         let search = !all && is_true(own, RELOADER_SEARCH);
         let explicit: Vec<SourceRef> = names(own, kind.reload_list())
             .map(|n| kind.source(n))
@@ -465,6 +473,23 @@ mod tests {
             let w = watched(&annotations(&[(key, "true")]), &prometheus_like()).expect("opted in");
             assert_eq!(set(&w), all);
             assert!(all.iter().all(|s| w.triggers(s, Marks::default())));
+        }
+    }
+
+    #[test]
+    fn auto_values_read_as_go_reads_booleans() {
+        for yes in ["1", "t", "T", "TRUE", "True", "true"] {
+            assert!(
+                watched(&annotations(&[(RELOADER_AUTO, yes)]), &prometheus_like()).is_some(),
+                "{yes}"
+            );
+        }
+        for no in ["0", "yes", "tRuE", ""] {
+            assert_eq!(
+                watched(&annotations(&[(RELOADER_AUTO, no)]), &prometheus_like()),
+                None,
+                "{no}"
+            );
         }
     }
 
