@@ -157,9 +157,7 @@ pub async fn run(ctx: Arc<Context>, config: Config, shutdown: CancellationToken)
             |_, name| InjectSource::ClusterIssuer { name },
         ))
         .reconcile_all_on(ctx.leadership.gained())
-        .reconcile_all_on(
-            tokio_stream::wrappers::BroadcastStream::new(ctx.scope.moves()).map(|_| ()),
-        )
+        .reconcile_all_on(ctx.scope.moves_stream().map(|_| ()))
         .graceful_shutdown_on(async move { shutdown.cancelled().await });
     controller
         .run(reconcile, error_policy, injector)

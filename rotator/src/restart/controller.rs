@@ -141,11 +141,7 @@ impl Restarter {
                 .map(Input::ConfigMapMeta)
                 .boxed(),
         );
-        inputs.push(
-            tokio_stream::wrappers::BroadcastStream::new(self.ctx.scope.moves())
-                .filter_map(|m| std::future::ready(m.ok().map(Input::Moved)))
-                .boxed(),
-        );
+        inputs.push(self.ctx.scope.moves_stream().map(Input::Moved).boxed());
         inputs.push(
             self.ctx
                 .leadership

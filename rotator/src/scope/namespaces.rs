@@ -147,6 +147,20 @@ impl Live {
         self.moved.subscribe()
     }
 
+    /// [`Live::moves`] as a stream. A subscriber that fell more than the
+    /// channel's capacity behind is told so in the log.
+    pub fn moves_stream(&self) -> impl futures::Stream<Item = Moved> + Send + 'static {
+        tokio_stream::wrappers::BroadcastStream::new(self.moves()).filter_map(|m| {
+            std::future::ready(match m {
+                Ok(m) => Some(m),
+                Err(error) => {
+                    tracing::warn!(%error, "namespace scope changes were missed; restart the rotator to pick them up");
+                    None
+                }
+            })
+        })
+    }
+
     /// Waits until the labels have been listed once (at once without a
     /// selector). `false` when `shutdown` came first.
     pub async fn synced(&self, shutdown: &CancellationToken) -> bool {
