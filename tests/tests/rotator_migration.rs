@@ -19,7 +19,7 @@ use std::time::Duration;
 
 use capstan_tests::cluster::{MASTERS, p256_ca, start_binary, user_kubeconfig_at};
 use capstan_tests::controlplane::ControlPlane;
-use capstan_tests::harness::{Kubectl, RunningBinary, await_condition};
+use capstan_tests::harness::{Kubectl, RunningBinary, await_condition, workspace_binary};
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::core::v1::{ConfigMap, Namespace, Secret};
 use kube::api::{Api, Patch, PatchParams, PostParams};
@@ -85,6 +85,21 @@ async fn start(namespaces: &[(&str, Value)], extra: &[&str]) -> Env {
 }
 
 impl Env {
+    /// `kubectl-capstan check -n NS -o json` as the cluster admin: its
+    /// stdout (it exits 3 while something is out of sync).
+    async fn capstan_check(&self, ns: &str) -> String {
+        let out = tokio::process::Command::new(workspace_binary("kubectl-capstan").unwrap())
+            .args(["check", "-n", ns, "-o", "json"])
+            .env("KUBECONFIG", self.cp.kubeconfig_path())
+            .kill_on_drop(true)
+            .output();
+        let out = tokio::time::timeout(Duration::from_secs(60), out)
+            .await
+            .expect("kubectl-capstan finished")
+            .expect("kubectl-capstan ran");
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+
     async fn secret(&self, ns: &str, name: &str, annotations: Value) {
         let s = json!({"metadata": {"name": name, "annotations": annotations}, "stringData": {"value": "v1"}});
         Api::<Secret>::namespaced(self.client.clone(), ns)
@@ -413,6 +428,36 @@ async fn reloader_annotations_mean_what_they_meant_in_reloader() {
         1,
         "the excluded ConfigMap rolled nothing"
     );
+
+    // `kubectl capstan check` expects the rotator's hash: the ignored and
+    // unmatched Secrets changed since the last rollouts, yet every workload
+    // is in sync, as they do not count.
+    let in_sync = await_condition("kubectl capstan check in sync", WAIT, POLL, || async {
+        let out = env.capstan_check(ns).await;
+        let v: Value = serde_json::from_str(&out).ok()?;
+        let items = v["items"].as_array()?;
+        (v["inSync"] == true && items.len() == 5).then_some(v)
+    })
+    .await;
+    let check = match in_sync {
+        Ok(v) => v,
+        Err(e) => panic!("{e}\nlast check:\n{}", env.capstan_check(ns).await),
+    };
+    for name in [
+        "templated",
+        "searching",
+        "ignoring",
+        "excluding",
+        "unsupported",
+    ] {
+        let item = check["items"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|i| i["name"] == name)
+            .unwrap_or_else(|| panic!("{name} in {check}"));
+        assert_eq!(item["state"], "InSync", "{item}");
+    }
 }
 
 #[tokio::test]
