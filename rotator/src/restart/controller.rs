@@ -20,7 +20,7 @@ use futures::stream::{BoxStream, SelectAll};
 use k8s_openapi::api::apps::v1::{DaemonSet, Deployment, StatefulSet};
 use k8s_openapi::api::core::v1::{ConfigMap, Secret};
 use kube::ResourceExt;
-use kube::api::{Api, Patch, PatchParams};
+use kube::api::{Api, ListParams, Patch, PatchParams};
 use kube::core::PartialObjectMeta;
 use kube::runtime::watcher;
 use tokio_util::sync::CancellationToken;
@@ -209,23 +209,21 @@ impl Restarter {
                         tracing::debug!(retry_in = ?at.saturating_duration_since(Instant::now()), "will read the source again");
                     }
                 },
-                Effect::List(namespace) => {
-                    match workload::list_in(&self.ctx.client, &namespace).await {
-                        Ok(listed) => {
-                            for w in &listed {
-                                let seen = self.observed(w);
-                                queue.extend(self.index.workload_seen(seen, self.moment()));
-                            }
-                            self.index.listed(&namespace);
-                            tracing::info!(%namespace, workloads = listed.len(), "namespace entered the scope; its workloads read");
+                Effect::List(namespace) => match list_in(&self.ctx.client, &namespace).await {
+                    Ok(listed) => {
+                        for w in &listed {
+                            let seen = self.observed(w);
+                            queue.extend(self.index.workload_seen(seen, self.moment()));
                         }
-                        Err(error) => {
-                            self.failure(&error);
-                            let at = self.index.list_failed(namespace, Instant::now());
-                            tracing::debug!(retry_in = ?at.saturating_duration_since(Instant::now()), "will list the namespace again");
-                        }
+                        self.index.listed(&namespace);
+                        tracing::info!(%namespace, workloads = listed.len(), "namespace entered the scope; its workloads read");
                     }
-                }
+                    Err(error) => {
+                        self.failure(&error);
+                        let at = self.index.list_failed(namespace, Instant::now());
+                        tracing::debug!(retry_in = ?at.saturating_duration_since(Instant::now()), "will list the namespace again");
+                    }
+                },
                 Effect::RecordBaseline { workload, hash } => {
                     match self
                         .patch(&workload, &workload::hash_patch(&hash, false))
@@ -372,4 +370,31 @@ where
     scoped::<K>(client, scope, config)
         .map(move |e| Input::Workload(Box::new(map_event(e, wrap))))
         .boxed()
+}
+
+/// Every Deployment, StatefulSet and DaemonSet in `namespace` (when it
+/// enters the rotator's scope).
+///
+/// # Errors
+/// When a list fails.
+async fn list_in(client: &kube::Client, namespace: &str) -> Result<Vec<Workload>> {
+    let fail = |kind: &str, e| Error::kube(format!("listing {kind}s -n {namespace}"), e);
+    let params = ListParams::default();
+    let mut out: Vec<Workload> = Vec::new();
+    let deployments = Api::<Deployment>::namespaced(client.clone(), namespace)
+        .list(&params)
+        .await
+        .map_err(|e| fail("Deployment", e))?;
+    out.extend(deployments.items.into_iter().map(Workload::Deployment));
+    let stateful_sets = Api::<StatefulSet>::namespaced(client.clone(), namespace)
+        .list(&params)
+        .await
+        .map_err(|e| fail("StatefulSet", e))?;
+    out.extend(stateful_sets.items.into_iter().map(Workload::StatefulSet));
+    let daemon_sets = Api::<DaemonSet>::namespaced(client.clone(), namespace)
+        .list(&params)
+        .await
+        .map_err(|e| fail("DaemonSet", e))?;
+    out.extend(daemon_sets.items.into_iter().map(Workload::DaemonSet));
+    Ok(out)
 }

@@ -85,38 +85,6 @@ impl Workload {
     }
 }
 
-/// Every Deployment, StatefulSet and DaemonSet in `namespace` (when it
-/// enters the rotator's scope).
-///
-/// # Errors
-/// When a list fails.
-pub async fn list_in(
-    client: &kube::Client,
-    namespace: &str,
-) -> crate::error::Result<Vec<Workload>> {
-    use kube::api::{Api, ListParams};
-    let fail =
-        |kind: &str, e| crate::error::Error::kube(format!("listing {kind}s -n {namespace}"), e);
-    let params = ListParams::default();
-    let mut out: Vec<Workload> = Vec::new();
-    let deployments = Api::<Deployment>::namespaced(client.clone(), namespace)
-        .list(&params)
-        .await
-        .map_err(|e| fail("Deployment", e))?;
-    out.extend(deployments.items.into_iter().map(Workload::Deployment));
-    let stateful_sets = Api::<StatefulSet>::namespaced(client.clone(), namespace)
-        .list(&params)
-        .await
-        .map_err(|e| fail("StatefulSet", e))?;
-    out.extend(stateful_sets.items.into_iter().map(Workload::StatefulSet));
-    let daemon_sets = Api::<DaemonSet>::namespaced(client.clone(), namespace)
-        .list(&params)
-        .await
-        .map_err(|e| fail("DaemonSet", e))?;
-    out.extend(daemon_sets.items.into_iter().map(Workload::DaemonSet));
-    Ok(out)
-}
-
 /// The merge patch that records `hash`: on the workload always, and on the
 /// pod template (rolling it) when `roll` is set.
 #[must_use]
