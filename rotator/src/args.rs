@@ -18,6 +18,7 @@ use crate::context::Context;
 use crate::metrics::Metrics;
 use crate::restart::controller::Restarter;
 use crate::restart::schedule::Limits;
+use crate::scope::{self, Scope, namespaces::Live};
 
 /// capstan's rotator: rolls the Deployments, StatefulSets and DaemonSets
 /// that use a changed Secret or ConfigMap, and tells the story as Events.
@@ -66,6 +67,25 @@ pub struct Args {
     /// Log and record Events for what would change; change nothing.
     #[arg(long, env = "CAPSTAN_DRY_RUN")]
     pub dry_run: bool,
+
+    /// Act only in these namespaces (repeat the flag or separate names with
+    /// commas; Reloader's `--namespaces` works too): workloads are restarted
+    /// and ConfigMaps get bundles there only, and Secrets, ConfigMaps and
+    /// workloads are watched namespace by namespace, so namespaced RBAC
+    /// suffices for them. Default: every namespace.
+    #[arg(long = "namespace", visible_alias = "namespaces", env = "CAPSTAN_NAMESPACES", value_delimiter = ',', value_parser = scope::parse_namespace)]
+    pub namespaces: Vec<String>,
+
+    /// Act only in Namespaces whose labels match this selector, written as
+    /// for `kubectl -l` (`team=payments,env in (prod,staging)`), as
+    /// Reloader's flag of the same name. Needs to list and watch Namespaces.
+    #[arg(long, env = "CAPSTAN_NAMESPACE_SELECTOR", value_parser = scope::parse_selector)]
+    pub namespace_selector: Option<kube::core::Selector>,
+
+    /// Never act in these namespaces (repeat the flag or separate names with
+    /// commas), as Reloader's flag of the same name.
+    #[arg(long, env = "CAPSTAN_NAMESPACES_TO_IGNORE", value_delimiter = ',', value_parser = scope::parse_namespace)]
+    pub namespaces_to_ignore: Vec<String>,
 }
 
 /// Config-file keys of this binary beyond
@@ -76,6 +96,9 @@ pub const CONFIG_KEYS: &[(&str, &str)] = &[
     ("rolloutTimeout", "rollout-timeout"),
     ("dryRun", "dry-run"),
     ("clusterResourceNamespace", "cluster-resource-namespace"),
+    ("namespaces", "namespace"),
+    ("namespaceSelector", "namespace-selector"),
+    ("namespacesToIgnore", "namespaces-to-ignore"),
 ];
 
 impl Args {
@@ -122,12 +145,20 @@ impl Args {
             .leader
             .leadership(client.clone(), "capstan-rotator", &identity, &shutdown)
             .await?;
+        let scope = Live::new(Scope::new(
+            self.namespaces.clone(),
+            self.namespaces_to_ignore.clone(),
+            self.namespace_selector.clone(),
+        ));
+        tracing::info!(scope = %scope.scope(), "restarts and bundles act in {}", scope.scope());
+        let following = tokio::spawn(scope.clone().follow(client.clone(), shutdown.clone()));
         let ctx = Arc::new(Context {
             client: client.clone(),
             recorder: Recorder::new(client, "capstan-rotator", identity.clone()),
             metrics,
             leadership,
             dry_run: self.dry_run,
+            scope: scope.clone(),
         });
         let limits = Limits {
             debounce: self.restart_debounce,
@@ -142,7 +173,11 @@ impl Args {
                 .unwrap_or_else(cli::own_namespace),
             resync: crate::bundle::RESYNC,
         };
-        started.store(true, Ordering::SeqCst);
+        // The controllers decide with the Namespaces' labels: they start
+        // once those are known.
+        if scope.synced(&shutdown).await {
+            started.store(true, Ordering::SeqCst);
+        }
         tokio::join!(
             shutdown::drained(
                 "restarts",
@@ -158,6 +193,9 @@ impl Args {
         // The controllers have stopped: drop the last Leadership so that a
         // held Lease is released for the other replica.
         drop(ctx);
+        if let Err(error) = following.await {
+            tracing::warn!(%error, "the Namespace watch task failed");
+        }
         tokio::join!(campaign.released(), serving.stopped());
         tracing::info!("capstan-rotator stopped");
         Ok(())

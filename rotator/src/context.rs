@@ -3,7 +3,10 @@
 use capstan_common::events::Recorder;
 use capstan_common::lease::Leadership;
 
+use std::sync::Arc;
+
 use crate::metrics::Metrics;
+use crate::scope::namespaces::Live;
 
 /// Field manager of the rotator's restart writes.
 pub const RESTART_MANAGER: &str = "capstan-rotator/restart";
@@ -22,4 +25,6 @@ pub struct Context {
     pub leadership: Leadership,
     /// Log and record what would change, change nothing.
     pub dry_run: bool,
+    /// The namespaces restarts and bundles act in.
+    pub scope: Arc<Live>,
 }

@@ -12,5 +12,6 @@ pub mod error;
 pub mod metrics;
 pub mod reasons;
 pub mod restart;
+pub mod scope;
 
 pub use args::{Args, CONFIG_KEYS};

@@ -16,6 +16,9 @@ pub const ROLLOUT_FAILED: &str = "RolloutFailed";
 pub const ROLLOUT_TIMED_OUT: &str = "RolloutTimedOut";
 /// Event: dry run; a restart that would have been made.
 pub const ROLLOUT_SKIPPED_DRY_RUN: &str = "RolloutSkippedDryRun";
+/// Event (warning): a workload carries Reloader annotations capstan does not
+/// honour (see `restart::compat`).
+pub const UNSUPPORTED_ANNOTATION: &str = "UnsupportedAnnotation";
 
 /// Event: a `CABundle` created a target ConfigMap.
 pub const CONFIG_MAP_CREATED: &str = "ConfigMapCreated";
@@ -63,6 +66,7 @@ mod tests {
             ROLLOUT_FAILED,
             ROLLOUT_TIMED_OUT,
             ROLLOUT_SKIPPED_DRY_RUN,
+            UNSUPPORTED_ANNOTATION,
             CONFIG_MAP_CREATED,
             CONFIG_MAP_UPDATED,
             CONFIG_MAP_DELETED,

@@ -8,7 +8,7 @@ use capstan_rotator::api::injection::{self, InjectSource};
 use capstan_rotator::api::issuer_ref;
 use capstan_rotator::bundle::source::{DEFAULT_KEYS, ISSUER_KEYS, Problem};
 use capstan_rotator::bundle::{conflict, select, source};
-use capstan_rotator::restart::hash::{config_hash, config_map_digest, secret_digest};
+use capstan_rotator::restart::hash::{Read, config_hash, config_map_read, counted, secret_read};
 use capstan_rotator::restart::sources::{self, SourceKind, SourceRef};
 use capstan_rotator::restart::workload::Workload;
 use k8s_openapi::api::apps::v1::{DaemonSet, Deployment, StatefulSet};
@@ -345,8 +345,12 @@ async fn bundle_targets(
     Ok(())
 }
 
-/// The annotations by which a workload opted in to restarts.
-fn opted_in_by(annotations: &BTreeMap<String, String>) -> String {
+/// The annotations by which a workload opted in to restarts, on it or (as
+/// Reloader reads them too) on its pod template.
+fn opted_in_by(
+    annotations: &BTreeMap<String, String>,
+    template: &BTreeMap<String, String>,
+) -> String {
     [
         sources::RESTART_ON_CHANGE,
         sources::RELOADER_AUTO,
@@ -354,9 +358,10 @@ fn opted_in_by(annotations: &BTreeMap<String, String>) -> String {
         sources::RELOADER_CONFIGMAP_AUTO,
         sources::RELOADER_SECRET_RELOAD,
         sources::RELOADER_CONFIGMAP_RELOAD,
+        sources::RELOADER_SEARCH,
     ]
     .into_iter()
-    .filter(|k| annotations.contains_key(*k))
+    .filter(|k| annotations.contains_key(*k) || template.contains_key(*k))
     .collect::<Vec<_>>()
     .join(",")
 }
@@ -393,36 +398,46 @@ async fn workloads(client: &Client, scope: Option<&str>, items: &mut Vec<Item>) 
     );
     for w in all {
         let annotations = w.annotations();
-        let Some(watched) = sources::watched(&annotations, &w.template()) else {
+        let template = w.template();
+        let Some(watched) = sources::watched(&annotations, &template) else {
             continue;
         };
         let key = w.key();
-        let mut digests: BTreeMap<SourceRef, Option<String>> = BTreeMap::new();
-        for s in watched {
+        let mut read: BTreeMap<SourceRef, Option<Read>> = BTreeMap::new();
+        for s in watched.sources() {
             let what = format!("reading {s} -n {}", key.namespace);
-            let digest = match s.kind {
+            let content = match s.kind {
                 SourceKind::Secret => Api::<Secret>::namespaced(client.clone(), &key.namespace)
                     .get_opt(&s.name)
                     .await
                     .map_err(|e| Error::api(what, e))?
-                    .map(secret_digest),
+                    .map(secret_read),
                 SourceKind::ConfigMap => {
                     Api::<ConfigMap>::namespaced(client.clone(), &key.namespace)
                         .get_opt(&s.name)
                         .await
                         .map_err(|e| Error::api(what, e))?
-                        .map(config_map_digest)
+                        .map(config_map_read)
                 }
             };
-            digests.insert(s, digest);
+            read.insert(s.clone(), content);
         }
+        // The rotator's rule: only the sources that trigger the workload
+        // (not ignored; matched, in search mode) are in its hash.
+        let digests = counted(&watched, |s| read.get(s).and_then(Option::as_ref));
         let current = config_hash(&digests);
         let (state, reason) = check::workload(w.applied_hash().as_deref(), &current, &digests);
         items.push(Item {
             kind: key.kind.to_owned(),
             namespace: key.namespace.clone(),
             name: key.name.clone(),
-            via: opted_in_by(&annotations),
+            via: opted_in_by(
+                &annotations,
+                &template
+                    .metadata
+                    .and_then(|m| m.annotations)
+                    .unwrap_or_default(),
+            ),
             state,
             reason,
         });
@@ -440,6 +455,14 @@ mod tests {
             (sources::RELOADER_AUTO.to_owned(), "true".to_owned()),
             ("other".to_owned(), "x".to_owned()),
         ]);
-        assert_eq!(opted_in_by(&a), "reloader.stakater.com/auto");
+        assert_eq!(
+            opted_in_by(&a, &BTreeMap::new()),
+            "reloader.stakater.com/auto"
+        );
+        let template = BTreeMap::from([(sources::RELOADER_SEARCH.to_owned(), "true".to_owned())]);
+        assert_eq!(
+            opted_in_by(&BTreeMap::new(), &template),
+            "reloader.stakater.com/search"
+        );
     }
 }

@@ -92,8 +92,15 @@ pub async fn run(ctx: Arc<Context>, config: Config, shutdown: CancellationToken)
     .reflect(writer)
     .touched_objects()
     .filter_map(|n| std::future::ready(n.ok().map(|_| ())));
-    let secrets = changes::<Secret>(&client, &wc, bundles.clone(), Kind::Secret);
-    let config_maps = changes::<ConfigMap>(&client, &wc, bundles.clone(), Kind::ConfigMap);
+    // Sources anywhere (a fixed scope: its namespaces and the cluster
+    // resource namespace); targets only in the scope.
+    let sources = ctx
+        .scope
+        .scope()
+        .sources(&config.cluster_resource_namespace);
+    let secrets = changes::<Secret>(&client, &sources, &wc, bundles.clone(), Kind::Secret);
+    let config_maps =
+        changes::<ConfigMap>(&client, &sources, &wc, bundles.clone(), Kind::ConfigMap);
 
     let state = Arc::new(Bundles {
         ctx: ctx.clone(),
@@ -166,6 +173,7 @@ fn spec_changes(
 /// The bundles to re-run on metadata changes of `K` objects.
 fn changes<K>(
     client: &kube::Client,
+    scope: &crate::scope::Scope,
     wc: &watcher::Config,
     bundles: Store<CABundle>,
     kind: Kind,
@@ -178,8 +186,8 @@ where
         + Send
         + 'static,
 {
-    watcher(Api::<PartialObjectMeta<K>>::all(client.clone()), wc.clone())
-        .backoff(WatchBackoff::default())
+    crate::scope::watch::scoped::<PartialObjectMeta<K>>(client, scope, wc)
+        .map(Ok::<_, watcher::Error>)
         .touched_objects()
         .filter_map(|o| std::future::ready(o.ok()))
         .flat_map(move |o| {
@@ -277,6 +285,12 @@ impl Bundles {
         let metas: Vec<&ObjectMeta> = namespaces.iter().map(|n| &n.metadata).collect();
         let mut selected = select::namespaces(metas.iter().copied(), &selector);
         let mut existing = select::existing(&name, &target, self.list(&name, &target, &key).await?);
+        // Outside the rotator's scope nothing is created, updated or deleted.
+        let scope = &self.ctx.scope;
+        selected.retain(|ns| scope.admits(ns));
+        existing.observed.retain(|ns, _| scope.admits(ns));
+        existing.found.retain(|ns, _| scope.admits(ns));
+        existing.stale.retain(|f| scope.admits(&f.namespace));
         // Leave contested namespaces to the writer that owns the key there.
         let bundles = self.bundles.state();
         let mut lost: BTreeMap<String, String> =
@@ -469,16 +483,25 @@ impl Bundles {
     /// The ConfigMaps under the target name, and those the bundle created
     /// under any name.
     async fn list(&self, bundle: &str, target: &str, key: &str) -> Result<Vec<Found>> {
-        let api = Api::<ConfigMap>::all(self.ctx.client.clone());
+        let client = self.ctx.client.clone();
+        // A fixed scope is listed namespace by namespace (namespaced RBAC).
+        let apis: Vec<Api<ConfigMap>> = match self.ctx.scope.scope().fixed() {
+            None => vec![Api::all(client)],
+            Some(namespaces) => namespaces
+                .iter()
+                .map(|ns| Api::namespaced(client.clone(), ns))
+                .collect(),
+        };
         let by_name = ListParams::default().fields(&format!("metadata.name={target}"));
         let by_label = ListParams::default().labels(&format!("{BUNDLE_LABEL}={bundle}"));
         let mut out = Vec::new();
-        for params in [by_name, by_label] {
-            let list = api
-                .list(&params)
-                .await
-                .map_err(|e| Error::kube(format!("listing the targets of CABundle/{bundle}"), e))?;
-            out.extend(list.items.into_iter().map(|cm| found(cm, key)));
+        for api in &apis {
+            for params in [&by_name, &by_label] {
+                let list = api.list(params).await.map_err(|e| {
+                    Error::kube(format!("listing the targets of CABundle/{bundle}"), e)
+                })?;
+                out.extend(list.items.into_iter().map(|cm| found(cm, key)));
+            }
         }
         Ok(out)
     }

@@ -35,6 +35,7 @@ use crate::api::issuer_ref;
 use crate::context::{BUNDLE_MANAGER, Context};
 use crate::error::{Error, Result};
 use crate::reasons;
+use crate::scope::watch::scoped;
 
 /// The ConfigMap metadata the controller keeps.
 type ConfigMapMeta = PartialObjectMeta<ConfigMap>;
@@ -105,36 +106,35 @@ pub async fn run(ctx: Arc<Context>, config: Config, shutdown: CancellationToken)
 
     let (reader, writer) = reflector::store();
     let forget = injector.clone();
-    let config_maps = watcher(
-        Api::<PartialObjectMeta<ConfigMap>>::all(client.clone()),
-        wc.clone(),
-    )
-    .backoff(WatchBackoff::default())
-    .modify(slim)
-    .inspect(move |event| {
-        if let Ok(watcher::Event::Delete(cm)) = event {
-            forget.deps().forget(&key_of(cm));
-            forget.sources_gauge();
-        }
-    })
-    .reflect(writer)
-    .applied_objects();
+    // Annotated ConfigMaps in the scope's namespaces (namespace by namespace
+    // for a fixed list); a selector or an ignore list is decided per
+    // reconcile.
+    let scope = ctx.scope.scope().clone();
+    let config_maps = scoped::<PartialObjectMeta<ConfigMap>>(&client, &scope, &wc)
+        .map(Ok::<_, watcher::Error>)
+        .modify(slim)
+        .inspect(move |event| {
+            if let Ok(watcher::Event::Delete(cm)) = event {
+                forget.deps().forget(&key_of(cm));
+                forget.sources_gauge();
+            }
+        })
+        .reflect(writer)
+        .applied_objects();
 
     let index = injector.clone();
-    let secrets = watcher(
-        Api::<PartialObjectMeta<Secret>>::all(client.clone()),
-        wc.clone(),
-    )
-    .backoff(WatchBackoff::default())
-    .touched_objects()
-    .filter_map(|s| std::future::ready(s.ok()))
-    .flat_map(move |s| {
-        let source = InjectSource::Secret {
-            namespace: s.namespace().unwrap_or_default(),
-            name: s.name_any(),
-        };
-        stream::iter(index.dependents(&source))
-    });
+    let sources = scope.sources(&injector.config.cluster_resource_namespace);
+    let secrets = scoped::<PartialObjectMeta<Secret>>(&client, &sources, &wc)
+        .map(Ok::<_, watcher::Error>)
+        .touched_objects()
+        .filter_map(|s| std::future::ready(s.ok()))
+        .flat_map(move |s| {
+            let source = InjectSource::Secret {
+                namespace: s.namespace().unwrap_or_default(),
+                name: s.name_any(),
+            };
+            stream::iter(index.dependents(&source))
+        });
 
     let controller = Controller::for_stream(config_maps, reader)
         .trigger_backoff(WatchBackoff::default())
@@ -153,6 +153,7 @@ pub async fn run(ctx: Arc<Context>, config: Config, shutdown: CancellationToken)
             |_, name| InjectSource::ClusterIssuer { name },
         ))
         .reconcile_all_on(ctx.leadership.gained())
+        .reconcile_all_on(ctx.scope.moves_stream().map(|_| ()))
         .graceful_shutdown_on(async move { shutdown.cancelled().await });
     controller
         .run(reconcile, error_policy, injector)
@@ -234,6 +235,10 @@ impl Injector {
 
     async fn reconcile(&self, cm: &ConfigMapMeta, key: &Key) -> Result<Action> {
         let (namespace, name) = key;
+        if !self.ctx.scope.admits(namespace) {
+            self.deps().forget(key);
+            return Ok(Action::await_change());
+        }
         let injection = match injection::parse(cm.annotations()) {
             Ok(Some(injection)) => injection,
             Ok(None) => {

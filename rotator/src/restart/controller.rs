@@ -1,26 +1,28 @@
 //! The executor of restarts: turns watch events into [`Index`] inputs and
 //! carries out the [`Effect`]s it returns through the API.
 //!
-//! Secrets and ConfigMaps are watched by metadata only; a source the index
-//! asks for is fetched once, its content reduced to a digest and dropped
-//! ([`hash::secret_digest`], [`hash::config_map_digest`]). Every decision
-//! (what to fetch, when to record a baseline, what to roll and when, which
-//! Event to publish) is the index's; this module only calls the API and
-//! reports each call's outcome back.
+//! Workloads, Secrets and ConfigMaps are watched in the rotator's namespace
+//! scope (one watch per namespace when it is a fixed list, see
+//! [`scoped`]); Secrets and ConfigMaps by metadata only: a source the index
+//! asks for is fetched once, its content reduced to a digest and its marks
+//! and dropped ([`hash::secret_read`], [`hash::config_map_read`]). A
+//! namespace moving into the scope is listed when the index asks. Every
+//! decision (what to fetch, which workloads are in scope, when to record a
+//! baseline, what to roll and when, which Event to publish) is the index's;
+//! this module only calls the API and reports each call's outcome back.
 
 use std::collections::VecDeque;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use capstan_common::backoff::WatchBackoff;
 use futures::StreamExt;
 use futures::stream::{BoxStream, SelectAll};
 use k8s_openapi::api::apps::v1::{DaemonSet, Deployment, StatefulSet};
 use k8s_openapi::api::core::v1::{ConfigMap, Secret};
 use kube::ResourceExt;
-use kube::api::{Api, Patch, PatchParams};
+use kube::api::{Api, ListParams, Patch, PatchParams};
 use kube::core::PartialObjectMeta;
-use kube::runtime::{WatchStreamExt, watcher};
+use kube::runtime::watcher;
 use tokio_util::sync::CancellationToken;
 
 use super::hash;
@@ -30,6 +32,9 @@ use super::sources::{SourceKind, SourceRef};
 use super::workload::{self, Workload};
 use crate::context::{Context, RESTART_MANAGER};
 use crate::error::{Error, Result};
+use crate::scope::Scope;
+use crate::scope::namespaces::{Moved, map_event};
+use crate::scope::watch::scoped;
 
 /// How long the loop sleeps when nothing is scheduled.
 const IDLE_WAKE: Duration = Duration::from_secs(30);
@@ -40,6 +45,8 @@ enum Input {
     SecretMeta(watcher::Event<PartialObjectMeta<Secret>>),
     ConfigMapMeta(watcher::Event<PartialObjectMeta<ConfigMap>>),
     LeaderGained,
+    /// A namespace entered or left the scope.
+    Moved(Moved),
     Tick,
 }
 
@@ -61,40 +68,37 @@ impl Restarter {
     pub async fn run(mut self, shutdown: CancellationToken) {
         let client = self.ctx.client.clone();
         let config = watcher::Config::default().any_semantic();
+        let scope = self.ctx.scope.scope().clone();
         let mut inputs: SelectAll<BoxStream<'static, Input>> = SelectAll::new();
         inputs.push(workloads::<Deployment>(
             &client,
+            &scope,
             &config,
             Workload::Deployment,
         ));
         inputs.push(workloads::<StatefulSet>(
             &client,
+            &scope,
             &config,
             Workload::StatefulSet,
         ));
         inputs.push(workloads::<DaemonSet>(
             &client,
+            &scope,
             &config,
             Workload::DaemonSet,
         ));
         inputs.push(
-            watcher(
-                Api::<PartialObjectMeta<Secret>>::all(client.clone()),
-                config.clone(),
-            )
-            .backoff(WatchBackoff::default())
-            .filter_map(|e| std::future::ready(e.ok().map(Input::SecretMeta)))
-            .boxed(),
+            scoped::<PartialObjectMeta<Secret>>(&client, &scope, &config)
+                .map(Input::SecretMeta)
+                .boxed(),
         );
         inputs.push(
-            watcher(
-                Api::<PartialObjectMeta<ConfigMap>>::all(client.clone()),
-                config,
-            )
-            .backoff(WatchBackoff::default())
-            .filter_map(|e| std::future::ready(e.ok().map(Input::ConfigMapMeta)))
-            .boxed(),
+            scoped::<PartialObjectMeta<ConfigMap>>(&client, &scope, &config)
+                .map(Input::ConfigMapMeta)
+                .boxed(),
         );
+        inputs.push(self.ctx.scope.moves_stream().map(Input::Moved).boxed());
         inputs.push(
             self.ctx
                 .leadership
@@ -134,7 +138,7 @@ impl Restarter {
         match input {
             Input::Workload(event) => match *event {
                 watcher::Event::Apply(w) | watcher::Event::InitApply(w) => {
-                    self.index.workload_seen(Observed::from(&w), at)
+                    self.index.workload_seen(self.observed(&w), at)
                 }
                 watcher::Event::Delete(w) => {
                     self.index.workload_gone(&w.key());
@@ -145,8 +149,25 @@ impl Restarter {
             Input::SecretMeta(event) => self.source_event(SourceKind::Secret, event, at),
             Input::ConfigMapMeta(event) => self.source_event(SourceKind::ConfigMap, event, at),
             Input::LeaderGained => self.index.leadership_gained(at),
+            Input::Moved(Moved {
+                namespace,
+                admitted,
+            }) => {
+                if admitted {
+                    self.index.namespace_entered(namespace)
+                } else {
+                    self.index.namespace_left(&namespace);
+                    Vec::new()
+                }
+            }
             Input::Tick => Vec::new(),
         }
+    }
+
+    /// What the index needs of `w`, with whether its namespace is in scope
+    /// now.
+    fn observed(&self, w: &Workload) -> Observed {
+        Observed::of(w, self.ctx.scope.admits(&w.key().namespace))
     }
 
     /// A metadata event of a Secret or ConfigMap.
@@ -181,11 +202,26 @@ impl Restarter {
         while let Some(effect) = queue.pop_front() {
             match effect {
                 Effect::Fetch(skey) => match self.fetch(&skey).await {
-                    Ok(digest) => queue.extend(self.index.fetched(&skey, digest, self.moment())),
+                    Ok(read) => queue.extend(self.index.fetched(&skey, read, self.moment())),
                     Err(error) => {
                         self.failure(&error);
                         let at = self.index.fetch_failed(skey, Instant::now());
                         tracing::debug!(retry_in = ?at.saturating_duration_since(Instant::now()), "will read the source again");
+                    }
+                },
+                Effect::List(namespace) => match list_in(&self.ctx.client, &namespace).await {
+                    Ok(listed) => {
+                        for w in &listed {
+                            let seen = self.observed(w);
+                            queue.extend(self.index.workload_seen(seen, self.moment()));
+                        }
+                        self.index.listed(&namespace);
+                        tracing::info!(%namespace, workloads = listed.len(), "namespace entered the scope; its workloads read");
+                    }
+                    Err(error) => {
+                        self.failure(&error);
+                        let at = self.index.list_failed(namespace, Instant::now());
+                        tracing::debug!(retry_in = ?at.saturating_duration_since(Instant::now()), "will list the namespace again");
                     }
                 },
                 Effect::RecordBaseline { workload, hash } => {
@@ -272,8 +308,9 @@ impl Restarter {
         }
     }
 
-    /// Reads a source and reduces it to a digest (`None` if missing).
-    async fn fetch(&self, (namespace, source): &SourceKey) -> Result<Option<String>> {
+    /// Reads a source and reduces it to its digest and marks (`None` if
+    /// missing).
+    async fn fetch(&self, (namespace, source): &SourceKey) -> Result<Option<hash::Read>> {
         let client = self.ctx.client.clone();
         let fail = |e| Error::kube(format!("reading {source} -n {namespace}"), e);
         Ok(match source.kind {
@@ -281,12 +318,12 @@ impl Restarter {
                 .get_opt(&source.name)
                 .await
                 .map_err(fail)?
-                .map(hash::secret_digest),
+                .map(hash::secret_read),
             SourceKind::ConfigMap => Api::<ConfigMap>::namespaced(client, namespace)
                 .get_opt(&source.name)
                 .await
                 .map_err(fail)?
-                .map(hash::config_map_digest),
+                .map(hash::config_map_read),
         })
     }
 
@@ -315,32 +352,49 @@ impl Restarter {
     }
 }
 
-/// A watch of one workload kind as loop inputs.
+/// A watch of one workload kind in the scope as loop inputs.
 fn workloads<K>(
     client: &kube::Client,
+    scope: &Scope,
     config: &watcher::Config,
     wrap: fn(K) -> Workload,
 ) -> BoxStream<'static, Input>
 where
-    K: kube::Resource<DynamicType = ()>
+    K: kube::Resource<DynamicType = (), Scope = kube::core::NamespaceResourceScope>
         + Clone
         + serde::de::DeserializeOwned
         + std::fmt::Debug
         + Send
         + 'static,
 {
-    watcher(Api::<K>::all(client.clone()), config.clone())
-        .backoff(WatchBackoff::default())
-        .filter_map(move |event| {
-            std::future::ready(event.ok().map(|e| {
-                Input::Workload(Box::new(match e {
-                    watcher::Event::Apply(o) => watcher::Event::Apply(wrap(o)),
-                    watcher::Event::InitApply(o) => watcher::Event::InitApply(wrap(o)),
-                    watcher::Event::Delete(o) => watcher::Event::Delete(wrap(o)),
-                    watcher::Event::Init => watcher::Event::Init,
-                    watcher::Event::InitDone => watcher::Event::InitDone,
-                }))
-            }))
-        })
+    scoped::<K>(client, scope, config)
+        .map(move |e| Input::Workload(Box::new(map_event(e, wrap))))
         .boxed()
+}
+
+/// Every Deployment, StatefulSet and DaemonSet in `namespace` (when it
+/// enters the rotator's scope).
+///
+/// # Errors
+/// When a list fails.
+async fn list_in(client: &kube::Client, namespace: &str) -> Result<Vec<Workload>> {
+    let fail = |kind: &str, e| Error::kube(format!("listing {kind}s -n {namespace}"), e);
+    let params = ListParams::default();
+    let mut out: Vec<Workload> = Vec::new();
+    let deployments = Api::<Deployment>::namespaced(client.clone(), namespace)
+        .list(&params)
+        .await
+        .map_err(|e| fail("Deployment", e))?;
+    out.extend(deployments.items.into_iter().map(Workload::Deployment));
+    let stateful_sets = Api::<StatefulSet>::namespaced(client.clone(), namespace)
+        .list(&params)
+        .await
+        .map_err(|e| fail("StatefulSet", e))?;
+    out.extend(stateful_sets.items.into_iter().map(Workload::StatefulSet));
+    let daemon_sets = Api::<DaemonSet>::namespaced(client.clone(), namespace)
+        .list(&params)
+        .await
+        .map_err(|e| fail("DaemonSet", e))?;
+    out.extend(daemon_sets.items.into_iter().map(Workload::DaemonSet));
+    Ok(out)
 }

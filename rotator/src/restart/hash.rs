@@ -10,7 +10,10 @@
 //!   (ConfigMap `data` and `binaryData` are told apart);
 //! * [`config_hash`] — SHA-256 over the kind, name and digest of every source
 //!   a workload is restarted for, in a stable order; a missing source counts
-//!   as such, so its creation rolls the workload too.
+//!   as such, so its creation rolls the workload too;
+//! * [`counted`] — which of those sources go into the hash: only the ones
+//!   that trigger the workload ([`Watched::triggers`]), so an ignored (or, in
+//!   search mode, unmatched) source's content never rolls it.
 
 use std::collections::BTreeMap;
 
@@ -18,7 +21,9 @@ use k8s_openapi::ByteString;
 use k8s_openapi::api::core::v1::{ConfigMap, Secret};
 use ring::digest::{Context, SHA256};
 
-use super::sources::{SourceKind, SourceRef};
+use kube::ResourceExt;
+
+use super::sources::{Marks, SourceKind, SourceRef, Watched};
 
 fn field(ctx: &mut Context, bytes: &[u8]) {
     let len = u64::try_from(bytes.len()).unwrap_or(u64::MAX);
@@ -86,6 +91,56 @@ pub fn config_map_digest(config_map: ConfigMap) -> String {
         SourceKind::ConfigMap,
         &[("data", &data), ("binaryData", &binary)],
     )
+}
+
+/// A Secret or ConfigMap as read: its content digest and its [`Marks`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Read {
+    /// [`secret_digest`] or [`config_map_digest`] of it.
+    pub digest: String,
+    /// What its own annotations say about restarts.
+    pub marks: Marks,
+}
+
+/// A Secret reduced to its [`Read`]: marks, then [`secret_digest`].
+#[must_use]
+pub fn secret_read(secret: Secret) -> Read {
+    let marks = Marks::of(secret.annotations());
+    Read {
+        digest: secret_digest(secret),
+        marks,
+    }
+}
+
+/// A ConfigMap reduced to its [`Read`]: marks, then [`config_map_digest`].
+#[must_use]
+pub fn config_map_read(config_map: ConfigMap) -> Read {
+    let marks = Marks::of(config_map.annotations());
+    Read {
+        digest: config_map_digest(config_map),
+        marks,
+    }
+}
+
+/// The sources that count in a workload's hash, with their digests: each
+/// watched source that triggers it given its marks as `read` (`None`: the
+/// source does not exist, which has no marks; a source not read at all is
+/// taken as missing). Feed the result to [`config_hash`].
+#[must_use]
+pub fn counted<'a>(
+    watched: &Watched,
+    read: impl Fn(&SourceRef) -> Option<&'a Read>,
+) -> BTreeMap<SourceRef, Option<String>> {
+    watched
+        .sources()
+        .filter_map(|s| {
+            let r = read(s);
+            let marks = r.map_or_else(Marks::default, |r| r.marks);
+            watched
+                .triggers(s, marks)
+                .then(|| (s.clone(), r.map(|r| r.digest.clone())))
+        })
+        .collect()
 }
 
 /// The hash a workload's pod template carries: over each source's kind,

@@ -8,10 +8,10 @@
 //! ```
 //!
 //! Each input (a source was seen or fetched, a workload appeared, changed or
-//! went away, a write succeeded or failed, leadership was gained, time
-//! passed) updates the index and returns the [`Effect`]s to carry out: fetch
-//! a source, record a baseline hash, roll a workload, publish an Event,
-//! count. The executor (`controller.rs`) turns watch events into inputs and
+//! went away, a namespace entered or left the scope, a write succeeded or
+//! failed, leadership was gained, time passed) updates the index and returns
+//! the [`Effect`]s to carry out: fetch a source, list a namespace, record a
+//! baseline hash, roll a workload, publish an Event, count. The executor (`controller.rs`) turns watch events into inputs and
 //! effects into API calls, and reports each call's outcome back as an input.
 //!
 //! Rules, each learnt the hard way:
@@ -35,6 +35,16 @@
 //!   rolls).
 //! * Only a leader writes: a follower keeps the index warm, and decides
 //!   afresh (a resync) when it gains leadership.
+//! * Reloader's rules (see `docs/migrating-from-reloader.md`): a source's
+//!   own marks (`ignore`, `match`) are read with its digest; only the
+//!   sources that trigger a workload ([`Watched::triggers`]) are restarted
+//!   for and counted in its hash ([`counted`]), so an ignored or unmatched
+//!   source's content never rolls it. Reloader annotations capstan does not
+//!   honour are named in one Warning per workload and set of them (leader
+//!   only; [`Warned`]).
+//! * Only workloads in the namespace scope are tracked: one seen outside it
+//!   is dropped; a namespace leaving the scope drops its workloads, one
+//!   entering it is listed and its workloads handled as first seen.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::Instant;
@@ -42,10 +52,11 @@ use std::time::Instant;
 use capstan_common::events::Record;
 use k8s_openapi::api::core::v1::ObjectReference;
 
-use super::hash::config_hash;
+use super::compat::{self, Warned};
+use super::hash::{Read, config_hash, counted};
 use super::rollout::RolloutState;
 use super::schedule::{Backoff, Limits, Scheduler, Start, WorkloadKey};
-use super::sources::{self, SourceRef};
+use super::sources::{self, SourceRef, Watched};
 use super::workload::Workload;
 use crate::reasons;
 
@@ -69,18 +80,32 @@ pub struct Observed {
     /// The object Events are recorded against.
     pub reference: ObjectReference,
     /// The sources it is restarted for; `None` when it has not opted in.
-    pub watched: Option<BTreeSet<SourceRef>>,
+    pub watched: Option<Watched>,
+    /// Whether its namespace is in the rotator's scope.
+    pub in_scope: bool,
+    /// The Reloader annotations on it or its pod template that capstan does
+    /// not honour, each with why ([`compat::unsupported`]).
+    pub unsupported: BTreeMap<String, String>,
     /// The hash its pods were started with ([`Workload::applied_hash`]).
     pub applied_hash: Option<String>,
     /// How its rollout stands.
     pub rollout: RolloutState,
 }
 
-impl From<&Workload> for Observed {
-    fn from(w: &Workload) -> Self {
+impl Observed {
+    /// What the index needs of `w`, seen in a namespace in scope or not.
+    #[must_use]
+    pub fn of(w: &Workload, in_scope: bool) -> Self {
         fn reference<K: kube::Resource<DynamicType = ()>>(obj: &K) -> ObjectReference {
             obj.object_ref(&())
         }
+        let annotations = w.annotations();
+        let template = w.template();
+        let template_annotations = template
+            .metadata
+            .as_ref()
+            .and_then(|m| m.annotations.clone())
+            .unwrap_or_default();
         Self {
             key: w.key(),
             reference: match w {
@@ -88,7 +113,9 @@ impl From<&Workload> for Observed {
                 Workload::StatefulSet(s) => reference(s),
                 Workload::DaemonSet(d) => reference(d),
             },
-            watched: sources::watched(&w.annotations(), &w.template()),
+            watched: sources::watched(&annotations, &template),
+            in_scope,
+            unsupported: compat::unsupported(&annotations, &template_annotations),
             applied_hash: w.applied_hash(),
             rollout: w.rollout(),
         }
@@ -109,9 +136,13 @@ pub enum Counter {
 /// Something the executor must do.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Effect {
-    /// Read the source and reduce it to a digest; answer with
+    /// Read the source and reduce it to its digest and marks; answer with
     /// [`Index::fetched`] or [`Index::fetch_failed`].
     Fetch(SourceKey),
+    /// List every workload of the namespace (it entered the scope); answer
+    /// with [`Index::workload_seen`] for each, then [`Index::listed`], or
+    /// with [`Index::list_failed`].
+    List(String),
     /// Write `hash` on the workload only (it rolls nothing); answer with
     /// [`Index::baseline_recorded`] or [`Index::baseline_failed`].
     RecordBaseline {
@@ -161,8 +192,8 @@ pub enum Effect {
 #[derive(Debug, Clone, PartialEq, Eq)]
 struct Known {
     resource_version: Option<String>,
-    /// `None`: the source does not exist.
-    digest: Option<String>,
+    /// Its digest and marks; `None`: the source does not exist.
+    read: Option<Read>,
 }
 
 #[derive(Debug, Clone, Default)]
@@ -178,7 +209,7 @@ struct Source {
 #[derive(Debug, Clone)]
 struct Tracked {
     seen: Observed,
-    watched: BTreeSet<SourceRef>,
+    watched: Watched,
     /// The baseline this replica wrote, until its echo is seen.
     baseline: Option<String>,
     /// A stale hash may be a change missed (first seen, leadership gained).
@@ -194,6 +225,7 @@ struct Tracked {
 enum Job {
     Fetch(SourceKey),
     Decide(WorkloadKey),
+    List(String),
 }
 
 /// The restart controller's state and decisions.
@@ -205,6 +237,10 @@ pub struct Index {
     sources: BTreeMap<SourceKey, Source>,
     workloads: BTreeMap<WorkloadKey, Tracked>,
     retries: Backoff<Job>,
+    /// Namespaces that entered the scope and are not listed yet.
+    listing: BTreeSet<String>,
+    /// The unsupported Reloader annotations reported, per workload.
+    warned: Warned<WorkloadKey>,
 }
 
 impl Index {
@@ -219,22 +255,32 @@ impl Index {
             sources: BTreeMap::new(),
             workloads: BTreeMap::new(),
             retries: Backoff::default(),
+            listing: BTreeSet::new(),
+            warned: Warned::default(),
         }
     }
 
-    /// A workload appeared or changed.
+    /// A workload appeared or changed. Outside the scope it is dropped; a
+    /// leader names the Reloader annotations it does not honour once per
+    /// set of them.
     pub fn workload_seen(&mut self, seen: Observed, at: Moment) -> Vec<Effect> {
         let key = seen.key.clone();
-        let Some(watched) = seen.watched.clone() else {
-            self.workload_gone(&key);
+        if !seen.in_scope {
+            self.untrack(&key);
             return Vec::new();
+        }
+        let mut effects: Vec<Effect> = self.warning(&seen, at).into_iter().collect();
+        let Some(watched) = seen.watched.clone() else {
+            self.untrack(&key);
+            return effects;
         };
-        let before = self
+        let now: BTreeSet<SourceRef> = watched.sources().cloned().collect();
+        let before: BTreeSet<SourceRef> = self
             .workloads
             .get(&key)
-            .map(|t| t.watched.clone())
+            .map(|t| t.watched.sources().cloned().collect())
             .unwrap_or_default();
-        for source in before.difference(&watched) {
+        for source in before.difference(&now) {
             if let Some(s) = self
                 .sources
                 .get_mut(&(key.namespace.clone(), source.clone()))
@@ -242,8 +288,7 @@ impl Index {
                 s.users.remove(&key);
             }
         }
-        let mut effects = Vec::new();
-        for source in &watched {
+        for source in &now {
             let skey = (key.namespace.clone(), source.clone());
             let s = self.sources.entry(skey.clone()).or_default();
             s.users.insert(key.clone());
@@ -255,7 +300,7 @@ impl Index {
         self.drop_unused();
         let tracked = self.workloads.entry(key.clone()).or_insert(Tracked {
             seen: seen.clone(),
-            watched: BTreeSet::new(),
+            watched: Watched::default(),
             baseline: None,
             recheck: true,
             undecided: true,
@@ -270,9 +315,56 @@ impl Index {
 
     /// A workload was deleted.
     pub fn workload_gone(&mut self, key: &WorkloadKey) {
+        self.warned.forget(key);
+        self.untrack(key);
+    }
+
+    /// A namespace left the scope: its workloads are dropped (a list owed
+    /// for it too).
+    pub fn namespace_left(&mut self, namespace: &str) {
+        let gone: Vec<WorkloadKey> = self
+            .workloads
+            .keys()
+            .filter(|k| k.namespace == namespace)
+            .cloned()
+            .collect();
+        for key in gone {
+            self.untrack(&key);
+        }
+        self.listed(namespace);
+    }
+
+    /// A namespace entered the scope: its workloads are read, and handled
+    /// as first seen (a stale hash is a change missed).
+    pub fn namespace_entered(&mut self, namespace: String) -> Vec<Effect> {
+        for (key, tracked) in &mut self.workloads {
+            if key.namespace == namespace {
+                tracked.recheck = true;
+            }
+        }
+        self.listing.insert(namespace.clone());
+        vec![Effect::List(namespace)]
+    }
+
+    /// [`Effect::List`] was answered: every workload of `namespace` was seen.
+    pub fn listed(&mut self, namespace: &str) {
+        self.listing.remove(namespace);
+        self.retries.succeeded(&Job::List(namespace.to_owned()));
+    }
+
+    /// [`Effect::List`] failed: it is asked for again later. Returns when.
+    pub fn list_failed(&mut self, namespace: String, now: Instant) -> Instant {
+        self.retries.failed(Job::List(namespace), now)
+    }
+
+    /// Stops tracking a workload (deleted, opted out, out of scope).
+    fn untrack(&mut self, key: &WorkloadKey) {
         if let Some(tracked) = self.workloads.remove(key) {
-            for source in tracked.watched {
-                if let Some(s) = self.sources.get_mut(&(key.namespace.clone(), source)) {
+            for source in tracked.watched.sources() {
+                if let Some(s) = self
+                    .sources
+                    .get_mut(&(key.namespace.clone(), source.clone()))
+                {
                     s.users.remove(key);
                 }
             }
@@ -311,23 +403,36 @@ impl Index {
         }
     }
 
-    /// The answer to [`Effect::Fetch`]: the source's digest (`None`: it does
-    /// not exist). A changed digest opens a restart window for its users.
-    pub fn fetched(&mut self, skey: &SourceKey, digest: Option<String>, at: Moment) -> Vec<Effect> {
+    /// The answer to [`Effect::Fetch`]: the source's digest and marks
+    /// (`None`: it does not exist). A changed digest opens a restart window
+    /// for the users it triggers (not ignored; matched, for those in search
+    /// mode).
+    pub fn fetched(&mut self, skey: &SourceKey, read: Option<Read>, at: Moment) -> Vec<Effect> {
         self.retries.succeeded(&Job::Fetch(skey.clone()));
         let Some(source) = self.sources.get_mut(skey) else {
             return Vec::new();
         };
         let resource_version = source.owed.take().flatten();
-        let changed = source.known.as_ref().is_some_and(|k| k.digest != digest);
+        let digest = |r: Option<&Read>| r.map(|r| r.digest.clone());
+        let changed = source
+            .known
+            .as_ref()
+            .is_some_and(|k| digest(k.read.as_ref()) != digest(read.as_ref()));
+        let marks = read.as_ref().map(|r| r.marks).unwrap_or_default();
         source.known = Some(Known {
             resource_version,
-            digest,
+            read,
         });
         let users: Vec<WorkloadKey> = source.users.iter().cloned().collect();
         if changed {
             for user in &users {
-                self.scheduler.changed(user.clone(), skey.1.clone(), at.now);
+                let triggers = self
+                    .workloads
+                    .get(user)
+                    .is_some_and(|t| t.watched.triggers(&skey.1, marks));
+                if triggers {
+                    self.scheduler.changed(user.clone(), skey.1.clone(), at.now);
+                }
             }
         }
         let mut effects = vec![Effect::SourceChecked {
@@ -388,11 +493,15 @@ impl Index {
     }
 
     /// This replica became leader: every workload is decided afresh, a
-    /// stale hash counting as a change missed.
+    /// stale hash counting as a change missed, and the unsupported Reloader
+    /// annotations of those it tracks reported if not yet.
     pub fn leadership_gained(&mut self, at: Moment) -> Vec<Effect> {
         let keys: Vec<WorkloadKey> = self.workloads.keys().cloned().collect();
         let mut effects = Vec::new();
         for key in keys {
+            if let Some(seen) = self.workloads.get(&key).map(|t| t.seen.clone()) {
+                effects.extend(self.warning(&seen, at));
+            }
             if let Some(tracked) = self.workloads.get_mut(&key) {
                 tracked.recheck = true;
                 tracked.undecided = true;
@@ -413,6 +522,13 @@ impl Index {
                         effects.push(Effect::Fetch(skey));
                     } else {
                         self.retries.succeeded(&Job::Fetch(skey));
+                    }
+                }
+                Job::List(namespace) => {
+                    if self.listing.contains(&namespace) {
+                        effects.push(Effect::List(namespace));
+                    } else {
+                        self.retries.succeeded(&Job::List(namespace));
                     }
                 }
                 Job::Decide(key) => {
@@ -464,7 +580,7 @@ impl Index {
         let Some(tracked) = self.workloads.get(key) else {
             return Vec::new();
         };
-        let ready = tracked.watched.iter().all(|s| {
+        let ready = tracked.watched.sources().all(|s| {
             self.sources
                 .get(&(key.namespace.clone(), s.clone()))
                 .is_some_and(|s| s.known.is_some())
@@ -478,7 +594,8 @@ impl Index {
     /// Follows the rollout, and records a baseline or schedules a missed
     /// change as the module docs say.
     fn decide(&mut self, key: &WorkloadKey, at: Moment) -> Vec<Effect> {
-        let current = self.current_hash(key);
+        let counted = self.counted(key);
+        let current = config_hash(&counted);
         let in_flight = self.scheduler.is_in_flight(key);
         let pending = self.scheduler.is_pending(key);
         let Some(tracked) = self.workloads.get_mut(key) else {
@@ -490,7 +607,7 @@ impl Index {
             tracked.announced = true;
             effects.push(Effect::Watching {
                 workload: key.clone(),
-                sources: tracked.watched.clone(),
+                sources: tracked.watched.sources().cloned().collect(),
             });
         }
         let reference = tracked.seen.reference.clone();
@@ -539,9 +656,10 @@ impl Index {
             }
             Some(applied) if applied != current && !in_flight && !pending && tracked.recheck => {
                 // Changed while nobody watched (or before this replica led):
-                // restart for every source, as the change cannot be narrowed.
-                for source in &tracked.watched {
-                    self.scheduler.changed(key.clone(), source.clone(), at.now);
+                // restart for every source that counts, as the change cannot
+                // be narrowed.
+                for source in counted.into_keys() {
+                    self.scheduler.changed(key.clone(), source, at.now);
                 }
             }
             _ => {}
@@ -611,23 +729,37 @@ impl Index {
 
     /// The hash `key` should carry now, from the digests as known.
     fn current_hash(&self, key: &WorkloadKey) -> String {
-        let watched = self
-            .workloads
-            .get(key)
-            .map(|t| &t.watched)
-            .into_iter()
-            .flatten();
-        let digests: BTreeMap<SourceRef, Option<String>> = watched
-            .map(|s| {
-                let digest = self
-                    .sources
-                    .get(&(key.namespace.clone(), s.clone()))
-                    .and_then(|s| s.known.as_ref())
-                    .and_then(|k| k.digest.clone());
-                (s.clone(), digest)
-            })
-            .collect();
-        config_hash(&digests)
+        config_hash(&self.counted(key))
+    }
+
+    /// The sources that count for `key` now, with their digests ([`counted`]).
+    fn counted(&self, key: &WorkloadKey) -> BTreeMap<SourceRef, Option<String>> {
+        let Some(tracked) = self.workloads.get(key) else {
+            return BTreeMap::new();
+        };
+        counted(&tracked.watched, |s| {
+            self.sources
+                .get(&(key.namespace.clone(), s.clone()))
+                .and_then(|s| s.known.as_ref())
+                .and_then(|k| k.read.as_ref())
+        })
+    }
+
+    /// The Warning naming the Reloader annotations `seen` carries that
+    /// capstan does not honour: only from a leader, once per workload and
+    /// set of them.
+    fn warning(&mut self, seen: &Observed, at: Moment) -> Option<Effect> {
+        if !at.leader || !self.warned.is_news(&seen.key, &seen.unsupported) {
+            return None;
+        }
+        Some(Effect::Event {
+            workload: seen.key.clone(),
+            reference: seen.reference.clone(),
+            record: Record::warning(
+                reasons::UNSUPPORTED_ANNOTATION,
+                compat::message(&seen.key.to_string(), &seen.unsupported),
+            ),
+        })
     }
 
     fn event(&self, key: &WorkloadKey, record: Record) -> Option<Effect> {
@@ -646,7 +778,7 @@ impl Index {
         let sources = &self.sources;
         self.retries.retain(|job| match job {
             Job::Fetch(skey) => sources.contains_key(skey),
-            Job::Decide(_) => true,
+            Job::Decide(_) | Job::List(_) => true,
         });
     }
 }
@@ -693,7 +825,9 @@ mod tests {
                     name: Some(name.into()),
                     ..ObjectReference::default()
                 },
-                watched: Some([tls(), ca()].into()),
+                watched: Some(Watched::test(&[tls(), ca()], &[])),
+                in_scope: true,
+                unsupported: BTreeMap::new(),
                 applied_hash: None,
                 rollout: RolloutState::Complete,
             }
@@ -713,6 +847,14 @@ mod tests {
             self.watched = None;
             self
         }
+    }
+
+    /// Content `digest`, without marks.
+    fn read(digest: &str) -> Option<Read> {
+        Some(Read {
+            digest: digest.into(),
+            marks: sources::Marks::default(),
+        })
     }
 
     fn tls() -> SourceRef {
@@ -783,7 +925,7 @@ mod tests {
         for effect in effects {
             if let Effect::Fetch(skey) = effect {
                 let digest = if skey.1 == tls() { "t1" } else { "c1" };
-                for e in index.fetched(&skey, Some(digest.into()), at) {
+                for e in index.fetched(&skey, read(digest), at) {
                     if let Effect::RecordBaseline { workload, hash } = e {
                         index.baseline_recorded(&workload, hash);
                     }
@@ -806,7 +948,7 @@ mod tests {
             vec![Effect::Fetch(skey.clone())]
         );
         assert_eq!(
-            index.fetched(&skey, Some(digest.into()), at),
+            index.fetched(&skey, read(digest), at),
             vec![checked(skey.clone(), true)]
         );
     }
@@ -825,10 +967,10 @@ mod tests {
         );
         let ca_key = skey("apps", ca());
         assert_eq!(
-            index.fetched(&ca_key, Some("c1".into()), clock.lead(0)),
+            index.fetched(&ca_key, read("c1"), clock.lead(0)),
             vec![checked(ca_key.clone(), false)]
         );
-        let effects = index.fetched(&skey("apps", tls()), Some("t1".into()), clock.lead(0));
+        let effects = index.fetched(&skey("apps", tls()), read("t1"), clock.lead(0));
         assert_eq!(
             effects,
             vec![
@@ -858,8 +1000,8 @@ mod tests {
         for (dry_run, at) in [(false, clock.follow(0)), (true, clock.lead(0))] {
             let mut index = Index::new(LIMITS, dry_run);
             index.workload_seen(Observed::test("apps", "web"), at);
-            index.fetched(&skey("apps", ca()), Some("c1".into()), at);
-            let effects = index.fetched(&skey("apps", tls()), Some("t1".into()), at);
+            index.fetched(&skey("apps", ca()), read("c1"), at);
+            let effects = index.fetched(&skey("apps", tls()), read("t1"), at);
             assert!(
                 matches!(
                     effects[..],
@@ -913,7 +1055,7 @@ mod tests {
         let tls_key = skey("apps", tls());
         index.source_seen(tls_key.clone(), Some("2".into()), clock.lead(1));
         assert_eq!(
-            index.fetched(&tls_key, Some("t1".into()), clock.lead(1)),
+            index.fetched(&tls_key, read("t1"), clock.lead(1)),
             vec![checked(tls_key.clone(), false)]
         );
         assert_eq!(
@@ -1054,7 +1196,7 @@ mod tests {
         for effect in effects {
             if let Effect::Fetch(skey) = effect {
                 let digest = if skey.1 == tls() { "t2" } else { "c1" };
-                index.fetched(&skey, Some(digest.into()), clock.follow(0));
+                index.fetched(&skey, read(digest), clock.follow(0));
             }
         }
         let stale = Observed::test("apps", "web").hash(&hash_of("t1", "c1"));
@@ -1080,7 +1222,7 @@ mod tests {
         let stale = Observed::test("apps", "web").hash("from-before");
         for effect in index.workload_seen(stale, clock.lead(0)) {
             if let Effect::Fetch(skey) = effect {
-                index.fetched(&skey, Some("d".into()), clock.lead(0));
+                index.fetched(&skey, read("d"), clock.lead(0));
             }
         }
         assert_eq!(rolls(&index.tick(clock.lead(10))).len(), 1);
@@ -1112,7 +1254,7 @@ mod tests {
         for effect in index.workload_seen(Observed::test("apps", "web"), clock.lead(0)) {
             if let Effect::Fetch(skey) = effect {
                 let digest = if skey.1 == tls() { "t1" } else { "c1" };
-                for e in index.fetched(&skey, Some(digest.into()), clock.lead(0)) {
+                for e in index.fetched(&skey, read(digest), clock.lead(0)) {
                     if let Effect::RecordBaseline { hash, .. } = e {
                         baseline = Some(hash);
                     }
@@ -1163,7 +1305,7 @@ mod tests {
         let effects = index.source_seen(tls_key.clone(), Some("2".into()), clock.lead(102));
         assert_eq!(effects, vec![Effect::Fetch(tls_key.clone())]);
         assert_eq!(
-            index.fetched(&tls_key, Some("t2".into()), clock.lead(102)),
+            index.fetched(&tls_key, read("t2"), clock.lead(102)),
             vec![checked(tls_key.clone(), true)]
         );
         assert_eq!(index.tick(clock.lead(103)), vec![], "no retry left");
@@ -1176,7 +1318,7 @@ mod tests {
         let mut index = Index::new(LIMITS, false);
         for effect in index.workload_seen(Observed::test("apps", "web"), clock.lead(0)) {
             if let Effect::Fetch(skey) = effect {
-                index.fetched(&skey, Some("d".into()), clock.lead(0));
+                index.fetched(&skey, read("d"), clock.lead(0));
             }
         }
         assert_eq!(
@@ -1283,16 +1425,263 @@ mod tests {
     fn a_workload_is_observed_from_its_object() {
         let d: k8s_openapi::api::apps::v1::Deployment = serde_json::from_value(serde_json::json!({
             "metadata": {"name": "web", "namespace": "apps", "uid": "u1",
-                         "annotations": {sources::RESTART_ON_CHANGE: "true"}},
+                         "annotations": {sources::RESTART_ON_CHANGE: "true",
+                                         "deployment.reloader.stakater.com/pause-period": "5m"}},
             "spec": {"selector": {}, "template": {
                 "metadata": {"annotations": {super::super::workload::CONFIG_HASH: "h"}},
                 "spec": {"containers": [], "volumes": [{"name": "t", "secret": {"secretName": "tls"}}]}}}
         }))
         .expect("valid");
-        let seen = Observed::from(&Workload::Deployment(d));
+        let seen = Observed::of(&Workload::Deployment(d), true);
         assert_eq!(seen.key, key("apps", "web"));
         assert_eq!(seen.reference.uid.as_deref(), Some("u1"));
-        assert_eq!(seen.watched, Some([tls()].into()));
+        assert_eq!(seen.watched, Some(Watched::test(&[tls()], &[])));
+        assert!(seen.in_scope);
+        assert_eq!(
+            seen.unsupported.keys().collect::<Vec<_>>(),
+            ["deployment.reloader.stakater.com/pause-period"]
+        );
         assert_eq!(seen.applied_hash.as_deref(), Some("h"));
+    }
+
+    /// `source` in `ns` read with `marks` and content `digest`.
+    fn marked(digest: &str, ignore: bool, matched: bool) -> Option<Read> {
+        Some(Read {
+            digest: digest.into(),
+            marks: sources::Marks { ignore, matched },
+        })
+    }
+
+    /// Answers every fetch in `effects` by `answer`; returns what followed.
+    fn answer(
+        index: &mut Index,
+        effects: Vec<Effect>,
+        at: Moment,
+        answer: impl Fn(&SourceRef) -> Option<Read>,
+    ) -> Vec<Effect> {
+        let mut out = Vec::new();
+        for effect in effects {
+            match effect {
+                Effect::Fetch(skey) => out.extend(index.fetched(&skey, answer(&skey.1), at)),
+                other => out.push(other),
+            }
+        }
+        out
+    }
+
+    fn baseline_of(effects: &[Effect]) -> Option<String> {
+        effects.iter().find_map(|e| match e {
+            Effect::RecordBaseline { hash, .. } => Some(hash.clone()),
+            _ => None,
+        })
+    }
+
+    #[test]
+    fn an_ignored_source_neither_counts_in_the_hash_nor_rolls() {
+        let clock = Clock::new();
+        let mut index = Index::new(LIMITS, false);
+        let effects = index.workload_seen(Observed::test("apps", "web"), clock.lead(0));
+        let effects = answer(&mut index, effects, clock.lead(0), |s| {
+            if *s == tls() {
+                marked("t1", true, false)
+            } else {
+                read("c1")
+            }
+        });
+        let only_ca = config_hash(&BTreeMap::from([(ca(), Some("c1".to_owned()))]));
+        assert_eq!(baseline_of(&effects), Some(only_ca.clone()));
+        index.baseline_recorded(&key("apps", "web"), only_ca.clone());
+        let echo = Observed::test("apps", "web").hash(&only_ca);
+        assert_eq!(index.workload_seen(echo, clock.lead(1)), vec![]);
+        // The ignored source changes: read, but nothing rolls.
+        let tls_key = skey("apps", tls());
+        index.source_seen(tls_key.clone(), Some("2".into()), clock.lead(100));
+        assert_eq!(
+            index.fetched(&tls_key, marked("t2", true, false), clock.lead(100)),
+            vec![checked(tls_key.clone(), true)]
+        );
+        assert_eq!(index.tick(clock.lead(200)), vec![]);
+        // Once it is no longer ignored, its next change rolls, now counted.
+        index.source_seen(tls_key.clone(), Some("3".into()), clock.lead(300));
+        index.fetched(&tls_key, read("t3"), clock.lead(300));
+        assert_eq!(
+            rolls(&index.tick(clock.lead(310))),
+            [(key("apps", "web"), [tls()].into(), hash_of("t3", "c1"))]
+        );
+    }
+
+    #[test]
+    fn in_search_mode_only_a_matched_source_counts_and_rolls() {
+        let clock = Clock::new();
+        let mut index = Index::new(LIMITS, false);
+        let mut seen = Observed::test("apps", "web");
+        seen.watched = Some(Watched::test(&[ca()], &[tls()]));
+        let effects = index.workload_seen(seen.clone(), clock.lead(0));
+        let effects = answer(&mut index, effects, clock.lead(0), |s| {
+            if *s == tls() { read("t1") } else { read("c1") }
+        });
+        let only_ca = config_hash(&BTreeMap::from([(ca(), Some("c1".to_owned()))]));
+        assert_eq!(baseline_of(&effects), Some(only_ca.clone()));
+        index.baseline_recorded(&key("apps", "web"), only_ca.clone());
+        assert_eq!(
+            index.workload_seen(seen.clone().hash(&only_ca), clock.lead(1)),
+            vec![]
+        );
+        // Unmatched: its change rolls nothing.
+        let tls_key = skey("apps", tls());
+        index.source_seen(tls_key.clone(), Some("2".into()), clock.lead(100));
+        index.fetched(&tls_key, read("t2"), clock.lead(100));
+        assert_eq!(index.tick(clock.lead(200)), vec![]);
+        // Matched and changed: it rolls, and counts in the hash.
+        index.source_seen(tls_key.clone(), Some("3".into()), clock.lead(300));
+        index.fetched(&tls_key, marked("t3", false, true), clock.lead(300));
+        assert_eq!(
+            rolls(&index.tick(clock.lead(310))),
+            [(key("apps", "web"), [tls()].into(), hash_of("t3", "c1"))]
+        );
+        // A missed change on first sight names only the sources that count.
+        let mut fresh = Index::new(LIMITS, false);
+        let stale = seen.hash("from-before");
+        let effects = fresh.workload_seen(stale, clock.lead(0));
+        answer(&mut fresh, effects, clock.lead(0), |s| {
+            if *s == tls() { read("t1") } else { read("c1") }
+        });
+        assert_eq!(
+            rolls(&fresh.tick(clock.lead(10))),
+            [(key("apps", "web"), [ca()].into(), only_ca)]
+        );
+    }
+
+    #[test]
+    fn a_workload_outside_the_scope_is_not_tracked() {
+        let clock = Clock::new();
+        let mut index = Index::new(LIMITS, false);
+        let mut outside = Observed::test("apps", "web");
+        outside.in_scope = false;
+        assert_eq!(index.workload_seen(outside.clone(), clock.lead(0)), vec![]);
+        assert_eq!(index.sources.len(), 0);
+        // Tracked, then seen outside (its namespace was relabelled): dropped.
+        settled(&mut index, "apps", "web", clock.lead(1));
+        change(&mut index, "apps", tls(), "2", "t2", clock.lead(100));
+        assert_eq!(index.workload_seen(outside, clock.lead(101)), vec![]);
+        assert_eq!(index.sources_known(), 0);
+        assert_eq!(index.tick(clock.lead(110)), vec![]);
+    }
+
+    #[test]
+    fn unsupported_annotations_are_warned_once_per_set_by_a_leader() {
+        let clock = Clock::new();
+        let mut index = Index::new(LIMITS, false);
+        let mut seen = Observed::test("apps", "web").opted_out();
+        seen.unsupported = BTreeMap::from([(
+            "reloader.stakater.com/rollout-strategy".to_owned(),
+            "why".to_owned(),
+        )]);
+        // A follower says nothing.
+        assert_eq!(index.workload_seen(seen.clone(), clock.follow(0)), vec![]);
+        let effects = index.workload_seen(seen.clone(), clock.lead(1));
+        let [
+            Effect::Event {
+                workload, record, ..
+            },
+        ] = &effects[..]
+        else {
+            panic!("{effects:?}")
+        };
+        assert_eq!(workload, &key("apps", "web"));
+        assert_eq!(
+            (record.type_, record.reason.as_str()),
+            (EventType::Warning, reasons::UNSUPPORTED_ANNOTATION)
+        );
+        assert_eq!(
+            record.message,
+            "Deployment/web -n apps: reloader.stakater.com/rollout-strategy is a Reloader annotation capstan does not honour: why"
+        );
+        assert_eq!(
+            index.workload_seen(seen.clone(), clock.lead(2)),
+            vec![],
+            "once"
+        );
+        // Another set is news; deletion forgets what was said.
+        let mut more = seen.clone();
+        more.unsupported.insert(
+            "deployment.reloader.stakater.com/pause-period".into(),
+            "why".into(),
+        );
+        assert_eq!(
+            reasons_of(&index.workload_seen(more, clock.lead(3))),
+            [reasons::UNSUPPORTED_ANNOTATION]
+        );
+        index.workload_gone(&key("apps", "web"));
+        assert_eq!(
+            reasons_of(&index.workload_seen(seen.clone(), clock.lead(4))),
+            [reasons::UNSUPPORTED_ANNOTATION]
+        );
+        // A tracked workload seen only as follower is warned about when
+        // leadership is gained.
+        let mut tracked = Observed::test("apps", "api");
+        tracked.unsupported = seen.unsupported;
+        let mut follower = Index::new(LIMITS, false);
+        let effects = follower.workload_seen(tracked, clock.follow(0));
+        answer(&mut follower, effects, clock.follow(0), |_| read("d"));
+        assert_eq!(
+            reasons_of(&follower.leadership_gained(clock.lead(1))),
+            [reasons::UNSUPPORTED_ANNOTATION]
+        );
+        assert_eq!(
+            reasons_of(&follower.leadership_gained(clock.lead(2))),
+            Vec::<&str>::new()
+        );
+    }
+
+    #[test]
+    fn a_namespace_leaving_the_scope_drops_its_workloads_and_one_entering_is_listed() {
+        let clock = Clock::new();
+        let mut index = Index::new(LIMITS, false);
+        settled(&mut index, "apps", "web", clock.lead(0));
+        settled(&mut index, "other", "web", clock.lead(0));
+        change(&mut index, "apps", tls(), "2", "t2", clock.lead(100));
+        index.namespace_left("apps");
+        assert_eq!(index.sources_known(), 2, "only other's sources remain");
+        assert_eq!(index.tick(clock.lead(110)), vec![], "nothing rolls in apps");
+        // Back in scope: listed; a failed list is made again, doubling.
+        assert_eq!(
+            index.namespace_entered("apps".into()),
+            vec![Effect::List("apps".into())]
+        );
+        assert_eq!(
+            index.list_failed("apps".into(), clock.lead(200).now),
+            clock.lead(201).now
+        );
+        assert_eq!(
+            index.tick(clock.lead(201)),
+            vec![Effect::List("apps".into())]
+        );
+        assert_eq!(
+            index.list_failed("apps".into(), clock.lead(201).now),
+            clock.lead(203).now
+        );
+        // Listed: its workloads are handled as first seen, a hash from
+        // before the change being a change missed.
+        let stale = Observed::test("apps", "web").hash(&hash_of("t1", "c1"));
+        let effects = index.workload_seen(stale, clock.lead(202));
+        answer(&mut index, effects, clock.lead(202), |s| {
+            if *s == tls() { read("t2") } else { read("c1") }
+        });
+        index.listed("apps");
+        assert_eq!(index.tick(clock.lead(203)), vec![], "no list owed");
+        assert_eq!(
+            rolls(&index.tick(clock.lead(212))),
+            [(
+                key("apps", "web"),
+                [tls(), ca()].into(),
+                hash_of("t2", "c1")
+            )]
+        );
+        // Leaving drops a list still owed.
+        index.namespace_entered("gone".into());
+        index.list_failed("gone".into(), clock.lead(300).now);
+        index.namespace_left("gone");
+        assert_eq!(index.tick(clock.lead(400)), vec![]);
     }
 }

@@ -3,6 +3,7 @@
 //! * [`sources`] — which Secrets and ConfigMaps a pod template uses, and which
 //!   of them a workload asked to be restarted for (capstan's and Reloader's
 //!   annotations);
+//! * [`compat`] — Reloader annotations capstan does not honour, reported once;
 //! * [`schedule`] — debounce windows and the per-namespace rollout limit;
 //! * [`workload`] — Deployments, StatefulSets and DaemonSets behind one type;
 //! * [`index`] — every restart decision, pure: sources → workloads → hashes,
@@ -12,6 +13,7 @@
 //! * [`hash`] — the content hash a restart sets on the pod template;
 //! * [`rollout`] — whether a rollout has finished, as `kubectl rollout status` judges it.
 
+pub mod compat;
 pub mod controller;
 pub mod hash;
 pub mod index;
