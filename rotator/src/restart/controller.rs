@@ -259,9 +259,7 @@ impl Restarter {
                     record,
                 } => {
                     tracing::info!(%workload, reason = %record.reason, "{}", record.message);
-                    if let Err(e) = self.ctx.recorder.publish(&reference, &record).await {
-                        tracing::warn!(%workload, error = %e, "could not record event");
-                    }
+                    self.ctx.recorder.publish_or_warn(&reference, &record).await;
                 }
                 Effect::Count(counter, key) => {
                     let metrics = &self.ctx.metrics;
