@@ -20,6 +20,34 @@ use crate::error::{Error, Result};
 /// Usages when a request asks for none.
 pub const DEFAULT_USAGES: [&str; 3] = ["digital signature", "key encipherment", "server auth"];
 
+/// Every usage string cert-manager names (its `KeyUsage` API type), each of
+/// which [`is_known_usage`] maps to a KeyUsage or ExtendedKeyUsage.
+pub const USAGES: &[&str] = &[
+    "signing",
+    "digital signature",
+    "content commitment",
+    "key encipherment",
+    "key agreement",
+    "data encipherment",
+    "cert sign",
+    "crl sign",
+    "encipher only",
+    "decipher only",
+    "any",
+    "server auth",
+    "client auth",
+    "code signing",
+    "email protection",
+    "s/mime",
+    "ipsec end system",
+    "ipsec tunnel",
+    "ipsec user",
+    "timestamping",
+    "ocsp signing",
+    "microsoft sgc",
+    "netscape sgc",
+];
+
 /// One cert-manager usage string.
 enum Usage {
     Key(Ku),
@@ -363,31 +391,7 @@ mod tests {
 
     #[test]
     fn every_cert_manager_usage_is_known() {
-        for u in [
-            "signing",
-            "digital signature",
-            "content commitment",
-            "key encipherment",
-            "key agreement",
-            "data encipherment",
-            "cert sign",
-            "crl sign",
-            "encipher only",
-            "decipher only",
-            "any",
-            "server auth",
-            "client auth",
-            "code signing",
-            "email protection",
-            "s/mime",
-            "ipsec end system",
-            "ipsec tunnel",
-            "ipsec user",
-            "timestamping",
-            "ocsp signing",
-            "microsoft sgc",
-            "netscape sgc",
-        ] {
+        for u in USAGES {
             assert!(is_known_usage(u), "{u}");
         }
         assert!(!is_known_usage("teleport"));

@@ -75,33 +75,9 @@ pub const DURATION_MAX_LENGTH: u32 = 64;
 /// Most entries in a list the CRD accepts (keeps CEL's cost bounded).
 pub const LIST_MAX_ITEMS: u32 = 256;
 
-/// Every usage cert-manager names (`KeyUsage` in its API), the ones a
-/// spec's `allowedUsages` may list.
-pub const USAGES: &[&str] = &[
-    "signing",
-    "digital signature",
-    "content commitment",
-    "key encipherment",
-    "key agreement",
-    "data encipherment",
-    "cert sign",
-    "crl sign",
-    "encipher only",
-    "decipher only",
-    "any",
-    "server auth",
-    "client auth",
-    "code signing",
-    "email protection",
-    "s/mime",
-    "ipsec end system",
-    "ipsec tunnel",
-    "ipsec user",
-    "timestamping",
-    "ocsp signing",
-    "microsoft sgc",
-    "netscape sgc",
-];
+/// Every usage cert-manager names, the ones a spec's `allowedUsages` may
+/// list: the PKI's own list, which it maps to certificate extensions.
+pub use capstan_pki::sign::USAGES;
 
 /// The longest CA lifetime, in whole hours (100 years).
 #[must_use]

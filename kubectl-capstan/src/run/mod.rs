@@ -5,9 +5,6 @@
 //! * [`objects`] — a Secret's or ConfigMap's data, and `inspect`;
 //! * [`targets`] — `check`.
 
-use std::collections::BTreeMap;
-
-use k8s_openapi::api::core::v1::{ConfigMap, Secret};
 use kube::Client;
 use kube::config::{KubeConfigOptions, Kubeconfig};
 
@@ -91,29 +88,4 @@ fn print(text: &str) {
     let mut out = std::io::stdout().lock();
     let _ = out.write_all(text.as_bytes());
     let _ = out.flush();
-}
-
-fn secret_data(secret: Secret) -> BTreeMap<String, Vec<u8>> {
-    secret
-        .data
-        .unwrap_or_default()
-        .into_iter()
-        .map(|(k, v)| (k, v.0))
-        .collect()
-}
-
-fn config_map_data(cm: ConfigMap) -> BTreeMap<String, Vec<u8>> {
-    let mut data: BTreeMap<String, Vec<u8>> = cm
-        .binary_data
-        .unwrap_or_default()
-        .into_iter()
-        .map(|(k, v)| (k, v.0))
-        .collect();
-    data.extend(
-        cm.data
-            .unwrap_or_default()
-            .into_iter()
-            .map(|(k, v)| (k, v.into_bytes())),
-    );
-    data
 }

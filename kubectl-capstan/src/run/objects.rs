@@ -12,7 +12,9 @@ use crate::error::{Error, Result};
 use crate::inspect;
 use crate::output::{Format, encode};
 
-use super::{config_map_data, print, secret_data};
+use capstan_rotator::bundle::source::{config_map_bytes, secret_bytes};
+
+use super::print;
 
 /// The data of a Secret or ConfigMap, by its kind name, or not found.
 pub(super) async fn object_data(
@@ -28,7 +30,7 @@ pub(super) async fn object_data(
                 .get_opt(name)
                 .await
                 .map_err(|e| Error::api(format!("reading Secret/{name} -n {namespace}"), e))?
-                .map(secret_data),
+                .map(secret_bytes),
         ),
         ObjectKind::Configmap => (
             "ConfigMap",
@@ -36,7 +38,7 @@ pub(super) async fn object_data(
                 .get_opt(name)
                 .await
                 .map_err(|e| Error::api(format!("reading ConfigMap/{name} -n {namespace}"), e))?
-                .map(config_map_data),
+                .map(config_map_bytes),
         ),
     };
     let object = format!("{kind_name}/{name} -n {namespace}");

@@ -24,7 +24,9 @@ use crate::error::{EXIT_OUT_OF_SYNC, Error, Result};
 use crate::output::{Format, encode};
 
 use super::objects::object_data;
-use super::{config_map_data, print, secret_data};
+use capstan_rotator::bundle::source::{config_map_bytes, secret_bytes};
+
+use super::print;
 
 /// What `check -o json|yaml` prints.
 #[derive(serde::Serialize)]
@@ -130,7 +132,7 @@ async fn injection_bundle(
     let Some(secret) = secret else {
         return Ok(Err(Problem::Missing(format!("{what} not found"))));
     };
-    let data = secret_data(secret);
+    let data = secret_bytes(secret);
     Ok(source::read_key(&what, &data, None, keys).and_then(|bytes| source::build(&[bytes], now)))
 }
 
@@ -223,7 +225,7 @@ async fn bundle_source(
                     "spec.sources[{i}]: {why}; a bundle cannot read its own output"
                 ))));
             }
-            let data = config_map_data(cm);
+            let data = config_map_bytes(cm);
             Ok(source::read_key(&what, &data, r.key.as_deref(), DEFAULT_KEYS).map(<[u8]>::to_vec))
         }
         _ => Ok(Err(Problem::Invalid(format!(

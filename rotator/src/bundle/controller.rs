@@ -425,12 +425,7 @@ impl Bundles {
                 let Some(secret) = secret else {
                     return Ok(Err(Problem::Missing(format!("{what} not found"))));
                 };
-                let data: BTreeMap<String, Vec<u8>> = secret
-                    .data
-                    .unwrap_or_default()
-                    .into_iter()
-                    .map(|(k, v)| (k, v.0))
-                    .collect();
+                let data = source::secret_bytes(secret);
                 Ok(
                     source::read_key(&what, &data, r.key.as_deref(), DEFAULT_KEYS)
                         .map(<[u8]>::to_vec),
@@ -457,18 +452,7 @@ impl Bundles {
                         "spec.sources[{i}]: {why}; a bundle cannot read its own output"
                     ))));
                 }
-                let mut data: BTreeMap<String, Vec<u8>> = cm
-                    .binary_data
-                    .unwrap_or_default()
-                    .into_iter()
-                    .map(|(k, v)| (k, v.0))
-                    .collect();
-                data.extend(
-                    cm.data
-                        .unwrap_or_default()
-                        .into_iter()
-                        .map(|(k, v)| (k, v.into_bytes())),
-                );
+                let data = source::config_map_bytes(cm);
                 Ok(
                     source::read_key(&what, &data, r.key.as_deref(), DEFAULT_KEYS)
                         .map(<[u8]>::to_vec),

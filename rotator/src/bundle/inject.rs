@@ -12,7 +12,7 @@
 //! ConfigMap and no write; [`super::deps`] re-runs the ConfigMap when the
 //! source changes or appears.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeSet;
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use capstan_common::backoff::{Retries, WatchBackoff};
@@ -380,12 +380,7 @@ impl Injector {
         let Some(secret) = secret else {
             return Ok(Err(Problem::Missing(format!("{what} not found"))));
         };
-        let data: BTreeMap<String, Vec<u8>> = secret
-            .data
-            .unwrap_or_default()
-            .into_iter()
-            .map(|(k, v)| (k, v.0))
-            .collect();
+        let data = source::secret_bytes(secret);
         Ok(source::read_key(&what, &data, None, keys)
             .and_then(|bytes| source::build(&[bytes], time::OffsetDateTime::now_utc())))
     }

@@ -14,6 +14,7 @@
 use std::collections::BTreeMap;
 
 use capstan_pki::Bundle;
+use k8s_openapi::api::core::v1::{ConfigMap, Secret};
 use time::OffsetDateTime;
 
 use crate::api::injection::{CA_CRT, DEFAULT_KEY};
@@ -60,6 +61,37 @@ impl Problem {
             }
         }
     }
+}
+
+/// A Secret's keys and values, as bundle sources read them.
+#[must_use]
+pub fn secret_bytes(secret: Secret) -> BTreeMap<String, Vec<u8>> {
+    secret
+        .data
+        .unwrap_or_default()
+        .into_iter()
+        .map(|(k, v)| (k, v.0))
+        .collect()
+}
+
+/// A ConfigMap's keys and values, `binaryData` and `data` together (a key
+/// in both reads as its `data`), as bundle sources read them.
+#[must_use]
+pub fn config_map_bytes(config_map: ConfigMap) -> BTreeMap<String, Vec<u8>> {
+    let mut data: BTreeMap<String, Vec<u8>> = config_map
+        .binary_data
+        .unwrap_or_default()
+        .into_iter()
+        .map(|(k, v)| (k, v.0))
+        .collect();
+    data.extend(
+        config_map
+            .data
+            .unwrap_or_default()
+            .into_iter()
+            .map(|(k, v)| (k, v.into_bytes())),
+    );
+    data
 }
 
 /// Picks the key to read from `data`: `named` if given, else the first of
