@@ -1,5 +1,6 @@
 //! Reading the Kubernetes API's answers the same way in every capstan
-//! controller.
+//! controller, and naming the object an API error concerns
+//! ([`ObjectName`]).
 
 /// Whether the API server refused a write with 409 Conflict: the object
 /// changed since it was read (a stale `resourceVersion`), or another writer
@@ -8,6 +9,63 @@
 #[must_use]
 pub fn is_conflict(error: &kube::Error) -> bool {
     matches!(error, kube::Error::Api(status) if status.code == 409)
+}
+
+/// The object an error concerns: its kind, namespace (none for
+/// cluster-scoped objects) and name.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct ObjectName {
+    /// The Kubernetes kind, e.g. `Secret`.
+    pub kind: &'static str,
+    /// The namespace; `None` for cluster-scoped objects.
+    pub namespace: Option<String>,
+    /// The name.
+    pub name: String,
+}
+
+impl ObjectName {
+    /// A namespaced object.
+    #[must_use]
+    pub fn namespaced(kind: &'static str, namespace: &str, name: &str) -> Self {
+        Self {
+            kind,
+            namespace: Some(namespace.to_owned()),
+            name: name.to_owned(),
+        }
+    }
+
+    /// A cluster-scoped object.
+    #[must_use]
+    pub fn cluster(kind: &'static str, name: &str) -> Self {
+        Self {
+            kind,
+            namespace: None,
+            name: name.to_owned(),
+        }
+    }
+
+    /// `Kind/name -n namespace`, or `Kind/name`: how library-go's Events and
+    /// the rotator's logs name an object ([`crate::events::object_phrase`]).
+    #[must_use]
+    pub fn phrase(&self) -> String {
+        crate::events::object_phrase(self.kind, self.namespace.as_deref(), &self.name)
+    }
+
+    /// `namespace/name`, or `name` for a cluster-scoped object.
+    #[must_use]
+    pub fn path(&self) -> String {
+        match &self.namespace {
+            Some(ns) => format!("{ns}/{}", self.name),
+            None => self.name.clone(),
+        }
+    }
+}
+
+/// `Kind namespace/name`, or `Kind name`.
+impl std::fmt::Display for ObjectName {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{} {}", self.kind, self.path())
+    }
 }
 
 #[cfg(test)]

@@ -4,7 +4,6 @@
 //! PKI's own error as its source: why a CA Secret cannot be used
 //! ([`CaSecretProblem`]) and why a request cannot be signed ([`SignError`]).
 
-use std::fmt;
 use std::time::Duration;
 
 use kube::runtime::controller::Action;
@@ -31,55 +30,7 @@ const PERMANENT_RECHECK: Duration = Duration::from_secs(300);
 /// Requeue after a conflict: re-read at once, almost.
 const CONFLICT_RETRY: Duration = Duration::from_millis(200);
 
-/// The object an error concerns: its kind, namespace (none for
-/// cluster-scoped objects) and name.
-#[derive(Debug, Clone, PartialEq, Eq, Hash)]
-pub struct ObjectName {
-    /// The Kubernetes kind, e.g. `Secret`.
-    pub kind: &'static str,
-    /// The namespace; `None` for cluster-scoped objects.
-    pub namespace: Option<String>,
-    /// The name.
-    pub name: String,
-}
-
-impl ObjectName {
-    /// A namespaced object.
-    #[must_use]
-    pub fn namespaced(kind: &'static str, namespace: &str, name: &str) -> Self {
-        Self {
-            kind,
-            namespace: Some(namespace.to_owned()),
-            name: name.to_owned(),
-        }
-    }
-
-    /// A cluster-scoped object.
-    #[must_use]
-    pub fn cluster(kind: &'static str, name: &str) -> Self {
-        Self {
-            kind,
-            namespace: None,
-            name: name.to_owned(),
-        }
-    }
-
-    /// `namespace/name`, or `name` for a cluster-scoped object.
-    #[must_use]
-    pub fn path(&self) -> String {
-        match &self.namespace {
-            Some(ns) => format!("{ns}/{}", self.name),
-            None => self.name.clone(),
-        }
-    }
-}
-
-/// `Kind namespace/name`, or `Kind name`.
-impl fmt::Display for ObjectName {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{} {}", self.kind, self.path())
-    }
-}
+pub use capstan_common::api::ObjectName;
 
 impl From<&IssuerKey> for ObjectName {
     fn from(key: &IssuerKey) -> Self {

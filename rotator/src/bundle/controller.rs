@@ -49,7 +49,7 @@ use super::{Config, config_map_ref, publish};
 use crate::api::ca_bundle::{BundleSource, CABundle, CABundleSpec};
 use crate::api::rules;
 use crate::context::{BUNDLE_MANAGER, Context};
-use crate::error::{Error, Result};
+use crate::error::{Error, ObjectName, Result, verb};
 use crate::reasons;
 
 struct Bundles {
@@ -275,7 +275,7 @@ impl Bundles {
             Err(problem) => return Ok((self.failed(bundle, problem).await, None)),
         };
         if self.namespaces.wait_until_ready().await.is_err() {
-            return Err(Error::Source("the Namespace cache stopped".to_owned()));
+            return Err(Error::CacheStopped { kind: "Namespace" });
         }
         let pem = match self.build(spec).await? {
             Ok(pem) => pem,
@@ -421,7 +421,13 @@ impl Bundles {
                 let secret = Api::<Secret>::namespaced(client, &r.namespace)
                     .get_opt(&r.name)
                     .await
-                    .map_err(|e| Error::kube(format!("reading {what}"), e))?;
+                    .map_err(|e| {
+                        Error::kube(
+                            verb::READ,
+                            ObjectName::namespaced("Secret", &r.namespace, &r.name),
+                            e,
+                        )
+                    })?;
                 let Some(secret) = secret else {
                     return Ok(Err(Problem::Missing(format!("{what} not found"))));
                 };
@@ -436,7 +442,13 @@ impl Bundles {
                 let cm = Api::<ConfigMap>::namespaced(client, &r.namespace)
                     .get_opt(&r.name)
                     .await
-                    .map_err(|e| Error::kube(format!("reading {what}"), e))?;
+                    .map_err(|e| {
+                        Error::kube(
+                            verb::READ,
+                            ObjectName::namespaced("ConfigMap", &r.namespace, &r.name),
+                            e,
+                        )
+                    })?;
                 let Some(cm) = cm else {
                     return Ok(Err(Problem::Missing(format!("{what} not found"))));
                 };
@@ -482,7 +494,11 @@ impl Bundles {
         for api in &apis {
             for params in [&by_name, &by_label] {
                 let list = api.list(params).await.map_err(|e| {
-                    Error::kube(format!("listing the targets of CABundle/{bundle}"), e)
+                    Error::kube(
+                        verb::LIST_TARGETS,
+                        ObjectName::cluster("CABundle", bundle),
+                        e,
+                    )
                 })?;
                 out.extend(list.items.into_iter().map(|cm| found(cm, key)));
             }
@@ -526,7 +542,8 @@ impl Bundles {
             return Ok(false);
         }
         let api = Api::<ConfigMap>::namespaced(self.ctx.client.clone(), namespace);
-        let fail = |e| Error::kube(format!("{verb} {phrase}"), e);
+        let target = ObjectName::namespaced("ConfigMap", namespace, w.target);
+        let fail = |write: &'static str| move |e| Error::kube(write, target.clone(), e);
         let record = match action {
             TargetAction::Create { .. } => {
                 let cm = ConfigMap {
@@ -544,7 +561,7 @@ impl Bundles {
                     field_manager: Some(BUNDLE_MANAGER.to_owned()),
                     ..PostParams::default()
                 };
-                let created = api.create(&params, &cm).await.map_err(fail)?;
+                let created = api.create(&params, &cm).await.map_err(fail(verb::CREATE))?;
                 let reference = config_map_ref(namespace, w.target, created.metadata.uid);
                 let message = created_message("ConfigMap", Some(namespace), w.target);
                 (
@@ -564,7 +581,7 @@ impl Bundles {
                 };
                 api.patch(w.target, &params, &Patch::Merge(&body))
                     .await
-                    .map_err(fail)?;
+                    .map_err(fail(verb::UPDATE))?;
                 let message = updated_message("ConfigMap", Some(namespace), w.target);
                 (
                     config_map_ref(namespace, w.target, uid),
@@ -582,7 +599,7 @@ impl Bundles {
                 match api.delete(w.target, &params).await {
                     Ok(_) => {}
                     Err(kube::Error::Api(s)) if s.code == 404 => return Ok(true),
-                    Err(e) => return Err(fail(e)),
+                    Err(e) => return Err(fail(verb::DELETE)(e)),
                 }
                 let message =
                     format!("Deleted {phrase} because CABundle/{bundle_name} no longer selects it");
@@ -632,7 +649,13 @@ impl Bundles {
                 &Patch::Apply(&body),
             )
             .await
-            .map_err(|e| Error::kube(format!("writing the status of CABundle/{name}"), e))?;
+            .map_err(|e| {
+                Error::kube(
+                    verb::WRITE_STATUS,
+                    ObjectName::cluster("CABundle", &name),
+                    e,
+                )
+            })?;
         Ok(())
     }
 }

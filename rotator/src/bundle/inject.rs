@@ -33,7 +33,7 @@ use super::{Config, config_map_ref, publish};
 use crate::api::injection::{self, InjectSource};
 use crate::api::issuer_ref;
 use crate::context::{BUNDLE_MANAGER, Context};
-use crate::error::{Error, Result};
+use crate::error::{Error, ObjectName, Result, verb};
 use crate::reasons;
 use crate::scope::watch::scoped;
 
@@ -260,10 +260,13 @@ impl Injector {
             }
         };
         let api = Api::<ConfigMap>::namespaced(self.ctx.client.clone(), namespace);
-        let Some(current) = api
-            .get_opt(name)
-            .await
-            .map_err(|e| Error::kube(format!("reading ConfigMap/{name} -n {namespace}"), e))?
+        let Some(current) = api.get_opt(name).await.map_err(|e| {
+            Error::kube(
+                verb::READ,
+                ObjectName::namespaced("ConfigMap", namespace, name),
+                e,
+            )
+        })?
         else {
             return Ok(Action::await_change());
         };
@@ -301,7 +304,13 @@ impl Injector {
         };
         api.patch(name, &params, &Patch::Merge(&body))
             .await
-            .map_err(|e| Error::kube(format!("updating ConfigMap/{name} -n {namespace}"), e))?;
+            .map_err(|e| {
+                Error::kube(
+                    verb::UPDATE,
+                    ObjectName::namespaced("ConfigMap", namespace, name),
+                    e,
+                )
+            })?;
         self.ctx
             .metrics
             .bundle_updates
@@ -376,7 +385,13 @@ impl Injector {
         let secret = Api::<Secret>::namespaced(self.ctx.client.clone(), &namespace)
             .get_opt(&name)
             .await
-            .map_err(|e| Error::kube(format!("reading Secret/{name} -n {namespace}"), e))?;
+            .map_err(|e| {
+                Error::kube(
+                    verb::READ,
+                    ObjectName::namespaced("Secret", &namespace, &name),
+                    e,
+                )
+            })?;
         let Some(secret) = secret else {
             return Ok(Err(Problem::Missing(format!("{what} not found"))));
         };
@@ -388,7 +403,7 @@ impl Injector {
     /// The name of an issuer's CA Secret.
     async fn issuer_secret(&self, source: &InjectSource) -> Result<Result<String, Problem>> {
         let client = self.ctx.client.clone();
-        let (api, name) = match source {
+        let (api, name, object) = match source {
             InjectSource::Issuer { namespace, name } => (
                 Api::<DynamicObject>::namespaced_with(
                     client,
@@ -396,10 +411,12 @@ impl Injector {
                     &issuer_ref::ca_issuer_resource(),
                 ),
                 name,
+                ObjectName::namespaced(issuer_ref::CA_ISSUER, namespace, name),
             ),
             InjectSource::ClusterIssuer { name } => (
                 Api::<DynamicObject>::all_with(client, &issuer_ref::cluster_ca_issuer_resource()),
                 name,
+                ObjectName::cluster(issuer_ref::CLUSTER_CA_ISSUER, name),
             ),
             InjectSource::Secret { .. } => {
                 return Ok(Err(Problem::Invalid("not an issuer".to_owned())));
@@ -410,7 +427,7 @@ impl Injector {
             Ok(issuer) => issuer,
             // An issuer kind that is not installed is a missing source.
             Err(kube::Error::Api(status)) if status.code == 404 => None,
-            Err(e) => return Err(Error::kube(format!("reading {what}"), e)),
+            Err(e) => return Err(Error::kube(verb::READ, object, e)),
         };
         let Some(issuer) = issuer else {
             return Ok(Err(Problem::Missing(format!("{what} not found"))));

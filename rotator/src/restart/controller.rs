@@ -31,7 +31,7 @@ use super::schedule::{Limits, WorkloadKey};
 use super::sources::{SourceKind, SourceRef};
 use super::workload::{self, Workload};
 use crate::context::{Context, RESTART_MANAGER};
-use crate::error::{Error, Result};
+use crate::error::{Error, ObjectName, Result, verb};
 use crate::scope::Scope;
 use crate::scope::namespaces::{Moved, map_event};
 use crate::scope::watch::scoped;
@@ -310,7 +310,8 @@ impl Restarter {
     /// missing).
     async fn fetch(&self, (namespace, source): &SourceKey) -> Result<Option<hash::Read>> {
         let client = self.ctx.client.clone();
-        let fail = |e| Error::kube(format!("reading {source} -n {namespace}"), e);
+        let object = ObjectName::namespaced(source.kind.as_str(), namespace, &source.name);
+        let fail = |e| Error::kube(verb::READ, object.clone(), e);
         Ok(match source.kind {
             SourceKind::Secret => Api::<Secret>::namespaced(client, namespace)
                 .get_opt(&source.name)
@@ -346,7 +347,13 @@ impl Restarter {
                 .await
                 .map(|_| ()),
         };
-        result.map_err(|e| Error::kube(format!("patching {key}"), e))
+        result.map_err(|e| {
+            Error::kube(
+                verb::PATCH,
+                ObjectName::namespaced(key.kind, &key.namespace, &key.name),
+                e,
+            )
+        })
     }
 }
 
@@ -376,7 +383,11 @@ where
 /// # Errors
 /// When a list fails.
 async fn list_in(client: &kube::Client, namespace: &str) -> Result<Vec<Workload>> {
-    let fail = |kind: &str, e| Error::kube(format!("listing {kind}s -n {namespace}"), e);
+    let fail = |kind: &'static str, source| Error::List {
+        kind,
+        namespace: namespace.to_owned(),
+        source,
+    };
     let params = ListParams::default();
     let mut out: Vec<Workload> = Vec::new();
     let deployments = Api::<Deployment>::namespaced(client.clone(), namespace)
